@@ -1,0 +1,1 @@
+"""The NejumiEvaluation kopf operator."""
