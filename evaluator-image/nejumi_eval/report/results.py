@@ -1,0 +1,47 @@
+"""The results folder: the durable record of a run, written before anything is sent to W&B.
+
+Every table is one JSON Lines file named like its W&B table, so a number on the leaderboard can
+be traced to the question, prompt and output behind it with nothing but `jq`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    """Write via a temp file + rename so a killed run never leaves a half-written file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ResultsFolder:
+    """One run's results: `<name>.jsonl` tables plus JSON documents."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+
+    def write_table(self, name: str, rows: Iterable[Mapping[str, Any]]) -> Path:
+        rows = [dict(r) for r in rows]
+        self.tables[name] = rows
+        target = self.path / f"{name}.jsonl"
+        _atomic_write(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        return target
+
+    def write_json(self, name: str, doc: Any) -> Path:
+        target = self.path / f"{name}.json"
+        _atomic_write(target, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        return target
+
+
+def read_table(path: str | Path) -> list[dict[str, Any]]:
+    """Read back a `.jsonl` table (tests, `nejumi-eval` tooling)."""
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]

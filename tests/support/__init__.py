@@ -1,0 +1,1 @@
+"""Test-only helpers shared by several test folders (never imported by the product)."""
