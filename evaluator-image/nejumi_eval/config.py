@@ -56,7 +56,9 @@ class ModelSpec(Spec):
         description="Hugging Face model id or local path (served models), or the API's model name.",
     )
     revision: str | None = Field(None, description="Model revision (commit/tag); part of the cache key.")
-    source: ModelSource = Field(ModelSource.VLLM, description="vllm | transformers (CPU) | openai-compatible.")
+    source: ModelSource = Field(
+        ModelSource.VLLM, description="vllm, transformers (CPU) or openai-compatible."
+    )
     endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (…/v1).")
     api_key_secret_ref: SecretKeyRef | None = Field(None, description="API key (operator: mounted as env).")
     api_key_env: str | None = Field(
@@ -95,7 +97,9 @@ class JasterSpec(Spec):
     protocol: Literal["neo"] = "neo"
     datasets: list[str] | None = Field(None, description="Subset of dataset names; all 16 when unset.")
     test_samples: int | None = Field(
-        None, ge=1, description="Cap on scored test samples per dataset (protocol: 100, wiki 20). "
+        None,
+        ge=1,
+        description="Cap on scored test samples per dataset (protocol: 100, wiki 20). "
         "A capped run is a smoke test, not a leaderboard score.",
     )
     dev_samples: int = Field(20, ge=0, description="Dev samples per dataset for the dev output table.")
