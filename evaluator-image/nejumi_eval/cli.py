@@ -1,0 +1,188 @@
+"""`nejumi-eval`: run an evaluation, or work with jaster data and predictions by hand.
+
+Exit codes tell the caller (a person, CI, the operator reading a Job) what kind of failure it was:
+0 completed, 2 bad configuration or input, 3 infrastructure (data, model server, endpoint),
+1 anything unexpected (a bug: the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify
+
+
+def _print_json(doc: object) -> None:
+    print(json.dumps(doc, ensure_ascii=False, indent=2))
+
+
+# ---- jaster ---------------------------------------------------------------------------------
+
+
+def cmd_jaster_prepare(args: argparse.Namespace) -> int:
+    from nejumi_eval.jaster.prepare import prepare
+
+    report = prepare(args.datasets or None, progress=not args.quiet)
+    for name, r in report.datasets.items():
+        counts = " ".join(f"{s}={n}" for s, n in r.counts.items())
+        missing = f"  unavailable: {', '.join(r.unavailable)}" if r.unavailable else ""
+        print(f"{name:18} {counts}{missing}{'  (cached)' if r.cached else ''}")
+    print(f"prepared {len(report.datasets)} datasets in {report.seconds:.2f}s; cache: {report.cache_dir}")
+    return EXIT_OK
+
+
+def cmd_jaster_score(args: argparse.Namespace) -> int:
+    """Score a predictions file: JSON Lines of {"dataset", "index", "output"} (see README)."""
+    from nejumi_eval.jaster.datasets import DATASETS
+    from nejumi_eval.jaster.prepare import load
+    from nejumi_eval.jaster.scoring import rollup, score, select
+
+    preds: dict[str, dict[int, str]] = defaultdict(dict)
+    with open(args.predictions, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                dataset, index, output = row["dataset"], int(row["index"]), row["output"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise InputError(
+                    f'{args.predictions}:{lineno}: expected {{"dataset", "index", "output"}}: {exc}'
+                ) from None
+            if dataset not in DATASETS:
+                raise InputError(f"{args.predictions}:{lineno}: unknown dataset {dataset!r}")
+            if not isinstance(output, str):
+                raise InputError(f"{args.predictions}:{lineno}: output must be a string")
+            preds[dataset][index] = output
+    scores: dict[str, float] = {}
+    for dataset, by_index in preds.items():
+        golds = [r["output"] for r in select(dataset, "test", load(dataset, "test"))]
+        missing = [i for i in range(len(golds)) if i not in by_index]
+        if missing:
+            raise InputError(
+                f"{dataset}: predictions missing for test indices {missing[:10]}"
+                f"{' …' if len(missing) > 10 else ''} (the first {len(golds)} test samples are scored)"
+            )
+        metric = DATASETS[dataset].metric
+        raw = [by_index[i] for i in range(len(golds))]
+        scores[f"{dataset}_{metric}"] = score(dataset, metric, golds, raw, max_num_samples=len(golds))
+    doc = {"scores": scores, "categories": rollup(scores)}
+    if args.out:
+        Path(args.out).write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    _print_json(doc)
+    return EXIT_OK
+
+
+# ---- run ------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nejumi_eval.config import load_spec
+    from nejumi_eval.pipeline import embedded_default_spec, run
+
+    if args.config:
+        spec = load_spec(args.config)
+    else:
+        spec = embedded_default_spec(model=args.model)
+    if args.model and args.config:
+        spec.model.name = args.model
+    if args.workspace:
+        spec.workspace.path = args.workspace
+    if args.summary:
+        spec.summary_path = args.summary
+    summary = run(spec, progress=not args.quiet)
+    print(summary.to_json() if args.json else _human_summary(summary))
+    return EXIT_OK if summary.status == "completed" else EXIT_INFRA
+
+
+def _human_summary(summary) -> str:
+    lines = [f"model: {summary.model}"]
+    if summary.jaster:
+        j = summary.jaster
+        avg = "null (incomplete)" if j.avg is None else f"{j.avg:.4f}"
+        lines.append(f"jaster AVG: {avg}" + ("  [degraded]" if j.degraded else ""))
+        lines.append(
+            "  " + "  ".join(f"{k}={'-' if v is None else f'{v:.4f}'}" for k, v in j.categories.items())
+        )
+        if j.capped:
+            lines.append("  (sample cap in effect: a smoke test, not a leaderboard score)")
+    if summary.mtbench:
+        m = summary.mtbench
+        if not m.judged:
+            lines.append("MT-bench: not judged (no judge configured); answers saved")
+        else:
+            avg = "null" if m.avg is None else f"{m.avg:.4f}"
+            lines.append(f"MT-bench: {avg}  (invalid judgments: {m.invalid})")
+    if summary.overall is not None:
+        lines.append(f"Overall: {summary.overall:.4f}" + ("  [degraded]" if summary.degraded else ""))
+    lines.append(f"results: {summary.results_dir}")
+    if summary.wandb_run_path:
+        lines.append(f"W&B run: {summary.wandb_run_path}")
+    if summary.error:
+        lines.append(f"error: {summary.error}")
+    return "\n".join(lines)
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    from nejumi_eval.config import EvaluationSpec
+
+    _print_json(EvaluationSpec.model_json_schema(by_alias=True))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nejumi-eval", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run an evaluation (no config: the embedded default, a tiny model)")
+    run.add_argument("config", nargs="?", help="evaluation YAML (or a NejumiEvaluation manifest)")
+    run.add_argument("--model", help="model id or path (overrides the config's model.name)")
+    run.add_argument("--workspace", help="workspace folder (cache + results)")
+    run.add_argument("--summary", help="write the compact JSON summary here")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.set_defaults(func=cmd_run)
+
+    jaster = sub.add_parser("jaster", help="jaster data and scoring").add_subparsers(
+        dest="jaster", required=True
+    )
+    prep = jaster.add_parser("prepare", help="download/verify raw data and build every split")
+    prep.add_argument("datasets", nargs="*", help="dataset names (default: all 16)")
+    prep.set_defaults(func=cmd_jaster_prepare)
+    sc = jaster.add_parser("score", help="score a predictions file (JSON Lines)")
+    sc.add_argument("predictions")
+    sc.add_argument("--out", help="also write the scores here (JSON)")
+    sc.set_defaults(func=cmd_jaster_score)
+
+    schema = sub.add_parser("schema", help="print the evaluation spec's JSON schema")
+    schema.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume from the cache", file=sys.stderr)
+        return 130
+    except Exception as exc:  # classified below; bugs re-raise with their traceback
+        code = classify(exc)
+        if code == EXIT_BUG:
+            raise
+        print(f"nejumi-eval: {exc}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""`nejumi-eval run`: prepare data → serve → generate → score → report.
+
+The order matters for cost: every request to the model under test is sent while the server is up,
+and the server (the GPU) is released before anything that does not need it (judging, reporting).
+Every request goes through one cached client, so a killed run restarted with the same spec sends
+only what it had not finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import platform
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from nejumi_eval.config import ConfigError, EvaluationSpec, ModelSource, parse_spec
+from nejumi_eval.results import JasterSummary, Summary, Usage
+
+log = logging.getLogger(__name__)
+
+MODEL_API_KEY_ENV = "NEJUMI_MODEL_API_KEY"
+"""Where the operator mounts `model.apiKeySecretRef` (the evaluator never sees the Secret itself)."""
+JUDGE_API_KEY_ENV = "NEJUMI_JUDGE_API_KEY"
+
+EMBEDDED_TEST_SAMPLES = 4
+EMBEDDED_DEV_SAMPLES = 1
+
+
+def embedded_default_spec(model: str | None = None) -> EvaluationSpec:
+    """The spec `nejumi-eval run` uses without a config.
+
+    No model: a tiny random-weight model built offline and served on CPU by `transformers serve`,
+    with a small sample cap — a real run of every stage in a minute or two, no GPU, no network.
+    A model id: the full protocol on that model (vLLM when installed, else transformers).
+    """
+    if model is None:
+        from nejumi_eval.serve.tiny import build_tiny_model
+
+        path = build_tiny_model(Path(os.environ.get("NEJUMI_CACHE_DIR", "~/.cache/nejumi")).expanduser())
+        return parse_spec(
+            {
+                "model": {"name": str(path), "source": "transformers"},
+                "benchmarks": {
+                    "jaster": {"testSamples": EMBEDDED_TEST_SAMPLES, "devSamples": EMBEDDED_DEV_SAMPLES},
+                    "mtbench": {"enabled": False},
+                },
+                "generation": {"concurrency": 8},
+                "wandb": {"mode": "offline", "runName": "embedded-default"},
+            },
+            source="embedded default",
+        )
+    source = "vllm" if shutil.which("vllm") else "transformers"
+    return parse_spec({"model": {"name": model, "source": source}}, source="--model")
+
+
+# ---- phases and bookkeeping ----------------------------------------------------------------
+
+
+@dataclass
+class Timeline:
+    """Wall-clock phases of one run (seconds), for the summary and the GPU-time accounting."""
+
+    started: float = field(default_factory=time.perf_counter)
+    phases: dict[str, float] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        self.mark(f"{name}.start")
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - t0
+            self.mark(f"{name}.end")
+
+    def mark(self, event: str) -> None:
+        self.events.append({"event": event, "t": round(time.perf_counter() - self.started, 3)})
+
+    @property
+    def total(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text).name if os.path.sep in text else text).strip("_")[:60]
+
+
+def _api_key(explicit_env: str | None, operator_env: str, field_name: str) -> str:
+    """The API key from the environment only: secrets never appear in specs, logs or W&B."""
+    if explicit_env:
+        value = os.environ.get(explicit_env)
+        if value:
+            return value
+        if os.environ.get(operator_env):
+            return os.environ[operator_env]
+        raise ConfigError(f"{field_name}: environment variable {explicit_env} is not set")
+    return os.environ.get(operator_env, "EMPTY")
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("nejumi", "openai", "transformers", "torch", "vllm", "wandb", "rhoknp", "rapidfuzz"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[pkg] = metadata.version(pkg)
+    return out
+
+
+# ---- serving -------------------------------------------------------------------------------
+
+
+@dataclass
+class Endpoint:
+    base_url: str
+    model: str
+    api_key: str
+
+
+@contextlib.asynccontextmanager
+async def model_endpoint(spec: EvaluationSpec, log_dir: Path, timeline: Timeline) -> AsyncIterator[Endpoint]:
+    """Serve a local model for the duration of the block, or point at the configured API."""
+    m = spec.model
+    if m.source == ModelSource.OPENAI_COMPATIBLE:
+        assert m.endpoint is not None  # enforced by the spec
+        yield Endpoint(m.endpoint, m.name, _api_key(m.api_key_env, MODEL_API_KEY_ENV, "model.apiKeyEnv"))
+        return
+    from nejumi_eval.serve.commands import ServerSettings
+    from nejumi_eval.serve.process import ModelServer, ServerError
+
+    settings = ServerSettings(
+        backend=m.source.value,
+        model=m.name,
+        revision=m.revision,
+        tensor_parallel_size=m.vllm.tensor_parallel_size,
+        max_model_len=m.vllm.max_model_len,
+        dtype=m.vllm.dtype,
+        chat_template=Path(m.chat_template) if m.chat_template else None,
+        extra_args=[
+            *m.vllm.extra_args,
+            *(
+                ["--gpu-memory-utilization", str(m.vllm.gpu_memory_utilization)]
+                if m.vllm.gpu_memory_utilization and m.source == ModelSource.VLLM
+                else []
+            ),
+        ],
+        port=0,
+    )
+    server = ModelServer.from_settings(settings, log_dir=log_dir)
+    from nejumi_eval.errors import InfrastructureError
+
+    with timeline.phase("serve_start"):
+        try:
+            await server.start()
+        except ServerError as exc:
+            raise InfrastructureError(str(exc)) from None
+    timeline.mark("server.up")
+    try:
+        yield Endpoint(server.base_url, server.model_name, "EMPTY")
+    finally:
+        with timeline.phase("serve_stop"):
+            await server.stop()
+        timeline.mark("server.down")
+
+
+# ---- the run -------------------------------------------------------------------------------
+
+
+async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
+    """One evaluation, end to end. Raises on configuration or infrastructure failure."""
+    from nejumi_eval.client.cache import ResponseCache
+    from nejumi_eval.client.client import InferenceClient
+    from nejumi_eval.client.models import ClientSettings
+    from nejumi_eval.client.retry import RetryPolicy
+    from nejumi_eval.jaster import benchmark as jaster
+
+    timeline = Timeline()
+    workspace = Path(spec.workspace.path).expanduser().resolve()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    run_name = spec.wandb.run_name or _slug(spec.model.name)
+    results_dir = workspace / "results" / f"{_slug(spec.model.name)}-{stamp}"
+    results_dir.mkdir(parents=True, exist_ok=True)
+
+    jaster_cfg = spec.benchmarks.jaster
+    with timeline.phase("prepare"):
+        jaster_plan = (
+            await asyncio.to_thread(jaster.plan, jaster_cfg, spec.model.request_mode)
+            if jaster_cfg.enabled
+            else None
+        )
+
+    cache = ResponseCache(workspace / "cache" / "responses.sqlite")
+    jaster_results = None
+    usage = Usage()
+    try:
+        async with model_endpoint(spec, workspace / "logs", timeline) as endpoint:
+            settings = ClientSettings(
+                base_url=endpoint.base_url,
+                model=endpoint.model,
+                api_key=endpoint.api_key,
+                model_identity=spec.model.name,
+                model_revision=spec.model.revision,
+                concurrency=spec.generation.concurrency,
+                request_timeout_s=spec.generation.request_timeout_seconds,
+                retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),
+            )
+            async with InferenceClient(settings, cache=cache) as client:
+                with timeline.phase("generate"):
+                    if jaster_plan is not None:
+                        jaster_results = await client.run_all(
+                            [item.request for item in jaster_plan.items], desc="jaster", progress=progress
+                        )
+                stats = client.stats
+                usage = Usage(
+                    prompt_tokens=stats.prompt_tokens,
+                    completion_tokens=stats.completion_tokens,
+                    requests_sent=stats.requests_sent,
+                    cache_hits=stats.cache_hits,
+                )
+    finally:
+        cache.close()
+
+    with timeline.phase("score"):
+        jaster_result = (
+            jaster.score(jaster_plan, jaster_results)
+            if jaster_plan is not None and jaster_results is not None
+            else None
+        )
+
+    with timeline.phase("report"):
+        summary = _report(spec, run_name, results_dir, timeline, usage, jaster_result)
+    return summary
+
+
+def _report(
+    spec: EvaluationSpec,
+    run_name: str,
+    results_dir: Path,
+    timeline: Timeline,
+    usage: Usage,
+    jaster_result: Any,
+) -> Summary:
+    """Results folder first (the durable record), then W&B (a view of it)."""
+    from nejumi_eval.jaster import benchmark as jaster
+    from nejumi_eval.report.results import ResultsFolder
+    from nejumi_eval.report.wandb_log import publish
+
+    folder = ResultsFolder(results_dir)
+    model = spec.model.name
+    leaderboard: dict[str, Any] = {"model_name": model}
+    scalars: dict[str, Any] = {}
+    run_doc: dict[str, Any] = {
+        "model": {"name": model, "revision": spec.model.revision, "source": spec.model.source.value},
+        "versions": _versions(),
+    }
+    jaster_summary = None
+    if jaster_result is not None:
+        folder.write_table("jaster_output_table", jaster_result.test_rows)
+        folder.write_table("jaster_output_table_dev", jaster_result.dev_rows)
+        folder.write_table("jaster_leaderboard_table", [jaster.leaderboard_row(model, jaster_result)])
+        folder.write_table("jaster_radar_table", jaster.radar_rows(jaster_result))
+        run_doc["jaster"] = {
+            **jaster.provenance(jaster_result),
+            "scores": jaster_result.scores,
+            "dev_scores": jaster_result.dev_scores,
+            "categories": jaster_result.categories,
+            "failures": jaster_result.failures,
+            "degraded": jaster_result.degraded,
+        }
+        leaderboard.update({"jaster_AVG": jaster_result.avg, "jaster_degraded": jaster_result.degraded})
+        leaderboard.update({f"jaster_{k}": v for k, v in jaster_result.categories.items() if k != "AVG"})
+        scalars.update({f"jaster/{k}": v for k, v in jaster_result.categories.items()})
+        scalars.update({f"jaster/{k}": v for k, v in jaster_result.scores.items()})
+        scalars["jaster/failures"] = jaster_result.n_failures
+        jaster_summary = JasterSummary(
+            avg=jaster_result.avg,
+            categories={k: v for k, v in jaster_result.categories.items() if k != "AVG"},
+            datasets=jaster_result.scores,
+            samples=len(jaster_result.test_rows),
+            failures=jaster_result.n_failures,
+            degraded=jaster_result.degraded,
+            capped=jaster_result.plan.capped,
+        )
+    folder.write_table("leaderboard_table", [leaderboard])
+    degraded = bool(jaster_summary and jaster_summary.degraded)
+    runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
+    run_doc.update(
+        {
+            "spec": spec.model_dump(mode="json", by_alias=True),
+            "runtime_seconds": runtime,
+            "timeline": timeline.events,
+            "usage": usage.model_dump(by_alias=True),
+        }
+    )
+    folder.write_json("run", run_doc)
+    wandb_path, wandb_error = publish(
+        spec.wandb,
+        results_dir,
+        folder.tables,
+        {**scalars, "degraded": degraded},
+        config={k: v for k, v in run_doc.items() if k not in {"timeline"}},
+        run_name=run_name,
+    )
+    summary = Summary(
+        status="completed",
+        model=model,
+        overall=None,
+        degraded=degraded,
+        jaster=jaster_summary,
+        usage=usage,
+        runtime_seconds={**runtime, "total": round(timeline.total, 3)},
+        results_dir=str(results_dir),
+        wandb_run_path=wandb_path,
+        error=f"W&B: {wandb_error}" if wandb_error else None,
+    )
+    folder.write_json("summary", summary.model_dump(mode="json", by_alias=True, exclude_none=True))
+    return summary
+
+
+def _write_summary(path: str | None, summary: Summary) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(summary.to_json(), encoding="utf-8")
+
+
+def run(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
+    """Run `evaluate` and always leave a summary at `spec.summaryPath` (failed runs say why)."""
+    try:
+        summary = asyncio.run(evaluate(spec, progress=progress))
+    except BaseException as exc:
+        if spec.summary_path:
+            message = str(exc) or type(exc).__name__
+            _write_summary(
+                spec.summary_path,
+                Summary(status="failed", model=spec.model.name, error=message[-1500:]),
+            )
+        raise
+    _write_summary(spec.summary_path, summary)
+    return summary
