@@ -85,10 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nejumi_eval.config import load_spec
     from nejumi_eval.pipeline import embedded_default_spec, run
 
-    if args.config:
-        spec = load_spec(args.config)
-    else:
-        spec = embedded_default_spec(model=args.model)
+    spec = load_spec(args.config) if args.config else embedded_default_spec(model=args.model)
     if args.model and args.config:
         spec.model.name = args.model
     if args.workspace:
