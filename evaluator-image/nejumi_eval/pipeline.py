@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from nejumi_eval.config import ConfigError, EvaluationSpec, ModelSource, parse_spec
-from nejumi_eval.results import JasterSummary, Summary, Usage
+from nejumi_eval.results import JasterSummary, MtbenchSummary, Summary, Usage
 
 log = logging.getLogger(__name__)
 
 MODEL_API_KEY_ENV = "NEJUMI_MODEL_API_KEY"
 """Where the operator mounts `model.apiKeySecretRef` (the evaluator never sees the Secret itself)."""
 JUDGE_API_KEY_ENV = "NEJUMI_JUDGE_API_KEY"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 EMBEDDED_TEST_SAMPLES = 4
 EMBEDDED_DEV_SAMPLES = 1
@@ -179,78 +180,108 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
     """One evaluation, end to end. Raises on configuration or infrastructure failure."""
     from nejumi_eval.client.cache import ResponseCache
     from nejumi_eval.client.client import InferenceClient
-    from nejumi_eval.client.models import ClientSettings
-    from nejumi_eval.client.retry import RetryPolicy
     from nejumi_eval.jaster import benchmark as jaster
+    from nejumi_eval.mtbench.benchmark import MtbenchRun
 
     timeline = Timeline()
     workspace = Path(spec.workspace.path).expanduser().resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    run_name = spec.wandb.run_name or _slug(spec.model.name)
     results_dir = workspace / "results" / f"{_slug(spec.model.name)}-{stamp}"
     results_dir.mkdir(parents=True, exist_ok=True)
-
-    jaster_cfg = spec.benchmarks.jaster
-    with timeline.phase("prepare"):
-        jaster_plan = (
-            await asyncio.to_thread(jaster.plan, jaster_cfg, spec.model.request_mode)
-            if jaster_cfg.enabled
-            else None
-        )
+    jaster_cfg, mt_cfg = spec.benchmarks.jaster, spec.benchmarks.mtbench
+    if not (jaster_cfg.enabled or mt_cfg.enabled):
+        raise ConfigError("benchmarks: enable at least one of jaster, mtbench")
 
     cache = ResponseCache(workspace / "cache" / "responses.sqlite")
-    jaster_results = None
-    usage = Usage()
-    try:
-        async with model_endpoint(spec, workspace / "logs", timeline) as endpoint:
-            settings = ClientSettings(
-                base_url=endpoint.base_url,
-                model=endpoint.model,
-                api_key=endpoint.api_key,
-                model_identity=spec.model.name,
-                model_revision=spec.model.revision,
-                concurrency=spec.generation.concurrency,
-                request_timeout_s=spec.generation.request_timeout_seconds,
-                retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(cache.close)
+        judge = None
+        if mt_cfg.enabled and mt_cfg.judge is not None:
+            judge = await stack.enter_async_context(InferenceClient(_judge_settings(spec), cache=cache))
+        with timeline.phase("prepare"):
+            jaster_plan = (
+                await asyncio.to_thread(jaster.plan, jaster_cfg, spec.model.request_mode)
+                if jaster_cfg.enabled
+                else None
             )
-            async with InferenceClient(settings, cache=cache) as client:
-                with timeline.phase("generate"):
-                    if jaster_plan is not None:
-                        jaster_results = await client.run_all(
-                            [item.request for item in jaster_plan.items], desc="jaster", progress=progress
-                        )
-                stats = client.stats
-                usage = Usage(
-                    prompt_tokens=stats.prompt_tokens,
-                    completion_tokens=stats.completion_tokens,
-                    requests_sent=stats.requests_sent,
-                    cache_hits=stats.cache_hits,
-                )
-    finally:
-        cache.close()
+            mt_run = MtbenchRun.create(mt_cfg, judge, progress) if mt_cfg.enabled else None
 
-    with timeline.phase("score"):
-        jaster_result = (
-            jaster.score(jaster_plan, jaster_results)
-            if jaster_plan is not None and jaster_results is not None
-            else None
+        async with (
+            model_endpoint(spec, workspace / "logs", timeline) as endpoint,
+            InferenceClient(_model_settings(spec, endpoint), cache=cache) as client,
+        ):
+            with timeline.phase("generate"):
+                jobs = []
+                if jaster_plan is not None:
+                    requests = [item.request for item in jaster_plan.items]
+                    jobs.append(client.run_all(requests, desc="jaster", progress=progress))
+                if mt_run is not None:
+                    jobs.append(mt_run.answer_all(client))
+                done = await asyncio.gather(*jobs)
+                jaster_results = done[0] if jaster_plan is not None else None
+            model_stats = client.stats
+        # The model server is down from here on: judging needs no GPU (design §Score).
+        if mt_run is not None:
+            with timeline.phase("judge"):
+                await mt_run.judged()
+            timeline.mark("judge.done")
+        usage = Usage(
+            prompt_tokens=model_stats.prompt_tokens,
+            completion_tokens=model_stats.completion_tokens,
+            judge_tokens=(judge.stats.prompt_tokens + judge.stats.completion_tokens) if judge else 0,
+            requests_sent=model_stats.requests_sent + (judge.stats.requests_sent if judge else 0),
+            cache_hits=model_stats.cache_hits + (judge.stats.cache_hits if judge else 0),
         )
 
+    with timeline.phase("score"):
+        jaster_result = jaster.score(jaster_plan, jaster_results) if jaster_plan is not None else None
     with timeline.phase("report"):
-        summary = _report(spec, run_name, results_dir, timeline, usage, jaster_result)
-    return summary
+        return _report(spec, results_dir, timeline, usage, jaster_result, mt_run)
+
+
+def _model_settings(spec: EvaluationSpec, endpoint: Endpoint) -> Any:
+    from nejumi_eval.client.models import ClientSettings
+    from nejumi_eval.client.retry import RetryPolicy
+
+    return ClientSettings(
+        base_url=endpoint.base_url,
+        model=endpoint.model,
+        api_key=endpoint.api_key,
+        model_identity=spec.model.name,
+        model_revision=spec.model.revision,
+        concurrency=spec.generation.concurrency,
+        request_timeout_s=spec.generation.request_timeout_seconds,
+        retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),
+    )
+
+
+def _judge_settings(spec: EvaluationSpec) -> Any:
+    from nejumi_eval.client.models import ClientSettings
+    from nejumi_eval.client.retry import RetryPolicy
+
+    judge = spec.benchmarks.mtbench.judge
+    assert judge is not None
+    return ClientSettings(
+        base_url=judge.endpoint or OPENAI_BASE_URL,
+        model=judge.model,
+        api_key=_api_key(judge.api_key_env, JUDGE_API_KEY_ENV, "benchmarks.mtbench.judge.apiKeyEnv"),
+        concurrency=judge.concurrency,
+        request_timeout_s=spec.generation.request_timeout_seconds,
+        retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),
+    )
 
 
 def _report(
     spec: EvaluationSpec,
-    run_name: str,
     results_dir: Path,
     timeline: Timeline,
     usage: Usage,
     jaster_result: Any,
+    mt_run: Any,
 ) -> Summary:
     """Results folder first (the durable record), then W&B (a view of it)."""
     from nejumi_eval.jaster import benchmark as jaster
+    from nejumi_eval.mtbench.scoring import overall
     from nejumi_eval.report.results import ResultsFolder
     from nejumi_eval.report.wandb_log import publish
 
@@ -262,7 +293,7 @@ def _report(
         "model": {"name": model, "revision": spec.model.revision, "source": spec.model.source.value},
         "versions": _versions(),
     }
-    jaster_summary = None
+    jaster_summary = mt_summary = None
     if jaster_result is not None:
         folder.write_table("jaster_output_table", jaster_result.test_rows)
         folder.write_table("jaster_output_table_dev", jaster_result.dev_rows)
@@ -290,11 +321,48 @@ def _report(
             degraded=jaster_result.degraded,
             capped=jaster_result.plan.capped,
         )
+    if mt_run is not None:
+        folder.write_table("mtbench_answers", mt_run.answer_rows(model))
+        folder.write_table("mtbench_question_table", mt_run.question_rows())
+        mt_scores = mt_run.scores()
+        run_doc["mtbench"] = {**mt_run.provenance(spec.model.chat_template), "judged": mt_scores is not None}
+        if mt_scores is not None:
+            folder.write_table("mtbench_output_table", mt_run.output_rows())
+            means = mt_scores.category_means
+            folder.write_table(
+                "mtbench_leaderboard_table", [{"model_name": model, **means, "AVG": mt_scores.mtbench_score}]
+            )
+            folder.write_table("mtbench_radar_table", [{"category": c, "score": v} for c, v in means.items()])
+            run_doc["mtbench"].update(mt_scores.model_dump())
+            leaderboard.update(
+                {"mtbench_AVG": mt_scores.mtbench_score, "mtbench_degraded": mt_scores.degraded}
+            )
+            leaderboard.update({f"mtbench_{k}": v for k, v in means.items()})
+            scalars.update({f"mtbench/{k}": v for k, v in means.items()})
+            scalars.update({"mtbench/AVG": mt_scores.mtbench_score, "mtbench/invalid": mt_scores.n_invalid})
+        mt_summary = MtbenchSummary(
+            judged=mt_scores is not None,
+            avg=mt_scores.mtbench_score if mt_scores else None,
+            categories=mt_scores.category_means if mt_scores else {},
+            judgments=mt_scores.n_judgments if mt_scores else 0,
+            invalid=mt_scores.n_invalid if mt_scores else 0,
+            generation_failures=mt_run.generation_failures,
+            degraded=mt_scores.degraded if mt_scores else mt_run.generation_failures > 0,
+        )
+    overall_value, degraded = overall(
+        jaster_summary.avg if jaster_summary else None,
+        mt_summary.avg if mt_summary else None,
+        bool(jaster_summary and jaster_summary.degraded),
+        bool(mt_summary and mt_summary.degraded),
+    )
+    leaderboard = {"model_name": model, "Overall": overall_value, "degraded": degraded, **leaderboard}
     folder.write_table("leaderboard_table", [leaderboard])
-    degraded = bool(jaster_summary and jaster_summary.degraded)
+    scalars.update({"Overall": overall_value, "degraded": degraded})
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
     run_doc.update(
         {
+            "overall": overall_value,
+            "degraded": degraded,
             "spec": spec.model_dump(mode="json", by_alias=True),
             "runtime_seconds": runtime,
             "timeline": timeline.events,
@@ -306,16 +374,17 @@ def _report(
         spec.wandb,
         results_dir,
         folder.tables,
-        {**scalars, "degraded": degraded},
-        config={k: v for k, v in run_doc.items() if k not in {"timeline"}},
-        run_name=run_name,
+        scalars,
+        config={k: v for k, v in run_doc.items() if k != "timeline"},
+        run_name=spec.wandb.run_name or _slug(model),
     )
     summary = Summary(
         status="completed",
         model=model,
-        overall=None,
+        overall=overall_value,
         degraded=degraded,
         jaster=jaster_summary,
+        mtbench=mt_summary,
         usage=usage,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},
         results_dir=str(results_dir),

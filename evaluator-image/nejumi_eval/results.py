@@ -69,10 +69,3 @@ class Summary(_Camel):
         if size > SUMMARY_MAX_BYTES:
             raise ValueError(f"summary is {size} bytes, over the {SUMMARY_MAX_BYTES}-byte limit")
         return text
-
-
-def overall_score(jaster_avg: float | None, mtbench_avg: float | None) -> float | None:
-    """Overall = (jaster AVG + MT-bench/10) / 2, never computed from a missing half."""
-    if jaster_avg is None or mtbench_avg is None:
-        return None
-    return (jaster_avg + mtbench_avg / 10) / 2

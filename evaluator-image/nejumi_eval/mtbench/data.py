@@ -5,8 +5,9 @@ the package as `nejumi_eval/data/manifests/mtbench/SOURCE.json`), and only after
 the checks of protocol-mtbench.md §3: a silently different question or reference set would give
 scores that look comparable and are not.
 
-The folder argument is a folder laid out like `shared/datasets/mt_bench_ja`. Downloading into such
-a folder (from `DataFile.url`) is the shared fetch module's job, not this one's.
+The folder argument is a folder laid out like `shared/datasets/mt_bench_ja`. `default_mirror`
+finds one: `$NEJUMI_MTBENCH_MIRROR`, the `mt_bench_ja` folder beside `$NEJUMI_DATA_MIRROR`, or else
+the pinned files downloaded (sha256-checked) by the shared fetch module into the cache.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from nejumi_eval.mtbench.protocol import CATEGORIES, PROTOCOL, category_rule
 
 MIRROR_ENV = "NEJUMI_MTBENCH_MIRROR"
-# Where a source checkout finds the mirror: beside the repository, as in tests/conftest.py.
-_CHECKOUT_MIRROR = Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "mt_bench_ja"
+SOURCE = "mt_bench_ja"
 QUESTION_COUNT = sum(len(rule.question_ids) for rule in PROTOCOL.categories.values())
 
 
@@ -139,8 +139,28 @@ def judge_prompt_file(prompt_set: str = "neo") -> DataFile:
 
 
 def default_mirror() -> Path:
-    """`$NEJUMI_MTBENCH_MIRROR` if set, else the mirror beside a source checkout."""
-    return Path(os.environ.get(MIRROR_ENV) or _CHECKOUT_MIRROR)
+    """The folder to read: `$NEJUMI_MTBENCH_MIRROR`, else `mt_bench_ja` beside the jaster mirror
+    (`$NEJUMI_DATA_MIRROR/../mt_bench_ja`), else every pinned file downloaded into the cache."""
+    if os.environ.get(MIRROR_ENV):
+        return Path(os.environ[MIRROR_ENV]).expanduser()
+    from nejumi_eval.data.fetch import mirror_root
+
+    jaster_mirror = mirror_root()
+    if jaster_mirror is not None and (jaster_mirror.parent / SOURCE).is_dir():
+        return jaster_mirror.parent / SOURCE
+    return _downloaded()
+
+
+@cache
+def _downloaded() -> Path:
+    from nejumi_eval.data.fetch import RemoteFile, fetch_files
+
+    pinned = [
+        RemoteFile(name=f.path, url=f.url, sha256=f.sha256)
+        for f in _manifest().values()
+        if any(f.path == v.path for name in PROTOCOL.variants for v in variant_files(name).values())
+    ]
+    return fetch_files(SOURCE, pinned)
 
 
 def read_verified(folder: Path, file: DataFile) -> bytes:
