@@ -1,1 +1,38 @@
+"""The one async OpenAI-compatible client: bounded concurrency, retries, response cache."""
 
+from nejumi_eval.client.cache import ResponseCache, cache_key
+from nejumi_eval.client.client import InferenceClient
+from nejumi_eval.client.errors import (
+    EndpointAuthError,
+    EndpointUnreachableError,
+    InferenceClientError,
+    ModelNotFoundError,
+)
+from nejumi_eval.client.models import (
+    ChatMessage,
+    ChatRequest,
+    ClientSettings,
+    ClientStats,
+    CompletionRequest,
+    InferenceRequest,
+    InferenceResult,
+)
+from nejumi_eval.client.retry import RetryPolicy
+
+__all__ = [
+    "ChatMessage",
+    "ChatRequest",
+    "ClientSettings",
+    "ClientStats",
+    "CompletionRequest",
+    "EndpointAuthError",
+    "EndpointUnreachableError",
+    "InferenceClient",
+    "InferenceClientError",
+    "InferenceRequest",
+    "InferenceResult",
+    "ModelNotFoundError",
+    "ResponseCache",
+    "RetryPolicy",
+    "cache_key",
+]

@@ -1,0 +1,23 @@
+"""Typed errors for configuration mistakes that no retry can heal.
+
+These are raised (and end the run) instead of being returned as flagged results: a wrong URL,
+unknown model or bad key would otherwise turn every sample into a silent ``""``.
+"""
+
+from __future__ import annotations
+
+
+class InferenceClientError(Exception):
+    """Base class: the endpoint or model is misconfigured; the run cannot go on."""
+
+
+class EndpointUnreachableError(InferenceClientError):
+    """Nothing answers at the base URL (connection refused, DNS, timeouts on every attempt)."""
+
+
+class ModelNotFoundError(InferenceClientError):
+    """The server answered 404 / does not serve the model name (or the base URL path is wrong)."""
+
+
+class EndpointAuthError(InferenceClientError):
+    """401/403: the API key is missing, wrong, or lacks access to the model."""

@@ -1,0 +1,140 @@
+"""Boundary types of the inference client: settings, requests, results, counters.
+
+Requests are pydantic models whose :meth:`body` is *exactly* the JSON sent to the server, so the
+response cache can key on it and a changed request (prompt, sampling, extras) always misses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from nejumi_eval.client.retry import RetryPolicy
+
+
+class ClientSettings(BaseModel):
+    """Where requests go and how hard the client pushes.
+
+    ``model`` is the name sent in every request (vLLM's ``--served-model-name``, an API model id).
+    ``model_identity``/``model_revision`` are what the cache keys on: a local model is served under
+    a throwaway name on a random port, so neither the URL nor the served name identifies it.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1")
+    model: str = Field(description="model name sent in requests")
+    api_key: SecretStr = SecretStr("EMPTY")
+    model_identity: str | None = Field(
+        default=None, description="what the cache keys on (e.g. HF repo id or path); defaults to `model`"
+    )
+    model_revision: str | None = None
+    concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once")
+    request_timeout_s: float = Field(default=600.0, gt=0, description="read/write timeout of one attempt")
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    verify_model: bool = Field(
+        default=True, description="preflight: fail fast if GET /models does not list `model`"
+    )
+
+    @property
+    def identity(self) -> str:
+        return self.model_identity or self.model
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class _Sampling(BaseModel):
+    """Decoding parameters shared by both endpoints. ``None`` fields are not sent at all."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_tokens: int = Field(ge=1)
+    temperature: float = Field(default=0.0, ge=0)
+    top_p: float | None = None
+    seed: int | None = None
+    stop: list[str] | None = None
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="non-standard fields sent as-is (e.g. vLLM's top_k)"
+    )
+    attempt: int = Field(
+        default=0,
+        ge=0,
+        description="not sent; only part of the cache key, so a judge re-call can get a fresh answer",
+    )
+
+    def _sampling_body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"max_tokens": self.max_tokens, "temperature": self.temperature}
+        for name in ("top_p", "seed", "stop"):
+            value = getattr(self, name)
+            if value is not None:
+                body[name] = value
+        return body
+
+
+class CompletionRequest(_Sampling):
+    """A raw-prompt text completion (``POST /completions``): jaster on local models."""
+
+    kind: Literal["completion"] = "completion"
+    prompt: str
+
+    def body(self, model: str) -> dict[str, Any]:
+        return {"model": model, "prompt": self.prompt, **self._sampling_body(), **self.extra_body}
+
+
+class ChatRequest(_Sampling):
+    """A chat completion (``POST /chat/completions``): chat-only APIs, MT-bench answers, the judge."""
+
+    kind: Literal["chat"] = "chat"
+    messages: list[ChatMessage] = Field(min_length=1)
+
+    def body(self, model: str) -> dict[str, Any]:
+        messages = [m.model_dump() for m in self.messages]
+        return {"model": model, "messages": messages, **self._sampling_body(), **self.extra_body}
+
+
+InferenceRequest = CompletionRequest | ChatRequest
+
+
+class InferenceResult(BaseModel):
+    """One answer, or one flagged failure (``error`` set, ``text == ""``) that callers count and score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float = Field(default=0.0, description="duration of the HTTP attempt that answered")
+    cached: bool = False
+    error: str | None = None
+    model: str | None = Field(default=None, description="model name as returned by the server")
+    attempts: int = Field(default=0, description="HTTP attempts this run (0 for a cache hit)")
+    key: str = Field(default="", description="the response-cache key")
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ClientStats:
+    """Counters for status/report. Token counts are for requests sent this run, not cache hits."""
+
+    requests_sent: int = 0
+    http_attempts: int = 0
+    retries: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)

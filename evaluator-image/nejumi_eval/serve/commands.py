@@ -1,0 +1,148 @@
+"""Server settings and the exact command lines that serve a local model (pure functions).
+
+Two backends fill the same role (design §Serve): ``vllm serve`` on GPUs, ``transformers serve``
+on CPU (the embedded default and the tests). Everything after serving speaks the OpenAI API, so
+the rest of the evaluator needs only :func:`served_model_name` and :func:`base_url`.
+
+Facts about ``transformers serve`` (transformers 5.x, checked against its source) that shape the
+transformers command:
+
+- It serves ``POST /v1/completions`` (a raw prompt, tokenised with the tokenizer's default special
+  tokens — BOS where the tokenizer adds one — and no chat template; output decoded with special
+  tokens skipped), ``POST /v1/chat/completions`` (the tokenizer's own chat template with the
+  generation prompt), ``GET /v1/models`` and ``GET /health``. So jaster's ``completion`` mode
+  needs no workaround.
+- The positional ``FORCE_MODEL`` (a local folder or ``org/repo@revision``) is loaded before the
+  HTTP port opens, so ``/health`` answering means the model is ready. Requests must name the model
+  exactly as given there (another name is a 400), and ``/v1/models`` lists that string alone.
+  There is no ``--served-model-name`` and no ``--chat-template`` flag.
+- ``temperature: 0`` switches to greedy decoding; ``max_tokens`` sets ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Backend = Literal["vllm", "transformers"]
+
+
+class ServerSettings(BaseModel):
+    """What to serve and how. The lead's top-level config maps onto this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Backend = "vllm"
+    model: str = Field(description="HF repo id or local folder")
+    revision: str | None = Field(default=None, description="HF revision (commit, tag, branch)")
+    served_model_name: str | None = Field(
+        default=None, description="vllm only: the name requests use (default: `model`)"
+    )
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int | None = Field(default=None, ge=1)
+    dtype: str = "auto"
+    chat_template: Path | None = Field(default=None, description="vllm only: a Jinja chat template file")
+    generation_config: str | None = Field(
+        default="vllm",
+        description=(
+            "vllm --generation-config. 'vllm' keeps vLLM's neutral defaults so a model's "
+            "generation_config.json cannot add e.g. a repetition penalty the protocol forbids; "
+            "None omits the flag (vLLM < 0.6.5)"
+        ),
+    )
+    seed: int | None = Field(default=0, description="server default seed")
+    device: str | None = Field(default=None, description="transformers only: --device (e.g. cpu)")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535, description="0: pick a free port at start")
+    extra_args: list[str] = Field(default_factory=list, description="appended verbatim")
+    env: dict[str, str] = Field(default_factory=dict, description="added to the server's environment")
+    startup_timeout_s: float = Field(default=1800.0, gt=0, description="load + warm-up of a large model")
+    stop_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM → SIGKILL grace")
+    executable: str | None = Field(default=None, description="override `vllm`/`transformers` binary")
+
+
+def _is_local(model: str) -> bool:
+    return os.path.exists(model)
+
+
+def served_model_name(settings: ServerSettings) -> str:
+    """The ``model`` string clients must send."""
+    if settings.backend == "vllm":
+        return settings.served_model_name or settings.model
+    return _transformers_model_arg(settings)
+
+
+def _transformers_model_arg(settings: ServerSettings) -> str:
+    if settings.revision and not _is_local(settings.model):
+        return f"{settings.model}@{settings.revision}"
+    return settings.model
+
+
+def client_host(host: str) -> str:
+    """Where a client on this machine connects when the server binds ``host``."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def base_url(settings: ServerSettings) -> str:
+    return f"http://{client_host(settings.host)}:{settings.port}/v1"
+
+
+def health_url(settings: ServerSettings) -> str:
+    """Both backends expose ``GET /health`` (200 once the model is loaded)."""
+    return f"http://{client_host(settings.host)}:{settings.port}/health"
+
+
+def vllm_command(settings: ServerSettings) -> list[str]:
+    """The ``vllm serve`` command line, flag by flag (vLLM's OpenAI-compatible server)."""
+    s = settings
+    cmd = [s.executable or "vllm", "serve", s.model, "--host", s.host, "--port", str(s.port)]
+    cmd += ["--served-model-name", served_model_name(s)]
+    if s.revision:
+        cmd += ["--revision", s.revision]
+    cmd += ["--tensor-parallel-size", str(s.tensor_parallel_size), "--dtype", s.dtype]
+    if s.max_model_len is not None:
+        cmd += ["--max-model-len", str(s.max_model_len)]
+    if s.chat_template is not None:
+        cmd += ["--chat-template", str(s.chat_template)]
+    if s.generation_config is not None:
+        cmd += ["--generation-config", s.generation_config]
+    if s.seed is not None:
+        cmd += ["--seed", str(s.seed)]
+    return cmd + list(s.extra_args)
+
+
+def transformers_command(settings: ServerSettings) -> list[str]:
+    """The ``transformers serve`` command line (CPU backend).
+
+    Settings it cannot honour are refused rather than dropped: a silently ignored chat template or
+    served name would change what is measured.
+    """
+    s = settings
+    if s.served_model_name and s.served_model_name != _transformers_model_arg(s):
+        raise ValueError(
+            "transformers serve has no --served-model-name: requests must use the model string "
+            f"{_transformers_model_arg(s)!r}; leave served_model_name unset"
+        )
+    if s.chat_template is not None:
+        raise ValueError(
+            "transformers serve has no --chat-template: put the template in the model folder "
+            "(chat_template.jinja) or use the vllm backend"
+        )
+    if s.tensor_parallel_size != 1:
+        raise ValueError("transformers serve runs on one device: tensor_parallel_size must be 1")
+    cmd = [s.executable or "transformers", "serve", _transformers_model_arg(s)]
+    cmd += ["--host", s.host, "--port", str(s.port), "--dtype", s.dtype, "--log-level", "info"]
+    if s.device is not None:
+        cmd += ["--device", s.device]
+    if s.seed is not None:
+        cmd += ["--default-seed", str(s.seed)]
+    return cmd + list(s.extra_args)
+
+
+def server_command(settings: ServerSettings) -> list[str]:
+    if settings.backend == "vllm":
+        return vllm_command(settings)
+    return transformers_command(settings)

@@ -1,0 +1,204 @@
+"""Model serving: the exact vllm / transformers command lines and the process lifecycle."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from nejumi_eval.serve import (
+    ModelServer,
+    ServerExitedError,
+    ServerSettings,
+    ServerStartTimeoutError,
+    base_url,
+    free_port,
+    health_url,
+    served_model_name,
+    server_command,
+    transformers_command,
+    vllm_command,
+)
+
+FAKE = Path(__file__).resolve().parents[1] / "fixtures" / "fake_model_server.py"
+
+
+# ---- command lines --------------------------------------------------------------------------
+
+
+def test_vllm_command_full():
+    settings = ServerSettings(
+        model="llm-jp/llm-jp-3-1.8b-instruct",
+        revision="a1b2c3",
+        served_model_name="model-under-test",
+        tensor_parallel_size=2,
+        max_model_len=4096,
+        dtype="bfloat16",
+        chat_template=Path("/templates/llmjp.jinja"),
+        host="0.0.0.0",
+        port=8001,
+        extra_args=["--gpu-memory-utilization", "0.85", "--enforce-eager"],
+    )
+    assert vllm_command(settings) == [
+        "vllm", "serve", "llm-jp/llm-jp-3-1.8b-instruct",
+        "--host", "0.0.0.0", "--port", "8001",
+        "--served-model-name", "model-under-test",
+        "--revision", "a1b2c3",
+        "--tensor-parallel-size", "2",
+        "--dtype", "bfloat16",
+        "--max-model-len", "4096",
+        "--chat-template", "/templates/llmjp.jinja",
+        "--generation-config", "vllm",
+        "--seed", "0",
+        "--gpu-memory-utilization", "0.85", "--enforce-eager",
+    ]  # fmt: skip
+    assert server_command(settings) == vllm_command(settings)
+    assert served_model_name(settings) == "model-under-test"
+    assert base_url(settings) == "http://127.0.0.1:8001/v1"
+    assert health_url(settings) == "http://127.0.0.1:8001/health"
+
+
+def test_vllm_command_minimal():
+    settings = ServerSettings(
+        model="org/m", generation_config=None, seed=None, executable="/opt/vllm/bin/vllm"
+    )
+    assert vllm_command(settings) == [
+        "/opt/vllm/bin/vllm", "serve", "org/m", "--host", "127.0.0.1", "--port", "8000",
+        "--served-model-name", "org/m", "--tensor-parallel-size", "1", "--dtype", "auto",
+    ]  # fmt: skip
+    assert served_model_name(settings) == "org/m"
+
+
+def test_transformers_command(tmp_path: Path):
+    local = ServerSettings(backend="transformers", model=str(tmp_path), device="cpu", port=9000)
+    assert transformers_command(local) == [
+        "transformers", "serve", str(tmp_path),
+        "--host", "127.0.0.1", "--port", "9000", "--dtype", "auto", "--log-level", "info",
+        "--device", "cpu", "--default-seed", "0",
+    ]  # fmt: skip
+    assert served_model_name(local) == str(tmp_path)
+    hub = ServerSettings(backend="transformers", model="org/m", revision="v2", seed=None)
+    assert transformers_command(hub)[:3] == ["transformers", "serve", "org/m@v2"]
+    assert served_model_name(hub) == "org/m@v2"
+    assert server_command(hub) == transformers_command(hub)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"served_model_name": "alias"}, "no --served-model-name"),
+        ({"chat_template": Path("/t.jinja")}, "no --chat-template"),
+        ({"tensor_parallel_size": 2}, "tensor_parallel_size"),
+    ],
+)
+def test_transformers_refuses_what_it_cannot_honour(overrides: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        transformers_command(ServerSettings(backend="transformers", model="org/m", **overrides))
+
+
+def test_from_settings_resolves_port_zero(tmp_path: Path):
+    server = ModelServer.from_settings(ServerSettings(model="org/m", port=0), log_dir=tmp_path)
+    port = int(server.command[server.command.index("--port") + 1])
+    assert port > 0
+    assert server.base_url == f"http://127.0.0.1:{port}/v1"
+    assert server.health_url == f"http://127.0.0.1:{port}/health"
+    assert server.model_name == "org/m"
+    assert Path(server.command[0]).name == "vllm"  # the venv's console script if there is one
+    assert server.log_path == tmp_path / "vllm-serve.log"
+
+
+# ---- lifecycle with a fake server process ---------------------------------------------------
+
+
+def fake_server(tmp_path: Path, *flags: str, timeout_s: float = 20.0, grace_s: float = 5.0) -> ModelServer:
+    port = free_port()
+    return ModelServer(
+        [sys.executable, str(FAKE), "--port", str(port), *flags],
+        base_url=f"http://127.0.0.1:{port}/v1",
+        health_url=f"http://127.0.0.1:{port}/health",
+        model_name="fake",
+        log_path=tmp_path / "logs" / "serve.log",
+        startup_timeout_s=timeout_s,
+        stop_grace_s=grace_s,
+        poll_interval_s=0.1,
+    )
+
+
+def gone(pid: int) -> bool:
+    """No such process, or a zombie nobody has reaped yet (dead all the same)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+async def test_starts_when_healthy_and_stops_cleanly(tmp_path: Path):
+    server = fake_server(tmp_path, "--healthy-after", "0.8")
+    async with server:
+        assert server.running and server.pid is not None
+        assert server.startup_s is not None and server.startup_s >= 0.8
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(server.health_url)).status_code == 200
+        pid = server.pid
+    assert not server.running and server.returncode is not None
+    assert gone(pid)
+    assert server.log_tail().splitlines()[-1] == "fake server log line 79"
+    await server.stop()  # idempotent
+
+
+async def test_dies_at_start_raises_with_log_tail(tmp_path: Path):
+    server = fake_server(tmp_path, "--die-at-start")
+    with pytest.raises(ServerExitedError) as err:
+        await server.start()
+    message = str(err.value)
+    assert "exited with code 3" in message
+    assert "CUDA out of memory (fake)" in message
+    assert "fake server log line 79" in message
+    assert "fake server log line 20" not in message  # only the last 50 lines
+
+
+async def test_never_healthy_times_out_and_is_stopped(tmp_path: Path):
+    server = fake_server(tmp_path, "--never-healthy", timeout_s=1.5)
+    started = time.monotonic()
+    with pytest.raises(ServerStartTimeoutError) as err:
+        await server.start()
+    assert time.monotonic() - started >= 1.5
+    assert "not healthy" in str(err.value) and "fake server log line 79" in str(err.value)
+    assert server.returncode is not None and gone(server.pid)
+
+
+async def test_sigterm_ignored_then_killed_with_its_children(tmp_path: Path):
+    server = fake_server(tmp_path, "--ignore-sigterm", "--spawn-child", grace_s=0.5)
+    await server.start()
+    child = int(re.search(r"child pid (\d+)", server.log_path.read_text()).group(1))
+    assert not gone(child)
+    started = time.monotonic()
+    await server.stop()
+    assert time.monotonic() - started >= 0.5
+    assert server.returncode == -9
+    assert "ignoring SIGTERM" in server.log_tail()
+    for _ in range(50):  # the child is reaped by init shortly after SIGKILL
+        if gone(child):
+            break
+        time.sleep(0.05)
+    assert gone(child)
+
+
+async def test_missing_executable_is_a_clear_error(tmp_path: Path):
+    server = ModelServer(
+        ["/nonexistent/vllm", "serve", "m"],
+        base_url="http://127.0.0.1:1/v1",
+        health_url="http://127.0.0.1:1/health",
+        model_name="m",
+        log_path=tmp_path / "serve.log",
+    )
+    with pytest.raises(ServerExitedError, match="/nonexistent/vllm"):
+        await server.start()
