@@ -31,19 +31,20 @@ def _digests(folder: Path) -> dict[str, str]:
 
 
 def test_tiny_model_is_deterministic_and_cached(tmp_path: Path):
-    first = build_tiny_model(tmp_path / "a")
-    assert first.built and (first.path / "model.safetensors").is_file()
-    assert (first.path / "chat_template.jinja").is_file()
-    again = build_tiny_model(tmp_path / "a")
+    first = build_tiny_model(tmp_path / "cache")
+    assert first.built and first.path == tmp_path / "cache" / "models" / "tiny-random-llama"
+    assert str(first) == str(first.path)
+    assert (first.path / "model.safetensors").is_file() and (first.path / "chat_template.jinja").is_file()
+    again = build_tiny_model(tmp_path / "cache")
     assert not again.built and again.fingerprint == first.fingerprint
-    other = build_tiny_model(tmp_path / "b")
+    other = build_tiny_model(dest=tmp_path / "b")
     assert _digests(first.path) == _digests(other.path)
 
 
 async def test_transformers_serve_end_to_end(tmp_path: Path):
     from transformers import AutoTokenizer
 
-    tiny = build_tiny_model(tmp_path / "tiny")
+    tiny = build_tiny_model(dest=tmp_path / "tiny")
     tokenizer = AutoTokenizer.from_pretrained(tiny.path)
     settings = ServerSettings(
         backend="transformers", model=str(tiny.path), device="cpu", port=0, startup_timeout_s=240

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ from nejumi_eval.serve import (
     transformers_command,
     vllm_command,
 )
+from nejumi_eval.serve.tiny import MARKER, TinyModelSpec, build_tiny_model, tiny_model_dir
 
 FAKE = Path(__file__).resolve().parents[1] / "fixtures" / "fake_model_server.py"
 
@@ -109,6 +111,28 @@ def test_from_settings_resolves_port_zero(tmp_path: Path):
     assert server.model_name == "org/m"
     assert Path(server.command[0]).name == "vllm"  # the venv's console script if there is one
     assert server.log_path == tmp_path / "vllm-serve.log"
+
+
+# ---- tiny model: cache placement and safety (no build, no torch) ------------------------------
+
+
+def test_tiny_model_reuses_a_matching_build_in_the_cache_dir(tmp_path: Path):
+    folder = tiny_model_dir(tmp_path)
+    assert folder == tmp_path / "models" / "tiny-random-llama"
+    folder.mkdir(parents=True)
+    fingerprint = TinyModelSpec().fingerprint()
+    (folder / MARKER).write_text(json.dumps({"fingerprint": fingerprint}))
+    model = build_tiny_model(tmp_path)
+    assert (model.path, model.built, model.fingerprint) == (folder, False, fingerprint)
+    assert os.fspath(model) == str(folder)
+    assert TinyModelSpec(num_hidden_layers=3).fingerprint() != fingerprint
+
+
+def test_tiny_model_never_overwrites_a_foreign_folder(tmp_path: Path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing"):
+        build_tiny_model(dest=tmp_path)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
 
 
 # ---- lifecycle with a fake server process ---------------------------------------------------

@@ -60,7 +60,10 @@ class TinyModelSpec(BaseModel):
 
 
 class TinyModel(BaseModel):
-    """Where the model is and what identifies it (use ``fingerprint`` as the cache revision)."""
+    """Where the model is and what identifies it (use ``fingerprint`` as the cache revision).
+
+    ``str()``/``os.fspath()`` give the folder, so it can stand wherever a model path is expected.
+    """
 
     path: Path
     name: str = TINY_MODEL_NAME
@@ -68,10 +71,21 @@ class TinyModel(BaseModel):
     built: bool
     build_s: float
 
+    def __fspath__(self) -> str:
+        return str(self.path)
 
-def default_tiny_model_dir() -> Path:
-    root = os.environ.get("NEJUMI_CACHE_DIR") or Path.home() / ".cache" / "nejumi"
-    return Path(root) / "models" / "tiny-random-llama"
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("NEJUMI_CACHE_DIR") or Path.home() / ".cache" / "nejumi").expanduser()
+
+
+def tiny_model_dir(cache_dir: Path | str | None = None) -> Path:
+    """The tiny model's folder inside a cache root (default ``$NEJUMI_CACHE_DIR``)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    return root / "models" / "tiny-random-llama"
 
 
 def _corpus_text() -> str:
@@ -81,20 +95,30 @@ def _corpus_text() -> str:
 def _read_marker(path: Path) -> dict | None:
     try:
         return json.loads((path / MARKER).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
 
 
 def build_tiny_model(
-    dest: Path | None = None, *, spec: TinyModelSpec | None = None, force: bool = False
+    cache_dir: Path | str | None = None,
+    *,
+    dest: Path | str | None = None,
+    spec: TinyModelSpec | None = None,
+    force: bool = False,
 ) -> TinyModel:
-    """Build the tiny model into ``dest`` (default: the cache dir), or reuse a matching build."""
+    """Build the tiny model, or reuse a build whose fingerprint matches.
+
+    It goes to ``dest`` when given, else to ``<cache_dir>/models/tiny-random-llama``. A folder
+    that holds anything but an earlier tiny build is never overwritten.
+    """
     spec = spec or TinyModelSpec()
-    dest = Path(dest) if dest is not None else default_tiny_model_dir()
+    dest = Path(dest).expanduser() if dest is not None else tiny_model_dir(cache_dir)
     fingerprint = spec.fingerprint()
     marker = _read_marker(dest)
     if not force and marker is not None and marker.get("fingerprint") == fingerprint:
         return TinyModel(path=dest, fingerprint=fingerprint, built=False, build_s=0.0)
+    if marker is None and dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise FileExistsError(f"{dest} exists and is not a tiny-model build; refusing to overwrite it")
 
     started = time.monotonic()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +129,7 @@ def build_tiny_model(
             json.dumps({"fingerprint": fingerprint, "name": TINY_MODEL_NAME, "spec": spec.model_dump()})
         )
         if dest.exists():
-            shutil.rmtree(dest)
+            shutil.rmtree(dest)  # an empty folder or an older tiny build (checked above)
         staging.rename(dest)  # readers never see a half-written folder
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
