@@ -123,7 +123,9 @@ class MtbenchSpec(Spec):
     protocol: Literal["neo"] = "neo"
     variant: Literal["neo", "head"] = "neo"
     judge: JudgeSpec | None = Field(None, description="No judge: answers are generated, not judged.")
-    questions: int | None = Field(None, ge=1, le=80, description="Cap on questions (smoke tests only).")
+    questions_per_category: int | None = Field(
+        None, ge=1, le=10, description="Cap: the first N questions of each category (smoke tests only)."
+    )
 
 
 class BenchmarksSpec(Spec):

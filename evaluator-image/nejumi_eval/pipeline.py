@@ -47,10 +47,10 @@ def embedded_default_spec(model: str | None = None) -> EvaluationSpec:
     if model is None:
         from nejumi_eval.serve.tiny import build_tiny_model
 
-        path = build_tiny_model(Path(os.environ.get("NEJUMI_CACHE_DIR", "~/.cache/nejumi")).expanduser())
+        tiny = build_tiny_model()
         return parse_spec(
             {
-                "model": {"name": str(path), "source": "transformers"},
+                "model": {"name": str(tiny.path), "revision": tiny.fingerprint, "source": "transformers"},
                 "benchmarks": {
                     "jaster": {"testSamples": EMBEDDED_TEST_SAMPLES, "devSamples": EMBEDDED_DEV_SAMPLES},
                     "mtbench": {"enabled": False},
@@ -156,8 +156,12 @@ async def model_endpoint(spec: EvaluationSpec, log_dir: Path, timeline: Timeline
         ],
         port=0,
     )
-    server = ModelServer.from_settings(settings, log_dir=log_dir)
     from nejumi_eval.errors import InfrastructureError
+
+    try:
+        server = ModelServer.from_settings(settings, log_dir=log_dir)
+    except ValueError as exc:  # a setting this backend cannot honour (e.g. transformers + chatTemplate)
+        raise ConfigError(f"model: {exc}") from None
 
     with timeline.phase("serve_start"):
         try:
@@ -348,6 +352,7 @@ def _report(
             invalid=mt_scores.n_invalid if mt_scores else 0,
             generation_failures=mt_run.generation_failures,
             degraded=mt_scores.degraded if mt_scores else mt_run.generation_failures > 0,
+            capped=len(mt_run.questions) < len(mt_run.data.questions),
         )
     overall_value, degraded = overall(
         jaster_summary.avg if jaster_summary else None,

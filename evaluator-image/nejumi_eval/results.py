@@ -37,6 +37,7 @@ class MtbenchSummary(_Camel):
     invalid: int = 0
     generation_failures: int = 0
     degraded: bool = False
+    capped: bool = Field(False, description="Fewer questions than the protocol: a smoke test.")
 
 
 class Usage(_Camel):

@@ -75,8 +75,16 @@ class MtbenchRun:
 
     @property
     def questions(self) -> list[Question]:
-        qs = self.data.questions
-        return qs[: self.spec.questions] if self.spec.questions else qs
+        cap = self.spec.questions_per_category
+        if cap is None:
+            return self.data.questions
+        seen: dict[str, int] = {}
+        chosen = []
+        for q in self.data.questions:
+            seen[q.category] = seen.get(q.category, 0) + 1
+            if seen[q.category] <= cap:
+                chosen.append(q)
+        return chosen
 
     # ---- answers ---------------------------------------------------------------------------
 
