@@ -90,6 +90,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec.model.name = args.model
     if args.workspace:
         spec.workspace.path = args.workspace
+    if args.judge_endpoint or args.judge_model:
+        from nejumi_eval.config import JudgeSpec
+
+        judge = spec.benchmarks.mtbench.judge or JudgeSpec()
+        spec.benchmarks.mtbench.judge = judge.model_copy(
+            update={
+                "endpoint": args.judge_endpoint or judge.endpoint,
+                "model": args.judge_model or judge.model,
+                "api_key_env": args.judge_api_key_env,
+            }
+        )
     if args.summary:
         spec.summary_path = args.summary
     summary = run(spec, progress=not args.quiet)
@@ -143,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="model id or path (overrides the config's model.name)")
     run.add_argument("--workspace", help="workspace folder (cache + results)")
     run.add_argument("--summary", help="write the compact JSON summary here")
+    run.add_argument("--judge-endpoint", help="MT-bench judge: OpenAI-compatible base URL (…/v1)")
+    run.add_argument("--judge-model", help="MT-bench judge model (default gpt-4-0613)")
+    run.add_argument(
+        "--judge-api-key-env",
+        default="OPENAI_API_KEY",
+        help="env var holding the judge's API key (empty string: no key)",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 

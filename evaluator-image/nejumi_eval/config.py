@@ -139,6 +139,11 @@ class GenerationSpec(Spec):
     concurrency: int = Field(32, ge=1, le=1024, description="Requests in flight (server batches them).")
     request_timeout_seconds: float = Field(600, gt=0)
     max_retries: int = Field(6, ge=0, le=20)
+    max_new_tokens_cap: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on every request's max new tokens (smoke tests only; results are marked capped).",
+    )
 
 
 class WandbSpec(Spec):

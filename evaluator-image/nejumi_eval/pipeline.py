@@ -35,13 +35,16 @@ OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 EMBEDDED_TEST_SAMPLES = 4
 EMBEDDED_DEV_SAMPLES = 1
+EMBEDDED_QUESTIONS_PER_CATEGORY = 1
+EMBEDDED_MAX_NEW_TOKENS = 32
 
 
 def embedded_default_spec(model: str | None = None) -> EvaluationSpec:
     """The spec `nejumi-eval run` uses without a config.
 
     No model: a tiny random-weight model built offline and served on CPU by `transformers serve`,
-    with a small sample cap — a real run of every stage in a minute or two, no GPU, no network.
+    with small caps (samples, questions, tokens) — a real run of every stage in a minute or two,
+    no GPU, no network. Its scores are marked capped: a smoke test, never a leaderboard number.
     A model id: the full protocol on that model (vLLM when installed, else transformers).
     """
     if model is None:
@@ -53,9 +56,9 @@ def embedded_default_spec(model: str | None = None) -> EvaluationSpec:
                 "model": {"name": str(tiny.path), "revision": tiny.fingerprint, "source": "transformers"},
                 "benchmarks": {
                     "jaster": {"testSamples": EMBEDDED_TEST_SAMPLES, "devSamples": EMBEDDED_DEV_SAMPLES},
-                    "mtbench": {"enabled": False},
+                    "mtbench": {"questionsPerCategory": EMBEDDED_QUESTIONS_PER_CATEGORY},
                 },
-                "generation": {"concurrency": 8},
+                "generation": {"concurrency": 8, "maxNewTokensCap": EMBEDDED_MAX_NEW_TOKENS},
                 "wandb": {"mode": "offline", "runName": "embedded-default"},
             },
             source="embedded default",
@@ -202,13 +205,14 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         judge = None
         if mt_cfg.enabled and mt_cfg.judge is not None:
             judge = await stack.enter_async_context(InferenceClient(_judge_settings(spec), cache=cache))
+        cap = spec.generation.max_new_tokens_cap
         with timeline.phase("prepare"):
             jaster_plan = (
-                await asyncio.to_thread(jaster.plan, jaster_cfg, spec.model.request_mode)
+                await asyncio.to_thread(jaster.plan, jaster_cfg, spec.model.request_mode, cap)
                 if jaster_cfg.enabled
                 else None
             )
-            mt_run = MtbenchRun.create(mt_cfg, judge, progress) if mt_cfg.enabled else None
+            mt_run = MtbenchRun.create(mt_cfg, judge, progress, cap) if mt_cfg.enabled else None
 
         async with (
             model_endpoint(spec, workspace / "logs", timeline) as endpoint,
@@ -352,7 +356,8 @@ def _report(
             invalid=mt_scores.n_invalid if mt_scores else 0,
             generation_failures=mt_run.generation_failures,
             degraded=mt_scores.degraded if mt_scores else mt_run.generation_failures > 0,
-            capped=len(mt_run.questions) < len(mt_run.data.questions),
+            capped=len(mt_run.questions) < len(mt_run.data.questions)
+            or mt_run.max_new_tokens_cap is not None,
         )
     overall_value, degraded = overall(
         jaster_summary.avg if jaster_summary else None,

@@ -60,8 +60,12 @@ def _request(prompt: str, max_tokens: int, mode: Mode) -> CompletionRequest | Ch
     )
 
 
-def plan(spec: JasterSpec, mode: Mode) -> Plan:
-    """Select the samples (first 100 test / 20 wiki, first N dev) and build their requests."""
+def plan(spec: JasterSpec, mode: Mode, max_new_tokens_cap: int | None = None) -> Plan:
+    """Select the samples (first 100 test / 20 wiki, first N dev) and build their requests.
+
+    `max_new_tokens_cap` (smoke tests) lowers output_length where it is larger and marks the plan
+    capped, like a sample cap: such a run is never a leaderboard score.
+    """
     names = spec.datasets or list(DATASETS)
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
@@ -72,6 +76,9 @@ def plan(spec: JasterSpec, mode: Mode) -> Plan:
     capped = False
     for name in names:
         ds = DATASETS[name]
+        max_tokens = ds.output_length
+        if max_new_tokens_cap is not None and max_new_tokens_cap < max_tokens:
+            max_tokens, capped = max_new_tokens_cap, True
         test = select(name, "test", load(name, "test"))
         if spec.test_samples is not None and spec.test_samples < len(test):
             test, capped = test[: spec.test_samples], True
@@ -93,7 +100,7 @@ def plan(spec: JasterSpec, mode: Mode) -> Plan:
                         input=rec["input"],
                         gold=rec["output"],
                         prompt=prompt,
-                        request=_request(prompt, ds.output_length, mode),
+                        request=_request(prompt, max_tokens, mode),
                     )
                 )
     return Plan(items, template, mode, names, dev_unavailable, capped)

@@ -62,16 +62,28 @@ class MtbenchRun:
     data: MTBenchData
     judge: InferenceClient | None
     progress: bool = True
+    max_new_tokens_cap: int | None = None
     answers: dict[int, list[Answer]] = field(default_factory=dict)
     judgments: list[dict[str, Any]] = field(default_factory=list)
     _judge_tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _bars: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, spec: MtbenchSpec, judge: InferenceClient | None, progress: bool = True) -> MtbenchRun:
-        return cls(
-            spec=spec, data=load_variant(spec.variant, default_mirror()), judge=judge, progress=progress
-        )
+    def create(
+        cls,
+        spec: MtbenchSpec,
+        judge: InferenceClient | None,
+        progress: bool = True,
+        max_new_tokens_cap: int | None = None,
+    ) -> MtbenchRun:
+        data = load_variant(spec.variant, default_mirror())
+        return cls(spec, data, judge, progress, max_new_tokens_cap)
+
+    @property
+    def max_new_tokens(self) -> int:
+        """1024 per turn (§4), unless a smoke-test cap lowers it."""
+        full = generation_params("writing").max_new_tokens
+        return min(full, self.max_new_tokens_cap) if self.max_new_tokens_cap else full
 
     @property
     def questions(self) -> list[Question]:
@@ -111,7 +123,7 @@ class MtbenchRun:
         params = generation_params(question.category)
         request = _chat(
             messages,
-            max_tokens=params.max_new_tokens,
+            max_tokens=self.max_new_tokens,
             temperature=params.temperature,
             top_p=params.top_p,
             seed=params.seed,
@@ -119,7 +131,7 @@ class MtbenchRun:
         result = await client.generate(request)
         self._bars["answers"].update(1)
         text = postprocess_answer(result.text) if result.ok else ""
-        return Answer(text, result, params.temperature, params.max_new_tokens)
+        return Answer(text, result, params.temperature, self.max_new_tokens)
 
     async def _answer(self, client: InferenceClient, question: Question) -> None:
         first = await self._turn(client, question, turn1_messages(question))
