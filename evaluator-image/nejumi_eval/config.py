@@ -90,12 +90,35 @@ class ModelSpec(Spec):
         return "chat" if self.source == ModelSource.OPENAI_COMPATIBLE else "completion"
 
 
+JasterDataset = Literal[
+    "jamp",
+    "janli",
+    "jnli",
+    "jsem",
+    "jsick",
+    "jemhopqa",
+    "niilc",
+    "jsquad",
+    "jcommonsenseqa",
+    "chabsa",
+    "wiki_reading",
+    "wiki_ner",
+    "wiki_dependency",
+    "wiki_pas",
+    "wiki_coreference",
+    "mawps",
+]
+"""The 16 datasets of profile `neo` (an enum in the CRD; a test keeps it equal to the registry)."""
+
+
 class JasterSpec(Spec):
     """llm-jp-eval "jaster": 16 datasets, zero-shot."""
 
     enabled: bool = True
     protocol: Literal["neo"] = "neo"
-    datasets: list[str] | None = Field(None, description="Subset of dataset names; all 16 when unset.")
+    datasets: list[JasterDataset] | None = Field(
+        None, min_length=1, description="Subset of dataset names; all 16 when unset."
+    )
     test_samples: int | None = Field(
         None,
         ge=1,
@@ -203,7 +226,9 @@ def parse_spec(data: object, source: str = "config") -> EvaluationSpec:
     except ValidationError as exc:
         lines = [f"{source}: invalid evaluation spec"]
         for err in exc.errors():
-            lines.append(f"  {_field_path(err['loc'])}: {err['msg']}")
+            got = err.get("input")
+            shown = f" (got {got!r})" if isinstance(got, str | int | float) and len(repr(got)) < 80 else ""
+            lines.append(f"  {_field_path(err['loc'])}: {err['msg']}{shown}")
         raise ConfigError("\n".join(lines)) from None
 
 

@@ -1,0 +1,58 @@
+"""The evaluation spec: defaults, camelCase wire names, errors that name the field."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+from nejumi_eval.config import ConfigError, JasterDataset, load_spec, parse_spec
+from nejumi_eval.jaster.datasets import DATASETS
+
+
+def test_spec_dataset_enum_is_the_registry() -> None:
+    assert list(typing.get_args(JasterDataset)) == list(DATASETS)
+
+
+def test_defaults_follow_the_protocol() -> None:
+    spec = parse_spec({"model": {"name": "org/model"}})
+    assert spec.model.source == "vllm" and spec.model.request_mode == "completion"
+    assert spec.benchmarks.jaster.test_samples is None and spec.benchmarks.jaster.dev_samples == 20
+    assert spec.benchmarks.jaster.prompt_template == "alpaca-ja-v1.3.0"
+    assert spec.benchmarks.mtbench.variant == "neo" and spec.benchmarks.mtbench.judge is None
+    api = parse_spec({"model": {"name": "gpt", "source": "openai-compatible", "endpoint": "http://x/v1"}})
+    assert api.model.request_mode == "chat"
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"model": {"name": ""}}, "model.name"),
+        ({"model": {"name": "m", "vllm": {"tensorParallelSize": 0}}}, "model.vllm.tensorParallelSize"),
+        ({"model": {"name": "m"}, "benchmarks": {"jaster": {"datasets": ["jnli", "x"]}}}, "datasets.1"),
+        ({"model": {"name": "m"}, "benchmarks": {"mtbench": {"variant": "old"}}}, "mtbench.variant"),
+        ({"model": {"name": "m"}, "generation": {"concurrency": 0}}, "generation.concurrency"),
+        ({"model": {"name": "m"}, "wandb": {"apiKey": "secret"}}, "wandb.apiKey"),
+        ({"model": {"name": "m", "source": "openai-compatible"}}, "model.endpoint is required"),
+        ({"model": {"name": "m", "endpoint": "http://x/v1"}}, "only valid when model.source"),
+    ],
+)
+def test_errors_name_the_field(doc: dict, field: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_spec(doc)
+    assert field in str(err.value)
+
+
+def test_manifest_and_plain_yaml_load_alike(tmp_path) -> None:
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("model:\n  name: org/m\nbenchmarks:\n  jaster:\n    testSamples: 5\n")
+    manifest = tmp_path / "cr.yaml"
+    manifest.write_text(
+        "apiVersion: nejumi.wandb.ai/v1alpha1\nkind: NejumiEvaluation\nmetadata: {name: x}\n"
+        "spec:\n  model:\n    name: org/m\n  benchmarks:\n    jaster:\n      testSamples: 5\n"
+    )
+    assert load_spec(plain) == load_spec(manifest)
+    (tmp_path / "broken.yaml").write_text("model: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_spec(tmp_path / "broken.yaml")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_spec(tmp_path / "missing.yaml")
