@@ -9,45 +9,15 @@ down once. Adding a dataset = adding its row to the task table and one ``_declar
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from nejumi_eval.jaster import convert
+from nejumi_eval.protocol.tasks import JasterTask, task_table
 
 Converter = Callable[[Path], convert.Splits]
-
-
-class JasterTask(BaseModel):
-    """One row of the task table (the fields the pipeline uses; provenance fields are ignored)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    category: str
-    instruction: str
-    output_length: int = Field(gt=0, description="max new tokens")
-    metrics: list[str] = Field(min_length=1, max_length=1)
-    score_key: str
-    labels: list[str] | None = None
-    neo_test_samples_scored: int = Field(
-        gt=0, description="test samples scored; the test split needs as many"
-    )
-
-
-class TaskTable(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    tasks: dict[str, JasterTask]
-    categories: dict[str, list[str]]
-
-
-@functools.cache
-def task_table() -> TaskTable:
-    text = resources.files("nejumi_eval.protocol").joinpath("jaster_tasks.json").read_text("utf-8")
-    return TaskTable.model_validate(json.loads(text))
 
 
 class JasterDataset(BaseModel):

@@ -7,15 +7,13 @@ table. The rules are protocol-jaster.md §6-§8.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
-from functools import cache
-from importlib import resources
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
+from nejumi_eval.protocol.tasks import JasterTask, task_table
 from nejumi_eval.scoring.metrics import METRICS, char_f1, exact_match, set_f1
 from nejumi_eval.scoring.postprocess import normalize_gold, postprocess_output
 
@@ -24,26 +22,6 @@ from nejumi_eval.scoring.postprocess import normalize_gold, postprocess_output
 DEV_TABLE_SAMPLES = 20
 
 T = TypeVar("T")
-
-
-class TaskSpec(BaseModel):
-    """The scoring-relevant part of one ``tasks.<name>`` entry in tasks.json."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    category: str
-    metrics: list[str]
-    score_key: str
-    neo_test_samples_scored: int
-
-
-class TaskTable(BaseModel):
-    """The scoring-relevant part of tasks.json: datasets and the 7 categories, in table order."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    tasks: dict[str, TaskSpec]
-    categories: dict[str, list[str]]
 
 
 class SampleScore(BaseModel):
@@ -57,14 +35,7 @@ class SampleScore(BaseModel):
     score: float
 
 
-@cache
-def task_table() -> TaskTable:
-    """tasks.json, parsed once per process."""
-    text = resources.files("nejumi_eval.protocol").joinpath("jaster_tasks.json").read_text("utf-8")
-    return TaskTable.model_validate(json.loads(text))
-
-
-def _task(dataset: str) -> TaskSpec:
+def _task(dataset: str) -> JasterTask:
     tasks = task_table().tasks
     if dataset not in tasks:
         raise ValueError(f"unknown jaster dataset {dataset!r}; known: {', '.join(tasks)}")

@@ -9,12 +9,11 @@ module only names them and renders them.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from functools import cache
-from importlib import resources
 
 from pydantic import BaseModel, ConfigDict
+
+from nejumi_eval.protocol.tasks import task_table
 
 DEFAULT_TEMPLATE = "alpaca-ja-v1.3.0"
 
@@ -40,14 +39,6 @@ class PromptTemplate(BaseModel):
     sha256: str
 
 
-@cache
-def _template_texts() -> dict[str, str]:
-    table = json.loads(
-        resources.files("nejumi_eval.protocol").joinpath("jaster_tasks.json").read_text("utf-8")
-    )
-    return table["prompt_templates"]
-
-
 def template_names() -> list[str]:
     """The known template names, default first."""
     return list(_TEMPLATE_KEYS)
@@ -57,7 +48,7 @@ def get_template(name: str = DEFAULT_TEMPLATE) -> PromptTemplate:
     """Look a template up by name; an unknown name is an error that lists the known ones."""
     if name not in _TEMPLATE_KEYS:
         raise ValueError(f"unknown prompt template {name!r}; known: {', '.join(template_names())}")
-    text = _template_texts()[_TEMPLATE_KEYS[name]]
+    text = task_table().prompt_templates[_TEMPLATE_KEYS[name]]
     return PromptTemplate(name=name, text=text, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
