@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typing
+from pathlib import Path
 
 import pytest
 from nejumi_eval.config import ConfigError, JasterDataset, load_spec, parse_spec
@@ -56,3 +57,8 @@ def test_manifest_and_plain_yaml_load_alike(tmp_path) -> None:
         load_spec(tmp_path / "broken.yaml")
     with pytest.raises(ConfigError, match="cannot read"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_shipped_example_is_valid() -> None:
+    spec = load_spec(Path(__file__).resolve().parents[2] / "evaluator-image" / "examples" / "evaluation.yaml")
+    assert spec.model.source == "vllm" and spec.benchmarks.mtbench.judge is not None
