@@ -1,0 +1,53 @@
+"""`nejumi-eval jaster prepare|score`: the by-hand path through data and scoring."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from nejumi_eval.cli import main
+from nejumi_eval.errors import EXIT_CONFIG, EXIT_OK
+from nejumi_eval.jaster import load
+from nejumi_eval.jaster.scoring import select
+
+
+def _predictions(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_prepare_reports_counts_and_unavailable_splits(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "jaster", "prepare", "jamp", "jnli"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "jamp               train=8955 dev=995 test=348" in out
+    assert "jnli" in out and "unavailable: train, dev" in out
+
+
+def test_score_a_predictions_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    golds = [r["output"] for r in select("jamp", "test", load("jamp", "test"))]
+    # gold + an explanation after a blank line is still exact; a trailing newline is not (§7)
+    rows = [{"dataset": "jamp", "index": i, "output": g + "\n\n理由: …"} for i, g in enumerate(golds)]
+    rows[0]["output"] = golds[0] + "\n"
+    mawps = [r["output"] for r in select("mawps", "test", load("mawps", "test"))]
+    rows += [{"dataset": "mawps", "index": i, "output": g} for i, g in enumerate(mawps)]
+    out_file = tmp_path / "scores.json"
+    assert main(["-q", "jaster", "score", str(_predictions(tmp_path / "p.jsonl", rows)), "--out", str(out_file)]) == 0
+    doc = json.loads(out_file.read_text())
+    assert doc["scores"] == {"jamp_exact_match": pytest.approx(0.99), "mawps_exact_match": 1.0}
+    assert doc["categories"]["MR"] == 1.0 and doc["categories"]["NLI"] is None and doc["categories"]["AVG"] is None
+    assert json.loads(capsys.readouterr().out) == doc
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        ([{"dataset": "jamp", "index": 0, "output": "neutral"}], "missing for test indices [1, 2"),
+        ([{"dataset": "nope", "index": 0, "output": "x"}], "unknown dataset 'nope'"),
+        ([{"dataset": "jamp", "output": "x"}], "expected {\"dataset\", \"index\", \"output\"}"),
+    ],
+)
+def test_bad_predictions_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], rows, message) -> None:
+    assert main(["-q", "jaster", "score", str(_predictions(tmp_path / "p.jsonl", rows))]) == EXIT_CONFIG
+    assert message in capsys.readouterr().err
