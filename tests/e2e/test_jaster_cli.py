@@ -33,10 +33,12 @@ def test_score_a_predictions_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     mawps = [r["output"] for r in select("mawps", "test", load("mawps", "test"))]
     rows += [{"dataset": "mawps", "index": i, "output": g} for i, g in enumerate(mawps)]
     out_file = tmp_path / "scores.json"
-    assert main(["-q", "jaster", "score", str(_predictions(tmp_path / "p.jsonl", rows)), "--out", str(out_file)]) == 0
+    predictions = _predictions(tmp_path / "p.jsonl", rows)
+    assert main(["-q", "jaster", "score", str(predictions), "--out", str(out_file)]) == EXIT_OK
     doc = json.loads(out_file.read_text())
     assert doc["scores"] == {"jamp_exact_match": pytest.approx(0.99), "mawps_exact_match": 1.0}
-    assert doc["categories"]["MR"] == 1.0 and doc["categories"]["NLI"] is None and doc["categories"]["AVG"] is None
+    categories = doc["categories"]
+    assert categories["MR"] == 1.0 and categories["NLI"] is None and categories["AVG"] is None
     assert json.loads(capsys.readouterr().out) == doc
 
 

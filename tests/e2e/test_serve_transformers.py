@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from nejumi_eval.client import (
     ChatMessage,
     ChatRequest,

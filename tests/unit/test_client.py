@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from nejumi_eval.client import (
     ChatMessage,
     ChatRequest,

@@ -6,6 +6,7 @@ import typing
 from pathlib import Path
 
 import pytest
+
 from nejumi_eval.config import ConfigError, JasterDataset, load_spec, parse_spec
 from nejumi_eval.jaster.datasets import DATASETS
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from nejumi_eval.client.retry import RetryPolicy
 from nejumi_eval.data.fetch import DataError, RemoteFile, fetch_files, file_digest
 from nejumi_eval.data.jaster_sources import RAW_GITHUB, fetch_source, load_manifest

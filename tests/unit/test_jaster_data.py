@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from nejumi_eval.data.fetch import DataError
 from nejumi_eval.jaster import datasets as registry
 from nejumi_eval.jaster.datasets import DATASETS, task_table

@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 import pytest
+
 from nejumi_eval.mtbench import (
     CATEGORIES,
     JUDGE_DEFAULTS,

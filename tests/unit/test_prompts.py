@@ -7,6 +7,7 @@ import json
 from importlib import resources
 
 import pytest
+
 from nejumi_eval.protocol.prompts import (
     DEFAULT_TEMPLATE,
     PromptTemplate,

@@ -7,6 +7,7 @@ import statistics
 from importlib import resources
 
 import pytest
+
 from nejumi_eval.jaster.scoring import dataset_metric, rollup, select, task_table
 
 RAW_TABLE = json.loads(

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from nejumi_eval.serve import (
     ModelServer,
     ServerExitedError,
