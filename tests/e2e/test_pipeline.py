@@ -192,6 +192,14 @@ def test_without_judge_answers_are_saved_and_reused(
     assert judged.mtbench is not None and judged.mtbench.avg == pytest.approx(5.0)
     assert judged.overall is None  # jaster covered one dataset: AVG is null, so is Overall
 
+    # a clean rerun costs no judge tokens: zero requests anywhere, the same scores
+    with StubServer(model=MODEL) as model, ScriptedJudge(questions) as judge:
+        spec = parse_spec(_spec(tmp_path, model.base_url, judge.base_url, datasets=["jamp"]))
+        again = run(spec, progress=False)
+        assert model.calls == 0 and judge.calls == 0
+    assert again.usage.requests_sent == 0 and again.usage.judge_tokens == 0
+    assert again.mtbench == judged.mtbench
+
 
 def test_failed_requests_are_counted_not_hidden(tmp_path: Path) -> None:
     with StubServer(model=MODEL) as model:
