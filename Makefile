@@ -9,6 +9,15 @@ export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
 
 .PHONY: setup test unit lint fmt demo bench clean
 
+## The README's main command: the embedded default evaluation (tiny model, CPU, offline),
+## judged by the scripted judge. `make demo MODEL=org/name` evaluates a real model instead.
+demo: setup
+	$(BIN)/python -m tests.fixtures.demo $(if $(MODEL),--model $(MODEL))
+
+## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
+bench: setup
+	$(BIN)/python -m tests.bench.run_bench
+
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
