@@ -13,6 +13,7 @@ documents are independent, and `Executor.map` keeps the results in file-name ord
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -120,7 +121,10 @@ def _convert_files(paths: list[Path]) -> list[dict[str, tuple[str, str]]]:
     workers = min(cpus, len(paths))
     if workers <= 1:
         return [_convert_file(path) for path in paths]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # forkserver, not fork: callers (the run pipeline) hold threads, and forking a threaded
+    # process can deadlock the children.
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(pool.map(_convert_file, paths, chunksize=max(1, len(paths) // (workers * 8))))
 
 
