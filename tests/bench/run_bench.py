@@ -13,10 +13,6 @@ the tiny model, and the test doubles ``StubServer``/``ScriptedJudge`` (real HTTP
 Figures are wall-clock times on whatever else the machine is doing: the load average is recorded
 with them. Best-of-N is taken where a run is cheap enough to repeat.
 
-The doubles run here with TCP_NODELAY (:class:`NoDelay`): the stock ``StubServer`` writes headers
-and body in two sends, so Nagle + delayed ACK add ~40 ms to every reply, which would swamp the
-latencies being measured. Section 6 measures that effect.
-
     python -m tests.bench.run_bench        # from the repo root (make bench)
 """
 
@@ -66,7 +62,6 @@ OVERHEAD_DELAY_S = 0.02
 OVERHEAD_ROUNDS = 5
 
 JUDGE_DELAY_S = 0.2
-STUB_PINGS = 20
 PIPELINE_JUDGE_DELAY_S = 3.0  # longer than the server's stop: judging is the run's tail
 
 CONCURRENCY = 8  # the judge's default; the generation comparisons use the same
@@ -76,8 +71,8 @@ SEQUENTIAL = 1
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-class NoDelay:
-    """Mixin for the test doubles: TCP_NODELAY on their sockets, and when each POST was answered."""
+class ReplyTimes:
+    """Mixin for the test doubles: records when each POST was answered."""
 
     replied_at: list[float]
 
@@ -87,8 +82,6 @@ class NoDelay:
         self.replied_at = replied_at
 
         class Handler(base):  # type: ignore[valid-type, misc]
-            disable_nagle_algorithm = True
-
             def do_POST(self) -> None:
                 super().do_POST()
                 replied_at.append(time.perf_counter())
@@ -96,11 +89,11 @@ class NoDelay:
         return Handler
 
 
-class Stub(NoDelay, StubServer):
+class Stub(ReplyTimes, StubServer):
     pass
 
 
-class Judge(NoDelay, ScriptedJudge):
+class Judge(ReplyTimes, ScriptedJudge):
     pass
 
 
@@ -445,21 +438,6 @@ def bench_gpu_holding(report: Report, tiny: TinyModel, workdir: Path) -> None:
     )
 
 
-# ---- 6. the stock test double's latency ---------------------------------------------------
-
-
-async def bench_stub_round_trip(report: Report) -> None:
-    """Why the doubles above run with TCP_NODELAY: one request at a time, zero server delay."""
-    report.section("stub_round_trip", "6. test double round trip, c1, delay 0: stock StubServer vs NoDelay")
-    requests = [CompletionRequest(prompt=f"ping {i}", max_tokens=4) for i in range(STUB_PINGS)]
-    for key, server_class in (("stock", StubServer), ("nodelay", Stub)):
-        with server_class() as stub:
-            settings = ClientSettings(base_url=stub.base_url, model=stub.model, concurrency=SEQUENTIAL)
-            timed = await timed_client_run(settings, requests)
-        label = "stock StubServer (tests/fixtures/openai_stub.py)" if key == "stock" else "with TCP_NODELAY"
-        report.add(f"{key}_ms_per_request", label, timed.seconds / len(requests) * 1e3, "ms")
-
-
 # ---- main --------------------------------------------------------------------------------
 
 
@@ -482,7 +460,6 @@ def main() -> None:
         workdir = Path(tmp)
         asyncio.run(bench_async(report, tiny, workdir))
         bench_gpu_holding(report, tiny, workdir)
-    asyncio.run(bench_stub_round_trip(report))
     machine["after"] = _machine()
     machine["bench_seconds"] = round(time.perf_counter() - started, 1)
 

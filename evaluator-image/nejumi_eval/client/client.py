@@ -134,6 +134,7 @@ class InferenceClient:
         if s.verify_model and ids and s.model not in ids:
             shown = ", ".join(repr(i) for i in ids[:10]) + (" …" if len(ids) > 10 else "")
             raise ModelNotFoundError(f"model {s.model!r} is not served at {s.base_url}; it serves: {shown}")
+        self._checked = True
         return ids
 
     async def _ensure_checked(self) -> None:
@@ -142,7 +143,6 @@ class InferenceClient:
         async with self._check_lock:
             if not self._checked:
                 await self.check()
-                self._checked = True
 
     # ---- requests --------------------------------------------------------------------------
 
