@@ -43,7 +43,7 @@ class TinyModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    version: int = 1
+    version: int = 2
     vocab_size: int = 1024
     hidden_size: int = 64
     intermediate_size: int = 128
@@ -51,6 +51,10 @@ class TinyModelSpec(BaseModel):
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     max_position_embeddings: int = 8192
+    # Untied and wide-initialised, so random weights give varied tokens: tied small embeddings make
+    # greedy decoding repeat the prompt's last token ("\n") forever, and every answer blank.
+    tie_word_embeddings: bool = False
+    initializer_range: float = 0.5
     seed: int = 0
 
     def fingerprint(self) -> str:
@@ -184,7 +188,8 @@ def _build_into(folder: Path, spec: TinyModelSpec) -> None:
         bos_token_id=bos_id,
         eos_token_id=hf_tokenizer.eos_token_id,
         pad_token_id=hf_tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=spec.tie_word_embeddings,
+        initializer_range=spec.initializer_range,
     )
     torch.manual_seed(spec.seed)
     model = LlamaForCausalLM(config).eval()
