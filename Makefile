@@ -7,7 +7,7 @@ EXTRAS ?= eval,serve,operator,dev
 # The raw-data mirror beside the checkout (offline machines, CI).
 export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
 
-.PHONY: setup test unit lint fmt demo bench clean
+.PHONY: setup test unit lint fmt demo bench crd crd-check clean
 
 ## The README's main command: the embedded default evaluation (tiny model, CPU, offline),
 ## judged by the scripted judge. `make demo MODEL=org/name` evaluates a real model instead.
@@ -17,6 +17,12 @@ demo: setup
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
 bench: setup
 	$(BIN)/python -m tests.bench.run_bench
+
+## The NejumiEvaluation CRD, generated from the spec model (crd-check: CI fails on drift).
+crd: setup
+	$(BIN)/python -m nejumi_operator.api.crd
+crd-check: setup
+	$(BIN)/python -m nejumi_operator.api.crd --check
 
 setup: $(VENV)/.installed
 

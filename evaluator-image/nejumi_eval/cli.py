@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -85,8 +86,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from nejumi_eval.config import load_spec
     from nejumi_eval.pipeline import embedded_default_spec, run
 
-    spec = load_spec(args.config) if args.config else embedded_default_spec(model=args.model)
-    if args.model and args.config:
+    if args.spec_env:
+        if args.config:
+            raise InputError("give either a config file or --spec-env, not both")
+        spec = _spec_from_env(args.spec_env)
+    else:
+        spec = load_spec(args.config) if args.config else embedded_default_spec(model=args.model)
+    if args.model and (args.config or args.spec_env):
         spec.model.name = args.model
     if args.workspace:
         spec.workspace.path = args.workspace
@@ -106,6 +112,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run(spec, progress=not args.quiet)
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
+
+
+def _spec_from_env(name: str):
+    """The spec as JSON (or YAML) in environment variable `name` (how the operator passes it)."""
+    import yaml
+
+    from nejumi_eval.config import ConfigError, parse_spec
+
+    text = os.environ.get(name)
+    if not text:
+        raise ConfigError(f"${name}: environment variable is not set or empty")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"${name}: not valid JSON/YAML: {exc}") from None
+    return parse_spec(data, source=f"${name}")
 
 
 def _human_summary(summary) -> str:
@@ -151,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run an evaluation (no config: the embedded default, a tiny model)")
     run.add_argument("config", nargs="?", help="evaluation YAML (or a NejumiEvaluation manifest)")
+    run.add_argument(
+        "--spec-env", metavar="VAR", help="read the spec (JSON) from this env var, not a file (operator)"
+    )
     run.add_argument("--model", help="model id or path (overrides the config's model.name)")
     run.add_argument("--workspace", help="workspace folder (cache + results)")
     run.add_argument("--summary", help="write the compact JSON summary here")

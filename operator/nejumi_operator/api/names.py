@@ -1,0 +1,15 @@
+"""Names the API owns: group, version, kind, and the labels put on the Jobs it creates."""
+
+GROUP = "nejumi.wandb.ai"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "NejumiEvaluation"
+PLURAL = "nejumievaluations"
+SINGULAR = "nejumievaluation"
+SHORT_NAME = "nejumi"
+CRD_NAME = f"{PLURAL}.{GROUP}"
+
+LABEL_EVALUATION = f"{GROUP}/evaluation"
+"""On every Job (and its pods) the operator creates: the evaluation's name (≤63 chars, hashed if longer)."""
+LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+"""Kueue's label; set only when `spec.queueName` is set (Kueue then manages the Job's suspension)."""

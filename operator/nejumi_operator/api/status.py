@@ -1,0 +1,80 @@
+"""The NejumiEvaluation `status`: what the operator observed. Its CRD schema is generated from here.
+
+Only the operator writes it (through the `/status` subresource); the reducer in
+`nejumi_operator.reconcile.status` produces it as camelCase JSON (`model_dump(by_alias=True)`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+
+class _Status(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Condition(_Status):
+    """One observed state, keyed by `type` (see nejumi_operator.api.conditions)."""
+
+    type: str = Field(min_length=1, description="Accepted, Running, Succeeded or Degraded.")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(min_length=1, description="CamelCase reason.")
+    message: str = ""
+    last_transition_time: str = Field(
+        json_schema_extra={"format": "date-time"}, description="When status last changed."
+    )
+    observed_generation: int | None = Field(None, ge=0, description="The metadata.generation observed.")
+
+
+class BenchmarkScores(_Status):
+    avg: float | None = Field(None, description="The benchmark's average (null when incomplete).")
+    categories: dict[str, float | None] = Field(default_factory=dict, description="Category → score.")
+
+
+class Scores(_Status):
+    overall: float | None = Field(None, description="Overall = (jaster AVG + MT-bench/10) / 2.")
+    jaster: BenchmarkScores | None = None
+    mtbench: BenchmarkScores | None = Field(None, description="Only when MT-bench was judged.")
+
+
+class Failures(_Status):
+    generation: int = Field(0, ge=0, description="Model requests that failed after retries.")
+    judge: int = Field(0, ge=0, description="Invalid MT-bench judgments.")
+
+
+class Usage(_Status):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    judge_tokens: int = 0
+    requests_sent: int = 0
+    cache_hits: int = 0
+
+
+class EvaluationStatus(_Status):
+    """Observed state of one evaluation."""
+
+    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Field(
+        None, description="Derived from the conditions (for kubectl get)."
+    )
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = Field(None, ge=0, description="The metadata.generation described.")
+    job_name: str | None = Field(None, description="The evaluation Job.")
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    progress: str | None = Field(None, description="Human-readable progress.")
+    scores: Scores | None = None
+    failures: Failures | None = None
+    runtime: dict[str, float] | None = Field(
+        None,
+        description="Seconds per evaluator phase (prepareSeconds, generateSeconds, …, totalSeconds) "
+        "and gpuSeconds (Job wall time × GPUs).",
+    )
+    usage: Usage | None = None
+    degraded: bool | None = Field(None, description="Some requests failed: scores are not clean.")
+    capped: bool | None = Field(None, description="Sample caps were in effect: a smoke test, not a score.")
+    results_dir: str | None = Field(None, description="Results folder inside the workspace.")
+    wandb_run_url: str | None = Field(None, description="The W&B run (online mode).")
+    wandb_run_path: str | None = Field(None, description="The W&B run path or offline run folder.")

@@ -1,0 +1,1 @@
+"""Pure logic: NejumiEvaluation → Job (`job`), observations → status (`status`). No API calls here."""

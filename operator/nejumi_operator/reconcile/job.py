@@ -1,0 +1,201 @@
+"""NejumiEvaluation → batch/v1 Job: a pure function of the resource and the operator's settings.
+
+The evaluator gets its spec as JSON in `$NEJUMI_SPEC` (`nejumi-eval run --spec-env NEJUMI_SPEC`)
+and writes its compact summary to the termination message (`--summary /dev/termination-log`).
+Secrets are passed only as `secretKeyRef`s; the builder never sees a secret's value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from nejumi_eval.config import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
+from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, LABEL_QUEUE
+from nejumi_operator.settings import OperatorConfig
+
+CONTAINER = "evaluator"
+SPEC_ENV = "NEJUMI_SPEC"
+TERMINATION_PATH = "/dev/termination-log"
+WORKSPACE_VOLUME = "workspace"
+WORKSPACE_MOUNT = "/workspace"
+GPU_RESOURCE = "nvidia.com/gpu"
+# The evaluator's env names for keys (nejumi_eval.pipeline; a unit test keeps them equal).
+MODEL_API_KEY_ENV = "NEJUMI_MODEL_API_KEY"
+JUDGE_API_KEY_ENV = "NEJUMI_JUDGE_API_KEY"
+WANDB_API_KEY_ENV = "WANDB_API_KEY"
+RESERVED_ENV = (SPEC_ENV, MODEL_API_KEY_ENV, JUDGE_API_KEY_ENV, WANDB_API_KEY_ENV)
+ANNOTATION_GENERATION = f"{GROUP}/generation"
+# Exit codes that no retry can fix (nejumi_eval.errors: 1 bug, 2 configuration): fail the Job at once.
+# 3 (infrastructure) is retried up to backoffLimit; the response cache makes a retry cheap.
+NON_RETRYABLE_EXIT_CODES = (1, 2)
+MAX_NAME = 63  # Job names end up in the pods' job-name label: a label value
+
+
+class InvalidEvaluation(ValueError):
+    """A spec the CRD admitted but the operator cannot run (the message names the field)."""
+
+
+def _short(text: str, limit: int) -> str:
+    """`text` if it fits, else a prefix plus a stable hash (still a DNS label)."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return f"{text[: limit - 9].rstrip('-.')}-{digest}"
+
+
+def label_value(name: str) -> str:
+    """A resource name as a label value (≤63 characters, alphanumeric at both ends)."""
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", _short(name, MAX_NAME))
+
+
+def job_name(name: str, generation: int) -> str:
+    """The Job of generation `generation` of evaluation `name`: stable, so creation is idempotent."""
+    suffix = f"-g{generation}"
+    return _short(name, MAX_NAME - len(suffix)) + suffix
+
+
+def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> EvaluationSpec:
+    """The spec as the evaluator will read it, plus the operator's own constraints."""
+    try:
+        parsed = parse_spec(dict(spec or {}), source=source)
+    except ConfigError as exc:
+        raise InvalidEvaluation(str(exc)) from None
+    if (
+        parsed.model.source == ModelSource.VLLM
+        and parsed.resources.gpus < parsed.model.vllm.tensor_parallel_size
+    ):
+        raise InvalidEvaluation(
+            f"{source}: resources.gpus ({parsed.resources.gpus}) must be at least "
+            f"model.vllm.tensorParallelSize ({parsed.model.vllm.tensor_parallel_size})"
+        )
+    return parsed
+
+
+def evaluator_spec(spec: EvaluationSpec) -> EvaluationSpec:
+    """The spec the evaluator runs: workspace = the pod's working dir (the mounted volume), summary
+    = the termination message."""
+    out = spec.model_copy(deep=True)
+    out.workspace.path = "."
+    out.summary_path = TERMINATION_PATH
+    return out
+
+
+def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
+def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
+    env = [{"name": k, "value": v} for k, v in sorted(config.evaluator_env.items()) if k not in RESERVED_ENV]
+    payload = evaluator_spec(spec).model_dump(mode="json", by_alias=True)
+    env.append({"name": SPEC_ENV, "value": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))})
+    if spec.model.api_key_secret_ref:
+        env.append(_secret_env(MODEL_API_KEY_ENV, spec.model.api_key_secret_ref))
+    judge = spec.benchmarks.mtbench.judge
+    if judge and judge.api_key_secret_ref:
+        env.append(_secret_env(JUDGE_API_KEY_ENV, judge.api_key_secret_ref))
+    if spec.wandb.api_key_secret_ref:
+        env.append(_secret_env(WANDB_API_KEY_ENV, spec.wandb.api_key_secret_ref))
+    return env
+
+
+def _resources(spec: EvaluationSpec) -> dict[str, Any]:
+    r = spec.resources
+    requests: dict[str, str] = {}
+    limits: dict[str, str] = {}
+    if r.gpus:
+        limits[GPU_RESOURCE] = str(r.gpus)  # extended resources: requests default to limits
+    if r.memory:
+        requests["memory"] = limits["memory"] = r.memory
+    if r.cpu:
+        requests["cpu"] = r.cpu  # no CPU limit: throttling a tokenizer/server only slows the GPU down
+    return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
+
+
+def _workspace_volume(spec: EvaluationSpec) -> dict[str, Any]:
+    ws = spec.workspace
+    if ws.pvc_name:
+        return {"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": ws.pvc_name}}
+    empty: dict[str, Any] = {"sizeLimit": ws.size} if ws.size else {}
+    return {"name": WORKSPACE_VOLUME, "emptyDir": empty}
+
+
+def labels(name: str) -> dict[str, str]:
+    """The labels of an evaluation's Job and pods."""
+    value = label_value(name)
+    return {
+        "app.kubernetes.io/name": "nejumi-evaluator",
+        "app.kubernetes.io/instance": value,
+        "app.kubernetes.io/component": "evaluation",
+        "app.kubernetes.io/part-of": "nejumi",
+        "app.kubernetes.io/managed-by": "nejumi-operator",
+        LABEL_EVALUATION: value,
+    }
+
+
+def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str, Any]:
+    """The Job for the evaluation's current generation. Owner references are added by the caller
+    (`kopf.adopt`). Raises `InvalidEvaluation` for a spec the evaluator would reject."""
+    meta = evaluation["metadata"]
+    name, generation = meta["name"], int(meta.get("generation") or 1)
+    spec = validate(evaluation.get("spec"), source=f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip())
+    pod_labels = labels(name)
+    job_labels = dict(pod_labels)
+    if spec.queue_name:
+        job_labels[LABEL_QUEUE] = spec.queue_name
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": config.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(config.command),
+        "args": ["--spec-env", SPEC_ENV, "--summary", TERMINATION_PATH],
+        "env": _env(spec, config),
+        "workingDir": WORKSPACE_MOUNT,
+        "volumeMounts": [{"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT}],
+        "terminationMessagePath": TERMINATION_PATH,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if resources := _resources(spec):
+        container["resources"] = resources
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # the evaluator never talks to the API server
+        "enableServiceLinks": False,
+        "containers": [container],
+        "volumes": [_workspace_volume(spec)],
+    }
+    if spec.resources.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
+    if spec.resources.tolerations:
+        pod_spec["tolerations"] = [dict(t) for t in spec.resources.tolerations]
+    job_spec: dict[str, Any] = {
+        "backoffLimit": config.backoff_limit,
+        "podFailurePolicy": {
+            "rules": [
+                {
+                    "action": "FailJob",
+                    "onExitCodes": {
+                        "containerName": CONTAINER,
+                        "operator": "In",
+                        "values": list(NON_RETRYABLE_EXIT_CODES),
+                    },
+                },
+                # An evicted/preempted pod is not the evaluator's fault: retry without counting.
+                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            ]
+        },
+        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+    }
+    if spec.queue_name:
+        job_spec["suspend"] = True  # Kueue admits (unsuspends) it; without queueName it starts at once
+    job_meta: dict[str, Any] = {
+        "name": job_name(name, generation),
+        "labels": job_labels,
+        "annotations": {ANNOTATION_GENERATION: str(generation)},
+    }
+    if meta.get("namespace"):
+        job_meta["namespace"] = meta["namespace"]
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}

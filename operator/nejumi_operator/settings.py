@@ -1,0 +1,89 @@
+"""Operator settings, read once at startup from the operator's environment.
+
+The evaluator's image and command are settings (not spec) so that a cluster can pin its own image
+and tests can run the evaluator as a local process (the test node agent runs `command + args`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import metadata
+
+ENV_IMAGE = "NEJUMI_OPERATOR_EVALUATOR_IMAGE"
+ENV_COMMAND = "NEJUMI_OPERATOR_EVALUATOR_COMMAND"  # JSON list of strings
+ENV_EVALUATOR_ENV = "NEJUMI_OPERATOR_EVALUATOR_ENV"  # JSON object: extra env for the evaluator container
+ENV_SERVER_TIMEOUT = "NEJUMI_OPERATOR_SERVER_TIMEOUT"  # seconds; kopf's settings.watching.server_timeout
+ENV_RESYNC = "NEJUMI_OPERATOR_RESYNC_SECONDS"  # seconds between status re-reads of unfinished evaluations
+ENV_BACKOFF_LIMIT = "NEJUMI_OPERATOR_BACKOFF_LIMIT"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("nejumi")
+    except metadata.PackageNotFoundError:
+        return "latest"
+
+
+DEFAULT_IMAGE = f"ghcr.io/nejumi/evaluator:{_version()}"
+DEFAULT_COMMAND = ("nejumi-eval", "run")
+
+
+class SettingsError(ValueError):
+    """An operator environment variable that cannot be used."""
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    image: str = DEFAULT_IMAGE
+    command: tuple[str, ...] = DEFAULT_COMMAND
+    evaluator_env: Mapping[str, str] = field(default_factory=dict)
+    server_timeout_seconds: int = 60
+    resync_seconds: float = 30.0
+    backoff_limit: int = 2
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
+        env = os.environ if env is None else env
+        command = _json(env, ENV_COMMAND, list) or list(DEFAULT_COMMAND)
+        if not command or not all(isinstance(c, str) and c for c in command):
+            raise SettingsError(f"{ENV_COMMAND}: expected a non-empty JSON list of strings")
+        extra = _json(env, ENV_EVALUATOR_ENV, dict) or {}
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
+            raise SettingsError(f"{ENV_EVALUATOR_ENV}: expected a JSON object of strings")
+        return cls(
+            image=env.get(ENV_IMAGE) or DEFAULT_IMAGE,
+            command=tuple(command),
+            evaluator_env=dict(extra),
+            server_timeout_seconds=int(_number(env, ENV_SERVER_TIMEOUT, 60)),  # the API wants an integer
+            resync_seconds=_number(env, ENV_RESYNC, 30.0),
+            backoff_limit=int(_number(env, ENV_BACKOFF_LIMIT, 2)),
+        )
+
+
+def _json(env: Mapping[str, str], name: str, kind: type) -> object:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}: not valid JSON: {exc}") from None
+    if not isinstance(value, kind):
+        raise SettingsError(f"{name}: expected a JSON {kind.__name__}")
+    return value
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name}: must not be negative")
+    return value

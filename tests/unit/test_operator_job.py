@@ -1,0 +1,208 @@
+"""The pure NejumiEvaluation → Job builder."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from nejumi_eval.config import parse_spec
+from nejumi_operator.api.names import LABEL_EVALUATION, LABEL_QUEUE
+from nejumi_operator.reconcile import job as builder
+from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
+from nejumi_operator.settings import DEFAULT_COMMAND, OperatorConfig, SettingsError
+
+CONFIG = OperatorConfig(image="registry.test/evaluator:1", command=("nejumi-eval", "run"))
+
+
+def evaluation(spec: dict[str, Any], name: str = "llama-eval", generation: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "nejumi.wandb.ai/v1alpha1",
+        "kind": "NejumiEvaluation",
+        "metadata": {"name": name, "namespace": "team-a", "generation": generation, "uid": "u-1"},
+        "spec": spec,
+    }
+
+
+SECRETS_SPEC = {
+    "model": {
+        "name": "gpt-x",
+        "source": "openai-compatible",
+        "endpoint": "https://api.example/v1",
+        "apiKeySecretRef": {"name": "model-creds", "key": "token"},
+    },
+    "benchmarks": {
+        "mtbench": {"judge": {"model": "gpt-4-0613", "apiKeySecretRef": {"name": "judge-creds", "key": "k"}}}
+    },
+    "wandb": {"apiKeySecretRef": {"name": "wandb-creds", "key": "api-key"}},
+    "resources": {"gpus": 0},
+}
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(job)["env"]}
+
+
+def test_job_shape_for_a_gpu_model() -> None:
+    spec = {
+        "model": {"name": "org/model", "vllm": {"tensorParallelSize": 2}},
+        "resources": {
+            "gpus": 2,
+            "memory": "64Gi",
+            "cpu": "8",
+            "nodeSelector": {"gpu": "h100"},
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        },
+    }
+    job = build_job(evaluation(spec, generation=3), CONFIG)
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    assert job["metadata"]["name"] == "llama-eval-g3" == job_name("llama-eval", 3)
+    assert job["metadata"]["namespace"] == "team-a"
+    labels = job["metadata"]["labels"]
+    assert labels[LABEL_EVALUATION] == "llama-eval"
+    assert labels["app.kubernetes.io/managed-by"] == "nejumi-operator"
+    assert labels["app.kubernetes.io/instance"] == "llama-eval"
+    assert LABEL_QUEUE not in labels and "suspend" not in job["spec"]
+    assert job["spec"]["template"]["metadata"]["labels"][LABEL_EVALUATION] == "llama-eval"
+    assert 0 < job["spec"]["backoffLimit"] <= 3
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["nodeSelector"] == {"gpu": "h100"}
+    assert pod["tolerations"] == spec["resources"]["tolerations"]
+    assert pod["automountServiceAccountToken"] is False
+    c = container(job)
+    assert c["image"] == "registry.test/evaluator:1"
+    assert c["command"] == ["nejumi-eval", "run"]
+    assert c["args"] == ["--spec-env", "NEJUMI_SPEC", "--summary", "/dev/termination-log"]
+    assert c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert c["resources"] == {
+        "requests": {"memory": "64Gi", "cpu": "8"},
+        "limits": {"nvidia.com/gpu": "2", "memory": "64Gi"},
+    }
+    # Bugs (1) and bad specs (2) fail the Job at once; infrastructure (3) is retried.
+    (fail, ignore) = job["spec"]["podFailurePolicy"]["rules"]
+    assert fail["action"] == "FailJob" and fail["onExitCodes"]["values"] == [1, 2]
+    assert ignore == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+
+
+def test_no_gpu_resource_when_zero_gpus() -> None:
+    job = build_job(evaluation(SECRETS_SPEC), CONFIG)
+    assert "resources" not in container(job)
+
+
+def test_spec_env_round_trips_through_parse_spec() -> None:
+    job = build_job(evaluation(SECRETS_SPEC), CONFIG)
+    parsed = parse_spec(json.loads(env_of(job)["NEJUMI_SPEC"]["value"]))
+    original = parse_spec(SECRETS_SPEC)
+    assert parsed.summary_path == "/dev/termination-log"
+    assert parsed.workspace.path == "."  # the working dir = the mounted workspace volume
+    assert container(job)["workingDir"] == "/workspace"
+    assert container(job)["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace"}]
+    original.summary_path, original.workspace.path = parsed.summary_path, parsed.workspace.path
+    assert parsed == original
+
+
+def test_explicit_nulls_survive_the_round_trip() -> None:
+    """A judge with apiKeyEnv: null (no key) must not get its default back."""
+    spec = {"model": {"name": "m"}, "benchmarks": {"mtbench": {"judge": {"apiKeyEnv": None}}}}
+    job = build_job(evaluation(spec), CONFIG)
+    parsed = parse_spec(json.loads(env_of(job)["NEJUMI_SPEC"]["value"]))
+    assert parsed.benchmarks.mtbench.judge is not None
+    assert parsed.benchmarks.mtbench.judge.api_key_env is None
+
+
+def test_secrets_only_by_reference() -> None:
+    job = build_job(evaluation(SECRETS_SPEC), CONFIG)
+    env = env_of(job)
+    assert env["NEJUMI_MODEL_API_KEY"] == {
+        "name": "NEJUMI_MODEL_API_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "model-creds", "key": "token"}},
+    }
+    assert env["NEJUMI_JUDGE_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "judge-creds", "key": "k"}}
+    assert env["WANDB_API_KEY"]["valueFrom"] == {"secretKeyRef": {"name": "wandb-creds", "key": "api-key"}}
+    # Nothing but references: no key env var has a literal value, and no secretKeyRef is resolved.
+    for name in ("NEJUMI_MODEL_API_KEY", "NEJUMI_JUDGE_API_KEY", "WANDB_API_KEY"):
+        assert "value" not in env[name]
+    # The builder cannot leak what it never sees: it makes no API calls, so the only strings in
+    # the Job are from the spec and settings. The spec env names secrets, never values.
+    refs = json.loads(env["NEJUMI_SPEC"]["value"])["model"]["apiKeySecretRef"]
+    assert refs == {"name": "model-creds", "key": "token"}
+    assert "envFrom" not in container(job)
+
+
+def test_operator_env_cannot_override_reserved_names() -> None:
+    config = OperatorConfig(evaluator_env={"NEJUMI_DATA_MIRROR": "/data", "NEJUMI_MODEL_API_KEY": "leak"})
+    env = env_of(build_job(evaluation(SECRETS_SPEC), config))
+    assert env["NEJUMI_DATA_MIRROR"] == {"name": "NEJUMI_DATA_MIRROR", "value": "/data"}
+    assert "value" not in env["NEJUMI_MODEL_API_KEY"]
+
+
+def test_env_names_match_the_evaluator() -> None:
+    from nejumi_eval import pipeline
+
+    assert builder.MODEL_API_KEY_ENV == pipeline.MODEL_API_KEY_ENV
+    assert builder.JUDGE_API_KEY_ENV == pipeline.JUDGE_API_KEY_ENV
+
+
+def test_kueue_label_and_suspend_only_with_queue_name() -> None:
+    plain = build_job(evaluation({"model": {"name": "m"}}), CONFIG)
+    assert LABEL_QUEUE not in plain["metadata"]["labels"] and "suspend" not in plain["spec"]
+    queued = build_job(evaluation({"model": {"name": "m"}, "queueName": "gpu-queue"}), CONFIG)
+    assert queued["metadata"]["labels"][LABEL_QUEUE] == "gpu-queue"
+    assert queued["spec"]["suspend"] is True
+    assert LABEL_QUEUE not in queued["spec"]["template"]["metadata"]["labels"]
+
+
+def test_workspace_volume() -> None:
+    pvc = build_job(evaluation({"model": {"name": "m"}, "workspace": {"pvcName": "cache"}}), CONFIG)
+    assert pvc["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": "cache"}}
+    ]
+    empty = build_job(evaluation({"model": {"name": "m"}, "workspace": {"size": "50Gi"}}), CONFIG)
+    assert empty["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "workspace", "emptyDir": {"sizeLimit": "50Gi"}}
+    ]
+
+
+def test_long_names_fit_label_and_name_limits() -> None:
+    name = "a-very-long-evaluation-name-" + "x" * 200
+    job = build_job(evaluation({"model": {"name": "m"}}, name=name, generation=12), CONFIG)
+    assert len(job["metadata"]["name"]) <= 63 and job["metadata"]["name"].endswith("-g12")
+    assert len(job["metadata"]["labels"][LABEL_EVALUATION]) <= 63
+    assert job_name(name, 12) == job["metadata"]["name"]  # stable: creation stays idempotent
+    assert job_name(name, 12) != job_name(name + "y", 12)
+
+
+def test_invalid_spec_names_the_field() -> None:
+    with pytest.raises(InvalidEvaluation, match=r"model.endpoint is required"):
+        build_job(evaluation({"model": {"name": "m", "source": "openai-compatible"}}), CONFIG)
+    with pytest.raises(InvalidEvaluation, match=r"resources.gpus \(1\) must be at least"):
+        build_job(evaluation({"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}}), CONFIG)
+
+
+def test_settings_from_env() -> None:
+    assert OperatorConfig.from_env({}).command == DEFAULT_COMMAND
+    assert OperatorConfig.from_env({}).image.startswith("ghcr.io/nejumi/evaluator:")
+    config = OperatorConfig.from_env(
+        {
+            "NEJUMI_OPERATOR_EVALUATOR_IMAGE": "img:2",
+            "NEJUMI_OPERATOR_EVALUATOR_COMMAND": '["/venv/bin/nejumi-eval", "run"]',
+            "NEJUMI_OPERATOR_EVALUATOR_ENV": '{"A": "1"}',
+            "NEJUMI_OPERATOR_SERVER_TIMEOUT": "5",
+        }
+    )
+    assert (config.image, config.command, dict(config.evaluator_env)) == (
+        "img:2",
+        ("/venv/bin/nejumi-eval", "run"),
+        {"A": "1"},
+    )
+    assert config.server_timeout_seconds == 5
+    with pytest.raises(SettingsError, match="EVALUATOR_COMMAND"):
+        OperatorConfig.from_env({"NEJUMI_OPERATOR_EVALUATOR_COMMAND": '"nejumi-eval run"'})

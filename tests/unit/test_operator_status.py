@@ -1,0 +1,197 @@
+"""The pure observations → status reducer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nejumi_eval.results import JasterSummary, MtbenchSummary, Summary, Usage
+from nejumi_operator.api import conditions as c
+from nejumi_operator.reconcile.status import (
+    Observation,
+    Termination,
+    last_termination,
+    reduce_status,
+    status_patch,
+)
+
+T0, T1, T2 = "2025-01-01T00:00:00Z", "2025-01-01T00:10:00Z", "2025-01-01T00:20:00Z"
+
+
+def job(
+    *, active: int = 0, failed: int = 0, done: str | None = None, suspend: bool = False
+) -> dict[str, Any]:
+    status: dict[str, Any] = {"startTime": T0, "active": active, "failed": failed}
+    if done == "Complete":
+        status["completionTime"] = T1
+    if done:
+        status["conditions"] = [
+            {"type": done, "status": "True", "reason": "BackoffLimitExceeded", "lastTransitionTime": T1}
+        ]
+    return {"metadata": {"name": "e-g1"}, "spec": {"suspend": suspend}, "status": status}
+
+
+def summary(**kw: Any) -> str:
+    base: dict[str, Any] = {
+        "status": "completed",
+        "model": "m",
+        "overall": 0.55,
+        "jaster": JasterSummary(
+            avg=0.6, categories={"NLI": 0.5, "QA": 0.7}, datasets={"jamp": 0.5}, samples=2, capped=True
+        ),
+        "mtbench": MtbenchSummary(judged=True, avg=5.0, categories={"coding": 5.0}, judgments=16, invalid=1),
+        "usage": Usage(prompt_tokens=10, completion_tokens=5, judge_tokens=7, requests_sent=3),
+        "runtime_seconds": {"generate": 1.5, "serve_start": 0.5, "total": 3.0},
+        "results_dir": "/workspace/results/m-1",
+        "wandb_run_path": "ent/proj/abc123",
+    }
+    return Summary(**(base | kw)).to_json()
+
+
+def obs(**kw: Any) -> Observation:
+    return Observation(**({"generation": 1, "job_name": "e-g1", "gpus": 2} | kw))
+
+
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = c.find(status["conditions"], type_)
+    assert found is not None, type_
+    return dict(found)
+
+
+def test_success_summary_gives_scores_and_succeeded() -> None:
+    term = Termination(exit_code=0, message=summary(), reason="Completed", finished_at=T1)
+    st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
+    assert st["phase"] == "Succeeded" and st["observedGeneration"] == 1
+    assert [x["type"] for x in st["conditions"]] == ["Accepted", "Running", "Succeeded", "Degraded"]
+    assert cond(st, "Succeeded") | {"message": ""} == {
+        "type": "Succeeded",
+        "status": "True",
+        "reason": "EvaluationCompleted",
+        "message": "",
+        "lastTransitionTime": T2,
+        "observedGeneration": 1,
+    }
+    assert cond(st, "Degraded")["status"] == "False"
+    assert st["scores"] == {
+        "overall": 0.55,
+        "jaster": {"avg": 0.6, "categories": {"NLI": 0.5, "QA": 0.7}},
+        "mtbench": {"avg": 5.0, "categories": {"coding": 5.0}},
+    }
+    assert st["failures"] == {"generation": 0, "judge": 1}
+    assert st["usage"]["judgeTokens"] == 7 and st["usage"]["requestsSent"] == 3
+    assert st["runtime"] == {
+        "generateSeconds": 1.5,
+        "serveStartSeconds": 0.5,
+        "totalSeconds": 3.0,
+        "gpuSeconds": 1200.0,  # 10 minutes × 2 GPUs
+    }
+    assert st["capped"] is True and st["degraded"] is False
+    assert st["wandbRunUrl"] == "https://wandb.ai/ent/proj/runs/abc123"
+    assert (st["jobName"], st["startTime"], st["completionTime"]) == ("e-g1", T0, T1)
+
+
+def test_exit_3_is_an_infrastructure_failure_with_the_summary_error() -> None:
+    failed = Summary(status="failed", model="m", error="endpoint http://x/v1 unreachable").to_json()
+    term = Termination(exit_code=3, message=failed, reason="Error", finished_at=T1)
+    st = reduce_status({}, obs(job=job(done="Failed", failed=3), termination=term), at=T2)
+    succeeded = cond(st, "Succeeded")
+    assert (succeeded["status"], succeeded["reason"]) == ("False", "InfrastructureFailure")
+    assert succeeded["message"] == "endpoint http://x/v1 unreachable"
+    assert st["phase"] == "Failed"
+    assert cond(st, "Running")["status"] == "False"
+    assert "scores" not in st
+
+
+def test_exit_codes_map_to_reasons() -> None:
+    for code, reason in [
+        (2, "InvalidSpec"),
+        (3, "InfrastructureFailure"),
+        (1, "EvaluatorError"),
+        (137, "EvaluatorError"),
+    ]:
+        term = Termination(exit_code=code, message="Traceback ...\nKeyError: 'x'", finished_at=T1)
+        st = reduce_status({}, obs(job=job(done="Failed"), termination=term), at=T2)
+        assert cond(st, "Succeeded")["reason"] == reason, code
+        assert "KeyError" in cond(st, "Succeeded")["message"]  # a log tail (FallbackToLogsOnError)
+
+
+def test_failed_job_without_a_pod_says_why() -> None:
+    st = reduce_status({}, obs(job=job(done="Failed")), at=T2)
+    assert cond(st, "Succeeded")["reason"] == "JobFailed"
+    assert "BackoffLimitExceeded" in cond(st, "Succeeded")["message"]
+
+
+def test_degraded_summary_sets_degraded() -> None:
+    jaster = JasterSummary(avg=0.4, categories={}, datasets={}, samples=2, failures=3, degraded=True)
+    term = Termination(exit_code=0, message=summary(degraded=True, jaster=jaster), finished_at=T1)
+    st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
+    degraded = cond(st, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "RequestFailures")
+    assert "jaster: 3 failed requests" in degraded["message"]
+    assert cond(st, "Succeeded")["status"] == "True"
+    assert st["degraded"] is True and st["failures"]["generation"] == 3
+
+
+def test_in_progress_states() -> None:
+    running = reduce_status({}, obs(job=job(active=1)), at=T0)
+    assert running["phase"] == "Running"
+    assert cond(running, "Accepted")["reason"] == "JobCreated"
+    assert cond(running, "Running")["status"] == "True"
+    assert cond(running, "Succeeded")["status"] == "Unknown"
+    pending = reduce_status({}, obs(job=job()), at=T0)
+    assert pending["phase"] == "Pending" and cond(pending, "Running")["reason"] == "JobPending"
+    queued = reduce_status({}, obs(job=job(suspend=True), queue_name="q"), at=T0)
+    assert (
+        cond(queued, "Running")["reason"] == "Suspended"
+        and "LocalQueue q" in cond(queued, "Running")["message"]
+    )
+    retry = Termination(
+        exit_code=3, message='{"status":"failed","model":"m","error":"server died"}', finished_at=T0
+    )
+    again = reduce_status({}, obs(job=job(active=1, failed=1), termination=retry), at=T0)
+    assert (
+        "attempt 2" in cond(again, "Running")["message"]
+        and "server died" in cond(again, "Running")["message"]
+    )
+
+
+def test_invalid_spec() -> None:
+    st = reduce_status({}, obs(spec_error="spec: model.endpoint is required"), at=T0)
+    assert cond(st, "Accepted")["reason"] == "InvalidSpec"
+    assert (cond(st, "Succeeded")["status"], cond(st, "Succeeded")["reason"]) == ("False", "InvalidSpec")
+    assert st["phase"] == "Failed" and "jobName" not in st
+
+
+def test_transition_time_changes_only_with_status() -> None:
+    first = reduce_status({}, obs(job=job(active=1)), at=T0)
+    same = reduce_status(first, obs(job=job(active=1)), at=T1)
+    assert same == first  # idempotent: nothing to write
+    done = reduce_status(
+        first, obs(job=job(done="Complete"), termination=Termination(0, summary(), finished_at=T1)), at=T2
+    )
+    assert cond(done, "Accepted")["lastTransitionTime"] == T0  # still True
+    assert cond(done, "Running")["lastTransitionTime"] == T2  # True → False
+    assert cond(done, "Succeeded")["lastTransitionTime"] == T2
+
+
+def test_last_termination_picks_the_latest_evaluator_exit() -> None:
+    def pod(code: int, at: str) -> dict[str, Any]:
+        state = {"terminated": {"exitCode": code, "finishedAt": at, "message": str(code)}}
+        return {"status": {"containerStatuses": [{"name": "evaluator", "state": state}]}}
+
+    running = {"status": {"containerStatuses": [{"name": "evaluator", "state": {"running": {}}}]}}
+    assert last_termination([pod(3, T0), pod(0, T1), running]) == Termination(0, "0", None, T1)
+    assert last_termination([running]) is None
+
+
+def test_status_patch_nulls_removed_fields() -> None:
+    assert status_patch({"a": 1, "b": 2}, {"a": 3}) == {"b": None, "a": 3}
+
+
+def test_summary_with_a_null_average_parses() -> None:
+    """`Summary.to_json` drops nulls: a jaster subset (avg null) must still be read."""
+    jaster = JasterSummary(avg=None, categories={"NLI": None}, datasets={"jamp_exact_match": 0.0}, samples=2)
+    term = Termination(exit_code=0, message=summary(jaster=jaster, overall=None), finished_at=T1)
+    st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
+    assert cond(st, "Succeeded")["status"] == "True"
+    assert st["scores"]["jaster"] == {"categories": {"NLI": None}}
+    assert "overall" not in st["scores"]
