@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nejumi_eval.errors import EXIT_CONFIG, EXIT_INFRA
+
 # ---- types --------------------------------------------------------------------------------------
 ACCEPTED = "Accepted"
 """The spec was accepted and the evaluation Job exists."""
@@ -40,7 +42,7 @@ REQUEST_FAILURES = "RequestFailures"
 NO_FAILURES = "NoFailures"
 NOT_EVALUATED = "NotEvaluated"
 
-EXIT_CODE_REASONS = {2: INVALID_SPEC, 3: INFRASTRUCTURE_FAILURE}
+EXIT_CODE_REASONS = {EXIT_CONFIG: INVALID_SPEC, EXIT_INFRA: INFRASTRUCTURE_FAILURE}
 """`nejumi-eval` exit code → Succeeded=False reason (see nejumi_eval.errors); any other: EVALUATOR_ERROR."""
 
 
