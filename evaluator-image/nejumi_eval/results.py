@@ -20,7 +20,7 @@ class _Camel(BaseModel):
 
 
 class JasterSummary(_Camel):
-    avg: float | None = Field(description="Mean of the 7 category means; null unless all 16 were scored.")
+    avg: float | None = Field(None, description="Mean of the 7 category means; null unless all 16 scored.")
     categories: dict[str, float | None]
     datasets: dict[str, float]
     samples: int = Field(description="Scored test samples over all datasets.")

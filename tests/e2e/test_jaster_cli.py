@@ -47,7 +47,7 @@ def test_score_a_predictions_file(tmp_path: Path, capsys: pytest.CaptureFixture[
     [
         ([{"dataset": "jamp", "index": 0, "output": "neutral"}], "missing for test indices [1, 2"),
         ([{"dataset": "nope", "index": 0, "output": "x"}], "unknown dataset 'nope'"),
-        ([{"dataset": "jamp", "output": "x"}], "expected {\"dataset\", \"index\", \"output\"}"),
+        ([{"dataset": "jamp", "output": "x"}], 'expected {"dataset", "index", "output"}'),
     ],
 )
 def test_bad_predictions_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], rows, message) -> None:

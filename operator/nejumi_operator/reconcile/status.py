@@ -85,10 +85,6 @@ def parse_summary(message: str) -> Summary | None:
         return None
     if not isinstance(data, dict):
         return None
-    # `Summary.to_json` drops nulls, yet `jaster.avg` has no default: a null average (any subset
-    # of the 16 datasets) arrives missing. Missing means null here.
-    if isinstance(data.get("jaster"), dict):
-        data["jaster"].setdefault("avg", None)
     try:
         return Summary.model_validate(data)
     except ValidationError:
