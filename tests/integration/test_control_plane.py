@@ -253,7 +253,9 @@ def test_missing_secret_blocks_container_until_created(
         statuses = core.read_namespaced_pod("needs-secret", namespace).status.container_statuses or []
         return statuses[0].state.waiting.reason if statuses and statuses[0].state.waiting else None
 
-    assert wait_until(waiting_reason, 30, "a waiting reason") == "CreateContainerConfigError"
+    # ContainerCreating may be reported first (the agent has not resolved env yet): wait past it
+    wait_until(lambda: waiting_reason() == "CreateContainerConfigError", 30, "CreateContainerConfigError")
+    assert core.read_namespaced_pod("needs-secret", namespace).status.phase == "Pending"
     core.create_namespaced_secret(namespace, {"metadata": {"name": "late"}, "stringData": {"k": "v"}})
     wait_until(
         lambda: core.read_namespaced_pod("needs-secret", namespace).status.phase == "Succeeded",
