@@ -8,6 +8,7 @@ Offline mode needs no network and leaves a syncable run under `<dir>/wandb/`.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ def publish(
     if not spec.enabled:
         return None, None
     try:
+        # The SDK's own chatter ("Detected [openai] in use…") is noise in an evaluation's output.
+        os.environ.setdefault("WANDB_SILENT", "true")
         import wandb
 
         run = wandb.init(
