@@ -206,3 +206,10 @@ def test_settings_from_env() -> None:
     assert config.server_timeout_seconds == 5
     with pytest.raises(SettingsError, match="EVALUATOR_COMMAND"):
         OperatorConfig.from_env({"NEJUMI_OPERATOR_EVALUATOR_COMMAND": '"nejumi-eval run"'})
+
+
+def test_data_cache_lives_in_the_workspace_unless_configured() -> None:
+    env = env_of(build_job(evaluation(SECRETS_SPEC), OperatorConfig()))
+    assert env["NEJUMI_CACHE_DIR"] == {"name": "NEJUMI_CACHE_DIR", "value": ".cache"}
+    job = build_job(evaluation(SECRETS_SPEC), OperatorConfig(evaluator_env={"NEJUMI_CACHE_DIR": "/cache"}))
+    assert env_of(job)["NEJUMI_CACHE_DIR"]["value"] == "/cache"

@@ -27,6 +27,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 MODEL_API_KEY_ENV = "NEJUMI_MODEL_API_KEY"
 JUDGE_API_KEY_ENV = "NEJUMI_JUDGE_API_KEY"
 WANDB_API_KEY_ENV = "WANDB_API_KEY"
+CACHE_ENV = "NEJUMI_CACHE_DIR"
+CACHE_IN_WORKSPACE = ".cache"  # relative to the working dir, the workspace volume
 RESERVED_ENV = (SPEC_ENV, MODEL_API_KEY_ENV, JUDGE_API_KEY_ENV, WANDB_API_KEY_ENV)
 ANNOTATION_GENERATION = f"{GROUP}/generation"
 # Exit codes that no retry can fix (nejumi_eval.errors: 1 bug, 2 configuration): fail the Job at once.
@@ -89,7 +91,10 @@ def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
 
 
 def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
-    env = [{"name": k, "value": v} for k, v in sorted(config.evaluator_env.items()) if k not in RESERVED_ENV]
+    # Downloaded data and built models live in the workspace too, so a retried pod on the same
+    # PVC neither downloads nor parses again (the operator's settings may point elsewhere).
+    extra = {CACHE_ENV: CACHE_IN_WORKSPACE, **config.evaluator_env}
+    env = [{"name": k, "value": v} for k, v in sorted(extra.items()) if k not in RESERVED_ENV]
     payload = evaluator_spec(spec).model_dump(mode="json", by_alias=True)
     env.append({"name": SPEC_ENV, "value": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))})
     if spec.model.api_key_secret_ref:
