@@ -186,6 +186,16 @@ class WorkspaceSpec(Spec):
     size: str | None = Field(None, description="Size of a PVC the operator creates when pvcName is unset.")
 
 
+class Toleration(Spec):
+    """A pod toleration (core/v1 Toleration), e.g. for tainted GPU nodes."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
 class ResourcesSpec(Spec):
     """Pod resources (operator only; the evaluator ignores them)."""
 
@@ -193,7 +203,7 @@ class ResourcesSpec(Spec):
     memory: str | None = None
     cpu: str | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    tolerations: list[Toleration] = Field(default_factory=list)
 
 
 class EvaluationSpec(Spec):

@@ -57,7 +57,16 @@ def test_job_shape_for_a_gpu_model() -> None:
             "memory": "64Gi",
             "cpu": "8",
             "nodeSelector": {"gpu": "h100"},
-            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "tolerations": [
+                {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                {
+                    "key": "spot",
+                    "operator": "Equal",
+                    "value": "true",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 60,
+                },
+            ],
         },
     }
     job = build_job(evaluation(spec, generation=3), CONFIG)

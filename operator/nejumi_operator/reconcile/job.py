@@ -175,7 +175,9 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
     if spec.resources.node_selector:
         pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
     if spec.resources.tolerations:
-        pod_spec["tolerations"] = [dict(t) for t in spec.resources.tolerations]
+        pod_spec["tolerations"] = [
+            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.resources.tolerations
+        ]
     job_spec: dict[str, Any] = {
         "backoffLimit": config.backoff_limit,
         "podFailurePolicy": {
