@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.results import Usage  # the evaluator's counters, reported as they are
+
 
 class _Status(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
@@ -43,14 +45,6 @@ class Scores(_Status):
 class Failures(_Status):
     generation: int = Field(0, ge=0, description="Model requests that failed after retries.")
     judge: int = Field(0, ge=0, description="Invalid MT-bench judgments.")
-
-
-class Usage(_Status):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    judge_tokens: int = 0
-    requests_sent: int = 0
-    cache_hits: int = 0
 
 
 class EvaluationStatus(_Status):
