@@ -1,0 +1,128 @@
+{{/*
+The chart name (63 characters at most: Kubernetes names and label values).
+*/}}
+{{- define "nejumi-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The full name: release + chart name, unless the release name already contains the chart name.
+Truncated to 63 characters; suffixed names ("-editor") truncate further where they are used.
+*/}}
+{{- define "nejumi-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+A name with a suffix (cluster-scoped roles), still within 63 characters.
+Usage: include "nejumi-operator.suffixed" (list . "editor")
+*/}}
+{{- define "nejumi-operator.suffixed" -}}
+{{- $ctx := index . 0 }}
+{{- $suffix := index . 1 }}
+{{- $base := include "nejumi-operator.fullname" $ctx | trunc (int (sub 62 (len $suffix))) | trimSuffix "-" }}
+{{- printf "%s-%s" $base $suffix }}
+{{- end }}
+
+{{/*
+Chart name and version for the helm.sh/chart label.
+*/}}
+{{- define "nejumi-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Common labels.
+*/}}
+{{- define "nejumi-operator.labels" -}}
+helm.sh/chart: {{ include "nejumi-operator.chart" . }}
+{{ include "nejumi-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: nejumi
+{{- end }}
+
+{{/*
+Selector labels (immutable on a Deployment: never add to these).
+*/}}
+{{- define "nejumi-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "nejumi-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/*
+The operator's ServiceAccount name.
+*/}}
+{{- define "nejumi-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "nejumi-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+Images: the tag defaults to the chart's appVersion.
+*/}}
+{{- define "nejumi-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "nejumi-operator.evaluatorImage" -}}
+{{- printf "%s:%s" .Values.evaluator.image.repository (default .Chart.AppVersion .Values.evaluator.image.tag) }}
+{{- end }}
+
+{{/*
+The operator's rules in the namespaces it serves: in a ClusterRole when it watches every namespace,
+in a Role per namespace otherwise. Only what nejumi_operator and kopf actually call.
+*/}}
+{{- define "nejumi-operator.operatorRules" -}}
+# kopf lists and watches NejumiEvaluations; the operator reads one (get) before each status write;
+# kopf patches the object itself for its finalizer and its progress/last-handled annotations.
+- apiGroups: ["nejumi.wandb.ai"]
+  resources: ["nejumievaluations"]
+  verbs: ["get", "list", "watch", "patch"]
+# Status is observation: the operator merge-patches /status (kopf also patches it through /status
+# for handler results). No update: nothing PUTs the status.
+- apiGroups: ["nejumi.wandb.ai"]
+  resources: ["nejumievaluations/status"]
+  verbs: ["patch"]
+# The Jobs carry an ownerReference with blockOwnerDeletion: true; where the
+# OwnerReferencesPermissionEnforcement admission plugin is on, that needs update on the owner's
+# finalizers subresource.
+- apiGroups: ["nejumi.wandb.ai"]
+  resources: ["nejumievaluations/finalizers"]
+  verbs: ["update"]
+# One Job per evaluation generation: create it (409 = it exists, then get it), and watch Jobs with
+# the nejumi.wandb.ai/evaluation label (kopf event handler) to derive status. Never patch/delete:
+# owner references let the garbage collector remove them.
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["create", "get", "list", "watch"]
+# The Job's pods, listed by label to read the evaluator's exit code and termination message
+# (the results summary). Read only, list only: no get/watch calls, never logs or exec.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
+# kopf posts Events about handler progress and errors on the NejumiEvaluation (POST only, core group).
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
+{{- end }}
+
+{{/*
+The namespaces served: empty = all (cluster-wide mode).
+*/}}
+{{- define "nejumi-operator.clusterWide" -}}
+{{- if not .Values.watchNamespaces }}true{{- end }}
+{{- end }}
