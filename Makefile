@@ -67,7 +67,7 @@ test: setup k8s-bin helm-bin
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).
-unit: setup
+unit: setup helm-bin
 	$(BIN)/pytest -q tests/unit
 
 lint: setup
