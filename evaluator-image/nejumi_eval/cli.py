@@ -104,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             update={
                 "endpoint": args.judge_endpoint or judge.endpoint,
                 "model": args.judge_model or judge.model,
-                "api_key_env": args.judge_api_key_env,
+                "api_key_env": args.judge_api_key_env or judge.api_key_env,
             }
         )
     if args.summary:
@@ -183,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--judge-model", help="MT-bench judge model (default gpt-4-0613)")
     run.add_argument(
         "--judge-api-key-env",
-        default="OPENAI_API_KEY",
-        help="env var holding the judge's API key (empty string: no key)",
+        help="env var holding the judge's API key (default: $NEJUMI_JUDGE_API_KEY, then $OPENAI_API_KEY "
+        "for the OpenAI API)",
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)

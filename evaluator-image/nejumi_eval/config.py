@@ -135,7 +135,11 @@ class JudgeSpec(Spec):
     model: str = Field("gpt-4-0613", min_length=1)
     endpoint: str | None = Field(None, description="Base URL; the OpenAI API when unset.")
     api_key_secret_ref: SecretKeyRef | None = None
-    api_key_env: str | None = Field("OPENAI_API_KEY", description="Env var holding the judge's API key.")
+    api_key_env: str | None = Field(
+        None,
+        description="Env var holding the judge's API key. Unset: $NEJUMI_JUDGE_API_KEY (where the operator "
+        "mounts apiKeySecretRef), else $OPENAI_API_KEY when the endpoint is the OpenAI API, else no key.",
+    )
     concurrency: int = Field(8, ge=1, le=256)
 
 

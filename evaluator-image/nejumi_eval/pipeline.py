@@ -100,16 +100,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text).name if os.path.sep in text else text).strip("_")[:60]
 
 
-def _api_key(explicit_env: str | None, operator_env: str, field_name: str) -> str:
-    """The API key from the environment only: secrets never appear in specs, logs or W&B."""
+def _api_key(
+    explicit_env: str | None, operator_env: str, field_name: str, fallback_env: str | None = None
+) -> str:
+    """The API key from the environment only: secrets never appear in specs, logs or W&B.
+
+    Order: the env var the spec names (an error if it is unset), the operator's mount of the
+    Secret reference, a conventional fallback (OPENAI_API_KEY for the OpenAI API), else no key
+    ("EMPTY", which local servers accept and real APIs answer with a clear 401).
+    """
+    for name in (explicit_env, operator_env, fallback_env):
+        if name and os.environ.get(name):
+            return os.environ[name]
     if explicit_env:
-        value = os.environ.get(explicit_env)
-        if value:
-            return value
-        if os.environ.get(operator_env):
-            return os.environ[operator_env]
         raise ConfigError(f"{field_name}: environment variable {explicit_env} is not set")
-    return os.environ.get(operator_env, "EMPTY")
+    return "EMPTY"
 
 
 def _versions() -> dict[str, str]:
@@ -272,7 +277,12 @@ def _judge_settings(spec: EvaluationSpec) -> Any:
     return ClientSettings(
         base_url=judge.endpoint or OPENAI_BASE_URL,
         model=judge.model,
-        api_key=_api_key(judge.api_key_env, JUDGE_API_KEY_ENV, "benchmarks.mtbench.judge.apiKeyEnv"),
+        api_key=_api_key(
+            judge.api_key_env,
+            JUDGE_API_KEY_ENV,
+            "benchmarks.mtbench.judge.apiKeyEnv",
+            fallback_env=None if judge.endpoint else "OPENAI_API_KEY",
+        ),
         concurrency=judge.concurrency,
         request_timeout_s=spec.generation.request_timeout_seconds,
         retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),

@@ -121,9 +121,9 @@ def _convert_files(paths: list[Path]) -> list[dict[str, tuple[str, str]]]:
     workers = min(cpus, len(paths))
     if workers <= 1:
         return [_convert_file(path) for path in paths]
-    # forkserver, not fork: callers (the run pipeline) hold threads, and forking a threaded
-    # process can deadlock the children.
-    context = multiprocessing.get_context("forkserver")
+    # spawn, not fork: callers (the run pipeline) hold threads, and forking a threaded process can
+    # deadlock the children (nor forkserver: its socket path breaks under a long $TMPDIR).
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         return list(pool.map(_convert_file, paths, chunksize=max(1, len(paths) // (workers * 8))))
 
