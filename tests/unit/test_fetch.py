@@ -348,3 +348,44 @@ def test_chabsa_zip_in_mirror(data_mirror: Path, tmp_path: Path) -> None:
 def test_chabsa_missing_from_mirror(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^chabsa: neither .*chABSA-dataset.zip.*NEJUMI_DATA_MIRROR"):
         fetch_source("chabsa", mirror_dir=tmp_path, cache_dir=tmp_path)
+
+
+# ---- MT-bench files through the same machinery -------------------------------------------------
+
+
+def test_mtbench_files_download_from_pinned_urls(
+    fresh: FakeUpstream, data_mirror: Path, tmp_path: Path
+) -> None:
+    from nejumi_eval.mtbench.data import _manifest, download_pinned, load_variant
+
+    mt_mirror = data_mirror.parent / "mt_bench_ja"
+    for f in _manifest().values():
+        if (mt_mirror / f.path).is_file():
+            fresh.routes[fresh.path_of(f.url)] = (mt_mirror / f.path).read_bytes()
+    folder = download_pinned(cache_dir=tmp_path, url_rewrite=fresh.rewrite, retry=FAST)
+    assert folder == tmp_path / "raw" / "mt_bench_ja"
+    assert len(load_variant("neo", folder).questions) == 80
+    assert len(load_variant("head", folder).references) == 80
+    # five files: questions + references of both variants, and the judge prompts
+    assert len(fresh.requests) == 5 and all(r.startswith("/gh/") for r in fresh.requests)
+    assert download_pinned(cache_dir=tmp_path, url_rewrite=fresh.rewrite, retry=FAST) == folder
+    assert len(fresh.requests) == 5  # cached: nothing fetched again
+
+    judge = next(
+        f for f in _manifest().values() if f.path.endswith("judge_prompts.jsonl") and "nejumi" in f.path
+    )
+    fresh.routes[fresh.path_of(judge.url)] = b'{"name": "tampered"}\n'
+    with pytest.raises(DataError, match=r"judge_prompts\.jsonl"):
+        download_pinned(cache_dir=tmp_path / "other", url_rewrite=fresh.rewrite, retry=FAST)
+
+
+def test_mtbench_folder_defaults_beside_the_jaster_mirror(
+    monkeypatch: pytest.MonkeyPatch, data_mirror: Path
+) -> None:
+    from nejumi_eval.mtbench.data import MIRROR_ENV, default_mirror
+
+    monkeypatch.delenv(MIRROR_ENV, raising=False)
+    monkeypatch.setenv("NEJUMI_DATA_MIRROR", str(data_mirror))
+    assert default_mirror() == data_mirror.parent / "mt_bench_ja"
+    monkeypatch.setenv(MIRROR_ENV, "/somewhere/else")
+    assert default_mirror() == Path("/somewhere/else")

@@ -16,14 +16,18 @@ import hashlib
 import json
 import os
 from collections import Counter
+from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nejumi_eval.mtbench.protocol import CATEGORIES, PROTOCOL, category_rule
+
+if TYPE_CHECKING:
+    from nejumi_eval.client.retry import RetryPolicy
 
 MIRROR_ENV = "NEJUMI_MTBENCH_MIRROR"
 SOURCE = "mt_bench_ja"
@@ -153,14 +157,23 @@ def default_mirror() -> Path:
 
 @cache
 def _downloaded() -> Path:
+    return download_pinned()
+
+
+def download_pinned(
+    cache_dir: Path | None = None,
+    url_rewrite: Mapping[str, str] | None = None,
+    retry: RetryPolicy | None = None,
+) -> Path:
+    """Every file both variants read, from its pinned URL into `<cache>/raw/mt_bench_ja/`, sha256-
+    checked (the shared fetch module). `url_rewrite` exists for tests (a local server)."""
     from nejumi_eval.data.fetch import RemoteFile, fetch_files
 
+    used = {f.path for name in PROTOCOL.variants for f in variant_files(name).values()}
     pinned = [
-        RemoteFile(name=f.path, url=f.url, sha256=f.sha256)
-        for f in _manifest().values()
-        if any(f.path == v.path for name in PROTOCOL.variants for v in variant_files(name).values())
+        RemoteFile(name=f.path, url=f.url, sha256=f.sha256) for f in _manifest().values() if f.path in used
     ]
-    return fetch_files(SOURCE, pinned)
+    return fetch_files(SOURCE, pinned, cache_dir=cache_dir, url_rewrite=url_rewrite, retry=retry)
 
 
 def read_verified(folder: Path, file: DataFile) -> bytes:
