@@ -213,3 +213,26 @@ def test_failed_requests_are_counted_not_hidden(tmp_path: Path) -> None:
     rows = read_table(Path(summary.results_dir) / "jaster_output_table.jsonl")
     assert len(rows) == 2
     assert all(r["error"] and r["raw_output"] == "" and r["score"] == 0.0 for r in rows)
+
+
+def test_chat_mode_and_a_failing_wandb_lose_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chat-only APIs get the prompt as one user message; a W&B outage is reported, not fatal."""
+    import wandb
+
+    def broken_init(*_args: object, **_kwargs: object) -> None:
+        raise ConnectionError("api.wandb.ai unreachable")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    with StubServer(model=MODEL) as model:
+        spec = _spec(tmp_path, model.base_url, None, datasets=["jamp"], devSamples=0)
+        spec["model"]["mode"] = "chat"
+        spec["benchmarks"]["mtbench"]["enabled"] = False
+        summary = run(parse_spec(spec), progress=False)
+        bodies = list(model.posts)
+    assert all(b["messages"] == [{"role": "user", "content": b["messages"][0]["content"]}] for b in bodies)
+    assert all(b["temperature"] == 0.0 and b["max_tokens"] == 3 for b in bodies)
+    assert summary.status == "completed" and summary.wandb_run_path is None
+    assert summary.error is not None and "api.wandb.ai unreachable" in summary.error
+    rows = read_table(Path(summary.results_dir) / "jaster_output_table.jsonl")
+    assert len(rows) == 2 and all(r["raw_output"].startswith("chat:") for r in rows)
+    assert json.loads((tmp_path / "summary.json").read_text())["error"].startswith("W&B:")

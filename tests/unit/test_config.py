@@ -69,3 +69,23 @@ def test_shipped_custom_resource_example_is_valid() -> None:
     spec = load_spec(Path(__file__).resolve().parents[2] / "operator" / "examples" / "llm-jp-3-1.8b.yaml")
     assert spec.resources.gpus >= spec.model.vllm.tensor_parallel_size
     assert spec.benchmarks.mtbench.judge is not None and spec.benchmarks.mtbench.judge.api_key_secret_ref
+
+
+def test_model_id_picks_vllm_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nejumi_eval import pipeline
+
+    monkeypatch.setattr(pipeline.shutil, "which", lambda name: "/usr/bin/vllm" if name == "vllm" else None)
+    assert pipeline.embedded_default_spec("org/m").model.source == "vllm"
+    monkeypatch.setattr(pipeline.shutil, "which", lambda name: None)
+    spec = pipeline.embedded_default_spec("org/m")
+    assert spec.model.source == "transformers" and spec.benchmarks.jaster.test_samples is None
+
+
+def test_schema_command_prints_the_spec_schema(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from nejumi_eval.cli import main
+
+    assert main(["schema"]) == 0
+    schema = json.loads(capsys.readouterr().out)
+    assert schema["required"] == ["model"] and "benchmarks" in schema["properties"]
