@@ -1,0 +1,32 @@
+"""The compact summary: the evaluator → operator contract through a 4 KiB termination message."""
+
+from __future__ import annotations
+
+import pytest
+
+from nejumi_eval.results import SUMMARY_MAX_BYTES, JasterSummary, Summary
+
+
+def test_full_summary_fits_and_round_trips() -> None:
+    datasets = {f"dataset_number_{i:02d}_char_f1": 0.123456789012345 for i in range(16)}
+    summary = Summary(
+        status="completed",
+        model="org/" + "m" * 100,
+        overall=0.5,
+        jaster=JasterSummary(
+            categories=dict.fromkeys(["NLI", "QA", "RC", "MC", "EL", "FA", "MR"]),
+            datasets=datasets,
+            samples=1600,
+        ),
+        results_dir="/workspace/results/" + "x" * 100,
+        error="e" * 1000,
+    )
+    text = summary.to_json()
+    assert len(text.encode()) <= SUMMARY_MAX_BYTES
+    back = Summary.model_validate_json(text)
+    assert back.jaster is not None and back.jaster.avg is None and back.jaster.datasets == datasets
+
+
+def test_oversized_summary_is_refused() -> None:
+    with pytest.raises(ValueError, match="over the 4096-byte limit"):
+        Summary(status="failed", model="m", error="x" * SUMMARY_MAX_BYTES).to_json()
