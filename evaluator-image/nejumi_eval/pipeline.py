@@ -238,6 +238,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
             with timeline.phase("judge"):
                 await mt_run.judged()
             timeline.mark("judge.done")
+        client_stats = {"model": model_stats.as_dict(), "judge": judge.stats.as_dict() if judge else None}
         usage = Usage(
             prompt_tokens=model_stats.prompt_tokens,
             completion_tokens=model_stats.completion_tokens,
@@ -249,7 +250,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
     with timeline.phase("score"):
         jaster_result = jaster.score(jaster_plan, jaster_results) if jaster_plan is not None else None
     with timeline.phase("report"):
-        return _report(spec, results_dir, timeline, usage, jaster_result, mt_run)
+        return _report(spec, results_dir, timeline, usage, client_stats, jaster_result, mt_run)
 
 
 def _model_settings(spec: EvaluationSpec, endpoint: Endpoint) -> Any:
@@ -294,6 +295,7 @@ def _report(
     results_dir: Path,
     timeline: Timeline,
     usage: Usage,
+    client_stats: dict[str, Any],
     jaster_result: Any,
     mt_run: Any,
 ) -> Summary:
@@ -387,6 +389,7 @@ def _report(
             "runtime_seconds": runtime,
             "timeline": timeline.events,
             "usage": usage.model_dump(by_alias=True),
+            "client_stats": client_stats,  # HTTP attempts and retries, per client
         }
     )
     folder.write_json("run", run_doc)

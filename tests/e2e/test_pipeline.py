@@ -130,6 +130,8 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
     ok = next(r for r in judged if (r["question_id"], r["turn"]) == (first_coding, 1))
     assert ok["score"] == 10 and ok["attempts"] == 2 and ok["judge_prompt"] == "single-math-v1"
     assert ok["messages"][0]["role"] == "system" and questions[first_coding] in ok["messages"][1]["content"]
+    stats = json.loads((results / "run.json").read_text())["client_stats"]
+    assert stats["judge"]["retries"] >= 2 + 2 and stats["judge"]["requests_sent"] == 32 + 1 + 2
     board = read_table(results / "leaderboard_table.jsonl")[0]
     assert board["Overall"] == pytest.approx(summary.overall)
 
