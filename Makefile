@@ -4,8 +4,10 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 EXTRAS ?= eval,serve,operator,dev
-# The raw-data mirror beside the checkout (offline machines, CI).
+# The raw-data mirror beside the checkout (offline machines, CI); without one, data is downloaded.
+ifneq ($(wildcard ../shared/datasets/raw),)
 export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
+endif
 
 .PHONY: setup test unit lint fmt demo bench crd crd-check clean
 
