@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import platform
@@ -125,6 +126,30 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def check_chat_template(spec: EvaluationSpec) -> None:
+    """MT-bench answers go through the model's chat template (protocol-mtbench §4): a local model
+    folder without one needs `model.chatTemplate`, or the run would only collect 160 failures."""
+    m = spec.model
+    if not spec.benchmarks.mtbench.enabled or m.source == ModelSource.OPENAI_COMPATIBLE:
+        return
+    if m.chat_template:
+        if not Path(m.chat_template).is_file():
+            raise ConfigError(f"model.chatTemplate: {m.chat_template} is not a file")
+        return
+    folder = Path(m.name)
+    if not folder.is_dir():
+        return  # a hub id: the server loads its tokenizer and refuses chat requests without a template
+    config = folder / "tokenizer_config.json"
+    has_template = (folder / "chat_template.jinja").is_file() or (
+        config.is_file() and "chat_template" in json.loads(config.read_text(encoding="utf-8"))
+    )
+    if not has_template:
+        raise ConfigError(
+            f"model.chatTemplate: {folder} has no chat template (MT-bench needs one); "
+            "set model.chatTemplate to a Jinja template file, or disable benchmarks.mtbench"
+        )
+
+
 # ---- serving -------------------------------------------------------------------------------
 
 
@@ -204,6 +229,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
     if not (jaster_cfg.enabled or mt_cfg.enabled):
         raise ConfigError("benchmarks: enable at least one of jaster, mtbench")
 
+    check_chat_template(spec)
     cache = ResponseCache(workspace / "cache" / "responses.sqlite")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(cache.close)

@@ -89,3 +89,19 @@ def test_schema_command_prints_the_spec_schema(capsys: pytest.CaptureFixture[str
     assert main(["schema"]) == 0
     schema = json.loads(capsys.readouterr().out)
     assert schema["required"] == ["model"] and "benchmarks" in schema["properties"]
+
+
+def test_a_local_model_without_chat_template_is_a_config_error(tmp_path: Path) -> None:
+    from nejumi_eval.pipeline import check_chat_template
+
+    (tmp_path / "tokenizer_config.json").write_text('{"bos_token": "<s>"}')
+    doc = {"model": {"name": str(tmp_path), "source": "transformers"}}
+    with pytest.raises(ConfigError, match=r"model\.chatTemplate: .* has no chat template"):
+        check_chat_template(parse_spec(doc))
+    check_chat_template(parse_spec({**doc, "benchmarks": {"mtbench": {"enabled": False}}}))  # jaster only
+    (tmp_path / "tokenizer_config.json").write_text('{"chat_template": "{{ messages }}"}')
+    check_chat_template(parse_spec(doc))
+    with pytest.raises(ConfigError, match="is not a file"):
+        check_chat_template(
+            parse_spec({"model": {**doc["model"], "chatTemplate": str(tmp_path / "nope.jinja")}})
+        )
