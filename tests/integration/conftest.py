@@ -10,6 +10,7 @@ Later suites (operator, e2e) reuse these: ``control_plane``, ``kubeconfig``, ``k
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -129,3 +130,26 @@ def namespace(k8s_client: ApiClient, request: pytest.FixtureRequest) -> Iterator
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+@pytest.fixture
+def operator_env(kubeconfig: Path, data_mirror: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """The operator's settings for this machine: the node agent runs the Job's command as a local
+    process, so the command is this checkout's evaluator, with the offline data in its env."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    evaluator = Path(sys.executable).parent / "nejumi-eval"
+    monkeypatch.setenv("NEJUMI_OPERATOR_EVALUATOR_COMMAND", json.dumps([str(evaluator), "run"]))
+    monkeypatch.setenv(
+        "NEJUMI_OPERATOR_EVALUATOR_ENV",
+        json.dumps(
+            {
+                "NEJUMI_DATA_MIRROR": str(data_mirror),
+                "NEJUMI_CACHE_DIR": os.environ["NEJUMI_CACHE_DIR"],
+                "HF_HUB_OFFLINE": "1",
+                "WANDB_MODE": "offline",
+            }
+        ),
+    )
+    monkeypatch.setenv("NEJUMI_OPERATOR_SERVER_TIMEOUT", "10")
+    monkeypatch.setenv("NEJUMI_OPERATOR_RESYNC_SECONDS", "5")
+    return monkeypatch

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +22,7 @@ from nejumi_operator.api.names import API_VERSION, CRD_NAME, GROUP, KIND, LABEL_
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
+from tests.support.kube import job_finished, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -139,16 +136,6 @@ def test_bad_spec_is_rejected_naming_the_field(
     assert message in api_message(rejected.value)
 
 
-def kubectl(kubeconfig: Path, *args: str) -> str:
-    exe = shutil.which("kubectl")
-    assert exe, "kubectl is required (it ships on the CI machines)"
-    proc = subprocess.run(
-        [exe, "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=30, check=False
-    )
-    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
-
-
 def test_good_spec_is_accepted_immutable_and_printed(
     crd: dict[str, Any], k8s_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
@@ -203,42 +190,6 @@ def test_good_spec_is_accepted_immutable_and_printed(
     assert lines[0].split() == ["NAME", "MODEL", "SUCCEEDED", "REASON", "OVERALL", "AGE"]
     row = next(line.split() for line in lines[1:] if line.startswith("good "))
     assert row[:5] == ["good", "org/tiny", "True", "EvaluationCompleted", "0.6125"]
-
-
-def job_finished(batch: BatchV1Api, namespace: str, name: str) -> str | None:
-    try:
-        job = batch.read_namespaced_job_status(name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
-            return None
-        raise
-    for cond in job.status.conditions or []:
-        if cond.type in ("Complete", "Failed") and cond.status == "True":
-            return str(cond.type)
-    return None
-
-
-@pytest.fixture
-def operator_env(kubeconfig: Path, data_mirror: Path, monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """The operator's settings for this machine: the node agent runs the Job's command as a local
-    process, so the command is this checkout's evaluator, with the offline data in its env."""
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    evaluator = Path(sys.executable).parent / "nejumi-eval"
-    monkeypatch.setenv("NEJUMI_OPERATOR_EVALUATOR_COMMAND", json.dumps([str(evaluator), "run"]))
-    monkeypatch.setenv(
-        "NEJUMI_OPERATOR_EVALUATOR_ENV",
-        json.dumps(
-            {
-                "NEJUMI_DATA_MIRROR": str(data_mirror),
-                "NEJUMI_CACHE_DIR": os.environ["NEJUMI_CACHE_DIR"],
-                "HF_HUB_OFFLINE": "1",
-                "WANDB_MODE": "offline",
-            }
-        ),
-    )
-    monkeypatch.setenv("NEJUMI_OPERATOR_SERVER_TIMEOUT", "10")
-    monkeypatch.setenv("NEJUMI_OPERATOR_RESYNC_SECONDS", "5")
-    return monkeypatch
 
 
 def tiny_spec(endpoint: str, model: str, **generation: Any) -> dict[str, Any]:

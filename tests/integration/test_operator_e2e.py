@@ -22,7 +22,8 @@ from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.scripted_judge import ScriptedJudge
-from tests.integration.test_operator import HANDLERS, job_finished, kubectl, operator_env  # noqa: F401
+from tests.integration.test_operator import HANDLERS
+from tests.support.kube import job_finished, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -32,7 +33,7 @@ def test_kubectl_apply_to_scores_in_status(
     kubeconfig: Path,
     namespace: str,
     node_agent: NodeAgent,
-    operator_env: pytest.MonkeyPatch,  # noqa: F811
+    operator_env: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
     tiny = build_tiny_model()

@@ -28,7 +28,7 @@ from nejumi_eval.mtbench.generation import (
     turn2_messages,
 )
 from nejumi_eval.mtbench.judge import judge_messages, parse_rating
-from nejumi_eval.mtbench.protocol import JUDGE_DEFAULTS, judge_prompt_name, uses_reference
+from nejumi_eval.mtbench.protocol import JUDGE_DEFAULTS, PROTOCOL, judge_prompt_name, uses_reference
 from nejumi_eval.mtbench.scoring import INVALID_SCORE, MtbenchScores, summarize
 
 
@@ -82,7 +82,7 @@ class MtbenchRun:
     @property
     def max_new_tokens(self) -> int:
         """1024 per turn (§4), unless a smoke-test cap lowers it."""
-        full = generation_params("writing").max_new_tokens
+        full = PROTOCOL.generation.max_new_tokens
         return min(full, self.max_new_tokens_cap) if self.max_new_tokens_cap else full
 
     @property
