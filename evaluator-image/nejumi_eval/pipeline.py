@@ -238,6 +238,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
             judge = await stack.enter_async_context(InferenceClient(_judge_settings(spec), cache=cache))
         cap = spec.generation.max_new_tokens_cap
         with timeline.phase("prepare"):
+            source = await asyncio.to_thread(answer_source, spec, workspace / "cache")
             jaster_plan = (
                 await asyncio.to_thread(jaster.plan, jaster_cfg, spec.model.request_mode, cap)
                 if jaster_cfg.enabled
@@ -247,7 +248,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
 
         async with (
             model_endpoint(spec, workspace / "logs", timeline) as endpoint,
-            InferenceClient(_model_settings(spec, endpoint), cache=cache) as client,
+            InferenceClient(_model_settings(spec, endpoint, source), cache=cache) as client,
         ):
             with timeline.phase("generate"):
                 jobs = []
@@ -279,7 +280,26 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         return _report(spec, results_dir, timeline, usage, client_stats, jaster_result, mt_run)
 
 
-def _model_settings(spec: EvaluationSpec, endpoint: Endpoint) -> Any:
+def answer_source(spec: EvaluationSpec, cache_dir: Path) -> Any:
+    """The cache identity of the model under test: None for an API (the client keys on its base
+    URL + model), else the served model by backend and content (see `serve.identity`)."""
+    m = spec.model
+    if m.source == ModelSource.OPENAI_COMPATIBLE:
+        return None
+    from nejumi_eval.serve.identity import served_source
+
+    return served_source(
+        backend=m.source.value,
+        model=m.name,
+        revision=m.revision,
+        dtype=m.vllm.dtype,
+        extra_args=m.vllm.extra_args,
+        chat_template=Path(m.chat_template) if m.chat_template else None,
+        memo_path=cache_dir / "folder-hashes.json",
+    )
+
+
+def _model_settings(spec: EvaluationSpec, endpoint: Endpoint, source: Any) -> Any:
     from nejumi_eval.client.models import ClientSettings
     from nejumi_eval.client.retry import RetryPolicy
 
@@ -287,8 +307,7 @@ def _model_settings(spec: EvaluationSpec, endpoint: Endpoint) -> Any:
         base_url=endpoint.base_url,
         model=endpoint.model,
         api_key=endpoint.api_key,
-        model_identity=spec.model.name,
-        model_revision=spec.model.revision,
+        source=source,
         concurrency=spec.generation.concurrency,
         request_timeout_s=spec.generation.request_timeout_seconds,
         retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),

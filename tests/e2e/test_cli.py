@@ -123,10 +123,11 @@ def test_killed_run_resumes_from_the_cache(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         server.settle()
+        port = server.port
     done = _cached_responses(workspace)
     assert 0 < done < total
 
-    with StubServer(model="stub-model") as server:
+    with StubServer(model="stub-model", port=port) as server:  # the same endpoint, restarted
         doc["model"]["endpoint"] = server.base_url
         summary = run(parse_spec(doc), progress=False)
         assert server.calls == total - done  # nothing finished is asked again

@@ -163,7 +163,10 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
     assert scalars["jaster/AVG"] == pytest.approx(jaster.avg)
 
     # a rerun costs nothing: no model request, no judge request, same numbers
-    with StubServer(model=MODEL) as model2, ScriptedJudge(questions, plan) as judge2:
+    with (
+        StubServer(model=MODEL, port=model.port) as model2,
+        ScriptedJudge(questions, plan, port=judge.port) as judge2,
+    ):
         spec = parse_spec(_spec(tmp_path, model2.base_url, judge2.base_url))
         again = run(spec, progress=False)
         # the judge_error judgment is retried (failures are never cached): 3 attempts, still 500
@@ -180,27 +183,52 @@ def test_without_judge_answers_are_saved_and_reused(
         spec = parse_spec(_spec(tmp_path, model.base_url, None, datasets=["jamp"]))
         summary = run(spec, progress=False)
         first_calls = model.calls
+        port = model.port
     assert summary.mtbench is not None and not summary.mtbench.judged
     assert summary.overall is None
     answers = read_table(Path(summary.results_dir) / "mtbench_answers.jsonl")
     assert len(answers) == len(chosen) and all(len(a["choices"][0]["turns"]) == 2 for a in answers)
     assert first_calls == 2 + 1 + 2 * len(chosen)
 
-    with StubServer(model=MODEL) as model, ScriptedJudge(questions) as judge:
+    with StubServer(model=MODEL, port=port) as model, ScriptedJudge(questions) as judge:
         spec = parse_spec(_spec(tmp_path, model.base_url, judge.base_url, datasets=["jamp"]))
         judged = run(spec, progress=False)
+        judge_port = judge.port
         assert model.calls == 0  # the answers come from the cache
         assert judge.calls == 2 * len(chosen)
     assert judged.mtbench is not None and judged.mtbench.avg == pytest.approx(5.0)
     assert judged.overall is None  # jaster covered one dataset: AVG is null, so is Overall
 
     # a clean rerun costs no judge tokens: zero requests anywhere, the same scores
-    with StubServer(model=MODEL) as model, ScriptedJudge(questions) as judge:
+    with (
+        StubServer(model=MODEL, port=port) as model,
+        ScriptedJudge(questions, port=judge_port) as judge,
+    ):
         spec = parse_spec(_spec(tmp_path, model.base_url, judge.base_url, datasets=["jamp"]))
         again = run(spec, progress=False)
         assert model.calls == 0 and judge.calls == 0
     assert again.usage.requests_sent == 0 and again.usage.judge_tokens == 0
     assert again.mtbench == judged.mtbench
+
+
+def test_ratings_from_one_judge_are_never_reported_as_another_judges(
+    tmp_path: Path, questions: dict[int, str], chosen
+) -> None:
+    """Issue 8 §1: `make demo` rates with a synthetic judge named like the real one; the README's
+    next step names the real judge. Every judgment must be asked again, of the new endpoint."""
+    synthetic = {(qid, turn): ["Rating: [[1]]"] for qid, _ in chosen for turn in (1, 2)}
+    real = {(qid, turn): ["Rating: [[9]]"] for qid, _ in chosen for turn in (1, 2)}
+    with StubServer(model=MODEL) as model, ScriptedJudge(questions, synthetic) as demo_judge:
+        spec = parse_spec(_spec(tmp_path, model.base_url, demo_judge.base_url, datasets=["jamp"]))
+        first = run(spec, progress=False)
+        with ScriptedJudge(questions, real) as real_judge:  # same model name, another endpoint
+            assert real_judge.model == demo_judge.model == "gpt-4-0613"
+            spec = parse_spec(_spec(tmp_path, model.base_url, real_judge.base_url, datasets=["jamp"]))
+            second = run(spec, progress=False)
+            assert real_judge.calls == 2 * len(chosen)  # every judgment sent again
+        assert model.calls == 2 + 1 + 2 * len(chosen)  # the model's answers did come from the cache
+    assert first.mtbench is not None and first.mtbench.avg == pytest.approx(1.0)
+    assert second.mtbench is not None and second.mtbench.avg == pytest.approx(9.0)
 
 
 def test_failed_requests_are_counted_not_hidden(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from nejumi_eval.client import (
+    AnswerSource,
     ChatMessage,
     ChatRequest,
     ClientSettings,
@@ -54,8 +55,9 @@ async def test_transformers_serve_end_to_end(tmp_path: Path):
     client_settings = ClientSettings(
         base_url=server.base_url,
         model=server.model_name,
-        model_identity=TINY_MODEL_NAME,
-        model_revision=tiny.fingerprint,
+        source=AnswerSource(
+            kind="served", backend="transformers", model=TINY_MODEL_NAME, revision=tiny.fingerprint
+        ),
         concurrency=4,
         request_timeout_s=120,
         retry=RetryPolicy(max_attempts=2, initial_delay_s=0.1),

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nejumi_eval.client import (
+    AnswerSource,
     ChatMessage,
     ChatRequest,
     ClientSettings,
@@ -196,7 +197,8 @@ async def test_chat_and_completion_results_are_well_formed(stub: StubServer):
     )
     assert (second.text, second.finish_reason, second.model) == ("chat:q1", "stop", "stub-model")
     assert first.latency_s > 0 and not first.cached
-    assert stub.posts[1] == {
+    chat_post = next(p for p in stub.posts if "messages" in p)  # arrival order is not fixed
+    assert chat_post == {
         "model": "stub-model",
         "messages": [{"role": "user", "content": "q1"}],
         "max_tokens": 5,
@@ -233,14 +235,60 @@ async def test_run_all_keeps_order_and_bounds_concurrency(stub: StubServer):
 # ---- cache ----------------------------------------------------------------------------------
 
 
+def _served(model: str = "org/m", revision: str | None = "abc", **kw) -> AnswerSource:
+    return AnswerSource(kind="served", backend="vllm", model=model, revision=revision, **kw)
+
+
 def test_cache_key_is_canonical_and_covers_identity_revision_and_attempt():
-    base = {"identity": "org/m", "revision": "abc", "endpoint": "/completions"}
+    base = {"source": _served(), "endpoint": "/completions"}
     k = cache_key(body={"a": 1, "b": [1, 2]}, **base)
     assert k == cache_key(body={"b": [1, 2], "a": 1}, **base)
     assert k != cache_key(body={"a": 1, "b": [2, 1]}, **base)
     assert k != cache_key(body={"a": 1, "b": [1, 2]}, attempt=1, **base)
-    assert k != cache_key(body={"a": 1, "b": [1, 2]}, **{**base, "revision": "def"})
-    assert k != cache_key(body={"a": 1, "b": [1, 2]}, **{**base, "identity": "org/other"})
+    assert k != cache_key(body={"a": 1, "b": [1, 2]}, **{**base, "source": _served(revision="def")})
+    assert k != cache_key(body={"a": 1, "b": [1, 2]}, **{**base, "source": _served("org/other")})
+
+
+def test_cache_key_names_the_endpoint_and_the_serving_backend():
+    body = {"model": "gpt-4-0613", "messages": []}
+    key = lambda source: cache_key(source=source, endpoint="/chat/completions", body=body)  # noqa: E731
+    openai_ = key(AnswerSource.api("https://api.openai.com/v1", "gpt-4-0613"))
+    # one endpoint however it is spelt
+    assert openai_ == key(AnswerSource.api("HTTPS://API.OpenAI.com:443/v1/", "gpt-4-0613"))
+    # another host, port or path is another endpoint, even for the same model name
+    assert openai_ != key(AnswerSource.api("http://127.0.0.1:8000/v1", "gpt-4-0613"))
+    assert openai_ != key(AnswerSource.api("https://api.openai.com:8443/v1", "gpt-4-0613"))
+    assert openai_ != key(AnswerSource.api("https://proxy.example/openai/v1", "gpt-4-0613"))
+    # a served model: the backend and output-changing settings count
+    assert key(_served()) != key(_served().model_copy(update={"backend": "transformers"}))
+    assert key(_served()) != key(_served(serving={"dtype": "float16"}))
+
+
+def test_a_v1_cache_is_set_aside_never_read(tmp_path: Path):
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite"
+    with sqlite3.connect(path) as db:  # the v1 layout, keyed on the model name alone
+        db.execute(
+            "CREATE TABLE responses (key TEXT PRIMARY KEY, identity TEXT NOT NULL, revision TEXT, "
+            "endpoint TEXT NOT NULL, request TEXT NOT NULL, result TEXT NOT NULL, created_at REAL NOT NULL)"
+        )
+        db.execute("INSERT INTO responses VALUES ('k', 'gpt-4-0613', NULL, '/chat', '{}', '{}', 0)")
+    with ResponseCache(path) as cache:
+        assert len(cache) == 0 and cache.get("k") is None
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM responses_v1").fetchone()[0] == 1
+
+
+async def test_same_model_name_at_two_endpoints_gives_two_entries(tmp_path: Path):
+    path = tmp_path / "cache.sqlite"
+    with StubServer() as a, StubServer() as b:
+        for server in (a, b, a, b):
+            async with InferenceClient(settings(server.base_url), cache=ResponseCache(path)) as client:
+                await client.generate(completion("same question"))
+        assert (a.calls, b.calls) == (1, 1)  # each endpoint asked once, then served from its own entry
+    with ResponseCache(path) as cache:
+        assert len(cache) == 2
 
 
 async def test_second_run_is_served_from_the_cache(stub: StubServer, tmp_path: Path):
@@ -262,7 +310,7 @@ async def test_second_run_is_served_from_the_cache(stub: StubServer, tmp_path: P
         await client.generate(completion("q0", max_tokens=9))
         await client.generate(completion("q0", attempt=1))
         assert stub.calls == 7
-    other = settings(stub.base_url, model_identity="org/other-model")
+    other = settings(stub.base_url, source=_served("org/other-model"))
     async with InferenceClient(other, cache=ResponseCache(path)) as client:
         await client.generate(completion("q0"))
     assert stub.calls == 8

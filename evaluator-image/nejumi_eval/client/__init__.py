@@ -9,6 +9,7 @@ from nejumi_eval.client.errors import (
     ModelNotFoundError,
 )
 from nejumi_eval.client.models import (
+    AnswerSource,
     ChatMessage,
     ChatRequest,
     ClientSettings,
@@ -20,6 +21,7 @@ from nejumi_eval.client.models import (
 from nejumi_eval.client.retry import RetryPolicy
 
 __all__ = [
+    "AnswerSource",
     "ChatMessage",
     "ChatRequest",
     "ClientSettings",

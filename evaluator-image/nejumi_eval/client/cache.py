@@ -17,27 +17,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nejumi_eval.client.models import InferenceResult
+from nejumi_eval.client.models import AnswerSource, InferenceResult
 
-KEY_VERSION = 1
-"""Bump when the key layout changes so old rows can never be mistaken for new ones."""
+KEY_VERSION = 2
+"""Bump when the key layout changes so old rows can never be mistaken for new ones.
+
+v2 (this): the key names the answer's source (:class:`AnswerSource`: an API's base URL + model, a
+served model's backend + content). v1 keyed on the model name alone, so two endpoints serving one
+name shared answers; a v1 table is renamed `responses_v1` on open and never read again.
+"""
 
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def cache_key(
-    *, identity: str, revision: str | None, endpoint: str, body: dict[str, Any], attempt: int = 0
-) -> str:
-    """sha256 over the model identity, its revision, the endpoint and the exact request JSON.
+def cache_key(*, source: AnswerSource, endpoint: str, body: dict[str, Any], attempt: int = 0) -> str:
+    """sha256 over who answers (`source`), the endpoint path and the exact request JSON.
 
     ``attempt`` lets a caller ask the same question again (a judge re-call) without a hit.
     """
     payload = {
         "v": KEY_VERSION,
-        "identity": identity,
-        "revision": revision,
+        "source": source.model_dump(mode="json", exclude_defaults=True),
         "endpoint": endpoint,
         "body": body,
         "attempt": attempt,
@@ -45,11 +47,11 @@ def cache_key(
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
+_TABLE = "responses"
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS {_TABLE} (
     key TEXT PRIMARY KEY,
-    identity TEXT NOT NULL,
-    revision TEXT,
+    source TEXT NOT NULL,
     endpoint TEXT NOT NULL,
     request TEXT NOT NULL,
     result TEXT NOT NULL,
@@ -71,10 +73,14 @@ class ResponseCache:
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        columns = {row[1] for row in self._db.execute(f"PRAGMA table_info({_TABLE})")}
+        if "identity" in columns:  # a v1 cache: its rows are set aside, never reused
+            self._db.execute(f"DROP TABLE IF EXISTS {_TABLE}_v1")
+            self._db.execute(f"ALTER TABLE {_TABLE} RENAME TO {_TABLE}_v1")
         self._db.execute(_SCHEMA)
 
     def get(self, key: str) -> InferenceResult | None:
-        row = self._db.execute("SELECT result FROM responses WHERE key = ?", (key,)).fetchone()
+        row = self._db.execute(f"SELECT result FROM {_TABLE} WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
         result = InferenceResult.model_validate_json(row[0])
@@ -85,8 +91,7 @@ class ResponseCache:
         key: str,
         result: InferenceResult,
         *,
-        identity: str,
-        revision: str | None,
+        source: AnswerSource,
         endpoint: str,
         body: dict[str, Any],
     ) -> None:
@@ -94,12 +99,19 @@ class ResponseCache:
             raise ValueError("failed requests are not cached")
         stored = result.model_copy(update={"cached": False, "key": key})
         self._db.execute(
-            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, identity, revision, endpoint, canonical_json(body), stored.model_dump_json(), time.time()),
+            f"INSERT OR REPLACE INTO {_TABLE} VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                key,
+                canonical_json(source.model_dump(mode="json", exclude_defaults=True)),
+                endpoint,
+                canonical_json(body),
+                stored.model_dump_json(),
+                time.time(),
+            ),
         )
 
     def __len__(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
 
     def close(self) -> None:
         self._db.close()

@@ -59,7 +59,7 @@ class InferenceClient:
     """Async client for one model at one endpoint. Use as ``async with InferenceClient(...) as c``.
 
     Several clients (model under test, judge) may share one :class:`ResponseCache`; their keys
-    differ by model identity.
+    differ by their :class:`AnswerSource`.
     """
 
     def __init__(self, settings: ClientSettings, *, cache: ResponseCache | None = None) -> None:
@@ -148,8 +148,7 @@ class InferenceClient:
 
     def key_for(self, request: InferenceRequest) -> str:
         return cache_key(
-            identity=self.settings.identity,
-            revision=self.settings.model_revision,
+            source=self.settings.answer_source,
             endpoint=_ENDPOINTS[request.kind],
             body=request.body(self.settings.model),
             attempt=request.attempt,
@@ -183,8 +182,7 @@ class InferenceClient:
             self.cache.put(
                 key,
                 result,
-                identity=self.settings.identity,
-                revision=self.settings.model_revision,
+                source=self.settings.answer_source,
                 endpoint=endpoint,
                 body=body,
             )

@@ -8,18 +8,74 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from nejumi_eval.client.retry import RetryPolicy
 
 
+def normalise_base_url(url: str) -> str:
+    """One spelling per endpoint: lower-case scheme and host, no default port, no trailing slash.
+
+    `https://API.openai.com:443/v1/` and `https://api.openai.com/v1` are one endpoint, so they
+    share cache entries; any other difference (host, port, path) is another endpoint.
+    """
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parts.port
+    netloc = host if port is None or _DEFAULT_PORTS.get(scheme) == port else f"{host}:{port}"
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), parts.query, ""))
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class AnswerSource(BaseModel):
+    """Who answers a request: everything besides the request itself that decides the answer.
+
+    The response cache keys on this plus the exact request, so an answer is reused only from the
+    same source. An API (a model under test or a judge) is its normalised base URL and model name:
+    two providers serving the same name never share entries, nor does a scripted judge at a local
+    URL share them with the real one. A served model is its serving backend and what it serves (hub
+    id + revision, or a local folder by content), plus what changes its outputs (dtype, extra
+    server arguments, a chat template by content); the served name and the random local port are
+    not part of it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["api", "served"]
+    model: str | None = Field(default=None, description="API model name, or hub id of a served model")
+    base_url: str | None = Field(default=None, description="API: the normalised base URL")
+    backend: str | None = Field(default=None, description="served: vllm or transformers")
+    revision: str | None = None
+    content_sha256: str | None = Field(default=None, description="served from a local folder: its content")
+    serving: dict[str, Any] = Field(
+        default_factory=dict, description="served: settings that change outputs (dtype, args, template)"
+    )
+
+    @classmethod
+    def api(cls, base_url: str, model: str) -> AnswerSource:
+        return cls(kind="api", base_url=normalise_base_url(base_url), model=model)
+
+    def describe(self) -> str:
+        """Short human form for logs and errors."""
+        if self.kind == "api":
+            return f"{self.model} at {self.base_url}"
+        what = self.model or f"local folder sha256:{(self.content_sha256 or '')[:12]}"
+        return f"{what}{'@' + self.revision if self.revision else ''} served by {self.backend}"
+
+
 class ClientSettings(BaseModel):
     """Where requests go and how hard the client pushes.
 
     ``model`` is the name sent in every request (vLLM's ``--served-model-name``, an API model id).
-    ``model_identity``/``model_revision`` are what the cache keys on: a local model is served under
-    a throwaway name on a random port, so neither the URL nor the served name identifies it.
+    ``source`` is what the cache keys on (:class:`AnswerSource`); unset, the client is an API and
+    its source is its own base URL + model. A local model is served under a throwaway name on a
+    random port, so the pipeline sets ``source`` to what is served instead.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -27,10 +83,9 @@ class ClientSettings(BaseModel):
     base_url: str = Field(description="OpenAI-compatible base URL, ending in /v1")
     model: str = Field(description="model name sent in requests")
     api_key: SecretStr = SecretStr("EMPTY")
-    model_identity: str | None = Field(
-        default=None, description="what the cache keys on (e.g. HF repo id or path); defaults to `model`"
+    source: AnswerSource | None = Field(
+        default=None, description="who answers, for the cache key; default: this base URL + model"
     )
-    model_revision: str | None = None
     concurrency: int = Field(default=8, ge=1, le=4096, description="requests in flight at once")
     request_timeout_s: float = Field(default=600.0, gt=0, description="read/write timeout of one attempt")
     connect_timeout_s: float = Field(default=10.0, gt=0)
@@ -40,8 +95,8 @@ class ClientSettings(BaseModel):
     )
 
     @property
-    def identity(self) -> str:
-        return self.model_identity or self.model
+    def answer_source(self) -> AnswerSource:
+        return self.source or AnswerSource.api(self.base_url, self.model)
 
 
 class ChatMessage(BaseModel):
