@@ -1,4 +1,4 @@
-"""`nejumi-eval`: run an evaluation, or work with jaster data and predictions by hand.
+"""`nejumi-eval`: run an evaluation, or work with a benchmark's data and predictions by hand.
 
 Exit codes tell the caller (a person, CI, the operator reading a Job) what kind of failure it was:
 0 completed, 2 bad configuration or input, 3 infrastructure (data, model server, endpoint),
@@ -12,71 +12,12 @@ import json
 import logging
 import os
 import sys
-from collections import defaultdict
-from pathlib import Path
 
 from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify
 
 
 def _print_json(doc: object) -> None:
     print(json.dumps(doc, ensure_ascii=False, indent=2))
-
-
-# ---- jaster ---------------------------------------------------------------------------------
-
-
-def cmd_jaster_prepare(args: argparse.Namespace) -> int:
-    from nejumi_eval.jaster.prepare import prepare
-
-    report = prepare(args.datasets or None, progress=not args.quiet)
-    for name, r in report.datasets.items():
-        counts = " ".join(f"{s}={n}" for s, n in r.counts.items())
-        missing = f"  unavailable: {', '.join(r.unavailable)}" if r.unavailable else ""
-        print(f"{name:18} {counts}{missing}{'  (cached)' if r.cached else ''}")
-    print(f"prepared {len(report.datasets)} datasets in {report.seconds:.2f}s; cache: {report.cache_dir}")
-    return EXIT_OK
-
-
-def cmd_jaster_score(args: argparse.Namespace) -> int:
-    """Score a predictions file: JSON Lines of {"dataset", "index", "output"} (see README)."""
-    from nejumi_eval.jaster.datasets import DATASETS
-    from nejumi_eval.jaster.prepare import load
-    from nejumi_eval.jaster.scoring import rollup, score, select
-
-    preds: dict[str, dict[int, str]] = defaultdict(dict)
-    with open(args.predictions, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                dataset, index, output = row["dataset"], int(row["index"]), row["output"]
-            except (ValueError, KeyError, TypeError) as exc:
-                raise InputError(
-                    f'{args.predictions}:{lineno}: expected {{"dataset", "index", "output"}}: {exc}'
-                ) from None
-            if dataset not in DATASETS:
-                raise InputError(f"{args.predictions}:{lineno}: unknown dataset {dataset!r}")
-            if not isinstance(output, str):
-                raise InputError(f"{args.predictions}:{lineno}: output must be a string")
-            preds[dataset][index] = output
-    scores: dict[str, float] = {}
-    for dataset, by_index in preds.items():
-        golds = [r["output"] for r in select(dataset, "test", load(dataset, "test"))]
-        missing = [i for i in range(len(golds)) if i not in by_index]
-        if missing:
-            raise InputError(
-                f"{dataset}: predictions missing for test indices {missing[:10]}"
-                f"{' …' if len(missing) > 10 else ''} (the first {len(golds)} test samples are scored)"
-            )
-        metric = DATASETS[dataset].metric
-        raw = [by_index[i] for i in range(len(golds))]
-        scores[f"{dataset}_{metric}"] = score(dataset, metric, golds, raw, max_num_samples=len(golds))
-    doc = {"scores": scores, "categories": rollup(scores)}
-    if args.out:
-        Path(args.out).write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    _print_json(doc)
-    return EXIT_OK
 
 
 # ---- run ------------------------------------------------------------------------------------
@@ -99,14 +40,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.judge_endpoint or args.judge_model:
         from nejumi_eval.config import JudgeSpec
 
-        judge = spec.benchmarks.mtbench.judge or JudgeSpec()
-        spec.benchmarks.mtbench.judge = judge.model_copy(
-            update={
-                "endpoint": args.judge_endpoint or judge.endpoint,
-                "model": args.judge_model or judge.model,
-                "api_key_env": args.judge_api_key_env or judge.api_key_env,
-            }
-        )
+        for section in spec.benchmarks.sections().values():  # every benchmark that has a judge
+            if "judge" not in type(section).model_fields:
+                continue
+            judge = section.judge or JudgeSpec()
+            section.judge = judge.model_copy(
+                update={
+                    "endpoint": args.judge_endpoint or judge.endpoint,
+                    "model": args.judge_model or judge.model,
+                    "api_key_env": args.judge_api_key_env or judge.api_key_env,
+                }
+            )
     if args.summary:
         spec.summary_path = args.summary
     summary = run(spec, progress=not args.quiet)
@@ -130,26 +74,30 @@ def _spec_from_env(name: str):
     return parse_spec(data, source=f"${name}")
 
 
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
 def _human_summary(summary) -> str:
+    from nejumi_eval.benchmarks import registry
+    from nejumi_eval.leaderboard import OVERALL
+
     lines = [f"model: {summary.model}"]
-    if summary.jaster:
-        j = summary.jaster
-        avg = "null (incomplete)" if j.avg is None else f"{j.avg:.4f}"
-        lines.append(f"jaster AVG: {avg}" + ("  [degraded]" if j.degraded else ""))
-        lines.append(
-            "  " + "  ".join(f"{k}={'-' if v is None else f'{v:.4f}'}" for k, v in j.categories.items())
-        )
-        if j.capped:
-            lines.append("  (sample cap in effect: a smoke test, not a leaderboard score)")
-    if summary.mtbench:
-        m = summary.mtbench
-        if not m.judged:
-            lines.append("MT-bench: not judged (no judge configured); answers saved")
-        else:
-            avg = "null" if m.avg is None else f"{m.avg:.4f}"
-            lines.append(f"MT-bench: {avg}  (invalid judgments: {m.invalid})")
+    for name, b in summary.benchmarks.items():
+        title = registry.get(name).title
+        if not b.scored:
+            lines.append(f"{title}: not scored (no judge configured); outputs saved")
+            continue
+        flags = "  [degraded]" if b.degraded else ""
+        counts = f"  (failed requests: {b.failures}, invalid: {b.invalid})" if b.failures or b.invalid else ""
+        avg = "null (incomplete)" if b.avg is None else f"{b.avg:.4f}"
+        lines.append(f"{title}: {avg}{flags}{counts}")
+        if b.categories:
+            lines.append("  " + "  ".join(f"{k}={_score(v)}" for k, v in b.categories.items()))
+        if b.capped:
+            lines.append("  (capped: fewer samples or tokens than the protocol; a smoke test, not a score)")
     if summary.overall is not None:
-        lines.append(f"Overall: {summary.overall:.4f}" + ("  [degraded]" if summary.degraded else ""))
+        lines.append(f"{OVERALL.name}: {summary.overall:.4f}" + ("  [degraded]" if summary.degraded else ""))
     lines.append(f"results: {summary.results_dir}")
     if summary.wandb_run_path:
         lines.append(f"W&B run: {summary.wandb_run_path}")
@@ -189,16 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
-    jaster = sub.add_parser("jaster", help="jaster data and scoring").add_subparsers(
-        dest="jaster", required=True
-    )
-    prep = jaster.add_parser("prepare", help="download/verify raw data and build every split")
-    prep.add_argument("datasets", nargs="*", help="dataset names (default: all 16)")
-    prep.set_defaults(func=cmd_jaster_prepare)
-    sc = jaster.add_parser("score", help="score a predictions file (JSON Lines)")
-    sc.add_argument("predictions")
-    sc.add_argument("--out", help="also write the scores here (JSON)")
-    sc.set_defaults(func=cmd_jaster_score)
+    from nejumi_eval.benchmarks import registry
+
+    for name in registry.names():  # each benchmark's own subcommands (e.g. `jaster prepare`)
+        add_commands = getattr(registry.get(name), "add_commands", None)
+        if add_commands is not None:
+            add_commands(sub)
 
     schema = sub.add_parser("schema", help="print the evaluation spec's JSON schema")
     schema.set_defaults(func=cmd_schema)

@@ -111,11 +111,15 @@ JasterDataset = Literal[
 """The 16 datasets of profile `neo` (an enum in the CRD; a test keeps it equal to the registry)."""
 
 
-class JasterSpec(Spec):
-    """llm-jp-eval "jaster": 16 datasets, zero-shot."""
+class BenchmarkSpec(Spec):
+    """Base of every benchmark's section (`benchmarks.<name>`)."""
 
     enabled: bool = True
-    protocol: Literal["neo"] = "neo"
+
+
+class JasterSpec(BenchmarkSpec):
+    """llm-jp-eval "jaster": 16 datasets, zero-shot."""
+
     datasets: list[JasterDataset] | None = Field(
         None, min_length=1, description="Subset of dataset names; all 16 when unset."
     )
@@ -143,11 +147,9 @@ class JudgeSpec(Spec):
     concurrency: int = Field(8, ge=1, le=256)
 
 
-class MtbenchSpec(Spec):
+class MtbenchSpec(BenchmarkSpec):
     """MT-bench-jp: 80 two-turn questions judged 1–10."""
 
-    enabled: bool = True
-    protocol: Literal["neo"] = "neo"
     variant: Literal["neo", "head"] = "neo"
     judge: JudgeSpec | None = Field(None, description="No judge: answers are generated, not judged.")
     questions_per_category: int | None = Field(
@@ -156,8 +158,35 @@ class MtbenchSpec(Spec):
 
 
 class BenchmarksSpec(Spec):
+    """One section per benchmark, by name; a plugin's section is validated by its own spec model."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
+
     jaster: JasterSpec = Field(default_factory=JasterSpec)
     mtbench: MtbenchSpec = Field(default_factory=MtbenchSpec)
+
+    @model_validator(mode="after")
+    def _plugin_sections(self) -> BenchmarksSpec:
+        extra = self.__pydantic_extra__ or {}
+        if not extra:
+            return self
+        from nejumi_eval.benchmarks import registry
+
+        known = registry.plugin_names()
+        for name, value in extra.items():
+            if name not in known:
+                raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(registry.names())}")
+            extra[name] = registry.get(name).spec_model.model_validate(value)
+        return self
+
+    def sections(self) -> dict[str, BenchmarkSpec]:
+        """Every section by name (built-ins first), enabled or not."""
+        out: dict[str, BenchmarkSpec] = {name: getattr(self, name) for name in type(self).model_fields}
+        out.update(self.__pydantic_extra__ or {})
+        return out
+
+    def enabled(self) -> dict[str, BenchmarkSpec]:
+        return {name: section for name, section in self.sections().items() if section.enabled}
 
 
 class GenerationSpec(Spec):

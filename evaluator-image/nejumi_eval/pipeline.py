@@ -22,10 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nejumi_eval.config import ConfigError, EvaluationSpec, ModelSource, parse_spec
-from nejumi_eval.results import JasterSummary, MtbenchSummary, Summary, Usage
+from nejumi_eval.config import ConfigError, EvaluationSpec, JudgeSpec, ModelSource, parse_spec
+from nejumi_eval.results import Summary, Usage
+
+if TYPE_CHECKING:
+    from nejumi_eval.benchmarks.base import BenchmarkOutput
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +130,14 @@ def _versions() -> dict[str, str]:
 
 
 def check_chat_template(spec: EvaluationSpec) -> None:
-    """MT-bench answers go through the model's chat template (protocol-mtbench §4): a local model
-    folder without one needs `model.chatTemplate`, or the run would only collect 160 failures."""
+    """A benchmark that chats with the model (MT-bench, protocol-mtbench §4) goes through its chat
+    template: a local model folder without one needs `model.chatTemplate`, or the run would only
+    collect failures."""
+    from nejumi_eval.benchmarks import registry
+
     m = spec.model
-    if not spec.benchmarks.mtbench.enabled or m.source == ModelSource.OPENAI_COMPATIBLE:
+    chat_benchmarks = [name for name in spec.benchmarks.enabled() if registry.get(name).chats]
+    if not chat_benchmarks or m.source == ModelSource.OPENAI_COMPATIBLE:
         return
     if m.chat_template:
         if not Path(m.chat_template).is_file():
@@ -145,8 +152,9 @@ def check_chat_template(spec: EvaluationSpec) -> None:
     )
     if not has_template:
         raise ConfigError(
-            f"model.chatTemplate: {folder} has no chat template (MT-bench needs one); "
-            "set model.chatTemplate to a Jinja template file, or disable benchmarks.mtbench"
+            f"model.chatTemplate: {folder} has no chat template ({', '.join(chat_benchmarks)} needs one); "
+            "set model.chatTemplate to a Jinja template file, or disable "
+            + ", ".join(f"benchmarks.{name}" for name in chat_benchmarks)
         )
 
 
@@ -215,69 +223,87 @@ async def model_endpoint(spec: EvaluationSpec, log_dir: Path, timeline: Timeline
 
 async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
     """One evaluation, end to end. Raises on configuration or infrastructure failure."""
+    from nejumi_eval.benchmarks import registry
+    from nejumi_eval.benchmarks.base import RunContext
     from nejumi_eval.client.cache import ResponseCache
     from nejumi_eval.client.client import InferenceClient
-    from nejumi_eval.jaster import benchmark as jaster
-    from nejumi_eval.mtbench.benchmark import MtbenchRun
 
     timeline = Timeline()
     workspace = Path(spec.workspace.path).expanduser().resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     results_dir = workspace / "results" / f"{_slug(spec.model.name)}-{stamp}"
     results_dir.mkdir(parents=True, exist_ok=True)
-    jaster_cfg, mt_cfg = spec.benchmarks.jaster, spec.benchmarks.mtbench
-    if not (jaster_cfg.enabled or mt_cfg.enabled):
-        raise ConfigError("benchmarks: enable at least one of jaster, mtbench")
+    sections = spec.benchmarks.enabled()
+    if not sections:
+        raise ConfigError(f"benchmarks: enable at least one of {', '.join(registry.names())}")
 
     check_chat_template(spec)
     cache = ResponseCache(workspace / "cache" / "responses.sqlite")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(cache.close)
-        judge = None
-        if mt_cfg.enabled and mt_cfg.judge is not None:
-            judge = await stack.enter_async_context(InferenceClient(_judge_settings(spec), cache=cache))
-        cap = spec.generation.max_new_tokens_cap
+        judges: list[InferenceClient] = []
+
+        def open_judge(judge: JudgeSpec, field_name: str) -> InferenceClient:
+            client = InferenceClient(_judge_settings(spec, judge, field_name), cache=cache)
+            stack.push_async_callback(client.aclose)
+            judges.append(client)
+            return client
+
+        ctx = RunContext(spec=spec, progress=progress, open_judge=open_judge)
         with timeline.phase("prepare"):
             source = await asyncio.to_thread(answer_source, spec, workspace / "cache")
-            jaster_plan = (
-                await asyncio.to_thread(jaster.plan, jaster_cfg, spec.model.request_mode, cap)
-                if jaster_cfg.enabled
-                else None
-            )
-            mt_run = MtbenchRun.create(mt_cfg, judge, progress, cap) if mt_cfg.enabled else None
+            runs = {
+                name: await asyncio.to_thread(registry.get(name).plan, section, ctx)
+                for name, section in sections.items()
+            }
 
         async with (
             model_endpoint(spec, workspace / "logs", timeline) as endpoint,
             InferenceClient(_model_settings(spec, endpoint, source), cache=cache) as client,
         ):
             with timeline.phase("generate"):
-                jobs = []
-                if jaster_plan is not None:
-                    requests = [item.request for item in jaster_plan.items]
-                    jobs.append(client.run_all(requests, desc="jaster", progress=progress))
-                if mt_run is not None:
-                    jobs.append(mt_run.answer_all(client))
-                done = await asyncio.gather(*jobs)
-                jaster_results = done[0] if jaster_plan is not None else None
+                await _gather(*(run.generate(client) for run in runs.values()))
             model_stats = client.stats
         # The model server is down from here on: judging needs no GPU (design §Score).
-        if mt_run is not None:
-            with timeline.phase("judge"):
-                await mt_run.judged()
+        with timeline.phase("judge") if judges else contextlib.nullcontext():
+            await _gather(*(run.finish() for run in runs.values()))
+        if judges:
             timeline.mark("judge.done")
-        client_stats = {"model": model_stats.as_dict(), "judge": judge.stats.as_dict() if judge else None}
+        judge_stats = [j.stats for j in judges]
+        client_stats = {
+            "model": model_stats.as_dict(),
+            "judge": _sum_stats(judge_stats) if judges else None,
+        }
         usage = Usage(
             prompt_tokens=model_stats.prompt_tokens,
             completion_tokens=model_stats.completion_tokens,
-            judge_tokens=(judge.stats.prompt_tokens + judge.stats.completion_tokens) if judge else 0,
-            requests_sent=model_stats.requests_sent + (judge.stats.requests_sent if judge else 0),
-            cache_hits=model_stats.cache_hits + (judge.stats.cache_hits if judge else 0),
+            judge_tokens=sum(j.prompt_tokens + j.completion_tokens for j in judge_stats),
+            requests_sent=model_stats.requests_sent + sum(j.requests_sent for j in judge_stats),
+            cache_hits=model_stats.cache_hits + sum(j.cache_hits for j in judge_stats),
         )
 
     with timeline.phase("score"):
-        jaster_result = jaster.score(jaster_plan, jaster_results) if jaster_plan is not None else None
+        outputs = {name: run.output(spec.model.name) for name, run in runs.items()}
     with timeline.phase("report"):
-        return _report(spec, results_dir, timeline, usage, client_stats, jaster_result, mt_run)
+        return _report(spec, results_dir, timeline, usage, client_stats, outputs)
+
+
+async def _gather(*aws: Any) -> list[Any]:
+    """`asyncio.gather` that cancels the rest on the first error and raises it as itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(aw) for aw in aws]
+    except BaseExceptionGroup as eg:
+        raise eg.exceptions[0] from None
+    return [t.result() for t in tasks]
+
+
+def _sum_stats(stats: list[Any]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for s in stats:
+        for k, v in s.as_dict().items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def answer_source(spec: EvaluationSpec, cache_dir: Path) -> Any:
@@ -314,19 +340,17 @@ def _model_settings(spec: EvaluationSpec, endpoint: Endpoint, source: Any) -> An
     )
 
 
-def _judge_settings(spec: EvaluationSpec) -> Any:
+def _judge_settings(spec: EvaluationSpec, judge: JudgeSpec, field_name: str) -> Any:
     from nejumi_eval.client.models import ClientSettings
     from nejumi_eval.client.retry import RetryPolicy
 
-    judge = spec.benchmarks.mtbench.judge
-    assert judge is not None
     return ClientSettings(
         base_url=judge.endpoint or OPENAI_BASE_URL,
         model=judge.model,
         api_key=_api_key(
             judge.api_key_env,
             JUDGE_API_KEY_ENV,
-            "benchmarks.mtbench.judge.apiKeyEnv",
+            f"{field_name}.apiKeyEnv",
             fallback_env=None if judge.endpoint else "OPENAI_API_KEY",
         ),
         concurrency=judge.concurrency,
@@ -341,90 +365,33 @@ def _report(
     timeline: Timeline,
     usage: Usage,
     client_stats: dict[str, Any],
-    jaster_result: Any,
-    mt_run: Any,
+    outputs: dict[str, BenchmarkOutput],
 ) -> Summary:
     """Results folder first (the durable record), then W&B (a view of it)."""
-    from nejumi_eval.jaster import benchmark as jaster
-    from nejumi_eval.mtbench.scoring import overall
+    from nejumi_eval.leaderboard import OVERALL
     from nejumi_eval.report.results import ResultsFolder
     from nejumi_eval.report.wandb_log import publish
 
     folder = ResultsFolder(results_dir)
     model = spec.model.name
-    leaderboard: dict[str, Any] = {"model_name": model}
+    leaderboard: dict[str, Any] = {}
     scalars: dict[str, Any] = {}
     run_doc: dict[str, Any] = {
         "model": {"name": model, "revision": spec.model.revision, "source": spec.model.source.value},
         "versions": _versions(),
     }
-    jaster_summary = mt_summary = None
-    if jaster_result is not None:
-        folder.write_table("jaster_output_table", jaster_result.test_rows)
-        folder.write_table("jaster_output_table_dev", jaster_result.dev_rows)
-        folder.write_table("jaster_leaderboard_table", [jaster.leaderboard_row(model, jaster_result)])
-        folder.write_table("jaster_radar_table", jaster.radar_rows(jaster_result))
-        run_doc["jaster"] = {
-            **jaster.provenance(jaster_result),
-            "scores": jaster_result.scores,
-            "dev_scores": jaster_result.dev_scores,
-            "categories": jaster_result.categories,
-            "failures": jaster_result.failures,
-            "degraded": jaster_result.degraded,
-        }
-        leaderboard.update({"jaster_AVG": jaster_result.avg, "jaster_degraded": jaster_result.degraded})
-        leaderboard.update({f"jaster_{k}": v for k, v in jaster_result.categories.items() if k != "AVG"})
-        scalars.update({f"jaster/{k}": v for k, v in jaster_result.categories.items()})
-        scalars.update({f"jaster/{k}": v for k, v in jaster_result.scores.items()})
-        scalars["jaster/failures"] = jaster_result.n_failures
-        jaster_summary = JasterSummary(
-            avg=jaster_result.avg,
-            categories={k: v for k, v in jaster_result.categories.items() if k != "AVG"},
-            datasets=jaster_result.scores,
-            samples=len(jaster_result.test_rows),
-            failures=jaster_result.n_failures,
-            degraded=jaster_result.degraded,
-            capped=jaster_result.plan.capped,
-        )
-    if mt_run is not None:
-        folder.write_table("mtbench_answers", mt_run.answer_rows(model))
-        folder.write_table("mtbench_question_table", mt_run.question_rows())
-        mt_scores = mt_run.scores()
-        run_doc["mtbench"] = {**mt_run.provenance(spec.model.chat_template), "judged": mt_scores is not None}
-        if mt_scores is not None:
-            folder.write_table("mtbench_output_table", mt_run.output_rows())
-            means = mt_scores.category_means
-            folder.write_table(
-                "mtbench_leaderboard_table", [{"model_name": model, **means, "AVG": mt_scores.mtbench_score}]
-            )
-            folder.write_table("mtbench_radar_table", [{"category": c, "score": v} for c, v in means.items()])
-            run_doc["mtbench"].update(mt_scores.model_dump())
-            leaderboard.update(
-                {"mtbench_AVG": mt_scores.mtbench_score, "mtbench_degraded": mt_scores.degraded}
-            )
-            leaderboard.update({f"mtbench_{k}": v for k, v in means.items()})
-            scalars.update({f"mtbench/{k}": v for k, v in means.items()})
-            scalars.update({"mtbench/AVG": mt_scores.mtbench_score, "mtbench/invalid": mt_scores.n_invalid})
-        mt_summary = MtbenchSummary(
-            judged=mt_scores is not None,
-            avg=mt_scores.mtbench_score if mt_scores else None,
-            categories=mt_scores.category_means if mt_scores else {},
-            judgments=mt_scores.n_judgments if mt_scores else 0,
-            invalid=mt_scores.n_invalid if mt_scores else 0,
-            generation_failures=mt_run.generation_failures,
-            degraded=mt_scores.degraded if mt_scores else mt_run.generation_failures > 0,
-            capped=len(mt_run.questions) < len(mt_run.data.questions)
-            or mt_run.max_new_tokens_cap is not None,
-        )
-    overall_value, degraded = overall(
-        jaster_summary.avg if jaster_summary else None,
-        mt_summary.avg if mt_summary else None,
-        bool(jaster_summary and jaster_summary.degraded),
-        bool(mt_summary and mt_summary.degraded),
-    )
-    leaderboard = {"model_name": model, "Overall": overall_value, "degraded": degraded, **leaderboard}
+    for name, out in outputs.items():
+        for table, rows in out.tables.items():
+            folder.write_table(table, rows)
+        run_doc[name] = out.record
+        leaderboard.update({f"{name}_{k}": v for k, v in out.leaderboard.items()})
+        scalars.update({f"{name}/{k}": v for k, v in out.scalars.items()})
+    summaries = {name: out.summary for name, out in outputs.items()}
+    overall_value = OVERALL.value({n: s.avg if s.scored else None for n, s in summaries.items()})
+    degraded = any(s.degraded for s in summaries.values())
+    leaderboard = {"model_name": model, OVERALL.name: overall_value, "degraded": degraded, **leaderboard}
     folder.write_table("leaderboard_table", [leaderboard])
-    scalars.update({"Overall": overall_value, "degraded": degraded})
+    scalars.update({OVERALL.name: overall_value, "degraded": degraded})
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
     run_doc.update(
         {
@@ -451,8 +418,7 @@ def _report(
         model=model,
         overall=overall_value,
         degraded=degraded,
-        jaster=jaster_summary,
-        mtbench=mt_summary,
+        benchmarks=summaries,
         usage=usage,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},
         results_dir=str(results_dir),

@@ -19,25 +19,22 @@ class _Camel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
-class JasterSummary(_Camel):
-    avg: float | None = Field(None, description="Mean of the 7 category means; null unless all 16 scored.")
-    categories: dict[str, float | None]
-    datasets: dict[str, float]
-    samples: int = Field(description="Scored test samples over all datasets.")
-    failures: int = Field(0, description="Requests that failed after retries (scored as empty answers).")
-    degraded: bool = False
-    capped: bool = Field(False, description="Fewer test samples than the protocol: a smoke test.")
+class BenchmarkSummary(_Camel):
+    """One benchmark's outcome, in the same shape for every benchmark (keyed by its name)."""
 
-
-class MtbenchSummary(_Camel):
-    judged: bool
-    avg: float | None = None
-    categories: dict[str, float | None] = Field(default_factory=dict)
-    judgments: int = 0
-    invalid: int = 0
-    generation_failures: int = 0
-    degraded: bool = False
-    capped: bool = Field(False, description="Fewer questions than the protocol: a smoke test.")
+    scored: bool = Field(
+        True, description="False: outputs were generated but not scored (e.g. MT-bench without a judge)."
+    )
+    avg: float | None = Field(None, description="The benchmark's score; null when incomplete or not scored.")
+    categories: dict[str, float | None] = Field(default_factory=dict, description="Category → score.")
+    scores: dict[str, float] = Field(
+        default_factory=dict, description="Finer scores, e.g. jaster's per dataset (`<dataset>_<metric>`)."
+    )
+    samples: int = Field(0, description="Scored units (jaster test samples, MT-bench judgments).")
+    failures: int = Field(0, description="Model requests that failed after retries (scored as empty).")
+    invalid: int = Field(0, description="Units the scorer could not score (e.g. invalid judgments).")
+    degraded: bool = Field(False, description="The score rests on failures: not clean.")
+    capped: bool = Field(False, description="Fewer samples, questions or tokens than the protocol.")
 
 
 class Usage(_Camel):
@@ -55,8 +52,7 @@ class Summary(_Camel):
     model: str
     overall: float | None = None
     degraded: bool = False
-    jaster: JasterSummary | None = None
-    mtbench: MtbenchSummary | None = None
+    benchmarks: dict[str, BenchmarkSummary] = Field(default_factory=dict, description="By benchmark name.")
     usage: Usage = Field(default_factory=Usage)
     runtime_seconds: dict[str, float] = Field(default_factory=dict)
     results_dir: str | None = None

@@ -132,7 +132,8 @@ def test_killed_run_resumes_from_the_cache(tmp_path: Path) -> None:
         summary = run(parse_spec(doc), progress=False)
         assert server.calls == total - done  # nothing finished is asked again
     assert summary.usage.cache_hits == done
-    assert summary.jaster is not None and summary.jaster.samples == 32 and summary.jaster.failures == 0
+    jaster = summary.benchmarks["jaster"]
+    assert jaster.samples == 32 and jaster.failures == 0
 
 
 @pytest.mark.slow
@@ -148,10 +149,10 @@ def test_readme_main_command_on_the_tiny_model(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_OK, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["status"] == "completed"
-    jaster, mtbench = summary["jaster"], summary["mtbench"]
+    jaster, mtbench = summary["benchmarks"]["jaster"], summary["benchmarks"]["mtbench"]
     assert set(jaster["categories"]) == {"NLI", "QA", "RC", "MC", "EL", "FA", "MR"}
     assert jaster["avg"] is not None and jaster["capped"] and jaster["failures"] == 0
-    assert mtbench["judged"] and mtbench["judgments"] == 16 and mtbench["invalid"] == 0
+    assert mtbench["scored"] and mtbench["samples"] == 16 and mtbench["invalid"] == 0
     assert summary["overall"] == pytest.approx((jaster["avg"] + mtbench["avg"] / 10) / 2)
     assert summary["usage"]["requestsSent"] > 0 and summary["usage"]["completionTokens"] > 0
     # the server really served: the tiny model's answers came back through transformers serve

@@ -92,14 +92,14 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
         model_calls, judge_calls = model.calls, judge.calls
 
     assert summary.status == "completed"
-    mt = summary.mtbench
-    assert mt is not None and mt.judged
+    mt = summary.benchmarks["mtbench"]
+    assert mt.scored
     # coding: valid scores 10, 3, 3 (the 4th is invalid) → 16/3
     expected = {c: float(v) for c, v in by_category.items()}
     expected["coding"] = statistics.mean([10, 3, 3])
     assert mt.categories == pytest.approx(expected)
     assert mt.avg == pytest.approx(statistics.mean(expected.values()))
-    assert mt.judgments == 2 * len(chosen)
+    assert mt.samples == 2 * len(chosen)
     assert mt.invalid == 2
     # 2 of 32 invalid = 6.25% > 2%: degraded, and Overall (when present) says so
     assert mt.degraded
@@ -107,8 +107,8 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
     assert judge_calls == 32 + 1 + 2 + 2 + 2
 
     # jaster: every dataset capped at 2 test + 1 dev sample (jnli/jsquad dev unavailable offline)
-    jaster = summary.jaster
-    assert jaster is not None and jaster.capped and jaster.samples == 2 * len(DATASETS)
+    jaster = summary.benchmarks["jaster"]
+    assert jaster.capped and jaster.samples == 2 * len(DATASETS)
     assert model_calls == 2 * len(DATASETS) + (len(DATASETS) - 2) + 2 * len(chosen)
     assert summary.overall == pytest.approx((jaster.avg + mt.avg / 10) / 2)
     assert summary.degraded
@@ -118,7 +118,7 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
     rows = read_table(results / "jaster_output_table.jsonl")
     assert {r["target_dataset"] for r in rows} == set(DATASETS)
     assert rows[0]["prompt"].endswith("### 応答:\n") and rows[0]["raw_output"].startswith("echo:")
-    for key, value in jaster.datasets.items():
+    for key, value in jaster.scores.items():
         mine = [r["score"] for r in rows if f"{r['target_dataset']}_{r['metric']}" == key]
         assert mine and value == pytest.approx(statistics.mean(mine)), key
     judged = read_table(results / "mtbench_output_table.jsonl")
@@ -140,7 +140,7 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
     assert len(text.encode()) <= SUMMARY_MAX_BYTES
     doc = json.loads(text)
     assert doc["overall"] == pytest.approx(summary.overall)
-    assert doc["mtbench"]["invalid"] == 2
+    assert doc["benchmarks"]["mtbench"]["invalid"] == 2
 
     # W&B offline: tables under Neo's names, summary scalars for every score
     wb = wandb_offline.offline_run(results)
@@ -184,7 +184,7 @@ def test_without_judge_answers_are_saved_and_reused(
         summary = run(spec, progress=False)
         first_calls = model.calls
         port = model.port
-    assert summary.mtbench is not None and not summary.mtbench.judged
+    assert not summary.benchmarks["mtbench"].scored
     assert summary.overall is None
     answers = read_table(Path(summary.results_dir) / "mtbench_answers.jsonl")
     assert len(answers) == len(chosen) and all(len(a["choices"][0]["turns"]) == 2 for a in answers)
@@ -196,7 +196,7 @@ def test_without_judge_answers_are_saved_and_reused(
         judge_port = judge.port
         assert model.calls == 0  # the answers come from the cache
         assert judge.calls == 2 * len(chosen)
-    assert judged.mtbench is not None and judged.mtbench.avg == pytest.approx(5.0)
+    assert judged.benchmarks["mtbench"].avg == pytest.approx(5.0)
     assert judged.overall is None  # jaster covered one dataset: AVG is null, so is Overall
 
     # a clean rerun costs no judge tokens: zero requests anywhere, the same scores
@@ -208,7 +208,7 @@ def test_without_judge_answers_are_saved_and_reused(
         again = run(spec, progress=False)
         assert model.calls == 0 and judge.calls == 0
     assert again.usage.requests_sent == 0 and again.usage.judge_tokens == 0
-    assert again.mtbench == judged.mtbench
+    assert again.benchmarks["mtbench"] == judged.benchmarks["mtbench"]
 
 
 def test_ratings_from_one_judge_are_never_reported_as_another_judges(
@@ -227,8 +227,8 @@ def test_ratings_from_one_judge_are_never_reported_as_another_judges(
             second = run(spec, progress=False)
             assert real_judge.calls == 2 * len(chosen)  # every judgment sent again
         assert model.calls == 2 + 1 + 2 * len(chosen)  # the model's answers did come from the cache
-    assert first.mtbench is not None and first.mtbench.avg == pytest.approx(1.0)
-    assert second.mtbench is not None and second.mtbench.avg == pytest.approx(9.0)
+    assert first.benchmarks["mtbench"].avg == pytest.approx(1.0)
+    assert second.benchmarks["mtbench"].avg == pytest.approx(9.0)
 
 
 def test_failed_requests_are_counted_not_hidden(tmp_path: Path) -> None:
@@ -238,8 +238,8 @@ def test_failed_requests_are_counted_not_hidden(tmp_path: Path) -> None:
         spec["benchmarks"]["mtbench"]["enabled"] = False
         spec["generation"]["concurrency"] = 1
         summary = run(parse_spec(spec), progress=False)
-    assert summary.jaster is not None
-    assert summary.jaster.failures == 2 and summary.jaster.degraded and summary.degraded
+    jaster = summary.benchmarks["jaster"]
+    assert jaster.failures == 2 and jaster.degraded and summary.degraded
     rows = read_table(Path(summary.results_dir) / "jaster_output_table.jsonl")
     assert len(rows) == 2
     assert all(r["error"] and r["raw_output"] == "" and r["score"] == 0.0 for r in rows)

@@ -265,7 +265,8 @@ def test_operator_runs_an_evaluation_to_succeeded(
     assert conds["Accepted"]["reason"] == "JobCreated"
     assert conds["Degraded"]["status"] == "False"
     assert status["phase"] == "Succeeded" and status["observedGeneration"] == 1
-    assert "jaster" in status["scores"] and "categories" in status["scores"]["jaster"]
+    jaster = status["scores"]["benchmarks"]["jaster"]
+    assert "categories" in jaster
     assert status["usage"]["requestsSent"] == 2 == stub_calls
     assert status["capped"] is True and status["jobName"] == job
     assert status["runtime"]["totalSeconds"] > 0

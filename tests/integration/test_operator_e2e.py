@@ -114,12 +114,12 @@ def test_kubectl_apply_to_scores_in_status(
     assert (conds["Succeeded"]["status"], conds["Succeeded"]["reason"]) == ("True", "EvaluationCompleted")
     scores = status["scores"]
     # 8 questions × 2 turns judged: math rated 3, the other 7 categories 7 → (7·7 + 3) / 8
-    assert scores["mtbench"]["avg"] == pytest.approx((7 * 7 + 3) / 8)
+    assert scores["benchmarks"]["mtbench"]["avg"] == pytest.approx((7 * 7 + 3) / 8)
     assert judge_calls == 16
-    assert set(scores["jaster"]["categories"]) == {"NLI", "QA", "RC", "MC", "EL", "FA", "MR"}
-    jaster_avg = scores["jaster"]["avg"]
+    assert set(scores["benchmarks"]["jaster"]["categories"]) == {"NLI", "QA", "RC", "MC", "EL", "FA", "MR"}
+    jaster_avg = scores["benchmarks"]["jaster"]["avg"]
     assert jaster_avg is not None and 0.0 <= jaster_avg <= 1.0
-    assert scores["overall"] == pytest.approx((jaster_avg + scores["mtbench"]["avg"] / 10) / 2)
+    assert scores["overall"] == pytest.approx((jaster_avg + scores["benchmarks"]["mtbench"]["avg"] / 10) / 2)
     assert status["capped"] is True and status["usage"]["completionTokens"] > 0
     row = printed.splitlines()[1].split()
     assert row[:4] == [name, str(tiny.path), "True", "EvaluationCompleted"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nejumi_eval.results import JasterSummary, MtbenchSummary, Summary, Usage
+from nejumi_eval.results import BenchmarkSummary, Summary, Usage
 from nejumi_operator.api import conditions as c
 from nejumi_operator.reconcile.status import (
     Observation,
@@ -35,10 +35,12 @@ def summary(**kw: Any) -> str:
         "status": "completed",
         "model": "m",
         "overall": 0.55,
-        "jaster": JasterSummary(
-            avg=0.6, categories={"NLI": 0.5, "QA": 0.7}, datasets={"jamp": 0.5}, samples=2, capped=True
-        ),
-        "mtbench": MtbenchSummary(judged=True, avg=5.0, categories={"coding": 5.0}, judgments=16, invalid=1),
+        "benchmarks": {
+            "jaster": BenchmarkSummary(
+                avg=0.6, categories={"NLI": 0.5, "QA": 0.7}, scores={"jamp": 0.5}, samples=2, capped=True
+            ),
+            "mtbench": BenchmarkSummary(scored=True, avg=5.0, categories={"coding": 5.0}, samples=16, invalid=1),
+        },
         "usage": Usage(prompt_tokens=10, completion_tokens=5, judge_tokens=7, requests_sent=3),
         "runtime_seconds": {"generate": 1.5, "serve_start": 0.5, "total": 3.0},
         "results_dir": "/workspace/results/m-1",
@@ -73,8 +75,10 @@ def test_success_summary_gives_scores_and_succeeded() -> None:
     assert cond(st, "Degraded")["status"] == "False"
     assert st["scores"] == {
         "overall": 0.55,
-        "jaster": {"avg": 0.6, "categories": {"NLI": 0.5, "QA": 0.7}},
-        "mtbench": {"avg": 5.0, "categories": {"coding": 5.0}},
+        "benchmarks": {
+            "jaster": {"avg": 0.6, "categories": {"NLI": 0.5, "QA": 0.7}},
+            "mtbench": {"avg": 5.0, "categories": {"coding": 5.0}},
+        },
     }
     assert st["failures"] == {"generation": 0, "judge": 1}
     assert st["usage"]["judgeTokens"] == 7 and st["usage"]["requestsSent"] == 3
@@ -121,8 +125,8 @@ def test_failed_job_without_a_pod_says_why() -> None:
 
 
 def test_degraded_summary_sets_degraded() -> None:
-    jaster = JasterSummary(avg=0.4, categories={}, datasets={}, samples=2, failures=3, degraded=True)
-    term = Termination(exit_code=0, message=summary(degraded=True, jaster=jaster), finished_at=T1)
+    jaster = BenchmarkSummary(avg=0.4, categories={}, scores={}, samples=2, failures=3, degraded=True)
+    term = Termination(exit_code=0, message=summary(degraded=True, benchmarks={"jaster": jaster}), finished_at=T1)
     st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
     degraded = cond(st, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "RequestFailures")
@@ -189,9 +193,11 @@ def test_status_patch_nulls_removed_fields() -> None:
 
 def test_summary_with_a_null_average_parses() -> None:
     """`Summary.to_json` drops nulls: a jaster subset (avg null) must still be read."""
-    jaster = JasterSummary(avg=None, categories={"NLI": None}, datasets={"jamp_exact_match": 0.0}, samples=2)
-    term = Termination(exit_code=0, message=summary(jaster=jaster, overall=None), finished_at=T1)
+    jaster = BenchmarkSummary(avg=None, categories={"NLI": None}, scores={"jamp_exact_match": 0.0}, samples=2)
+    term = Termination(
+        exit_code=0, message=summary(benchmarks={"jaster": jaster}, overall=None), finished_at=T1
+    )
     st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
     assert cond(st, "Succeeded")["status"] == "True"
-    assert st["scores"]["jaster"] == {"categories": {"NLI": None}}
+    assert st["scores"]["benchmarks"]["jaster"] == {"categories": {"NLI": None}}
     assert "overall" not in st["scores"]

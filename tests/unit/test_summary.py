@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nejumi_eval.results import SUMMARY_MAX_BYTES, JasterSummary, Summary
+from nejumi_eval.results import SUMMARY_MAX_BYTES, BenchmarkSummary, Summary
 
 
 def test_full_summary_fits_and_round_trips() -> None:
@@ -13,18 +13,21 @@ def test_full_summary_fits_and_round_trips() -> None:
         status="completed",
         model="org/" + "m" * 100,
         overall=0.5,
-        jaster=JasterSummary(
-            categories=dict.fromkeys(["NLI", "QA", "RC", "MC", "EL", "FA", "MR"]),
-            datasets=datasets,
-            samples=1600,
-        ),
+        benchmarks={
+            "jaster": BenchmarkSummary(
+                categories=dict.fromkeys(["NLI", "QA", "RC", "MC", "EL", "FA", "MR"]),
+                scores=datasets,
+                samples=1600,
+            ),
+        },
         results_dir="/workspace/results/" + "x" * 100,
         error="e" * 1000,
     )
     text = summary.to_json()
     assert len(text.encode()) <= SUMMARY_MAX_BYTES
     back = Summary.model_validate_json(text)
-    assert back.jaster is not None and back.jaster.avg is None and back.jaster.datasets == datasets
+    jaster = back.benchmarks["jaster"]
+    assert jaster.avg is None and jaster.scores == datasets
 
 
 def test_oversized_summary_is_refused() -> None:

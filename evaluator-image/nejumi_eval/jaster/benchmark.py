@@ -12,8 +12,13 @@ import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+if TYPE_CHECKING:
+    from nejumi_eval.client.client import InferenceClient
+
+from nejumi_eval.benchmarks.base import BenchmarkOutput, RunContext
+from nejumi_eval.benchmarks.registry import register
 from nejumi_eval.client.models import ChatMessage, ChatRequest, CompletionRequest, InferenceResult
 from nejumi_eval.config import JasterSpec
 from nejumi_eval.data.jaster_sources import load_manifest
@@ -21,6 +26,7 @@ from nejumi_eval.jaster.datasets import DATASETS, task_table
 from nejumi_eval.jaster.prepare import SplitUnavailable, load
 from nejumi_eval.jaster.scoring import rollup, score_sample, select
 from nejumi_eval.protocol.prompts import PromptTemplate, get_template, render
+from nejumi_eval.results import BenchmarkSummary
 
 Mode = Literal["completion", "chat"]
 
@@ -216,3 +222,67 @@ def provenance(result: JasterResult) -> dict[str, Any]:
         "errors": result.n_failures,
         "output_length": {n: task_table().tasks[n].output_length for n in result.plan.datasets},
     }
+
+
+@dataclass
+class JasterRun:
+    """One model's jaster: every request sent at once; scored when all are back."""
+
+    plan: Plan
+    progress: bool
+    results: list[InferenceResult] | None = None
+
+    async def generate(self, client: InferenceClient) -> None:
+        requests = [item.request for item in self.plan.items]
+        self.results = await client.run_all(requests, desc="jaster", progress=self.progress)
+
+    async def finish(self) -> None:
+        return None
+
+    def output(self, model: str) -> BenchmarkOutput:
+        assert self.results is not None, "generate() first"
+        result = score(self.plan, self.results)
+        categories = {k: v for k, v in result.categories.items() if k != "AVG"}
+        return BenchmarkOutput(
+            summary=BenchmarkSummary(
+                avg=result.avg,
+                categories=categories,
+                scores=result.scores,
+                samples=len(result.test_rows),
+                failures=result.n_failures,
+                degraded=result.degraded,
+                capped=result.plan.capped,
+            ),
+            tables={
+                "jaster_output_table": result.test_rows,
+                "jaster_output_table_dev": result.dev_rows,
+                "jaster_leaderboard_table": [leaderboard_row(model, result)],
+                "jaster_radar_table": radar_rows(result),
+            },
+            record={
+                **provenance(result),
+                "scores": result.scores,
+                "dev_scores": result.dev_scores,
+                "categories": result.categories,
+                "failures": result.failures,
+                "degraded": result.degraded,
+            },
+            scalars={**result.categories, **result.scores, "failures": result.n_failures},
+            leaderboard={"AVG": result.avg, "degraded": result.degraded, **categories},
+        )
+
+
+@register
+class Jaster:
+    name: ClassVar[str] = "jaster"
+    chats: ClassVar[bool] = False
+    title: ClassVar[str] = "jaster AVG"
+    spec_model: ClassVar[type[JasterSpec]] = JasterSpec
+
+    def add_commands(self, sub: Any) -> None:
+        from nejumi_eval.jaster.cli import add_commands
+
+        add_commands(sub)
+
+    def plan(self, section: JasterSpec, ctx: RunContext) -> JasterRun:
+        return JasterRun(plan(section, ctx.request_mode, ctx.max_new_tokens_cap), ctx.progress)  # type: ignore[arg-type]

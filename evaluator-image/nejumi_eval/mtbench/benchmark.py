@@ -13,10 +13,12 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from tqdm.auto import tqdm
 
+from nejumi_eval.benchmarks.base import BenchmarkOutput, RunContext
+from nejumi_eval.benchmarks.registry import register
 from nejumi_eval.client.client import InferenceClient
 from nejumi_eval.client.models import ChatMessage, ChatRequest, InferenceResult
 from nejumi_eval.config import MtbenchSpec
@@ -30,6 +32,7 @@ from nejumi_eval.mtbench.generation import (
 from nejumi_eval.mtbench.judge import judge_messages, parse_rating
 from nejumi_eval.mtbench.protocol import JUDGE_DEFAULTS, PROTOCOL, judge_prompt_name, uses_reference
 from nejumi_eval.mtbench.scoring import INVALID_SCORE, MtbenchScores, summarize
+from nejumi_eval.results import BenchmarkSummary
 
 
 def _chat(messages: list[dict[str, str]], **sampling: Any) -> ChatRequest:
@@ -63,6 +66,7 @@ class MtbenchRun:
     judge: InferenceClient | None
     progress: bool = True
     max_new_tokens_cap: int | None = None
+    chat_template: str | None = None
     answers: dict[int, list[Answer]] = field(default_factory=dict)
     judgments: list[dict[str, Any]] = field(default_factory=list)
     _judge_tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -75,9 +79,10 @@ class MtbenchRun:
         judge: InferenceClient | None,
         progress: bool = True,
         max_new_tokens_cap: int | None = None,
+        chat_template: str | None = None,
     ) -> MtbenchRun:
         data = load_variant(spec.variant, default_mirror())
-        return cls(spec, data, judge, progress, max_new_tokens_cap)
+        return cls(spec, data, judge, progress, max_new_tokens_cap, chat_template)
 
     @property
     def max_new_tokens(self) -> int:
@@ -293,3 +298,60 @@ class MtbenchRun:
             "chat_template": template or "the model's own",
             "sampling": {q.category: generation_params(q.category).model_dump() for q in self.questions},
         }
+
+    # ---- the Benchmark seam (nejumi_eval.benchmarks.base) ------------------------------------
+
+    async def generate(self, client: InferenceClient) -> None:
+        await self.answer_all(client)
+
+    async def finish(self) -> None:
+        await self.judged()
+
+    @property
+    def capped(self) -> bool:
+        return len(self.questions) < len(self.data.questions) or self.max_new_tokens_cap is not None
+
+    def output(self, model: str) -> BenchmarkOutput:
+        scores = self.scores()
+        out = BenchmarkOutput(
+            summary=BenchmarkSummary(
+                scored=scores is not None,
+                avg=scores.mtbench_score if scores else None,
+                categories=scores.category_means if scores else {},
+                samples=scores.n_judgments if scores else 0,
+                invalid=scores.n_invalid if scores else 0,
+                failures=self.generation_failures,
+                degraded=scores.degraded if scores else self.generation_failures > 0,
+                capped=self.capped,
+            ),
+            tables={
+                "mtbench_answers": self.answer_rows(model),
+                "mtbench_question_table": self.question_rows(),
+            },
+            record={**self.provenance(self.chat_template), "judged": scores is not None},
+        )
+        if scores is not None:
+            means = scores.category_means
+            out.tables["mtbench_output_table"] = self.output_rows()
+            out.tables["mtbench_leaderboard_table"] = [
+                {"model_name": model, **means, "AVG": scores.mtbench_score}
+            ]
+            out.tables["mtbench_radar_table"] = [{"category": c, "score": v} for c, v in means.items()]
+            out.record.update(scores.model_dump())
+            out.leaderboard = {"AVG": scores.mtbench_score, "degraded": scores.degraded, **means}
+            out.scalars = {**means, "AVG": scores.mtbench_score, "invalid": scores.n_invalid}
+        return out
+
+
+@register
+class Mtbench:
+    name: ClassVar[str] = "mtbench"
+    chats: ClassVar[bool] = True
+    title: ClassVar[str] = "MT-bench"
+    spec_model: ClassVar[type[MtbenchSpec]] = MtbenchSpec
+
+    def plan(self, section: MtbenchSpec, ctx: RunContext) -> MtbenchRun:
+        judge = ctx.open_judge(section.judge, "benchmarks.mtbench.judge") if section.judge else None
+        return MtbenchRun.create(
+            section, judge, ctx.progress, ctx.max_new_tokens_cap, ctx.spec.model.chat_template
+        )

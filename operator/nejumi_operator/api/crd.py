@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from nejumi_eval.config import EvaluationSpec, ModelSource, ModelSpec, ResourcesSpec, VllmSettings
+from nejumi_eval.leaderboard import OVERALL
 from nejumi_operator.api.conditions import SUCCEEDED
 from nejumi_operator.api.names import CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
 from nejumi_operator.api.status import EvaluationStatus
@@ -176,10 +177,10 @@ PRINTER_COLUMNS = [
         "jsonPath": f'.status.conditions[?(@.type=="{SUCCEEDED}")].reason',
     },
     {
-        "name": "Overall",
+        "name": OVERALL.name,
         "type": "number",
         "jsonPath": ".status.scores.overall",
-        "description": "(jaster AVG + MT-bench/10) / 2",
+        "description": OVERALL.description,
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

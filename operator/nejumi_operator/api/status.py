@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.leaderboard import OVERALL
 from nejumi_eval.results import Usage  # the evaluator's counters, reported as they are
 
 
@@ -37,14 +38,15 @@ class BenchmarkScores(_Status):
 
 
 class Scores(_Status):
-    overall: float | None = Field(None, description="Overall = (jaster AVG + MT-bench/10) / 2.")
-    jaster: BenchmarkScores | None = None
-    mtbench: BenchmarkScores | None = Field(None, description="Only when MT-bench was judged.")
+    overall: float | None = Field(None, description=f"{OVERALL.name} = {OVERALL.description}.")
+    benchmarks: dict[str, BenchmarkScores] = Field(
+        default_factory=dict, description="By benchmark name; only benchmarks that were scored."
+    )
 
 
 class Failures(_Status):
     generation: int = Field(0, ge=0, description="Model requests that failed after retries.")
-    judge: int = Field(0, ge=0, description="Invalid MT-bench judgments.")
+    judge: int = Field(0, ge=0, description="Units a scorer could not score (e.g. invalid judgments).")
 
 
 class EvaluationStatus(_Status):

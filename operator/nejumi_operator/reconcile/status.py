@@ -119,26 +119,24 @@ def _wandb_url(path: str | None) -> str | None:
 
 
 def _summary_fields(summary: Summary) -> dict[str, Any]:
-    scores: dict[str, Any] = {"overall": summary.overall}
-    failures = {"generation": 0, "judge": 0}
-    capped = False
-    if summary.jaster:
-        scores["jaster"] = {"avg": summary.jaster.avg, "categories": summary.jaster.categories}
-        failures["generation"] += summary.jaster.failures
-        capped |= summary.jaster.capped
-    if summary.mtbench:
-        if summary.mtbench.judged:
-            scores["mtbench"] = {"avg": summary.mtbench.avg, "categories": summary.mtbench.categories}
-        failures["generation"] += summary.mtbench.generation_failures
-        failures["judge"] += summary.mtbench.invalid
-        capped |= summary.mtbench.capped
+    benchmarks = summary.benchmarks.values()
     return {
-        "scores": scores,
-        "failures": failures,
+        "scores": {
+            "overall": summary.overall,
+            "benchmarks": {
+                name: {"avg": b.avg, "categories": b.categories}
+                for name, b in summary.benchmarks.items()
+                if b.scored
+            },
+        },
+        "failures": {
+            "generation": sum(b.failures for b in benchmarks),
+            "judge": sum(b.invalid for b in benchmarks),
+        },
         "usage": summary.usage.model_dump(by_alias=True),
         "runtime": {f"{to_camel(k)}Seconds": v for k, v in summary.runtime_seconds.items()},
         "degraded": summary.degraded,
-        "capped": capped,
+        "capped": any(b.capped for b in benchmarks),
         "resultsDir": summary.results_dir,
         "wandbRunPath": summary.wandb_run_path,
         "wandbRunUrl": _wandb_url(summary.wandb_run_path),
@@ -146,14 +144,11 @@ def _summary_fields(summary: Summary) -> dict[str, Any]:
 
 
 def _degraded_message(summary: Summary) -> str:
-    parts = []
-    if summary.jaster and summary.jaster.failures:
-        parts.append(f"jaster: {summary.jaster.failures} failed requests")
-    if summary.mtbench and (summary.mtbench.generation_failures or summary.mtbench.invalid):
-        parts.append(
-            f"MT-bench: {summary.mtbench.generation_failures} failed answers, "
-            f"{summary.mtbench.invalid} invalid judgments"
-        )
+    parts = [
+        f"{name}: {b.failures} failed requests, {b.invalid} unscorable"
+        for name, b in summary.benchmarks.items()
+        if b.failures or b.invalid
+    ]
     return "; ".join(parts) or "the evaluator marked the run degraded"
 
 

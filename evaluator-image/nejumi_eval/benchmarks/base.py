@@ -1,0 +1,85 @@
+"""The seam between the pipeline and a benchmark.
+
+A benchmark turns its spec section into a *run*: everything it will send, decided before any
+server starts (`Benchmark.plan`, in a worker thread: data preparation is CPU and disk work). The
+pipeline then serves the model and calls `generate` on every run at once, all through one cached
+client, so the server batches requests from every benchmark together; stops the server; awaits
+`finish` (work that needs no GPU, e.g. judgments still in flight); and writes each run's `output`.
+
+Nothing in the pipeline, the report writer, the CLI summary or the operator's status names a
+benchmark: they loop over the registry (`nejumi_eval.benchmarks.registry`) and over these outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from nejumi_eval.config import BenchmarkSpec, EvaluationSpec, JudgeSpec
+from nejumi_eval.results import BenchmarkSummary
+
+if TYPE_CHECKING:
+    from nejumi_eval.client.client import InferenceClient
+
+
+@dataclass
+class RunContext:
+    """What the pipeline lends a benchmark's run."""
+
+    spec: EvaluationSpec
+    progress: bool
+    open_judge: Callable[[JudgeSpec, str], InferenceClient]
+    """A client for a judge (an LLM scorer) on the run's shared response cache; the pipeline
+    closes it and counts its usage. The second argument names the spec field, for errors."""
+
+    @property
+    def request_mode(self) -> str:
+        return self.spec.model.request_mode
+
+    @property
+    def max_new_tokens_cap(self) -> int | None:
+        return self.spec.generation.max_new_tokens_cap
+
+
+@dataclass
+class BenchmarkOutput:
+    """A finished run, as the report writer needs it."""
+
+    summary: BenchmarkSummary
+    """Scores and counts: the operator's status and the CLI read these (`Summary.benchmarks[name]`)."""
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per-question and per-category tables, named as Nejumi names them (results folder and W&B)."""
+    record: dict[str, Any] = field(default_factory=dict)
+    """Provenance and full scores for `run.json` (template, data hashes, judge, sampling…)."""
+    scalars: dict[str, Any] = field(default_factory=dict)
+    """W&B summary values; the report prefixes each with `<name>/`."""
+    leaderboard: dict[str, Any] = field(default_factory=dict)
+    """Columns of `leaderboard_table`; the report prefixes each with `<name>_`."""
+
+
+class BenchmarkRun(Protocol):
+    async def generate(self, client: InferenceClient) -> None:
+        """Send every request to the model under test (the client bounds concurrency)."""
+
+    async def finish(self) -> None:
+        """Work after the model server is down (e.g. awaiting judgments); may be a no-op."""
+
+    def output(self, model: str) -> BenchmarkOutput:
+        """Score what was generated (pure)."""
+
+
+class Benchmark(Protocol):
+    """A benchmark: a name, a spec section, and a factory for runs."""
+
+    name: ClassVar[str]
+    """The registry key, the spec section (`benchmarks.<name>`), the prefix of its tables."""
+    title: ClassVar[str]
+    """How people call its score (terminal lines, messages)."""
+    spec_model: ClassVar[type[BenchmarkSpec]]
+    chats: ClassVar[bool]
+    """Whether it sends chat requests to the model under test whatever `model.mode` says (then a
+    served model needs a chat template)."""
+
+    def plan(self, section: Any, ctx: RunContext) -> BenchmarkRun:
+        """Everything the run will send, from its spec section (called in a worker thread)."""

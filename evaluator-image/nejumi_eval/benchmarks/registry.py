@@ -1,0 +1,78 @@
+"""Benchmarks by name (inspect_ai's registry, kept small).
+
+Built-ins are named here with where they live and imported on first use (the operator and
+`nejumi-eval schema` never pay for them). A plugin registers itself with `@register` in a module
+that is imported through the `nejumi.benchmarks` entry-point group of an installed package, or
+through `$NEJUMI_BENCHMARKS` (comma-separated module names), e.g. a benchmark that lives in tests.
+Its spec section is `benchmarks.<name>`, validated by its own `spec_model`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from importlib import metadata
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from nejumi_eval.benchmarks.base import Benchmark
+
+PLUGINS_ENV = "NEJUMI_BENCHMARKS"
+ENTRY_POINT_GROUP = "nejumi.benchmarks"
+
+BUILTIN: dict[str, str] = {
+    "jaster": "nejumi_eval.jaster.benchmark",
+    "mtbench": "nejumi_eval.mtbench.benchmark",
+}
+"""Name → module that registers it, in report order."""
+
+_registered: dict[str, Benchmark] = {}
+_plugins_loaded = False
+
+B = TypeVar("B")
+
+
+def register(cls: type[B]) -> type[B]:
+    """Class decorator: register one benchmark under its `name`."""
+    name = cls.name  # type: ignore[attr-defined]
+    existing = _registered.get(name)
+    if existing is not None and type(existing) is not cls:
+        raise ValueError(
+            f"benchmark {name!r} is registered twice ({type(existing).__module__}, {cls.__module__})"
+        )
+    _registered[name] = cls()  # type: ignore[assignment]
+    return cls
+
+
+def load_plugins() -> None:
+    """Import every plugin module once (entry points, then $NEJUMI_BENCHMARKS)."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        entry.load()
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_ENV, "").split(","))):
+        importlib.import_module(module)
+
+
+def names() -> list[str]:
+    """Every benchmark: built-ins in report order, then plugins in registration order."""
+    load_plugins()
+    return [*BUILTIN, *(n for n in _registered if n not in BUILTIN)]
+
+
+def plugin_names() -> list[str]:
+    load_plugins()
+    return [n for n in _registered if n not in BUILTIN]
+
+
+def get(name: str) -> Benchmark:
+    if name in BUILTIN and name not in _registered:
+        importlib.import_module(BUILTIN[name])
+    if name not in _registered:
+        load_plugins()
+    try:
+        return _registered[name]
+    except KeyError:
+        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(names())}") from None
