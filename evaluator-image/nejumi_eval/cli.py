@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 
+from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED
 from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify
 
 
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the cache", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # classified below; bugs re-raise with their traceback
         code = classify(exc)
         if code == EXIT_BUG:

@@ -7,10 +7,17 @@ classes below are the contract: configuration (the user must change the resource
 
 from __future__ import annotations
 
-EXIT_OK = 0
-EXIT_BUG = 1
-EXIT_CONFIG = 2
-EXIT_INFRA = 3
+from nejumi_eval.api.v1alpha1.contract import EXIT_BUG, EXIT_CONFIG, EXIT_INFRA, EXIT_OK
+
+__all__ = [
+    "EXIT_BUG",
+    "EXIT_CONFIG",
+    "EXIT_INFRA",
+    "EXIT_OK",
+    "InfrastructureError",
+    "InputError",
+    "classify",
+]
 
 
 class InputError(ValueError):

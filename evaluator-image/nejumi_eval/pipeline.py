@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nejumi_eval.api.v1alpha1.contract import JUDGE_API_KEY_ENV, MODEL_API_KEY_ENV
 from nejumi_eval.config import ConfigError, EvaluationSpec, JudgeSpec, ModelSource, parse_spec
 from nejumi_eval.results import Summary, Usage
 
@@ -32,9 +33,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MODEL_API_KEY_ENV = "NEJUMI_MODEL_API_KEY"
-"""Where the operator mounts `model.apiKeySecretRef` (the evaluator never sees the Secret itself)."""
-JUDGE_API_KEY_ENV = "NEJUMI_JUDGE_API_KEY"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 EMBEDDED_TEST_SAMPLES = 4

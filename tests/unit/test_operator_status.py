@@ -39,7 +39,9 @@ def summary(**kw: Any) -> str:
             "jaster": BenchmarkSummary(
                 avg=0.6, categories={"NLI": 0.5, "QA": 0.7}, scores={"jamp": 0.5}, samples=2, capped=True
             ),
-            "mtbench": BenchmarkSummary(scored=True, avg=5.0, categories={"coding": 5.0}, samples=16, invalid=1),
+            "mtbench": BenchmarkSummary(
+                scored=True, avg=5.0, categories={"coding": 5.0}, samples=16, invalid=1
+            ),
         },
         "usage": Usage(prompt_tokens=10, completion_tokens=5, judge_tokens=7, requests_sent=3),
         "runtime_seconds": {"generate": 1.5, "serve_start": 0.5, "total": 3.0},
@@ -126,7 +128,9 @@ def test_failed_job_without_a_pod_says_why() -> None:
 
 def test_degraded_summary_sets_degraded() -> None:
     jaster = BenchmarkSummary(avg=0.4, categories={}, scores={}, samples=2, failures=3, degraded=True)
-    term = Termination(exit_code=0, message=summary(degraded=True, benchmarks={"jaster": jaster}), finished_at=T1)
+    term = Termination(
+        exit_code=0, message=summary(degraded=True, benchmarks={"jaster": jaster}), finished_at=T1
+    )
     st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
     degraded = cond(st, "Degraded")
     assert (degraded["status"], degraded["reason"]) == ("True", "RequestFailures")

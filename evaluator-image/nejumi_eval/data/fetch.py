@@ -22,10 +22,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, model_validator
 from tqdm import tqdm
 
+from nejumi_eval.api.v1alpha1.contract import CACHE_ENV
+from nejumi_eval.api.v1alpha1.contract import DATA_MIRROR_ENV as MIRROR_ENV
 from nejumi_eval.client.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
-CACHE_ENV = "NEJUMI_CACHE_DIR"
-MIRROR_ENV = "NEJUMI_DATA_MIRROR"
 DEFAULT_CACHE_DIR = Path("~/.cache/nejumi")
 
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)

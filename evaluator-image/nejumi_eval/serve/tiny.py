@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -83,7 +82,9 @@ class TinyModel(BaseModel):
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("NEJUMI_CACHE_DIR") or Path.home() / ".cache" / "nejumi").expanduser()
+    from nejumi_eval.data.fetch import cache_root
+
+    return cache_root()
 
 
 def tiny_model_dir(cache_dir: Path | str | None = None) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from nejumi_eval.errors import EXIT_CONFIG, EXIT_INFRA
+from nejumi_eval.api.v1alpha1.contract import EXIT_CONFIG, EXIT_INFRA
 
 # ---- types --------------------------------------------------------------------------------------
 ACCEPTED = "Accepted"

@@ -13,27 +13,30 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nejumi_eval.api.v1alpha1.contract import (
+    CACHE_ENV,
+    EXIT_BUG,
+    EXIT_CONFIG,
+    JUDGE_API_KEY_ENV,
+    MODEL_API_KEY_ENV,
+    SPEC_ENV,
+    WANDB_API_KEY_ENV,
+)
 from nejumi_eval.config import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
 from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, LABEL_QUEUE
 from nejumi_operator.settings import OperatorConfig
 
 CONTAINER = "evaluator"
-SPEC_ENV = "NEJUMI_SPEC"
 TERMINATION_PATH = "/dev/termination-log"
 WORKSPACE_VOLUME = "workspace"
 WORKSPACE_MOUNT = "/workspace"
 GPU_RESOURCE = "nvidia.com/gpu"
-# The evaluator's env names for keys (nejumi_eval.pipeline; a unit test keeps them equal).
-MODEL_API_KEY_ENV = "NEJUMI_MODEL_API_KEY"
-JUDGE_API_KEY_ENV = "NEJUMI_JUDGE_API_KEY"
-WANDB_API_KEY_ENV = "WANDB_API_KEY"
-CACHE_ENV = "NEJUMI_CACHE_DIR"
 CACHE_IN_WORKSPACE = ".cache"  # relative to the working dir, the workspace volume
 RESERVED_ENV = (SPEC_ENV, MODEL_API_KEY_ENV, JUDGE_API_KEY_ENV, WANDB_API_KEY_ENV)
 ANNOTATION_GENERATION = f"{GROUP}/generation"
-# Exit codes that no retry can fix (nejumi_eval.errors: 1 bug, 2 configuration): fail the Job at once.
+# Exit codes that no retry can fix (a bug, a configuration error): fail the Job at once.
 # 3 (infrastructure) is retried up to backoffLimit; the response cache makes a retry cheap.
-NON_RETRYABLE_EXIT_CODES = (1, 2)
+NON_RETRYABLE_EXIT_CODES = (EXIT_BUG, EXIT_CONFIG)
 MAX_NAME = 63  # Job names end up in the pods' job-name label: a label value
 
 

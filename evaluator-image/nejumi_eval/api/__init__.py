@@ -1,0 +1,1 @@
+"""The versioned API shared by the operator and the evaluator (kubebuilder's `api/<version>/`)."""

@@ -1,0 +1,34 @@
+"""The operator ↔ evaluator contract besides the spec and the summary: exit codes and env names.
+
+The operator runs `nejumi-eval run --spec-env SPEC_ENV --summary <termination path>`, mounts each
+Secret reference as one of the key variables below (the evaluator never sees a Secret object),
+and reads the exit code to choose the Succeeded=False reason. Both packages import these names
+from here; nothing keeps two copies equal.
+"""
+
+from __future__ import annotations
+
+# ---- exit codes: what kind of failure ended a run --------------------------------------------
+EXIT_OK = 0
+EXIT_BUG = 1
+"""Anything unexpected: a bug (the traceback is printed)."""
+EXIT_CONFIG = 2
+"""Bad configuration or input: the user must change the resource."""
+EXIT_INFRA = 3
+"""Infrastructure (data, model server, endpoint): retrying or fixing the environment may help."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C / SIGINT: rerun the same command to resume from the cache."""
+
+# ---- environment variables ------------------------------------------------------------------
+SPEC_ENV = "NEJUMI_SPEC"
+"""The spec as JSON (the operator's way to pass it)."""
+MODEL_API_KEY_ENV = "NEJUMI_MODEL_API_KEY"
+"""`model.apiKeySecretRef`, mounted by the operator."""
+JUDGE_API_KEY_ENV = "NEJUMI_JUDGE_API_KEY"
+"""A benchmark judge's `apiKeySecretRef`, mounted by the operator."""
+WANDB_API_KEY_ENV = "WANDB_API_KEY"
+"""`wandb.apiKeySecretRef` (the name the wandb library reads)."""
+CACHE_ENV = "NEJUMI_CACHE_DIR"
+"""Root of the data and model caches (default `~/.cache/nejumi`)."""
+DATA_MIRROR_ENV = "NEJUMI_DATA_MIRROR"
+"""A local folder laid out like `shared/datasets/raw`: offline data."""
