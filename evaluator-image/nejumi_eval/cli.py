@@ -25,7 +25,7 @@ def _print_json(doc: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nejumi_eval.config import load_spec
+    from nejumi_eval.api.v1alpha1.spec import load_spec
     from nejumi_eval.pipeline import embedded_default_spec, run
 
     if args.spec_env:
@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workspace:
         spec.workspace.path = args.workspace
     if args.judge_endpoint or args.judge_model:
-        from nejumi_eval.config import JudgeSpec
+        from nejumi_eval.api.v1alpha1.spec import JudgeSpec
 
         for section in spec.benchmarks.sections().values():  # every benchmark that has a judge
             if "judge" not in type(section).model_fields:
@@ -63,7 +63,7 @@ def _spec_from_env(name: str):
     """The spec as JSON (or YAML) in environment variable `name` (how the operator passes it)."""
     import yaml
 
-    from nejumi_eval.config import ConfigError, parse_spec
+    from nejumi_eval.api.v1alpha1.spec import ConfigError, parse_spec
 
     text = os.environ.get(name)
     if not text:
@@ -108,7 +108,7 @@ def _human_summary(summary) -> str:
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
-    from nejumi_eval.config import EvaluationSpec
+    from nejumi_eval.api.v1alpha1.spec import EvaluationSpec
 
     _print_json(EvaluationSpec.model_json_schema(by_alias=True))
     return EXIT_OK

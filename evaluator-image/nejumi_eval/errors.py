@@ -30,9 +30,9 @@ class InfrastructureError(RuntimeError):
 
 def classify(exc: BaseException) -> int:
     """Exit code for an exception that ended a run."""
-    from nejumi_eval.client.errors import InferenceClientError
-    from nejumi_eval.config import ConfigError
-    from nejumi_eval.data.fetch import DataError
+    from nejumi_eval.api.v1alpha1.spec import ConfigError
+    from nejumi_eval.runtime.client.errors import InferenceClientError
+    from nejumi_eval.runtime.fetch import DataError
 
     if isinstance(exc, ConfigError | InputError):
         return EXIT_CONFIG

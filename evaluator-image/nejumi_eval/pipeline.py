@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nejumi_eval.api.v1alpha1.contract import JUDGE_API_KEY_ENV, MODEL_API_KEY_ENV
-from nejumi_eval.config import ConfigError, EvaluationSpec, JudgeSpec, ModelSource, parse_spec
-from nejumi_eval.results import Summary, Usage
+from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource, parse_spec
+from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 
 if TYPE_CHECKING:
     from nejumi_eval.benchmarks.base import BenchmarkOutput
@@ -50,7 +50,7 @@ def embedded_default_spec(model: str | None = None) -> EvaluationSpec:
     A model id: the full protocol on that model (vLLM when installed, else transformers).
     """
     if model is None:
-        from nejumi_eval.serve.tiny import build_tiny_model
+        from nejumi_eval.runtime.serve.tiny import build_tiny_model
 
         tiny = build_tiny_model()
         return parse_spec(
@@ -174,8 +174,8 @@ async def model_endpoint(spec: EvaluationSpec, log_dir: Path, timeline: Timeline
         assert m.endpoint is not None  # enforced by the spec
         yield Endpoint(m.endpoint, m.name, _api_key(m.api_key_env, MODEL_API_KEY_ENV, "model.apiKeyEnv"))
         return
-    from nejumi_eval.serve.commands import ServerSettings
-    from nejumi_eval.serve.process import ModelServer, ServerError
+    from nejumi_eval.runtime.serve.commands import ServerSettings
+    from nejumi_eval.runtime.serve.process import ModelServer, ServerError
 
     settings = ServerSettings(
         backend=m.source.value,
@@ -223,8 +223,8 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
     """One evaluation, end to end. Raises on configuration or infrastructure failure."""
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.benchmarks.base import RunContext
-    from nejumi_eval.client.cache import ResponseCache
-    from nejumi_eval.client.client import InferenceClient
+    from nejumi_eval.runtime.client.cache import ResponseCache
+    from nejumi_eval.runtime.client.client import InferenceClient
 
     timeline = Timeline()
     workspace = Path(spec.workspace.path).expanduser().resolve()
@@ -310,7 +310,7 @@ def answer_source(spec: EvaluationSpec, cache_dir: Path) -> Any:
     m = spec.model
     if m.source == ModelSource.OPENAI_COMPATIBLE:
         return None
-    from nejumi_eval.serve.identity import served_source
+    from nejumi_eval.runtime.serve.identity import served_source
 
     return served_source(
         backend=m.source.value,
@@ -324,8 +324,8 @@ def answer_source(spec: EvaluationSpec, cache_dir: Path) -> Any:
 
 
 def _model_settings(spec: EvaluationSpec, endpoint: Endpoint, source: Any) -> Any:
-    from nejumi_eval.client.models import ClientSettings
-    from nejumi_eval.client.retry import RetryPolicy
+    from nejumi_eval.runtime.client.models import ClientSettings
+    from nejumi_eval.runtime.client.retry import RetryPolicy
 
     return ClientSettings(
         base_url=endpoint.base_url,
@@ -339,8 +339,8 @@ def _model_settings(spec: EvaluationSpec, endpoint: Endpoint, source: Any) -> An
 
 
 def _judge_settings(spec: EvaluationSpec, judge: JudgeSpec, field_name: str) -> Any:
-    from nejumi_eval.client.models import ClientSettings
-    from nejumi_eval.client.retry import RetryPolicy
+    from nejumi_eval.runtime.client.models import ClientSettings
+    from nejumi_eval.runtime.client.retry import RetryPolicy
 
     return ClientSettings(
         base_url=judge.endpoint or OPENAI_BASE_URL,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nejumi_eval.config import parse_spec
+from nejumi_eval.api.v1alpha1.spec import parse_spec
 from nejumi_eval.errors import EXIT_CONFIG, EXIT_INFRA, EXIT_OK
 from nejumi_eval.pipeline import run
 from tests.fixtures.openai_stub import StubServer

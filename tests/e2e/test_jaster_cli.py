@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from nejumi_eval.benchmarks.jaster import load
+from nejumi_eval.benchmarks.jaster.scoring import select
 from nejumi_eval.cli import main
 from nejumi_eval.errors import EXIT_CONFIG, EXIT_OK
-from nejumi_eval.jaster import load
-from nejumi_eval.jaster.scoring import select
 
 
 def _predictions(path: Path, rows: list[dict]) -> Path:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from nejumi_eval.config import parse_spec
-from nejumi_eval.jaster.datasets import DATASETS
-from nejumi_eval.mtbench.data import default_mirror, load_variant
+from nejumi_eval.api.v1alpha1.spec import parse_spec
+from nejumi_eval.api.v1alpha1.summary import SUMMARY_MAX_BYTES
+from nejumi_eval.benchmarks.jaster.datasets import DATASETS
+from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from nejumi_eval.pipeline import run
 from nejumi_eval.report.results import read_table
-from nejumi_eval.results import SUMMARY_MAX_BYTES
 from tests.fixtures.openai_stub import Reply, StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.support import wandb_offline

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nejumi_eval.client import (
+from nejumi_eval.runtime.client import (
     AnswerSource,
     ChatMessage,
     ChatRequest,
@@ -20,8 +20,8 @@ from nejumi_eval.client import (
     ResponseCache,
     RetryPolicy,
 )
-from nejumi_eval.serve import ModelServer, ServerSettings
-from nejumi_eval.serve.tiny import TINY_MODEL_NAME, build_tiny_model
+from nejumi_eval.runtime.serve import ModelServer, ServerSettings
+from nejumi_eval.runtime.serve.tiny import TINY_MODEL_NAME, build_tiny_model
 
 pytestmark = pytest.mark.slow
 

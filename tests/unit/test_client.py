@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nejumi_eval.client import (
+from nejumi_eval.runtime.client import (
     AnswerSource,
     ChatMessage,
     ChatRequest,
@@ -24,7 +24,7 @@ from nejumi_eval.client import (
     RetryPolicy,
     cache_key,
 )
-from nejumi_eval.client.retry import parse_retry_after
+from nejumi_eval.runtime.client.retry import parse_retry_after
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 from openai_stub import Reply, StubServer

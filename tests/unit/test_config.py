@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nejumi_eval.config import ConfigError, JasterDataset, load_spec, parse_spec
-from nejumi_eval.jaster.datasets import DATASETS
+from nejumi_eval.api.v1alpha1.spec import ConfigError, JasterDataset, load_spec, parse_spec
+from nejumi_eval.benchmarks.jaster.datasets import DATASETS
 
 
 def test_spec_dataset_enum_is_the_registry() -> None:

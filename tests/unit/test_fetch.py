@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from nejumi_eval.client.retry import RetryPolicy
-from nejumi_eval.data.fetch import DataError, RemoteFile, fetch_files, file_digest
-from nejumi_eval.data.jaster_sources import RAW_GITHUB, fetch_source, load_manifest
-from nejumi_eval.jaster import convert
+from nejumi_eval.benchmarks.jaster import convert
+from nejumi_eval.benchmarks.jaster.sources import RAW_GITHUB, fetch_source, load_manifest
+from nejumi_eval.runtime.client.retry import RetryPolicy
+from nejumi_eval.runtime.fetch import DataError, RemoteFile, fetch_files, file_digest
 
 FAST = RetryPolicy(max_attempts=3, initial_delay_s=0.0, max_delay_s=0.0)
 S3 = "https://s3-ap-northeast-1.amazonaws.com/"
@@ -356,7 +356,7 @@ def test_chabsa_missing_from_mirror(tmp_path: Path) -> None:
 def test_mtbench_files_download_from_pinned_urls(
     fresh: FakeUpstream, data_mirror: Path, tmp_path: Path
 ) -> None:
-    from nejumi_eval.mtbench.data import _manifest, download_pinned, load_variant
+    from nejumi_eval.benchmarks.mtbench.data import _manifest, download_pinned, load_variant
 
     mt_mirror = data_mirror.parent / "mt_bench_ja"
     for f in _manifest().values():
@@ -382,7 +382,7 @@ def test_mtbench_files_download_from_pinned_urls(
 def test_mtbench_folder_defaults_beside_the_jaster_mirror(
     monkeypatch: pytest.MonkeyPatch, data_mirror: Path
 ) -> None:
-    from nejumi_eval.mtbench.data import MIRROR_ENV, default_mirror
+    from nejumi_eval.benchmarks.mtbench.data import MIRROR_ENV, default_mirror
 
     monkeypatch.delenv(MIRROR_ENV, raising=False)
     monkeypatch.setenv("NEJUMI_DATA_MIRROR", str(data_mirror))

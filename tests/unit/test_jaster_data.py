@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from nejumi_eval.data.fetch import DataError
-from nejumi_eval.jaster import datasets as registry
-from nejumi_eval.jaster.datasets import DATASETS, task_table
-from nejumi_eval.jaster.prepare import SplitUnavailable, load, prepare
+from nejumi_eval.benchmarks.jaster import datasets as registry
+from nejumi_eval.benchmarks.jaster.datasets import DATASETS, task_table
+from nejumi_eval.benchmarks.jaster.prepare import SplitUnavailable, load, prepare
+from nejumi_eval.runtime.fetch import DataError
 
 OURS = (
     "jamp",
@@ -383,7 +383,7 @@ def test_wiki_datasets_share_one_corpus_parse(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, data_mirror: Path
 ) -> None:
     """The five wiki_* declarations call ``convert_wiki`` once between them (its output is faked)."""
-    wiki = pytest.importorskip("nejumi_eval.jaster.wiki")
+    wiki = pytest.importorskip("nejumi_eval.benchmarks.jaster.wiki")
     calls: list[Path] = []
 
     def fake(raw: Path) -> dict[str, dict[str, list[dict[str, str]]]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from rhoknp import Document
 
-from nejumi_eval.jaster.wiki import TASKS, convert_document, convert_wiki
+from nejumi_eval.benchmarks.jaster.wiki import TASKS, convert_document, convert_wiki
 
 # S1 loses two parentheses: S2 (re-inserted by Text B at offset 4) and S3 (a second one, which
 # Text B leaves as a bare sentence). S4 refers to S1 directly (同国 = 日本, XYZ = ABC) and through

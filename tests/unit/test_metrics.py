@@ -15,9 +15,15 @@ import pytest
 from fuzzywuzzy import fuzz
 from fuzzywuzzy.StringMatcher import StringMatcher
 
-from nejumi_eval.jaster.scoring import score, score_sample
-from nejumi_eval.scoring.metrics import char_f1, exact_match, set_f1, token_sort_process, token_sort_ratio
-from nejumi_eval.scoring.postprocess import normalize_gold, postprocess_output
+from nejumi_eval.benchmarks.jaster.metrics import (
+    char_f1,
+    exact_match,
+    set_f1,
+    token_sort_process,
+    token_sort_ratio,
+)
+from nejumi_eval.benchmarks.jaster.postprocess import normalize_gold, postprocess_output
+from nejumi_eval.benchmarks.jaster.scoring import score, score_sample
 
 RANDOM_PAIRS = 6000
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nejumi_eval.mtbench import (
+from nejumi_eval.benchmarks.mtbench import (
     CATEGORIES,
     JUDGE_DEFAULTS,
     MTBenchDataError,
@@ -32,7 +32,7 @@ from nejumi_eval.mtbench import (
     uses_reference,
     variant_files,
 )
-from nejumi_eval.mtbench.data import parse_judge_prompts, parse_questions, parse_references
+from nejumi_eval.benchmarks.mtbench.data import parse_judge_prompts, parse_questions, parse_references
 
 REFERENCE_CATEGORIES = {"math", "reasoning", "coding"}
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from nejumi_eval import cli, pipeline
-from nejumi_eval.results import Summary
+from nejumi_eval.api.v1alpha1.summary import Summary
 from nejumi_operator.reconcile.job import build_job
 from nejumi_operator.settings import OperatorConfig
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nejumi_eval.results import BenchmarkSummary, Summary, Usage
+from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary, Usage
 from nejumi_operator.api import conditions as c
 from nejumi_operator.reconcile.status import (
     Observation,

@@ -8,10 +8,10 @@ from importlib import resources
 
 import pytest
 
-from nejumi_eval.jaster.scoring import dataset_metric, rollup, select, task_table
+from nejumi_eval.benchmarks.jaster.scoring import dataset_metric, rollup, select, task_table
 
 RAW_TABLE = json.loads(
-    resources.files("nejumi_eval.protocol").joinpath("jaster_tasks.json").read_text("utf-8")
+    resources.files("nejumi_eval.benchmarks.jaster").joinpath("tasks.json").read_text("utf-8")
 )
 
 CATEGORIES = {

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from nejumi_eval.serve import (
+from nejumi_eval.runtime.serve import (
     ModelServer,
     ServerExitedError,
     ServerSettings,
@@ -25,7 +25,7 @@ from nejumi_eval.serve import (
     transformers_command,
     vllm_command,
 )
-from nejumi_eval.serve.tiny import MARKER, TinyModelSpec, build_tiny_model, tiny_model_dir
+from nejumi_eval.runtime.serve.tiny import MARKER, TinyModelSpec, build_tiny_model, tiny_model_dir
 
 FAKE = Path(__file__).resolve().parents[1] / "fixtures" / "fake_model_server.py"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nejumi_eval.client import AnswerSource, cache_key
-from nejumi_eval.serve import identity
-from nejumi_eval.serve.identity import folder_sha256, served_source
+from nejumi_eval.runtime.client import AnswerSource, cache_key
+from nejumi_eval.runtime.serve import identity
+from nejumi_eval.runtime.serve.identity import folder_sha256, served_source
 
 
 def _model(folder: Path, weights: bytes = b"\x00" * 64) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nejumi_eval.results import SUMMARY_MAX_BYTES, BenchmarkSummary, Summary
+from nejumi_eval.api.v1alpha1.summary import SUMMARY_MAX_BYTES, BenchmarkSummary, Summary
 
 
 def test_full_summary_fits_and_round_trips() -> None:

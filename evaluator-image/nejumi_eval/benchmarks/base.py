@@ -16,11 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from nejumi_eval.config import BenchmarkSpec, EvaluationSpec, JudgeSpec
-from nejumi_eval.results import BenchmarkSummary
+from nejumi_eval.api.v1alpha1.spec import BenchmarkSpec, EvaluationSpec, JudgeSpec
+from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary
 
 if TYPE_CHECKING:
-    from nejumi_eval.client.client import InferenceClient
+    from nejumi_eval.runtime.client.client import InferenceClient
 
 
 @dataclass

@@ -21,8 +21,8 @@ PLUGINS_ENV = "NEJUMI_BENCHMARKS"
 ENTRY_POINT_GROUP = "nejumi.benchmarks"
 
 BUILTIN: dict[str, str] = {
-    "jaster": "nejumi_eval.jaster.benchmark",
-    "mtbench": "nejumi_eval.mtbench.benchmark",
+    "jaster": "nejumi_eval.benchmarks.jaster.benchmark",
+    "mtbench": "nejumi_eval.benchmarks.mtbench.benchmark",
 }
 """Name → module that registers it, in report order."""
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from nejumi_eval.config import WandbSpec
+from nejumi_eval.api.v1alpha1.spec import WandbSpec
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.summary import Usage  # the evaluator's counters, reported as they are
 from nejumi_eval.leaderboard import OVERALL
-from nejumi_eval.results import Usage  # the evaluator's counters, reported as they are
 
 
 class _Status(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from nejumi_eval.config import ResourcesSpec
+from nejumi_eval.api.v1alpha1.spec import ResourcesSpec
 from nejumi_operator.api.conditions import is_finished
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import job_name

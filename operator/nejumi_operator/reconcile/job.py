@@ -22,7 +22,7 @@ from nejumi_eval.api.v1alpha1.contract import (
     SPEC_ENV,
     WANDB_API_KEY_ENV,
 )
-from nejumi_eval.config import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
+from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
 from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, LABEL_QUEUE
 from nejumi_operator.settings import OperatorConfig
 

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
-from nejumi_eval.results import Summary
+from nejumi_eval.api.v1alpha1.summary import Summary
 from nejumi_operator.api import conditions as c
 from nejumi_operator.api.status import EvaluationStatus
 from nejumi_operator.reconcile.job import CONTAINER

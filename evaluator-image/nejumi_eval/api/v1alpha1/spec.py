@@ -1,0 +1,280 @@
+"""The evaluation spec: one pydantic model that is both `nejumi-eval run`'s YAML config and the
+`spec` of the NejumiEvaluation custom resource.
+
+Why one model: the operator generates the CRD schema from it, so a field the evaluator accepts is
+a field the API server validates, and the two can never drift. Field names are camelCase (the
+Kubernetes convention); Python code reads them as snake_case attributes.
+
+This module must stay light (pydantic + pyyaml only): the operator imports it.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class Spec(BaseModel):
+    """Base for every spec section: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SecretKeyRef(Spec):
+    """A key of a Kubernetes Secret. Secrets are only ever referenced, never inlined."""
+
+    name: str = Field(min_length=1, description="Secret name, in the evaluation's namespace.")
+    key: str = Field(min_length=1, description="Key inside the Secret.")
+
+
+class ModelSource(StrEnum):
+    VLLM = "vllm"
+    TRANSFORMERS = "transformers"
+    OPENAI_COMPATIBLE = "openai-compatible"
+
+
+class VllmSettings(Spec):
+    """Arguments for `vllm serve` (ignored for API models)."""
+
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="Number of GPUs to shard over.")
+    max_model_len: int | None = Field(None, ge=256, description="Context length; vLLM's default if unset.")
+    dtype: str = Field("auto", description="Weights dtype, e.g. auto, bfloat16, float16.")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    extra_args: list[str] = Field(default_factory=list, description="Appended verbatim to `vllm serve`.")
+
+
+class ModelSpec(Spec):
+    """The model under test."""
+
+    name: str = Field(
+        min_length=1,
+        description="Hugging Face model id or local path (served models), or the API's model name.",
+    )
+    revision: str | None = Field(None, description="Model revision (commit/tag); part of the cache key.")
+    source: ModelSource = Field(
+        ModelSource.VLLM, description="vllm, transformers (CPU) or openai-compatible."
+    )
+    endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (…/v1).")
+    api_key_secret_ref: SecretKeyRef | None = Field(None, description="API key (operator: mounted as env).")
+    api_key_env: str | None = Field(
+        None, description="Name of the environment variable holding the API key (local runs)."
+    )
+    mode: Literal["auto", "completion", "chat"] = Field(
+        "auto",
+        description="jaster request mode: completion (raw prompt) for served models, chat for APIs; "
+        "auto picks by source.",
+    )
+    chat_template: str | None = Field(
+        None, description="Path of a Jinja chat template for models that have none (MT-bench)."
+    )
+    vllm: VllmSettings = Field(default_factory=VllmSettings)
+
+    @model_validator(mode="after")
+    def _endpoint_matches_source(self) -> ModelSpec:
+        if self.source == ModelSource.OPENAI_COMPATIBLE and not self.endpoint:
+            raise ValueError("model.endpoint is required when model.source is openai-compatible")
+        if self.source != ModelSource.OPENAI_COMPATIBLE and self.endpoint:
+            raise ValueError("model.endpoint is only valid when model.source is openai-compatible")
+        return self
+
+    @property
+    def request_mode(self) -> Literal["completion", "chat"]:
+        """The jaster mode actually used (protocol-jaster §5)."""
+        if self.mode != "auto":
+            return self.mode
+        return "chat" if self.source == ModelSource.OPENAI_COMPATIBLE else "completion"
+
+
+def _jaster_dataset_names() -> tuple[str, ...]:
+    """The dataset names of the jaster task table (the one place they are written down)."""
+    text = resources.files("nejumi_eval.benchmarks.jaster").joinpath("tasks.json").read_text("utf-8")
+    return tuple(json.loads(text)["tasks"])
+
+
+JasterDataset = Literal[_jaster_dataset_names()]  # type: ignore[valid-type]
+"""The 16 datasets of profile `neo` (an enum in the CRD), read from the task table."""
+
+
+class BenchmarkSpec(Spec):
+    """Base of every benchmark's section (`benchmarks.<name>`)."""
+
+    enabled: bool = True
+
+
+class JasterSpec(BenchmarkSpec):
+    """llm-jp-eval "jaster": 16 datasets, zero-shot."""
+
+    datasets: list[JasterDataset] | None = Field(
+        None, min_length=1, description="Subset of dataset names; all 16 when unset."
+    )
+    test_samples: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on scored test samples per dataset (protocol: 100, wiki 20). "
+        "A capped run is a smoke test, not a leaderboard score.",
+    )
+    dev_samples: int = Field(20, ge=0, description="Dev samples per dataset for the dev output table.")
+    prompt_template: str = Field("alpaca-ja-v1.3.0", description="Prompt template name (versioned).")
+
+
+class JudgeSpec(Spec):
+    """The MT-bench judge: any OpenAI-compatible endpoint."""
+
+    model: str = Field("gpt-4-0613", min_length=1)
+    endpoint: str | None = Field(None, description="Base URL; the OpenAI API when unset.")
+    api_key_secret_ref: SecretKeyRef | None = None
+    api_key_env: str | None = Field(
+        None,
+        description="Env var holding the judge's API key. Unset: $NEJUMI_JUDGE_API_KEY (where the operator "
+        "mounts apiKeySecretRef), else $OPENAI_API_KEY when the endpoint is the OpenAI API, else no key.",
+    )
+    concurrency: int = Field(8, ge=1, le=256)
+
+
+class MtbenchSpec(BenchmarkSpec):
+    """MT-bench-jp: 80 two-turn questions judged 1–10."""
+
+    variant: Literal["neo", "head"] = "neo"
+    judge: JudgeSpec | None = Field(None, description="No judge: answers are generated, not judged.")
+    questions_per_category: int | None = Field(
+        None, ge=1, le=10, description="Cap: the first N questions of each category (smoke tests only)."
+    )
+
+
+class BenchmarksSpec(Spec):
+    """One section per benchmark, by name; a plugin's section is validated by its own spec model."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
+
+    jaster: JasterSpec = Field(default_factory=JasterSpec)
+    mtbench: MtbenchSpec = Field(default_factory=MtbenchSpec)
+
+    @model_validator(mode="after")
+    def _plugin_sections(self) -> BenchmarksSpec:
+        extra = self.__pydantic_extra__ or {}
+        if not extra:
+            return self
+        from nejumi_eval.benchmarks import registry
+
+        known = registry.plugin_names()
+        for name, value in extra.items():
+            if name not in known:
+                raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(registry.names())}")
+            extra[name] = registry.get(name).spec_model.model_validate(value)
+        return self
+
+    def sections(self) -> dict[str, BenchmarkSpec]:
+        """Every section by name (built-ins first), enabled or not."""
+        out: dict[str, BenchmarkSpec] = {name: getattr(self, name) for name in type(self).model_fields}
+        out.update(self.__pydantic_extra__ or {})
+        return out
+
+    def enabled(self) -> dict[str, BenchmarkSpec]:
+        return {name: section for name, section in self.sections().items() if section.enabled}
+
+
+class GenerationSpec(Spec):
+    """How requests are sent to the model under test."""
+
+    concurrency: int = Field(32, ge=1, le=1024, description="Requests in flight (server batches them).")
+    request_timeout_seconds: float = Field(600, gt=0)
+    max_retries: int = Field(6, ge=0, le=20)
+    max_new_tokens_cap: int | None = Field(
+        None,
+        ge=1,
+        description="Cap on every request's max new tokens (smoke tests only; results are marked capped).",
+    )
+
+
+class WandbSpec(Spec):
+    enabled: bool = True
+    entity: str | None = None
+    project: str = "nejumi-leaderboard"
+    run_name: str | None = None
+    mode: Literal["online", "offline"] = "offline"
+    api_key_secret_ref: SecretKeyRef | None = None
+
+
+class WorkspaceSpec(Spec):
+    """Where the response cache and results live (a PVC in the cluster: survives pod retries)."""
+
+    path: str = Field("workspace", description="Local folder (evaluator).")
+    pvc_name: str | None = Field(None, description="Existing PVC to mount (operator).")
+    size: str | None = Field(None, description="Size of a PVC the operator creates when pvcName is unset.")
+
+
+class Toleration(Spec):
+    """A pod toleration (core/v1 Toleration), e.g. for tainted GPU nodes."""
+
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class ResourcesSpec(Spec):
+    """Pod resources (operator only; the evaluator ignores them)."""
+
+    gpus: int = Field(1, ge=0, le=64)
+    memory: str | None = None
+    cpu: str | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+class EvaluationSpec(Spec):
+    """One evaluation of one model."""
+
+    model: ModelSpec
+    benchmarks: BenchmarksSpec = Field(default_factory=BenchmarksSpec)
+    generation: GenerationSpec = Field(default_factory=GenerationSpec)
+    wandb: WandbSpec = Field(default_factory=WandbSpec)
+    workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    queue_name: str | None = Field(None, description="Kueue LocalQueue; the Job is labelled for it.")
+    summary_path: str | None = Field(
+        None, description="Where to write the compact JSON summary (the pod's termination message)."
+    )
+
+
+class ConfigError(ValueError):
+    """A config that cannot be run; the message names the offending field."""
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(root)"
+
+
+def parse_spec(data: object, source: str = "config") -> EvaluationSpec:
+    """Validate a decoded YAML/JSON document; errors name each bad field by its dotted path."""
+    try:
+        return EvaluationSpec.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: invalid evaluation spec"]
+        for err in exc.errors():
+            got = err.get("input")
+            shown = f" (got {got!r})" if isinstance(got, str | int | float) and len(repr(got)) < 80 else ""
+            lines.append(f"  {_field_path(err['loc'])}: {err['msg']}{shown}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_spec(path: str | Path) -> EvaluationSpec:
+    """Read a YAML config file. A NejumiEvaluation manifest is accepted too (its `spec` is used)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if isinstance(data, dict) and data.get("kind") == "NejumiEvaluation":
+        data = data.get("spec")
+    return parse_spec(data, source=str(path))

@@ -1,0 +1,1 @@
+"""What a run stands on: the one client, model serving, data fetching."""

@@ -1,0 +1,312 @@
+"""The one async OpenAI-compatible client every benchmark and judge goes through (design §Generate).
+
+- Bounded concurrency: a semaphore of ``concurrency`` around each HTTP attempt, and one long-lived
+  connection pool of the same size, so the server's continuous batching stays full without
+  queueing sockets on our side.
+- One retry loop (:meth:`InferenceClient._send`) applying :class:`RetryPolicy`; openai's own
+  retries are off (``max_retries=0``).
+- Misconfiguration fails fast with a typed error (:mod:`nejumi_eval.runtime.client.errors`); a request
+  that still fails after its retries comes back as an :class:`InferenceResult` with ``error`` set,
+  so callers count it and score it as ``""`` (protocol-jaster §5, protocol-mtbench §4).
+- Content-addressed cache: a hit sends nothing; each success is committed as it arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import openai
+from openai.types import Completion
+from openai.types.chat import ChatCompletion
+from tqdm.auto import tqdm
+
+from nejumi_eval.runtime.client.cache import ResponseCache, cache_key
+from nejumi_eval.runtime.client.errors import (
+    EndpointAuthError,
+    EndpointUnreachableError,
+    InferenceClientError,
+    ModelNotFoundError,
+)
+from nejumi_eval.runtime.client.models import (
+    ClientSettings,
+    ClientStats,
+    InferenceRequest,
+    InferenceResult,
+)
+from nejumi_eval.runtime.client.retry import is_retryable_status, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+# openai>=3 is built on httpx2, older releases on httpx: take Limits/Timeout from whichever module
+# the installed openai uses, so the http_client we hand it is of the type it expects.
+_httpx: Any = importlib.import_module(type(openai.DEFAULT_CONNECTION_LIMITS).__module__.partition(".")[0])
+
+_ENDPOINTS = {"completion": "/completions", "chat": "/chat/completions"}
+_MAX_ERROR_CHARS = 500
+
+
+def _short(text: object) -> str:
+    s = str(text)
+    return s if len(s) <= _MAX_ERROR_CHARS else s[:_MAX_ERROR_CHARS] + "…"
+
+
+class InferenceClient:
+    """Async client for one model at one endpoint. Use as ``async with InferenceClient(...) as c``.
+
+    Several clients (model under test, judge) may share one :class:`ResponseCache`; their keys
+    differ by their :class:`AnswerSource`.
+    """
+
+    def __init__(self, settings: ClientSettings, *, cache: ResponseCache | None = None) -> None:
+        self.settings = settings
+        self.cache = cache
+        self.stats = ClientStats()
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._checked = False
+        self._check_lock = asyncio.Lock()
+        timeout = _httpx.Timeout(
+            settings.request_timeout_s,
+            connect=settings.connect_timeout_s,
+            pool=settings.request_timeout_s,
+        )
+        limits = _httpx.Limits(
+            max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
+        )
+        self._http = openai.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
+        self._openai = openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key.get_secret_value(),
+            max_retries=0,
+            timeout=timeout,
+            http_client=self._http,
+        )
+
+    async def __aenter__(self) -> InferenceClient:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._openai.close()
+
+    # ---- preflight -------------------------------------------------------------------------
+
+    async def check(self) -> list[str]:
+        """Fail fast on a wrong endpoint, key or model name; return the served model ids.
+
+        Connection errors are retried with the normal policy (a server that is still binding its
+        port gets a moment) and then raise :class:`EndpointUnreachableError`. A server without
+        ``GET /models`` (404) is not an error here: the first real request will tell.
+        """
+        s = self.settings
+        policy = s.retry
+        last = ""
+        for attempt in range(1, policy.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                page = await self._openai.models.list()
+                ids = [m.id for m in page.data]
+                break
+            except openai.APIConnectionError as exc:
+                last = f"{type(exc).__name__}: {_short(exc.__cause__ or exc)}"
+            except openai.APIStatusError as exc:
+                if exc.status_code in (401, 403):
+                    raise self._auth_error(exc) from None
+                if not is_retryable_status(exc.status_code):
+                    log.info("GET %s/models gave %s; model check skipped", s.base_url, exc.status_code)
+                    ids = []
+                    break
+                last = f"HTTP {exc.status_code}: {_short(exc.message)}"
+                retry_after = parse_retry_after(exc.response.headers)
+            if attempt < policy.max_attempts:
+                await asyncio.sleep(policy.delay(attempt, retry_after))
+        else:
+            raise EndpointUnreachableError(
+                f"cannot reach the OpenAI-compatible endpoint {s.base_url} "
+                f"(model {s.model!r}) after {policy.max_attempts} attempts: {last}"
+            )
+        if s.verify_model and ids and s.model not in ids:
+            shown = ", ".join(repr(i) for i in ids[:10]) + (" …" if len(ids) > 10 else "")
+            raise ModelNotFoundError(f"model {s.model!r} is not served at {s.base_url}; it serves: {shown}")
+        self._checked = True
+        return ids
+
+    async def _ensure_checked(self) -> None:
+        if self._checked:
+            return
+        async with self._check_lock:
+            if not self._checked:
+                await self.check()
+
+    # ---- requests --------------------------------------------------------------------------
+
+    def key_for(self, request: InferenceRequest) -> str:
+        return cache_key(
+            source=self.settings.answer_source,
+            endpoint=_ENDPOINTS[request.kind],
+            body=request.body(self.settings.model),
+            attempt=request.attempt,
+        )
+
+    async def generate(self, request: InferenceRequest) -> InferenceResult:
+        """One request: from the cache if answered before, else sent (with retries) and stored.
+
+        Raises only :class:`InferenceClientError` (misconfiguration); every other failure is a
+        result with ``error`` set.
+        """
+        endpoint = _ENDPOINTS[request.kind]
+        body = request.body(self.settings.model)
+        key = self.key_for(request)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.stats.cache_hits += 1
+                return hit
+        await self._ensure_checked()
+        self.stats.requests_sent += 1
+        result = await self._send(endpoint, body)
+        result.key = key
+        if result.error is not None:
+            self.stats.failures += 1
+            log.warning("request %s failed: %s", key[:12], result.error)
+            return result
+        self.stats.prompt_tokens += result.prompt_tokens or 0
+        self.stats.completion_tokens += result.completion_tokens or 0
+        if self.cache is not None:
+            self.cache.put(
+                key,
+                result,
+                source=self.settings.answer_source,
+                endpoint=endpoint,
+                body=body,
+            )
+        return result
+
+    async def _send(self, endpoint: str, body: dict[str, Any]) -> InferenceResult:
+        """The retry loop: the only place where a request is repeated."""
+        policy = self.settings.retry
+        last = ""
+        attempt = 0
+        for attempt in range(1, policy.max_attempts + 1):
+            retry_after: float | None = None
+            try:
+                async with self._semaphore:
+                    self.stats.http_attempts += 1
+                    started = time.perf_counter()
+                    response = await self._post(endpoint, body)
+                    latency = time.perf_counter() - started
+                return self._parse(endpoint, response, latency, attempt)
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                if status == 404:
+                    raise ModelNotFoundError(
+                        f"404 from {self.settings.base_url}{endpoint} for model {self.settings.model!r}: "
+                        f"{_short(exc.message)} (is the model name the served name, and does the base "
+                        f"URL end in /v1?)"
+                    ) from None
+                if status in (401, 403):
+                    raise self._auth_error(exc) from None
+                if not is_retryable_status(status):
+                    return self._failure(f"HTTP {status} (not retried): {_short(exc.message)}", attempt)
+                last = f"HTTP {status}: {_short(exc.message)}"
+                retry_after = parse_retry_after(exc.response.headers)
+            except openai.APITimeoutError:
+                last = f"timed out after {self.settings.request_timeout_s:g}s"
+            except openai.APIConnectionError as exc:
+                last = f"connection error: {_short(exc.__cause__ or exc)}"
+            except openai.APIError as exc:  # malformed response body and the like: retrying won't help
+                return self._failure(f"{type(exc).__name__}: {_short(exc)}", attempt)
+            except _ResponseShapeError as exc:
+                return self._failure(str(exc), attempt)
+            if attempt < policy.max_attempts:
+                self.stats.retries += 1
+                delay = policy.delay(attempt, retry_after)
+                log.debug("retrying %s in %.2fs after %s", endpoint, delay, last)
+                await asyncio.sleep(delay)
+        return self._failure(f"failed after {attempt} attempts: {last}", attempt)
+
+    async def _post(self, endpoint: str, body: dict[str, Any]) -> Completion | ChatCompletion:
+        # `post` sends `body` verbatim, so what is hashed for the cache is exactly what is sent.
+        cast_to: type[Completion] | type[ChatCompletion] = (
+            Completion if endpoint == "/completions" else ChatCompletion
+        )
+        return await self._openai.post(endpoint, cast_to=cast_to, body=body)
+
+    @staticmethod
+    def _parse(
+        endpoint: str, response: Completion | ChatCompletion, latency: float, attempt: int
+    ) -> InferenceResult:
+        if not response.choices:
+            raise _ResponseShapeError(f"response from {endpoint} has no choices")
+        choice = response.choices[0]
+        chat = isinstance(response, ChatCompletion)
+        text = (choice.message.content or "") if chat else choice.text  # type: ignore[union-attr]
+        usage = response.usage
+        return InferenceResult(
+            text=text,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            latency_s=latency,
+            model=response.model,
+            attempts=attempt,
+        )
+
+    @staticmethod
+    def _failure(reason: str, attempts: int) -> InferenceResult:
+        return InferenceResult(error=reason, attempts=attempts)
+
+    def _auth_error(self, exc: openai.APIStatusError) -> EndpointAuthError:
+        return EndpointAuthError(
+            f"HTTP {exc.status_code} from {self.settings.base_url} for model {self.settings.model!r}: "
+            f"{_short(exc.message)} (check the API key secret)"
+        )
+
+    # ---- batches ---------------------------------------------------------------------------
+
+    async def run_all(
+        self,
+        requests: Sequence[InferenceRequest],
+        *,
+        desc: str | None = None,
+        progress: bool = True,
+        on_result: Callable[[int, InferenceResult], None] | None = None,
+    ) -> list[InferenceResult]:
+        """All requests at once (the semaphore bounds what is in flight); results in input order.
+
+        ``on_result(index, result)`` is called as each finishes (progress, incremental writes).
+        A misconfiguration error cancels the rest and is raised as itself, not as a group.
+        """
+        results: list[InferenceResult | None] = [None] * len(requests)
+        with tqdm(total=len(requests), desc=desc, disable=not progress, unit="req") as bar:
+
+            async def one(index: int, request: InferenceRequest) -> None:
+                result = await self.generate(request)
+                results[index] = result
+                bar.update(1)
+                if result.cached:
+                    bar.set_postfix(cached=self.stats.cache_hits, failed=self.stats.failures, refresh=False)
+                if on_result is not None:
+                    on_result(index, result)
+
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for index, request in enumerate(requests):
+                        group.create_task(one(index, request))
+            except BaseExceptionGroup as eg:
+                typed = [e for e in eg.exceptions if isinstance(e, InferenceClientError)]
+                if typed:
+                    raise typed[0] from None
+                raise
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+
+class _ResponseShapeError(Exception):
+    """A 200 whose body cannot be read as an answer."""

@@ -1,0 +1,33 @@
+"""Serving a local model behind an OpenAI-compatible API: vllm (GPU) or transformers (CPU)."""
+
+from nejumi_eval.runtime.serve.commands import (
+    ServerSettings,
+    base_url,
+    health_url,
+    served_model_name,
+    server_command,
+    transformers_command,
+    vllm_command,
+)
+from nejumi_eval.runtime.serve.process import (
+    ModelServer,
+    ServerError,
+    ServerExitedError,
+    ServerStartTimeoutError,
+    free_port,
+)
+
+__all__ = [
+    "ModelServer",
+    "ServerError",
+    "ServerExitedError",
+    "ServerSettings",
+    "ServerStartTimeoutError",
+    "base_url",
+    "free_port",
+    "health_url",
+    "served_model_name",
+    "server_command",
+    "transformers_command",
+    "vllm_command",
+]
