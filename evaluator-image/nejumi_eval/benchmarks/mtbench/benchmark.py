@@ -297,7 +297,7 @@ class MtbenchRun:
                 ),
                 "temperature": JUDGE_DEFAULTS.temperature,
                 "max_tokens": JUDGE_DEFAULTS.max_tokens,
-                "n": 1,
+                "n": JUDGE_DEFAULTS.n,
             },
             "generation_mode": "chat",
             "chat_template": template or "the model's own",
