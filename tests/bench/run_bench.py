@@ -9,17 +9,26 @@ the tiny model, and the test doubles ``StubServer``/``ScriptedJudge`` (real HTTP
 3. warm-cache rerun: the same requests again, answered from the cache
 4. judging, concurrency 8 vs 1 (how Neo judged), 80 questions × 2 turns
 5. GPU-holding time: a full ``pipeline.run`` on the tiny model; server down vs last judgment
+6. generation at the server's limit: ``pipeline.run`` against servers of known capacity
+   (tests/fixtures/capacity_server.py), measured / least possible time, and Neo's sequential run
+
+``--only capacity`` runs section 6 alone (it needs no tiny model) and writes
+``.cache/bench/results.capacity.json`` instead; ``--capacity B --latency L`` change its model server.
 
 Figures are wall-clock times on whatever else the machine is doing: the load average is recorded
 with them. Best-of-N is taken where a run is cheap enough to repeat.
 
-    python -m tests.bench.run_bench        # from the repo root (make bench)
+    python -m tests.bench.run_bench                   # from the repo root (make bench)
+    python -m tests.bench.run_bench --only capacity   # section 6 alone
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import itertools
 import json
+import math
 import os
 import platform
 import tempfile
@@ -32,7 +41,12 @@ from typing import Any
 
 import openai
 
-from nejumi_eval.client import (
+from nejumi_eval.api.v1alpha1.spec import JasterSpec, MtbenchSpec, parse_spec
+from nejumi_eval.benchmarks.jaster.benchmark import plan
+from nejumi_eval.benchmarks.mtbench.benchmark import MtbenchRun
+from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
+from nejumi_eval.pipeline import run
+from nejumi_eval.runtime.client import (
     ClientSettings,
     ClientStats,
     CompletionRequest,
@@ -40,13 +54,9 @@ from nejumi_eval.client import (
     InferenceRequest,
     ResponseCache,
 )
-from nejumi_eval.config import JasterSpec, MtbenchSpec, parse_spec
-from nejumi_eval.jaster.benchmark import plan
-from nejumi_eval.mtbench.benchmark import MtbenchRun
-from nejumi_eval.mtbench.data import default_mirror, load_variant
-from nejumi_eval.pipeline import run
-from nejumi_eval.serve import ModelServer, ServerSettings
-from nejumi_eval.serve.tiny import TinyModel, build_tiny_model
+from nejumi_eval.runtime.serve import ModelServer, ServerSettings
+from nejumi_eval.runtime.serve.tiny import TinyModel, build_tiny_model
+from tests.fixtures.capacity_server import CapacityProcess, Occupancy, Served, ServerConfig, occupancy
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
 
@@ -430,12 +440,379 @@ def bench_gpu_holding(report: Report, tiny: TinyModel, workdir: Path) -> None:
     report.add(
         "server_down_before_judge_done", "server down before the last judgment", events["judge.done"] > down
     )
-    mt = summary.mtbench
+    mt = summary.benchmarks.get("mtbench")
     report.add(
         "status",
         "run status; MT-bench judgments, avg",
-        f"{summary.status}; {mt and mt.judgments}, {mt and mt.avg}",
+        f"{summary.status}; {mt and mt.samples}, {mt and mt.avg}",
     )
+
+
+# ---- 6. generation at the server's limit -----------------------------------------------------
+
+JASTER_GOAL = 0.95  # issue 8 §5: fractions of the limit
+WHOLE_GOAL = 0.9
+
+
+@dataclass(frozen=True)
+class CapacitySetup:
+    """The servers' capacities and the run's size: small enough for seconds per run on 2 cores.
+
+    Defaults: 16 jaster datasets × 16 test samples = 256 completions (no dev samples) and
+    8 categories × 2 questions = 32 MT-bench answers and 32 judgments; 256 / 16 × 0.1 s = 1.6 s
+    of model-server time, 160 requests/s for the client to sustain. The judge's capacity is the
+    product's default judge concurrency. Larger B at this L asks more of one Python client than
+    a 2-core machine gives (``--capacity 32``/``64``: see the bare AsyncOpenAI reference row).
+    """
+
+    b: int = 16  # model server: requests in service at once
+    latency_s: float = 0.1  # … each this long
+    judge_b: int = 8
+    judge_latency_s: float = 0.2
+    test_samples: int = 16  # per jaster dataset
+    questions_per_category: int = 2
+    rounds: int = 2  # concurrent runs of each kind, interleaved; best of them (sequential: once)
+    model: str = "capacity-model"
+    judge_model: str = "gpt-4-0613"
+
+
+@dataclass
+class CapacityRun:
+    """One ``pipeline.run`` against the capacity servers, seen from both sides.
+
+    ``measured_s`` is the generate + judge phases of run.json: every request of the run is sent
+    inside them, and the servers' bound concerns nothing else. Prepare (data loading and request
+    building, before the first request), score and report are outside; ``total_s`` keeps them.
+    With an API model there is no serve start or stop.
+    """
+
+    phases: dict[str, float]
+    total_s: float
+    events: dict[str, float]  # timeline, seconds since the run's start
+    generate_started: float  # perf_counter of generate.start, to place the servers' records
+    model: list[Served]
+    judge: list[Served]
+    status: str
+
+    @property
+    def measured_s(self) -> float:
+        return self.phases.get("generate", 0.0) + self.phases.get("judge", 0.0)
+
+    @property
+    def jaster(self) -> list[Served]:
+        return [r for r in self.model if r.path.endswith("/v1/completions")]
+
+    @property
+    def mtbench(self) -> list[Served]:
+        return [r for r in self.model if r.path.endswith("/chat/completions")]
+
+
+def capacity_minimum(n_jaster: int, n_mt: int, n_judge: int, setup: CapacitySetup) -> dict[str, float]:
+    """Lower bounds on generate + judge for any client schedule; the limit is their max.
+
+    From the requests the servers received: N_jaster completions, N_mt MT-bench answers (half
+    turn 1, half turn 2: a question's turn 2 is sent after its turn 1 returns), N_judge judgments
+    (one per answer, sent after the answer exists). A server of capacity B and latency L serves
+    at most B requests per L, so N requests need ceil(N/B)·L, and a chain of dependent requests
+    needs the sum of its latencies:
+
+    - ``model``: ceil((N_jaster + N_mt)/B)·L — the model server's busy time.
+      For jaster alone this is the limit: ceil(N/B)·L.
+    - ``chain``: 2·L + L_j — turn 1 → turn 2 → the judgment of turn 2.
+    - ``mt_judged``: ceil(N_mt/B)·L + L_j — the last MT-bench answer ends no earlier, and its
+      judgment follows it.
+    - ``judge``: L + ceil(N_judge/B_j)·L_j — no judgment starts before the first answer (L).
+    - ``judge_turn2``: 2·L + ceil((N_mt/2)/B_j)·L_j — turn-2 judgments start after 2·L.
+
+    MT-bench alone and the whole run: the max of all that apply. Jaster needs no judge, so a client
+    that answers MT-bench first and fills the model server's free slots with jaster hides the
+    judging behind jaster: the whole run's limit is then ``model`` whenever jaster is the larger
+    part. The issue's ceil((N_jaster + N_mt)/B)·L + L_j (``mtbench_last``) holds only for a
+    schedule whose last model request is an MT-bench answer — the product's, which queues MT-bench
+    behind all of jaster; it is reported beside the limit, not as it.
+    """
+    b, lat, b_j, lat_j = setup.b, setup.latency_s, setup.judge_b, setup.judge_latency_s
+    terms: dict[str, float] = {}
+    n_model = n_jaster + n_mt
+    if n_model:
+        terms["model"] = math.ceil(n_model / b) * lat
+    if n_mt and n_judge:
+        terms["chain"] = 2 * lat + lat_j
+        terms["mt_judged"] = math.ceil(n_mt / b) * lat + lat_j
+        terms["judge"] = lat + math.ceil(n_judge / b_j) * lat_j
+        terms["judge_turn2"] = 2 * lat + math.ceil((n_mt // 2) / b_j) * lat_j
+    elif n_mt:
+        terms["chain"] = 2 * lat
+    terms["limit"] = max(terms.values(), default=0.0)
+    if n_jaster and n_mt and n_judge:
+        terms["mtbench_last"] = math.ceil(n_model / b) * lat + lat_j
+    return terms
+
+
+def capacity_run(
+    servers: CapacityProcess,
+    setup: CapacitySetup,
+    workdir: Path,
+    *,
+    jaster: bool,
+    mtbench: bool,
+    concurrency: int,
+    judge_concurrency: int,
+) -> CapacityRun:
+    """``pipeline.run`` on a fresh workspace (the response cache never hits), servers reused."""
+    spec = parse_spec(
+        {
+            "model": {
+                "name": setup.model,
+                "source": "openai-compatible",
+                "endpoint": servers.base_urls["model"],
+                "mode": "completion",
+            },
+            "benchmarks": {
+                "jaster": {"enabled": jaster, "testSamples": setup.test_samples, "devSamples": 0},
+                "mtbench": {
+                    "enabled": mtbench,
+                    "questionsPerCategory": setup.questions_per_category,
+                    "judge": {
+                        "model": setup.judge_model,
+                        "endpoint": servers.base_urls["judge"],
+                        "apiKeyEnv": None,
+                        "concurrency": judge_concurrency,
+                    },
+                },
+            },
+            "generation": {"concurrency": concurrency, "maxNewTokensCap": GEN_MAX_NEW_TOKENS},
+            "wandb": {"enabled": False},
+            "workspace": {"path": tempfile.mkdtemp(prefix="capacity-", dir=workdir)},
+        },
+        source="bench",
+    )
+    since_model, since_judge = len(servers.records("model")), len(servers.records("judge"))
+    run_started = time.perf_counter()  # the run's timeline counts from (within ms of) here
+    summary = run(spec, progress=False)
+    run_doc = json.loads((Path(summary.results_dir) / "run.json").read_text(encoding="utf-8"))
+    events = {e["event"]: float(e["t"]) for e in run_doc["timeline"]}
+    return CapacityRun(
+        phases={k: float(v) for k, v in run_doc["runtime_seconds"].items()},
+        total_s=float(summary.runtime_seconds["total"]),
+        events=events,
+        generate_started=run_started + events["generate.start"],
+        model=servers.records("model", since_model),
+        judge=servers.records("judge", since_judge),
+        status=summary.status,
+    )
+
+
+async def bare_completions(base_url: str, model: str, n: int, concurrency: int) -> float:
+    """The least a Python client can do against the same server: AsyncOpenAI + a semaphore.
+
+    ``n`` completions of one ~1 kB prompt (a jaster prompt's size): no cache, no retries, no
+    pipeline. What it loses against the limit is the machine's and the HTTP stack's share; what
+    the pipeline loses beyond it is the product's.
+    """
+    semaphore = asyncio.Semaphore(concurrency)
+    prompt = "以下は、タスクを説明する指示です。" * 60
+    async with openai.AsyncOpenAI(base_url=base_url, api_key="EMPTY", max_retries=0) as client:
+
+        async def one() -> None:
+            async with semaphore:
+                await client.completions.create(model=model, prompt=prompt, max_tokens=16, temperature=0)
+
+        await client.models.list()
+        started = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - started
+
+
+def _add_occupancy(report: Report, key: str, label: str, occ: Occupancy, capacity: int) -> None:
+    report.add(
+        f"{key}_mean_in_service", f"{label}: mean in service, busy span (of {capacity})", occ.mean_in_service
+    )
+    report.add(f"{key}_occupancy", f"{label}: occupancy (mean in service / capacity)", occ.occupancy)
+    report.add(f"{key}_peak_in_service", f"{label}: peak in service", occ.peak_in_service)
+    report.add(
+        f"{key}_mean_wait_ms", f"{label}: mean queueing inside the server", occ.mean_wait_s * 1e3, "ms"
+    )
+    report.add(
+        f"{key}_mean_service_ms", f"{label}: mean service time as slept", occ.mean_service_s * 1e3, "ms"
+    )
+
+
+def _since(records: Sequence[Served], t0: float, last: bool = False) -> float:
+    """First arrival (or last end) of ``records``, in seconds after ``t0``."""
+    return (max(r.ended for r in records) if last else min(r.arrived for r in records)) - t0
+
+
+def _report_capacity_run(
+    report: Report, key: str, runs: list[CapacityRun], setup: CapacitySetup, goal: float | None
+) -> CapacityRun:
+    """Best of ``runs`` against its own limit, with the servers' view of it. Returns the best."""
+    best = min(runs, key=lambda r: r.measured_s)
+    bounds = capacity_minimum(len(best.jaster), len(best.mtbench), len(best.judge), setup)
+    limit = bounds["limit"]
+    report.add(
+        f"{key}_requests",
+        "requests received: jaster | MT-bench answers | judgments",
+        f"{len(best.jaster)} | {len(best.mtbench)} | {len(best.judge)}",
+    )
+    shown = ", ".join(f"{k} {v:.2f}" for k, v in bounds.items() if k not in ("limit", "mtbench_last"))
+    report.add(f"{key}_bounds", "lower bounds (s)", shown)
+    report.add(f"{key}_minimum_s", "minimum: the largest bound", limit, "s")
+    report.add(
+        f"{key}_measured_s", f"measured: generate + judge phases, best of {len(runs)}", best.measured_s, "s"
+    )
+    report.add(
+        f"{key}_all_runs_s", "all runs: generate + judge", " ".join(f"{r.measured_s:.2f}" for r in runs)
+    )
+    report.add(f"{key}_measured_over_minimum", "measured / minimum", _ratio(best.measured_s, limit), "x")
+    fraction = _ratio(limit, best.measured_s)
+    report.add(f"{key}_fraction_of_limit", "fraction of the limit (minimum / measured)", fraction)
+    if goal is not None:
+        report.add(f"{key}_goal_met", f"goal ≥ {goal:g} of the limit met", fraction >= goal)
+    if "mtbench_last" in bounds:
+        report.add(
+            f"{key}_minimum_mtbench_last_s",
+            "issue's ceil((N_jaster+N_mt)/B)·L + L_j (MT-bench last)",
+            bounds["mtbench_last"],
+            "s",
+        )
+        report.add(
+            f"{key}_fraction_mtbench_last",
+            "  fraction of that",
+            _ratio(bounds["mtbench_last"], best.measured_s),
+        )
+    report.add(
+        f"{key}_phases", "run.json runtime_seconds", ", ".join(f"{k} {v:.2f}" for k, v in best.phases.items())
+    )
+    report.add(f"{key}_total_s", "summary total (prepare … report)", best.total_s, "s")
+    report.add(f"{key}_fraction_of_total", "  minimum / total", _ratio(limit, best.total_s))
+    t0 = best.generate_started
+    report.add(
+        f"{key}_first_request_s", "after generate.start: first model request", _since(best.model, t0), "s"
+    )
+    if best.jaster and best.mtbench:
+        report.add(
+            f"{key}_first_mtbench_s",
+            "  first MT-bench answer's arrival | last jaster's end",
+            f"{_since(best.mtbench, t0):.3f} | {_since(best.jaster, t0, last=True):.3f}",
+            "s",
+        )
+    report.add(f"{key}_last_model_end_s", "  last model reply", _since(best.model, t0, last=True), "s")
+    if best.judge:
+        report.add(
+            f"{key}_judge_span_s",
+            "  judge: first arrival | last reply",
+            f"{_since(best.judge, t0):.3f} | {_since(best.judge, t0, last=True):.3f}",
+            "s",
+        )
+    _add_occupancy(report, f"{key}_model", "model server", occupancy(best.model, setup.b), setup.b)
+    if best.judge:
+        judge_occ = occupancy(best.judge, setup.judge_b)
+        _add_occupancy(report, f"{key}_judge", "judge", judge_occ, setup.judge_b)
+    return best
+
+
+def _subtitle(report: Report, title: str) -> None:
+    report.rows.append((f"  -- {title}", "", ""))
+    print(f"  -- {title}", flush=True)
+
+
+def bench_capacity(report: Report, workdir: Path, setup: CapacitySetup) -> None:
+    """The whole pipeline against servers of known capacity, and Neo's sequential protocol.
+
+    The model server serves at most B requests at once, L s each; the judge B_j at L_j s. The
+    concurrent runs set generation.concurrency = B and the judge's concurrency = B_j: a client
+    that keeps the servers full reaches the limit of :func:`capacity_minimum`. The servers run in
+    a child process so their threads do not take the client's GIL (on 2 cores they would
+    otherwise slow the client being measured). Sequential: the same servers and requests at
+    concurrency 1 and judge concurrency 1, as Nejumi Neo ran.
+    """
+    configs = {
+        "model": ServerConfig("model", setup.b, setup.latency_s, setup.model),
+        "judge": ServerConfig("judge", setup.judge_b, setup.judge_latency_s, setup.judge_model),
+    }
+    kinds = {
+        "jaster": ("jaster alone", {"jaster": True, "mtbench": False}, JASTER_GOAL),
+        "mtbench": ("MT-bench alone", {"jaster": False, "mtbench": True}, None),
+        "whole": ("whole run (jaster + MT-bench)", {"jaster": True, "mtbench": True}, WHOLE_GOAL),
+    }
+    concurrent = {"concurrency": setup.b, "judge_concurrency": setup.judge_b}
+    runs: dict[str, list[CapacityRun]] = {k: [] for k in kinds}
+    bare: list[tuple[int, float, list[Served]]] = []
+    with CapacityProcess(configs) as servers:
+        for _ in range(setup.rounds):  # interleaved, so a slow moment does not hit one kind only
+            for kind, (_, enabled, _) in kinds.items():
+                runs[kind].append(capacity_run(servers, setup, workdir, **enabled, **concurrent))
+            n = len(runs["jaster"][-1].jaster)
+            since = len(servers.records("model"))
+            seconds = asyncio.run(bare_completions(servers.base_urls["model"], setup.model, n, setup.b))
+            bare.append((n, seconds, servers.records("model", since)))
+        sequential = capacity_run(
+            servers, setup, workdir, **kinds["whole"][1], concurrency=1, judge_concurrency=1
+        )
+
+    report.section(
+        "capacity",
+        f"6. at the server's limit: pipeline.run; model server B={setup.b} L={setup.latency_s:g} s, "
+        f"judge B_j={setup.judge_b} L_j={setup.judge_latency_s:g} s",
+    )
+    report.add("concurrency", "generation.concurrency | judge concurrency", f"{setup.b} | {setup.judge_b}")
+    best: dict[str, CapacityRun] = {}
+    for kind, (title, _, goal) in kinds.items():
+        _subtitle(report, title)
+        best[kind] = _report_capacity_run(report, kind, runs[kind], setup, goal)
+    n, bare_s, bare_records = min(bare, key=lambda x: x[1])
+    _subtitle(report, "reference: bare AsyncOpenAI + semaphore B, as many completions as jaster")
+    bare_limit = math.ceil(n / setup.b) * setup.latency_s
+    report.add("bare_minimum_s", f"minimum ceil({n}/B)·L", bare_limit, "s")
+    report.add("bare_measured_s", f"measured, best of {len(bare)}", bare_s, "s")
+    report.add("bare_all_runs_s", "all runs", " ".join(f"{s:.2f}" for _, s, _ in bare))
+    report.add(
+        "bare_fraction_of_limit", "fraction of the limit (minimum / measured)", _ratio(bare_limit, bare_s)
+    )
+    report.add("bare_model_occupancy", "model server: occupancy", occupancy(bare_records, setup.b).occupancy)
+    report.add(
+        "jaster_over_bare",
+        "pipeline jaster alone / bare loop",
+        _ratio(best["jaster"].measured_s, bare_s),
+        "x",
+    )
+    report.add(
+        "failed_runs",
+        "runs not completed",
+        sum(1 for rs in runs.values() for r in rs if r.status != "completed"),
+    )
+
+    _subtitle(report, "Neo's protocol: generation concurrency 1, judge concurrency 1")
+    report.add(
+        "sequential_requests",
+        "requests received: jaster | MT-bench answers | judgments",
+        f"{len(sequential.jaster)} | {len(sequential.mtbench)} | {len(sequential.judge)}",
+    )
+    floor = len(sequential.model) * setup.latency_s
+    report.add("sequential_floor_s", "floor at concurrency 1 (model requests × L)", floor, "s")
+    report.add("sequential_measured_s", "measured: generate + judge phases", sequential.measured_s, "s")
+    report.add("sequential_total_s", "summary total (prepare … report)", sequential.total_s, "s")
+    ordered = sorted(sequential.model, key=lambda r: r.arrived)
+    gaps = [b.arrived - a.ended for a, b in itertools.pairwise(ordered)]
+    report.add(
+        "sequential_gap_ms",
+        "model server idle between a reply and the next request, mean",
+        sum(gaps) / len(gaps) * 1e3 if gaps else 0.0,
+        "ms",
+    )
+    t0 = sequential.generate_started
+    report.add(
+        "sequential_tail_s",
+        "last model reply | last judge reply (after generate.start)",
+        f"{_since(sequential.model, t0, last=True):.3f} | {_since(sequential.judge, t0, last=True):.3f}",
+        "s",
+    )
+    whole = best["whole"]
+    speedup = _ratio(sequential.measured_s, whole.measured_s)
+    report.add("speedup", "speed-up concurrent over sequential (generate + judge)", speedup, "x")
+    speedup_total = _ratio(sequential.total_s, whole.total_s)
+    report.add("speedup_total", "speed-up concurrent over sequential (summary total)", speedup_total, "x")
 
 
 # ---- main --------------------------------------------------------------------------------
@@ -450,16 +827,31 @@ async def bench_async(report: Report, tiny: TinyModel, workdir: Path) -> None:
     await bench_judging(report)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="make bench: the evaluator's performance figures")
+    parser.add_argument(
+        "--only",
+        choices=["capacity"],
+        help="run one section alone (results go to .cache/bench/results.<section>.json)",
+    )
+    default = CapacitySetup()
+    parser.add_argument("--capacity", type=int, default=default.b, help="section 6: model server's B")
+    parser.add_argument(
+        "--latency", type=float, default=default.latency_s, help="section 6: model server's L (s)"
+    )
+    args = parser.parse_args(argv)
+    setup = CapacitySetup(b=args.capacity, latency_s=args.latency)
     started = time.perf_counter()
     machine = {"before": _machine()}
     print(f"load average before: {machine['before']['loadavg']} on {machine['before']['cpus']} CPUs")
-    tiny = build_tiny_model()
     report = Report()
     with tempfile.TemporaryDirectory(prefix="nejumi-bench-") as tmp:
         workdir = Path(tmp)
-        asyncio.run(bench_async(report, tiny, workdir))
-        bench_gpu_holding(report, tiny, workdir)
+        if args.only is None:
+            tiny = build_tiny_model()
+            asyncio.run(bench_async(report, tiny, workdir))
+            bench_gpu_holding(report, tiny, workdir)
+        bench_capacity(report, workdir, setup)
     machine["after"] = _machine()
     machine["bench_seconds"] = round(time.perf_counter() - started, 1)
 
@@ -468,9 +860,10 @@ def main() -> None:
         f"\nload average before {machine['before']['loadavg']}, after {machine['after']['loadavg']} "
         f"({machine['before']['cpus']} CPUs); whole bench {machine['bench_seconds']} s"
     )
-    RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_PATH.write_text(json.dumps({"machine": machine, **report.sections}, indent=2) + "\n")
-    print(f"wrote {RESULTS_PATH}")
+    path = RESULTS_PATH if args.only is None else RESULTS_PATH.with_suffix(f".{args.only}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"machine": machine, **report.sections}, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -344,3 +344,33 @@ async def test_killed_run_resumes_without_repeating_finished_requests(stub: Stub
     assert client.stats.cache_hits == 4 and client.stats.requests_sent == 6
     assert [r.text for r in results] == [f"echo:q{i}" for i in range(10)]
     assert {i for i, r in enumerate(results) if r.cached} == set(finished)
+
+
+async def test_critical_path_requests_are_served_first(stub: StubServer):
+    """With every slot taken, a queued priority request goes before earlier default ones."""
+    from nejumi_eval.runtime.client.client import CRITICAL_PATH
+
+    stub.delay_s = 0.05
+    async with InferenceClient(settings(stub.base_url, concurrency=1)) as client:
+        bulk = asyncio.create_task(client.run_all([completion(f"bulk{i}") for i in range(4)], progress=False))
+        await asyncio.sleep(0.02)  # bulk0 in flight, bulk1..3 queued
+        urgent = await client.generate(completion("urgent"), priority=CRITICAL_PATH)
+        await bulk
+    order = [p["prompt"] for p in stub.posts]
+    assert order[:2] == ["bulk0", "urgent"] and urgent.text == "echo:urgent"
+    assert sorted(order[2:]) == ["bulk1", "bulk2", "bulk3"]
+
+
+async def test_a_cancelled_waiter_does_not_lose_a_slot(stub: StubServer):
+    stub.delay_s = 0.05
+    async with InferenceClient(settings(stub.base_url, concurrency=1)) as client:
+        first = asyncio.create_task(client.generate(completion("a")))
+        await asyncio.sleep(0.01)
+        waiter = asyncio.create_task(client.generate(completion("b")))
+        await asyncio.sleep(0.01)
+        waiter.cancel()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        again = await asyncio.wait_for(client.generate(completion("c")), timeout=5)
+    assert again.text == "echo:c"

@@ -36,7 +36,7 @@ from nejumi_eval.benchmarks.mtbench.protocol import (
 )
 from nejumi_eval.benchmarks.mtbench.scoring import INVALID_SCORE, MtbenchScores, summarize
 from nejumi_eval.benchmarks.registry import register
-from nejumi_eval.runtime.client.client import InferenceClient
+from nejumi_eval.runtime.client.client import CRITICAL_PATH, InferenceClient
 from nejumi_eval.runtime.client.models import ChatMessage, ChatRequest, InferenceResult
 
 
@@ -138,7 +138,8 @@ class MtbenchRun:
             top_p=params.top_p,
             seed=params.seed,
         )
-        result = await client.generate(request)
+        # Turn 2 and the judgment wait for this answer: it goes before queued single-shot work.
+        result = await client.generate(request, priority=CRITICAL_PATH)
         self._bars["answers"].update(1)
         text = postprocess_answer(result.text) if result.ok else ""
         return Answer(text, result, params.temperature, self.max_new_tokens)
