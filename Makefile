@@ -11,10 +11,10 @@ endif
 
 .PHONY: setup test unit lint fmt demo bench crd crd-check clean
 
-## The README's main command: the embedded default evaluation (tiny model, CPU, offline),
-## judged by the scripted judge. `make demo MODEL=org/name` evaluates a real model instead.
+## The README's main command: the embedded default evaluation (tiny model, CPU, offline, MT-bench
+## rated by the synthetic judge). `make demo MODEL=org/name` evaluates a real model instead.
 demo: setup
-	$(BIN)/python -m tests.fixtures.demo $(if $(MODEL),--model $(MODEL))
+	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
 bench: setup

@@ -26,7 +26,8 @@ def _print_json(doc: object) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from nejumi_eval.api.v1alpha1.spec import load_spec
-    from nejumi_eval.pipeline import embedded_default_spec, run
+    from nejumi_eval.demo import embedded_default_spec
+    from nejumi_eval.pipeline import run
 
     if args.spec_env:
         if args.config:
@@ -38,25 +39,36 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec.model.name = args.model
     if args.workspace:
         spec.workspace.path = args.workspace
-    if args.judge_endpoint or args.judge_model:
-        from nejumi_eval.api.v1alpha1.spec import JudgeSpec
-
-        for section in spec.benchmarks.sections().values():  # every benchmark that has a judge
-            if "judge" not in type(section).model_fields:
-                continue
-            judge = section.judge or JudgeSpec()
-            section.judge = judge.model_copy(
-                update={
-                    "endpoint": args.judge_endpoint or judge.endpoint,
-                    "model": args.judge_model or judge.model,
-                    "api_key_env": args.judge_api_key_env or judge.api_key_env,
-                }
-            )
+    real_judge = args.judge_endpoint or args.judge_model or args.judge_api_key_env
+    if real_judge and args.synthetic_judge:
+        raise InputError("--synthetic-judge rates by a fixed rule: give it alone, not with --judge-*")
+    if real_judge or args.synthetic_judge:
+        _set_judges(spec, args)
     if args.summary:
         spec.summary_path = args.summary
     summary = run(spec, progress=not args.quiet)
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
+
+
+def _set_judges(spec, args: argparse.Namespace) -> None:
+    """The --judge-* flags (or --synthetic-judge) configure the judge of every benchmark that has one."""
+    from nejumi_eval.api.v1alpha1.spec import JudgeSpec
+
+    for section in spec.benchmarks.sections().values():
+        if "judge" not in type(section).model_fields:
+            continue
+        if args.synthetic_judge:
+            section.judge = JudgeSpec(synthetic=True)
+            continue
+        old = section.judge if section.judge and not section.judge.synthetic else JudgeSpec()
+        section.judge = JudgeSpec(
+            model=args.judge_model or old.model,
+            endpoint=args.judge_endpoint or old.endpoint,
+            api_key_env=args.judge_api_key_env or old.api_key_env,
+            api_key_secret_ref=old.api_key_secret_ref,
+            concurrency=old.concurrency,
+        )
 
 
 def _spec_from_env(name: str):
@@ -92,13 +104,32 @@ def _human_summary(summary) -> str:
         flags = "  [degraded]" if b.degraded else ""
         counts = f"  (failed requests: {b.failures}, invalid: {b.invalid})" if b.failures or b.invalid else ""
         avg = "null (incomplete)" if b.avg is None else f"{b.avg:.4f}"
+        if b.synthetic_judge:
+            flags += "  [synthetic judge]"
+        if b.capped:
+            flags += "  [capped]"
         lines.append(f"{title}: {avg}{flags}{counts}")
         if b.categories:
             lines.append("  " + "  ".join(f"{k}={_score(v)}" for k, v in b.categories.items()))
         if b.capped:
             lines.append("  (capped: fewer samples or tokens than the protocol; a smoke test, not a score)")
+        if b.synthetic_judge:
+            lines.append("  (synthetic judge: ratings by a fixed rule, not a real judge's; not a score)")
     if summary.overall is not None:
-        lines.append(f"{OVERALL.name}: {summary.overall:.4f}" + ("  [degraded]" if summary.degraded else ""))
+        marks = [
+            m
+            for m, on in (
+                ("degraded", summary.degraded),
+                ("capped", summary.capped),
+                ("synthetic judge", summary.synthetic_judge),
+            )
+            if on
+        ]
+        note = f"  [{', '.join(marks)}]" if marks else ""
+        smoke = (
+            "  (a smoke test, not a leaderboard score)" if summary.capped or summary.synthetic_judge else ""
+        )
+        lines.append(f"{OVERALL.name}: {summary.overall:.4f}{note}{smoke}")
     lines.append(f"results: {summary.results_dir}")
     if summary.wandb_run_path:
         lines.append(f"W&B run: {summary.wandb_run_path}")
@@ -134,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--judge-api-key-env",
         help="env var holding the judge's API key (default: $NEJUMI_JUDGE_API_KEY, then $OPENAI_API_KEY "
         "for the OpenAI API)",
+    )
+    run.add_argument(
+        "--synthetic-judge",
+        action="store_true",
+        help="rate MT-bench with the built-in synthetic judge (a fixed rule; a smoke test, marked as such)",
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)

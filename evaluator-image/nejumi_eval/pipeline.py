@@ -15,7 +15,6 @@ import logging
 import os
 import platform
 import re
-import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nejumi_eval.api.v1alpha1.contract import JUDGE_API_KEY_ENV, MODEL_API_KEY_ENV
-from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource, parse_spec
+from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 
 if TYPE_CHECKING:
@@ -34,40 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-
-EMBEDDED_TEST_SAMPLES = 4
-EMBEDDED_DEV_SAMPLES = 1
-EMBEDDED_QUESTIONS_PER_CATEGORY = 1
-EMBEDDED_MAX_NEW_TOKENS = 32
-
-
-def embedded_default_spec(model: str | None = None) -> EvaluationSpec:
-    """The spec `nejumi-eval run` uses without a config.
-
-    No model: a tiny random-weight model built offline and served on CPU by `transformers serve`,
-    with small caps (samples, questions, tokens) — a real run of every stage in a minute or two,
-    no GPU, no network. Its scores are marked capped: a smoke test, never a leaderboard number.
-    A model id: the full protocol on that model (vLLM when installed, else transformers).
-    """
-    if model is None:
-        from nejumi_eval.runtime.serve.tiny import build_tiny_model
-
-        tiny = build_tiny_model()
-        return parse_spec(
-            {
-                "model": {"name": str(tiny.path), "revision": tiny.fingerprint, "source": "transformers"},
-                "benchmarks": {
-                    "jaster": {"testSamples": EMBEDDED_TEST_SAMPLES, "devSamples": EMBEDDED_DEV_SAMPLES},
-                    "mtbench": {"questionsPerCategory": EMBEDDED_QUESTIONS_PER_CATEGORY},
-                },
-                "generation": {"concurrency": 8, "maxNewTokensCap": EMBEDDED_MAX_NEW_TOKENS},
-                "wandb": {"mode": "offline", "runName": "embedded-default"},
-            },
-            source="embedded default",
-        )
-    source = "vllm" if shutil.which("vllm") else "transformers"
-    return parse_spec({"model": {"name": model, "source": source}}, source="--model")
-
 
 # ---- phases and bookkeeping ----------------------------------------------------------------
 
@@ -242,7 +207,23 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         judges: list[InferenceClient] = []
 
         def open_judge(judge: JudgeSpec, field_name: str) -> InferenceClient:
-            client = InferenceClient(_judge_settings(spec, judge, field_name), cache=cache)
+            settings = _judge_settings(spec, judge, field_name)
+            if judge.synthetic:
+                from nejumi_eval.demo.synthetic_judge import SYNTHETIC_JUDGE_MODEL, SyntheticJudge
+                from nejumi_eval.runtime.client.models import AnswerSource
+
+                server = stack.enter_context(SyntheticJudge())
+                settings = settings.model_copy(
+                    update={
+                        "base_url": server.base_url,
+                        "model": SYNTHETIC_JUDGE_MODEL,
+                        # stable across runs (the port is not), and no real endpoint's name
+                        "source": AnswerSource(
+                            kind="api", base_url="nejumi:synthetic-judge", model=SYNTHETIC_JUDGE_MODEL
+                        ),
+                    }
+                )
+            client = InferenceClient(settings, cache=cache)
             stack.push_async_callback(client.aclose)
             judges.append(client)
             return client
@@ -345,7 +326,9 @@ def _judge_settings(spec: EvaluationSpec, judge: JudgeSpec, field_name: str) -> 
     return ClientSettings(
         base_url=judge.endpoint or OPENAI_BASE_URL,
         model=judge.model,
-        api_key=_api_key(
+        api_key="EMPTY"
+        if judge.synthetic
+        else _api_key(
             judge.api_key_env,
             JUDGE_API_KEY_ENV,
             f"{field_name}.apiKeyEnv",
@@ -387,9 +370,20 @@ def _report(
     summaries = {name: out.summary for name, out in outputs.items()}
     overall_value = OVERALL.value({n: s.avg if s.scored else None for n, s in summaries.items()})
     degraded = any(s.degraded for s in summaries.values())
-    leaderboard = {"model_name": model, OVERALL.name: overall_value, "degraded": degraded, **leaderboard}
+    # Smoke tests never look like leaderboard scores: the flags stand next to every score.
+    flags = {
+        "capped": any(s.capped for s in summaries.values()),
+        "synthetic_judge": any(s.synthetic_judge for s in summaries.values()),
+    }
+    leaderboard = {
+        "model_name": model,
+        OVERALL.name: overall_value,
+        "degraded": degraded,
+        **flags,
+        **leaderboard,
+    }
     folder.write_table("leaderboard_table", [leaderboard])
-    scalars.update({OVERALL.name: overall_value, "degraded": degraded})
+    scalars.update({OVERALL.name: overall_value, "degraded": degraded, **flags})
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
     run_doc.update(
         {
@@ -410,12 +404,14 @@ def _report(
         scalars,
         config={k: v for k, v in run_doc.items() if k != "timeline"},
         run_name=spec.wandb.run_name or _slug(model),
+        tags=[name.replace("_", "-") for name, on in flags.items() if on],
     )
     summary = Summary(
         status="completed",
         model=model,
         overall=overall_value,
         degraded=degraded,
+        **flags,
         benchmarks=summaries,
         usage=usage,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},

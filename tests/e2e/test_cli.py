@@ -138,9 +138,9 @@ def test_killed_run_resumes_from_the_cache(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_readme_main_command_on_the_tiny_model(tmp_path: Path) -> None:
-    """`make demo`: tiny model built offline, real `transformers serve`, scripted judge."""
+    """`make demo`: tiny model built offline, real `transformers serve`, the synthetic judge."""
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.fixtures.demo", "--workspace", str(tmp_path), "--json"],
+        [sys.executable, "-m", "nejumi_eval.cli", "run", "--workspace", str(tmp_path), "--json"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -153,6 +153,8 @@ def test_readme_main_command_on_the_tiny_model(tmp_path: Path) -> None:
     assert set(jaster["categories"]) == {"NLI", "QA", "RC", "MC", "EL", "FA", "MR"}
     assert jaster["avg"] is not None and jaster["capped"] and jaster["failures"] == 0
     assert mtbench["scored"] and mtbench["samples"] == 16 and mtbench["invalid"] == 0
+    # a smoke test says so wherever a score appears (issue 8 §4)
+    assert mtbench["syntheticJudge"] and summary["syntheticJudge"] and summary["capped"]
     assert summary["overall"] == pytest.approx((jaster["avg"] + mtbench["avg"] / 10) / 2)
     assert summary["usage"]["requestsSent"] > 0 and summary["usage"]["completionTokens"] > 0
     # the server really served: the tiny model's answers came back through transformers serve
@@ -163,6 +165,11 @@ def test_readme_main_command_on_the_tiny_model(tmp_path: Path) -> None:
     assert run_doc["model"]["source"] == "transformers"
     events = [e["event"] for e in run_doc["timeline"]]
     assert events.index("server.down") < events.index("judge.done")
-    assert wandb_offline.summary(wandb_offline.offline_run(results))["Overall"] == pytest.approx(
-        summary["overall"]
-    )
+    scalars = wandb_offline.summary(wandb_offline.offline_run(results))
+    assert scalars["Overall"] == pytest.approx(summary["overall"])
+    assert scalars["synthetic_judge"] is True and scalars["capped"] is True
+    board = json.loads((results / "leaderboard_table.jsonl").read_text().splitlines()[0])
+    assert board["synthetic_judge"] is True and board["mtbench_synthetic_judge"] is True and board["capped"]
+    judged = [json.loads(line) for line in (results / "mtbench_output_table.jsonl").open()]
+    assert {j["judge_model"] for j in judged} == {"nejumi-synthetic-judge"}  # never a real judge's name
+    assert run_doc["mtbench"]["judge"]["requested"] == "nejumi-synthetic-judge"

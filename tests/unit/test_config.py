@@ -72,12 +72,12 @@ def test_shipped_custom_resource_example_is_valid() -> None:
 
 
 def test_model_id_picks_vllm_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from nejumi_eval import pipeline
+    from nejumi_eval import demo
 
-    monkeypatch.setattr(pipeline.shutil, "which", lambda name: "/usr/bin/vllm" if name == "vllm" else None)
-    assert pipeline.embedded_default_spec("org/m").model.source == "vllm"
-    monkeypatch.setattr(pipeline.shutil, "which", lambda name: None)
-    spec = pipeline.embedded_default_spec("org/m")
+    monkeypatch.setattr(demo.shutil, "which", lambda name: "/usr/bin/vllm" if name == "vllm" else None)
+    assert demo.embedded_default_spec("org/m").model.source == "vllm"
+    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
+    spec = demo.embedded_default_spec("org/m")
     assert spec.model.source == "transformers" and spec.benchmarks.jaster.test_samples is None
 
 

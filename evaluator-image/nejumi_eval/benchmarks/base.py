@@ -31,7 +31,8 @@ class RunContext:
     progress: bool
     open_judge: Callable[[JudgeSpec, str], InferenceClient]
     """A client for a judge (an LLM scorer) on the run's shared response cache; the pipeline
-    closes it and counts its usage. The second argument names the spec field, for errors."""
+    closes it and counts its usage, and serves the synthetic judge when `judge.synthetic`. The
+    second argument names the spec field, for errors."""
 
     @property
     def request_mode(self) -> str:

@@ -44,6 +44,7 @@ def publish(
     scalars: Mapping[str, float | int | str | None],
     config: Mapping[str, Any],
     run_name: str,
+    tags: list[str] | None = None,
 ) -> tuple[str | None, str | None]:
     """Log tables and summary scalars as one W&B run. Returns (run path, error message)."""
     if not spec.enabled:
@@ -61,6 +62,7 @@ def publish(
             mode=spec.mode,
             config=dict(config),
             job_type="evaluation",
+            tags=tags or None,
             reinit="create_new",
             settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
         )

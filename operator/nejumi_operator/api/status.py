@@ -71,6 +71,9 @@ class EvaluationStatus(_Status):
     usage: Usage | None = None
     degraded: bool | None = Field(None, description="Some requests failed: scores are not clean.")
     capped: bool | None = Field(None, description="Sample caps were in effect: a smoke test, not a score.")
+    synthetic_judge: bool | None = Field(
+        None, description="A score comes from the synthetic judge (a fixed rule): a smoke test, not a score."
+    )
     results_dir: str | None = Field(None, description="Results folder inside the workspace.")
     wandb_run_url: str | None = Field(None, description="The W&B run (online mode).")
     wandb_run_path: str | None = Field(None, description="The W&B run path or offline run folder.")

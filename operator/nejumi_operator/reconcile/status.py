@@ -136,7 +136,8 @@ def _summary_fields(summary: Summary) -> dict[str, Any]:
         "usage": summary.usage.model_dump(by_alias=True),
         "runtime": {f"{to_camel(k)}Seconds": v for k, v in summary.runtime_seconds.items()},
         "degraded": summary.degraded,
-        "capped": any(b.capped for b in benchmarks),
+        "capped": summary.capped or any(b.capped for b in benchmarks),
+        "syntheticJudge": summary.synthetic_judge or any(b.synthetic_judge for b in benchmarks),
         "resultsDir": summary.results_dir,
         "wandbRunPath": summary.wandb_run_path,
         "wandbRunUrl": _wandb_url(summary.wandb_run_path),
@@ -210,8 +211,11 @@ def _observe(obs: Observation) -> tuple[dict[str, tuple[str, str, str]], dict[st
             conds[c.DEGRADED] = (c.TRUE, c.REQUEST_FAILURES, _degraded_message(summary))
         else:
             conds[c.DEGRADED] = (c.FALSE, c.NO_FAILURES, "")
+        marks = [
+            m for m, key in (("capped", "capped"), ("synthetic judge", "syntheticJudge")) if fields.get(key)
+        ]
         fields["progress"] = "completed" + (
-            " (capped: a smoke test, not a leaderboard score)" if fields.get("capped") else ""
+            f" ({', '.join(marks)}: a smoke test, not a leaderboard score)" if marks else ""
         )
     elif complete or failed:
         if complete:  # exit 0 without a readable summary: the evaluator broke its contract

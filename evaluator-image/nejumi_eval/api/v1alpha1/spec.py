@@ -125,9 +125,14 @@ class JasterSpec(BenchmarkSpec):
 
 
 class JudgeSpec(Spec):
-    """The MT-bench judge: any OpenAI-compatible endpoint."""
+    """A benchmark's LLM judge: any OpenAI-compatible endpoint, or the built-in synthetic judge."""
 
     model: str = Field("gpt-4-0613", min_length=1)
+    synthetic: bool = Field(
+        False,
+        description="Rate with nejumi's deterministic synthetic judge (no key, no network): a smoke test. "
+        "Its ratings follow a fixed rule, are marked syntheticJudge everywhere, never MT-bench scores.",
+    )
     endpoint: str | None = Field(None, description="Base URL; the OpenAI API when unset.")
     api_key_secret_ref: SecretKeyRef | None = None
     api_key_env: str | None = Field(
@@ -135,7 +140,17 @@ class JudgeSpec(Spec):
         description="Env var holding the judge's API key. Unset: $NEJUMI_JUDGE_API_KEY (where the operator "
         "mounts apiKeySecretRef), else $OPENAI_API_KEY when the endpoint is the OpenAI API, else no key.",
     )
-    concurrency: int = Field(8, ge=1, le=256)
+    concurrency: int = Field(
+        32, ge=1, le=256, description="Judge requests in flight (Nejumi 4's value; 429s back off)."
+    )
+
+    @model_validator(mode="after")
+    def _synthetic_has_no_endpoint(self) -> JudgeSpec:
+        if self.synthetic and (self.endpoint or self.api_key_env or self.api_key_secret_ref):
+            raise ValueError(
+                "judge.synthetic runs in the evaluator: set no endpoint, apiKeyEnv or apiKeySecretRef"
+            )
+        return self
 
 
 class MtbenchSpec(BenchmarkSpec):

@@ -35,6 +35,9 @@ class BenchmarkSummary(_Camel):
     invalid: int = Field(0, description="Units the scorer could not score (e.g. invalid judgments).")
     degraded: bool = Field(False, description="The score rests on failures: not clean.")
     capped: bool = Field(False, description="Fewer samples, questions or tokens than the protocol.")
+    synthetic_judge: bool = Field(
+        False, description="Scored by the synthetic judge: a fixed rule, not a real judge's ratings."
+    )
 
 
 class Usage(_Camel):
@@ -52,6 +55,10 @@ class Summary(_Camel):
     model: str
     overall: float | None = None
     degraded: bool = False
+    capped: bool = Field(
+        False, description="Some benchmark was capped: a smoke test, not a leaderboard score."
+    )
+    synthetic_judge: bool = Field(False, description="Some score comes from the synthetic judge.")
     benchmarks: dict[str, BenchmarkSummary] = Field(default_factory=dict, description="By benchmark name.")
     usage: Usage = Field(default_factory=Usage)
     runtime_seconds: dict[str, float] = Field(default_factory=dict)

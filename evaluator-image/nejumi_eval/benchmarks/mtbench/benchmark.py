@@ -329,6 +329,7 @@ class MtbenchRun:
                 failures=self.generation_failures,
                 degraded=scores.degraded if scores else self.generation_failures > 0,
                 capped=self.capped,
+                synthetic_judge=scores is not None and bool(self.spec.judge and self.spec.judge.synthetic),
             ),
             tables={
                 "mtbench_answers": self.answer_rows(model),
@@ -339,13 +340,21 @@ class MtbenchRun:
         if scores is not None:
             means = scores.category_means
             out.tables["mtbench_output_table"] = self.output_rows()
-            out.tables["mtbench_leaderboard_table"] = [
-                {"model_name": model, **means, "AVG": scores.mtbench_score}
-            ]
+            board = {"model_name": model, **means, "AVG": scores.mtbench_score}
+            if out.summary.synthetic_judge:  # never a bare number that reads as a real judge's
+                board["synthetic_judge"] = True
+            out.tables["mtbench_leaderboard_table"] = [board]
             out.tables["mtbench_radar_table"] = [{"category": c, "score": v} for c, v in means.items()]
             out.record.update(scores.model_dump())
-            out.leaderboard = {"AVG": scores.mtbench_score, "degraded": scores.degraded, **means}
+            synthetic = out.summary.synthetic_judge
+            out.leaderboard = {
+                "AVG": scores.mtbench_score,
+                "degraded": scores.degraded,
+                "synthetic_judge": synthetic,
+                **means,
+            }
             out.scalars = {**means, "AVG": scores.mtbench_score, "invalid": scores.n_invalid}
+            out.scalars["synthetic_judge"] = synthetic
         return out
 
 
