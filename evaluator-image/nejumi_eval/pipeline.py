@@ -149,6 +149,7 @@ async def model_endpoint(spec: EvaluationSpec, log_dir: Path, timeline: Timeline
         tensor_parallel_size=m.vllm.tensor_parallel_size,
         max_model_len=m.vllm.max_model_len,
         dtype=m.vllm.dtype,
+        max_num_seqs=m.vllm.max_num_seqs if m.source == ModelSource.VLLM else None,
         chat_template=Path(m.chat_template) if m.chat_template else None,
         extra_args=[
             *m.vllm.extra_args,
@@ -229,17 +230,28 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
             return client
 
         ctx = RunContext(spec=spec, progress=progress, open_judge=open_judge)
-        with timeline.phase("prepare"):
-            source = await asyncio.to_thread(answer_source, spec, workspace / "cache")
-            runs = {
-                name: await asyncio.to_thread(registry.get(name).plan, section, ctx)
-                for name, section in sections.items()
-            }
 
-        async with (
-            model_endpoint(spec, workspace / "logs", timeline) as endpoint,
-            InferenceClient(_model_settings(spec, endpoint, source), cache=cache) as client,
-        ):
+        def prepare() -> tuple[Any, dict[str, Any]]:
+            source = answer_source(spec, workspace / "cache")
+            return source, {name: registry.get(name).plan(section, ctx) for name, section in sections.items()}
+
+        async with contextlib.AsyncExitStack() as serving:
+            # The model server loads (minutes for vLLM) while the data is prepared: a GPU never
+            # waits on CPU work that could run beside it. A failed prepare stops the server.
+            starting = asyncio.create_task(
+                serving.enter_async_context(model_endpoint(spec, workspace / "logs", timeline))
+            )
+            try:
+                with timeline.phase("prepare"):
+                    source, runs = await asyncio.to_thread(prepare)
+            except BaseException:
+                starting.cancel()
+                with contextlib.suppress(BaseException):
+                    await starting
+                raise
+            endpoint = await starting
+            settings = _model_settings(spec, endpoint, source)
+            client = await serving.enter_async_context(InferenceClient(settings, cache=cache))
             with timeline.phase("generate"):
                 await _gather(*(run.generate(client) for run in runs.values()))
             model_stats = client.stats
@@ -304,6 +316,23 @@ def answer_source(spec: EvaluationSpec, cache_dir: Path) -> Any:
     )
 
 
+TRANSFORMERS_CONCURRENCY = 8
+"""`transformers serve` on CPU: a few requests at once keep it busy."""
+API_CONCURRENCY = 32
+"""A polite default for someone else's API (429s back off)."""
+
+
+def request_concurrency(spec: EvaluationSpec) -> int:
+    """Requests in flight to the model: `generation.concurrency` when set, else what the server can
+    take — for vLLM its `--max-num-seqs` (passed explicitly), so continuous batching stays full."""
+    if spec.generation.concurrency is not None:
+        return spec.generation.concurrency
+    source = spec.model.source
+    if source == ModelSource.VLLM:
+        return spec.model.vllm.max_num_seqs
+    return TRANSFORMERS_CONCURRENCY if source == ModelSource.TRANSFORMERS else API_CONCURRENCY
+
+
 def _model_settings(spec: EvaluationSpec, endpoint: Endpoint, source: Any) -> Any:
     from nejumi_eval.runtime.client.models import ClientSettings
     from nejumi_eval.runtime.client.retry import RetryPolicy
@@ -313,7 +342,7 @@ def _model_settings(spec: EvaluationSpec, endpoint: Endpoint, source: Any) -> An
         model=endpoint.model,
         api_key=endpoint.api_key,
         source=source,
-        concurrency=spec.generation.concurrency,
+        concurrency=request_concurrency(spec),
         request_timeout_s=spec.generation.request_timeout_seconds,
         retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),
     )
@@ -385,6 +414,9 @@ def _report(
     folder.write_table("leaderboard_table", [leaderboard])
     scalars.update({OVERALL.name: overall_value, "degraded": degraded, **flags})
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
+    if spec.model.source != ModelSource.OPENAI_COMPATIBLE:
+        # The pod holds its accelerator for the whole run; only `generate` uses it.
+        runtime["gpu_idle"] = round(timeline.total - timeline.phases.get("generate", 0.0), 3)
     run_doc.update(
         {
             "overall": overall_value,

@@ -165,6 +165,9 @@ def test_readme_main_command_on_the_tiny_model(tmp_path: Path) -> None:
     assert run_doc["model"]["source"] == "transformers"
     events = [e["event"] for e in run_doc["timeline"]]
     assert events.index("server.down") < events.index("judge.done")
+    # the server loaded while the data was prepared (issue 8 §5), and GPU-idle time is reported
+    assert events.index("serve_start.start") < events.index("prepare.end")
+    assert 0 < summary["runtimeSeconds"]["gpu_idle"] < summary["runtimeSeconds"]["total"]
     scalars = wandb_offline.summary(wandb_offline.offline_run(results))
     assert scalars["Overall"] == pytest.approx(summary["overall"])
     assert scalars["synthetic_judge"] is True and scalars["capped"] is True

@@ -266,3 +266,49 @@ def test_chat_mode_and_a_failing_wandb_lose_nothing(tmp_path: Path, monkeypatch:
     rows = read_table(Path(summary.results_dir) / "jaster_output_table.jsonl")
     assert len(rows) == 2 and all(r["raw_output"].startswith("chat:") for r in rows)
     assert json.loads((tmp_path / "summary.json").read_text())["error"].startswith("W&B:")
+
+
+def test_the_server_loads_while_data_is_prepared_and_stops_when_prepare_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8 §5: prepare runs beside the model server's start; a failed prepare stops the server."""
+    import asyncio
+    import contextlib
+
+    from nejumi_eval import pipeline
+    from nejumi_eval.benchmarks.jaster import benchmark as jaster
+
+    seen: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def slow_server(*_args: object):
+        seen.append("server starting")
+        try:
+            await asyncio.sleep(30)  # a model that takes long to load
+        except asyncio.CancelledError:
+            seen.append("server start cancelled")
+            raise
+        yield pipeline.Endpoint("http://127.0.0.1:9/v1", "m", "EMPTY")
+
+    def failing_plan(*_args: object, **_kwargs: object):
+        import time
+
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:  # sequential serving would never start here
+            time.sleep(0.01)
+        assert seen == ["server starting"]  # the server is loading while the data is prepared
+        raise pipeline.ConfigError("benchmarks.jaster: the data cannot be prepared")
+
+    monkeypatch.setattr(pipeline, "model_endpoint", slow_server)
+    monkeypatch.setattr(jaster, "plan", failing_plan)
+    spec = parse_spec(
+        {
+            "model": {"name": "org/m", "source": "transformers"},
+            "benchmarks": {"mtbench": {"enabled": False}},
+            "workspace": {"path": str(tmp_path)},
+            "wandb": {"enabled": False},
+        }
+    )
+    with pytest.raises(pipeline.ConfigError, match="cannot be prepared"):
+        run(spec, progress=False)
+    assert seen == ["server starting", "server start cancelled"]

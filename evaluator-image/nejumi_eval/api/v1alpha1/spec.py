@@ -46,8 +46,25 @@ class VllmSettings(Spec):
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="Number of GPUs to shard over.")
     max_model_len: int | None = Field(None, ge=256, description="Context length; vLLM's default if unset.")
     dtype: str = Field("auto", description="Weights dtype, e.g. auto, bfloat16, float16.")
+    max_num_seqs: int = Field(
+        256,
+        ge=1,
+        le=1024,
+        description="vLLM --max-num-seqs (its default, passed explicitly); the client keeps as many "
+        "requests in flight unless generation.concurrency says otherwise.",
+    )
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     extra_args: list[str] = Field(default_factory=list, description="Appended verbatim to `vllm serve`.")
+
+    @model_validator(mode="after")
+    def _no_duplicate_flags(self) -> VllmSettings:
+        for flag, field in (
+            ("--max-num-seqs", "maxNumSeqs"),
+            ("--tensor-parallel-size", "tensorParallelSize"),
+        ):
+            if any(arg == flag or arg.startswith(flag + "=") for arg in self.extra_args):
+                raise ValueError(f"model.vllm.extraArgs: use model.vllm.{field}, not {flag}")
+        return self
 
 
 class ModelSpec(Spec):
@@ -198,7 +215,13 @@ class BenchmarksSpec(Spec):
 class GenerationSpec(Spec):
     """How requests are sent to the model under test."""
 
-    concurrency: int = Field(32, ge=1, le=1024, description="Requests in flight (server batches them).")
+    concurrency: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Requests in flight (the server batches them). Unset: vLLM's maxNumSeqs, 8 for "
+        "transformers (CPU), 32 for an API.",
+    )
     request_timeout_seconds: float = Field(600, gt=0)
     max_retries: int = Field(6, ge=0, le=20)
     max_new_tokens_cap: int | None = Field(

@@ -44,6 +44,9 @@ class ServerSettings(BaseModel):
     tensor_parallel_size: int = Field(default=1, ge=1)
     max_model_len: int | None = Field(default=None, ge=1)
     dtype: str = "auto"
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, description="vllm only: --max-num-seqs (sequences batched at once)"
+    )
     chat_template: Path | None = Field(default=None, description="vllm only: a Jinja chat template file")
     generation_config: str | None = Field(
         default="vllm",
@@ -105,6 +108,8 @@ def vllm_command(settings: ServerSettings) -> list[str]:
     cmd += ["--tensor-parallel-size", str(s.tensor_parallel_size), "--dtype", s.dtype]
     if s.max_model_len is not None:
         cmd += ["--max-model-len", str(s.max_model_len)]
+    if s.max_num_seqs is not None:
+        cmd += ["--max-num-seqs", str(s.max_num_seqs)]
     if s.chat_template is not None:
         cmd += ["--chat-template", str(s.chat_template)]
     if s.generation_config is not None:
