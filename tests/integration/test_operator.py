@@ -121,6 +121,20 @@ BAD_SPECS = [
         {"model": {"name": ""}}, "spec.model.name in body should be at least 1 chars long", id="empty-name"
     ),
     pytest.param({}, "spec.model: Required value", id="model-required"),
+    # CEL rules declared once beside their models (the evaluator evaluates the same expressions)
+    pytest.param(
+        {"model": {"name": "m", "vllm": {"extraArgs": ["--max-num-seqs", "8"]}}},
+        "model.vllm.extraArgs: use model.vllm.maxNumSeqs, not --max-num-seqs",
+        id="extra-args-max-num-seqs",
+    ),
+    pytest.param(
+        {
+            "model": {"name": "m"},
+            "benchmarks": {"mtbench": {"judge": {"synthetic": True, "endpoint": "http://x/v1"}}},
+        },
+        "judge.synthetic runs in the evaluator: set no endpoint, apiKeyEnv or apiKeySecretRef",
+        id="synthetic-judge-with-endpoint",
+    ),
 ]
 
 

@@ -6,8 +6,9 @@ resource's `spec`; its JSON schema becomes a *structural* OpenAPI v3 schema here
 OpenAPI 3.0 booleans). Keywords the converter does not know are an error, so a new model feature
 cannot silently produce a schema the API server would read differently.
 
-CEL rules (`x-kubernetes-validations`) add what a per-field schema cannot say; each mirrors a
-pydantic validator or an operator constraint, so bad specs fail at `kubectl apply`.
+CEL rules (`x-kubernetes-validations`) add what a per-field schema cannot say. They are declared
+next to the model they constrain (`cel_rules` in the spec module, which the evaluator evaluates
+too) and copied here from the JSON schema, so bad specs fail at `kubectl apply`.
 
 `python -m nejumi_operator.api.crd [--out PATH] [--check]` (`make crd`, `make crd-check`).
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from nejumi_eval.api.v1alpha1.spec import EvaluationSpec, ModelSource, ModelSpec, ResourcesSpec, VllmSettings
+from nejumi_eval.api.v1alpha1.spec import EvaluationSpec
 from nejumi_eval.leaderboard import OVERALL
 from nejumi_operator.api.conditions import SUCCEEDED
 from nejumi_operator.api.names import CRD_NAME, GROUP, KIND, PLURAL, SHORT_NAME, SINGULAR, VERSION
@@ -37,7 +38,7 @@ HEADER = (
 
 # JSON-schema keywords copied as they are (same meaning in OpenAPI v3 / Kubernetes structural schemas).
 _COPIED = ("type", "description", "enum", "format", "pattern", "minimum", "maximum")
-_COPIED += ("minLength", "maxLength", "minItems", "maxItems", "uniqueItems")
+_COPIED += ("minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "x-kubernetes-validations")
 # Keywords dropped on purpose: defaults are applied by the evaluator (pydantic), not stored by the
 # API server, so a stored object says only what its author wrote; titles are noise.
 _DROPPED = ("title", "default")
@@ -109,50 +110,9 @@ def _model_schema(model: type, where: str) -> dict[str, Any]:
     return structural(raw, raw.get("$defs", {}), where)
 
 
-def _default(model: type, field: str) -> Any:
-    return model.model_fields[field].default
-
-
 def spec_schema() -> dict[str, Any]:
     """The `spec` schema with its CEL rules."""
     spec = _model_schema(EvaluationSpec, "spec")
-    compatible = ModelSource.OPENAI_COMPATIBLE.value
-    default_source = ModelSource(_default(ModelSpec, "source")).value
-    source = f"(has(self.source) ? self.source : '{default_source}')"
-    model = spec["properties"]["model"]
-    model["x-kubernetes-validations"] = [
-        {
-            "rule": f"{source} != '{compatible}' || (has(self.endpoint) && size(self.endpoint) > 0)",
-            "message": f"model.endpoint is required when model.source is {compatible}",
-            "fieldPath": ".endpoint",
-            "reason": "FieldValueRequired",
-        },
-        {
-            "rule": f"{source} == '{compatible}' || !has(self.endpoint)",
-            "message": f"model.endpoint is only valid when model.source is {compatible}",
-            "fieldPath": ".endpoint",
-            "reason": "FieldValueForbidden",
-        },
-    ]
-    gpus_default = _default(ResourcesSpec, "gpus")
-    gpus = f"(has(self.resources) && has(self.resources.gpus) ? self.resources.gpus : {gpus_default})"
-    tp_default = _default(VllmSettings, "tensor_parallel_size")
-    tp = (
-        "(has(self.model.vllm) && has(self.model.vllm.tensorParallelSize)"
-        f" ? self.model.vllm.tensorParallelSize : {tp_default})"
-    )
-    model_source = f"(has(self.model.source) ? self.model.source : '{default_source}')"
-    spec["x-kubernetes-validations"] = [
-        {
-            "rule": "self == oldSelf",
-            "message": "spec is immutable: create a new NejumiEvaluation to evaluate again",
-        },
-        {
-            "rule": f"{model_source} != '{ModelSource.VLLM.value}' || {gpus} >= {tp}",
-            "message": "resources.gpus must be at least model.vllm.tensorParallelSize for a vllm model",
-            "fieldPath": ".resources.gpus",
-        },
-    ]
     return spec
 
 

@@ -5,7 +5,10 @@ Why one model: the operator generates the CRD schema from it, so a field the eva
 a field the API server validates, and the two can never drift. Field names are camelCase (the
 Kubernetes convention); Python code reads them as snake_case attributes.
 
-This module must stay light (pydantic + pyyaml only): the operator imports it.
+CEL rules (`cel_rules`, see `cel.py`) stand next to the model they constrain; the CRD carries them
+and the evaluator applies them, so each rule is written once.
+
+This module must stay light (pydantic, pyyaml, cel-python): the operator imports it.
 """
 
 from __future__ import annotations
@@ -14,17 +17,40 @@ import json
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.cel import Rule, failures
+
+
+def _schema_extra(schema: dict[str, Any], cls: type) -> None:
+    """Each model's CEL rules go into its JSON schema, from where the CRD generator copies them."""
+    rules = cls.__dict__.get("cel_rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [r.crd() for r in rules]
+
 
 class Spec(BaseModel):
-    """Base for every spec section: camelCase on the wire, unknown fields rejected."""
+    """Base for every spec section: camelCase on the wire, unknown fields rejected, CEL rules
+    (`cel_rules`) checked on the object as written."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", json_schema_extra=_schema_extra
+    )
+    cel_rules: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_cel_rules(self) -> Spec:
+        rules = type(self).__dict__.get("cel_rules", ())
+        if rules:
+            written = self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
+            broken = failures(rules, written)
+            if broken:
+                raise ValueError("; ".join(broken))
+        return self
 
 
 class SecretKeyRef(Spec):
@@ -54,17 +80,30 @@ class VllmSettings(Spec):
         "requests in flight unless generation.concurrency says otherwise.",
     )
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
-    extra_args: list[str] = Field(default_factory=list, description="Appended verbatim to `vllm serve`.")
+    extra_args: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Appended verbatim to `vllm serve` (bounded: the API server costs CEL rules by size).",
+    )
 
-    @model_validator(mode="after")
-    def _no_duplicate_flags(self) -> VllmSettings:
+    cel_rules = tuple(
+        Rule(
+            rule="!has(self.extraArgs) || "
+            f"!self.extraArgs.exists(a, a == '{flag}' || a.startsWith('{flag}='))",
+            message=f"model.vllm.extraArgs: use model.vllm.{field}, not {flag}",
+            field_path=".extraArgs",
+        )
         for flag, field in (
             ("--max-num-seqs", "maxNumSeqs"),
             ("--tensor-parallel-size", "tensorParallelSize"),
-        ):
-            if any(arg == flag or arg.startswith(flag + "=") for arg in self.extra_args):
-                raise ValueError(f"model.vllm.extraArgs: use model.vllm.{field}, not {flag}")
-        return self
+        )
+    )
+
+
+DEFAULT_SOURCE = ModelSource.VLLM
+_API = ModelSource.OPENAI_COMPATIBLE.value
+_SOURCE = f"(has(self.source) ? self.source : '{DEFAULT_SOURCE.value}')"
+"""`model.source` as CEL sees it (the stored object has no defaults)."""
 
 
 class ModelSpec(Spec):
@@ -75,9 +114,7 @@ class ModelSpec(Spec):
         description="Hugging Face model id or local path (served models), or the API's model name.",
     )
     revision: str | None = Field(None, description="Model revision (commit/tag); part of the cache key.")
-    source: ModelSource = Field(
-        ModelSource.VLLM, description="vllm, transformers (CPU) or openai-compatible."
-    )
+    source: ModelSource = Field(DEFAULT_SOURCE, description="vllm, transformers (CPU) or openai-compatible.")
     endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (…/v1).")
     api_key_secret_ref: SecretKeyRef | None = Field(None, description="API key (operator: mounted as env).")
     api_key_env: str | None = Field(
@@ -93,13 +130,20 @@ class ModelSpec(Spec):
     )
     vllm: VllmSettings = Field(default_factory=VllmSettings)
 
-    @model_validator(mode="after")
-    def _endpoint_matches_source(self) -> ModelSpec:
-        if self.source == ModelSource.OPENAI_COMPATIBLE and not self.endpoint:
-            raise ValueError("model.endpoint is required when model.source is openai-compatible")
-        if self.source != ModelSource.OPENAI_COMPATIBLE and self.endpoint:
-            raise ValueError("model.endpoint is only valid when model.source is openai-compatible")
-        return self
+    cel_rules = (
+        Rule(
+            rule=f"{_SOURCE} != '{_API}' || (has(self.endpoint) && size(self.endpoint) > 0)",
+            message=f"model.endpoint is required when model.source is {_API}",
+            field_path=".endpoint",
+            reason="FieldValueRequired",
+        ),
+        Rule(
+            rule=f"{_SOURCE} == '{_API}' || !has(self.endpoint)",
+            message=f"model.endpoint is only valid when model.source is {_API}",
+            field_path=".endpoint",
+            reason="FieldValueForbidden",
+        ),
+    )
 
     @property
     def request_mode(self) -> Literal["completion", "chat"]:
@@ -161,13 +205,14 @@ class JudgeSpec(Spec):
         32, ge=1, le=256, description="Judge requests in flight (Nejumi 4's value; 429s back off)."
     )
 
-    @model_validator(mode="after")
-    def _synthetic_has_no_endpoint(self) -> JudgeSpec:
-        if self.synthetic and (self.endpoint or self.api_key_env or self.api_key_secret_ref):
-            raise ValueError(
-                "judge.synthetic runs in the evaluator: set no endpoint, apiKeyEnv or apiKeySecretRef"
-            )
-        return self
+    cel_rules = (
+        Rule(
+            rule="!has(self.synthetic) || !self.synthetic"
+            " || (!has(self.endpoint) && !has(self.apiKeyEnv) && !has(self.apiKeySecretRef))",
+            message="judge.synthetic runs in the evaluator: set no endpoint, apiKeyEnv or apiKeySecretRef",
+            field_path=".synthetic",
+        ),
+    )
 
 
 class MtbenchSpec(BenchmarkSpec):
@@ -270,6 +315,25 @@ class ResourcesSpec(Spec):
 
 class EvaluationSpec(Spec):
     """One evaluation of one model."""
+
+    cel_rules = (
+        Rule(
+            rule="self == oldSelf",
+            message="spec is immutable: create a new NejumiEvaluation to evaluate again",
+        ),
+        Rule(
+            rule=f"(has(self.model.source) ? self.model.source : '{DEFAULT_SOURCE.value}') != "
+            f"'{ModelSource.VLLM.value}' || "
+            "(has(self.resources) && has(self.resources.gpus) ? self.resources.gpus : "
+            f"{ResourcesSpec.model_fields['gpus'].default}) >= "
+            "(has(self.model.vllm) && has(self.model.vllm.tensorParallelSize) "
+            "? self.model.vllm.tensorParallelSize : "
+            f"{VllmSettings.model_fields['tensor_parallel_size'].default})",
+            message="resources.gpus must be at least model.vllm.tensorParallelSize for a vllm model",
+            field_path=".resources.gpus",
+            local=False,  # pod resources: the evaluator ignores them
+        ),
+    )
 
     model: ModelSpec
     benchmarks: BenchmarksSpec = Field(default_factory=BenchmarksSpec)

@@ -1,0 +1,66 @@
+"""CEL rules are written once, beside their model: the CRD carries them and the evaluator
+evaluates the same expressions (cel-python), with the same messages (issue 8 §3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from nejumi_eval.api.v1alpha1 import spec as api
+from nejumi_eval.api.v1alpha1.spec import ConfigError, parse_spec
+from nejumi_operator.api.crd import build_crd
+
+
+def _schema() -> dict[str, Any]:
+    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ((), api.EvaluationSpec),
+        (("model",), api.ModelSpec),
+        (("model", "vllm"), api.VllmSettings),
+        (("benchmarks", "mtbench", "judge"), api.JudgeSpec),
+    ],
+)
+def test_the_crd_carries_each_models_rules_verbatim(path: tuple[str, ...], model: type) -> None:
+    node = _schema()
+    for name in path:
+        node = node["properties"][name]
+    assert node["x-kubernetes-validations"] == [r.crd() for r in model.cel_rules]
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"model": {"name": "m", "source": "openai-compatible"}}, "model.endpoint is required"),
+        ({"model": {"name": "m", "endpoint": "http://x/v1"}}, "model.endpoint is only valid"),
+        ({"model": {"name": "m", "vllm": {"extraArgs": ["--max-num-seqs=8"]}}}, "use model.vllm.maxNumSeqs"),
+        (
+            {
+                "model": {"name": "m"},
+                "benchmarks": {"mtbench": {"judge": {"synthetic": True, "apiKeyEnv": "K"}}},
+            },
+            "judge.synthetic runs in the evaluator",
+        ),
+    ],
+)
+def test_the_evaluator_applies_the_same_rules(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_spec(doc)
+    assert message in str(err.value)
+
+
+def test_cluster_only_and_transition_rules_are_left_to_the_api_server() -> None:
+    # gpus < tensorParallelSize concerns pod resources, which a local run ignores; oldSelf needs an update
+    spec = parse_spec({"model": {"name": "m", "vllm": {"tensorParallelSize": 4}}, "resources": {"gpus": 1}})
+    assert spec.model.vllm.tensor_parallel_size == 4
+    assert {r.evaluated_locally for r in api.EvaluationSpec.cel_rules} == {False}
+
+
+def test_valid_specs_still_pass() -> None:
+    parse_spec({"model": {"name": "m", "vllm": {"extraArgs": ["--enforce-eager"]}}})
+    parse_spec({"model": {"name": "m", "source": "openai-compatible", "endpoint": "http://x/v1"}})
+    parse_spec({"model": {"name": "m"}, "benchmarks": {"mtbench": {"judge": {"synthetic": True}}}})
