@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from nejumi_eval.benchmarks.jaster import convert
@@ -389,3 +390,94 @@ def test_mtbench_folder_defaults_beside_the_jaster_mirror(
     assert default_mirror() == data_mirror.parent / "mt_bench_ja"
     monkeypatch.setenv(MIRROR_ENV, "/somewhere/else")
     assert default_mirror() == Path("/somewhere/else")
+
+
+# ---- an unreachable upstream fails fast ---------------------------------------------------------
+
+
+def refused_url() -> str:
+    """A local port nothing listens on: connecting is refused at once."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def slept(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The delays the retry loop asked for, without waiting them."""
+    import time
+
+    delays: list[float] = []
+    monkeypatch.setattr(time, "sleep", delays.append)
+    return delays
+
+
+@pytest.mark.parametrize("kind", ["refused", "no-dns"])
+def test_mtbench_download_without_network_fails_fast_naming_both_mirrors(
+    kind: str, tmp_path: Path, slept: list[float]
+) -> None:
+    from nejumi_eval.benchmarks.mtbench.data import download_pinned
+
+    base = refused_url() if kind == "refused" else "http://nonexistent.invalid/"  # .invalid never resolves
+    with pytest.raises(DataError) as err:
+        download_pinned(cache_dir=tmp_path, url_rewrite={RAW_GITHUB: base})  # the default policy
+    message = str(err.value)
+    assert message.startswith("mt_bench_ja: ") and f"could not be downloaded from {base}" in message
+    assert "after 2 attempts" in message and "ConnectError" in message  # one quick retry, no backoff
+    assert "NEJUMI_MTBENCH_MIRROR" in message and "NEJUMI_DATA_MIRROR" in message
+    # files download in parallel: at most one quick retry each
+    assert 1 <= len(slept) <= 5 and all(d <= 0.5 for d in slept)
+
+
+def counting_client(error: Exception | None = None, status: int = 503) -> tuple[httpx.Client, list[str]]:
+    """An httpx client whose every request raises ``error`` (or answers ``status``), counted."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        if error is not None:
+            raise error
+        return httpx.Response(status)
+
+    return httpx.Client(transport=httpx.MockTransport(handler)), calls
+
+
+def dns_failure() -> httpx.ConnectError:
+    import socket
+
+    try:
+        raise socket.gaierror(-2, "Name or service not known")
+    except socket.gaierror as cause:
+        try:
+            raise httpx.ConnectError("[Errno -2] Name or service not known") from cause
+        except httpx.ConnectError as err:
+            return err
+
+
+@pytest.mark.parametrize(
+    ("make_client", "attempts"),
+    [
+        (lambda: counting_client(dns_failure()), 2),
+        (lambda: counting_client(httpx.ConnectTimeout("connect timed out")), 6),
+        (lambda: counting_client(httpx.ReadTimeout("read timed out")), 6),
+        (lambda: counting_client(httpx.ConnectError("connection reset")), 6),
+        (lambda: counting_client(status=503), 6),
+        (lambda: counting_client(status=429), 6),
+    ],
+    ids=["dns", "connect-timeout", "read-timeout", "other-connect-error", "503", "429"],
+)
+def test_only_unreachable_hosts_skip_the_normal_retry_policy(
+    make_client, attempts: int, tmp_path: Path, slept: list[float]
+) -> None:
+    from nejumi_eval.runtime.fetch import download
+
+    client, calls = make_client()
+    with client, pytest.raises(DataError, match=f"after {attempts} attempts") as err:
+        download(client, "http://upstream.invalid/f", tmp_path / "f", RetryPolicy(), what="src: f")
+    assert len(calls) == attempts and len(slept) == attempts - 1
+    assert str(err.value).startswith("src: f could not be downloaded from http://upstream.invalid/f")
+    assert "NEJUMI_DATA_MIRROR" in str(err.value)
+    assert list(tmp_path.iterdir()) == []

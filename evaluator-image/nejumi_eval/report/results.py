@@ -7,21 +7,19 @@ be traced to the question, prompt and output behind it with nothing but `jq`.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file + rename so a killed run never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+from nejumi_eval.runtime.files import atomic_write_text
 
 
 class ResultsFolder:
-    """One run's results: `<name>.jsonl` tables plus JSON documents."""
+    """One run's results: `<name>.jsonl` tables plus JSON documents.
+
+    Each file is written atomically (temp file + rename), so a killed run never leaves a
+    half-written one.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -32,12 +30,12 @@ class ResultsFolder:
         rows = [dict(r) for r in rows]
         self.tables[name] = rows
         target = self.path / f"{name}.jsonl"
-        _atomic_write(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         return target
 
     def write_json(self, name: str, doc: Any) -> Path:
         target = self.path / f"{name}.json"
-        _atomic_write(target, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        atomic_write_text(target, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
         return target
 
 

@@ -9,10 +9,9 @@ dataset, the file and what to do: the protocol makes a mismatch fatal, never som
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
-import time
+import shutil
+import socket
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -24,12 +23,21 @@ from tqdm import tqdm
 
 from nejumi_eval.api.v1alpha1.contract import CACHE_ENV
 from nejumi_eval.api.v1alpha1.contract import DATA_MIRROR_ENV as MIRROR_ENV
-from nejumi_eval.runtime.client.retry import RetryPolicy, is_retryable_status, parse_retry_after
+from nejumi_eval.runtime.client.retry import (
+    Retry,
+    RetryPolicy,
+    is_retryable_status,
+    parse_retry_after,
+    retry_sync,
+)
+from nejumi_eval.runtime.files import GIT_BLOB_SHA1, SHA256, atomic_writer
+from nejumi_eval.runtime.files import file_digest as _digest
 
 DEFAULT_CACHE_DIR = Path("~/.cache/nejumi")
 
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 DOWNLOAD_WORKERS = 16
+DOWNLOAD_REMEDY = f"Check network access, or set {MIRROR_ENV} to a folder holding the raw files."
 _CHUNK = 1 << 20
 
 
@@ -74,14 +82,9 @@ def mirror_root() -> Path | None:
 def file_digest(path: Path, file: RemoteFile) -> tuple[str, str, str]:
     """(kind, actual, expected) for the hash the manifest gives; sha256 wins over git blob SHA-1."""
     if file.sha256:
-        with path.open("rb") as f:
-            return "sha256", hashlib.file_digest(f, "sha256").hexdigest(), file.sha256
+        return SHA256, _digest(path, SHA256), file.sha256
     assert file.git_blob_sha1 is not None
-    sha1 = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha1.update(chunk)
-    return "git blob SHA-1", sha1.hexdigest(), file.git_blob_sha1
+    return GIT_BLOB_SHA1, _digest(path, GIT_BLOB_SHA1), file.git_blob_sha1
 
 
 def verify_file(source: str, path: Path, file: RemoteFile, *, remedy: str) -> None:
@@ -102,6 +105,7 @@ def fetch_files(
     url_rewrite: Mapping[str, str] | None = None,
     retry: RetryPolicy | None = None,
     progress: bool = False,
+    remedy: str = DOWNLOAD_REMEDY,
 ) -> Path:
     """The folder holding ``files`` of ``source``, every one verified against its manifest hash.
 
@@ -109,14 +113,17 @@ def fetch_files(
     downloaded; files marked ``mirror_optional`` may be absent there (callers check for them).
     Otherwise they are downloaded into ``<cache_dir>/raw/<source>/`` (default: ``cache_root()``),
     skipping files already cached with the right hash. ``url_rewrite`` maps URL prefixes to
-    replacements; it exists so tests can serve the pinned paths from a local server.
+    replacements; it exists so tests can serve the pinned paths from a local server. ``remedy``
+    ends the message of a file that cannot be downloaded (what the user can do instead).
     """
     if mirror_dir is not None:
         return _from_mirror(source, files, mirror_dir / source)
     folder = (cache_dir or cache_root()) / "raw" / source
     todo = [f for f in files if not _cached_ok(folder / f.name, f)]
     if todo:
-        download_files(source, todo, folder, url_rewrite=url_rewrite, retry=retry, progress=progress)
+        download_files(
+            source, todo, folder, url_rewrite=url_rewrite, retry=retry, progress=progress, remedy=remedy
+        )
     return folder
 
 
@@ -167,6 +174,7 @@ def download_files(
     url_rewrite: Mapping[str, str] | None = None,
     retry: RetryPolicy | None = None,
     progress: bool = False,
+    remedy: str = DOWNLOAD_REMEDY,
 ) -> None:
     """Download ``files`` into ``folder`` in parallel; each lands under its name only once verified."""
     policy = retry or RetryPolicy()
@@ -192,6 +200,7 @@ def download_files(
                     "report it, do not edit the manifest hash.",
                 ),
                 what=f"{source}: {file.name}",
+                remedy=remedy,
             )
             bar.update()
 
@@ -212,52 +221,60 @@ def download(
     *,
     check: Callable[[Path], None] | None = None,
     what: str,
+    remedy: str = DOWNLOAD_REMEDY,
 ) -> None:
     """Stream ``url`` to ``dest`` atomically (temp file + rename); ``check`` vets the temp file first.
 
-    Connection errors, timeouts and retryable statuses (429, ≥500, ...) are retried per ``policy``;
-    any other status, or running out of attempts, is a ``DataError`` naming ``what``.
+    Timeouts, connection errors and retryable statuses (429, ≥500, ...) are retried per ``policy``.
+    A host whose name does not resolve or that refuses connections does not heal in seconds: it is
+    retried only within ``policy.unreachable_backoff_s`` (one quick retry by default), so a machine
+    without network fails at once. Any other status, or running out of attempts, is a ``DataError``
+    naming ``what`` and ``url`` and ending with ``remedy``.
     """
-    remedy = f"Check network access, or set {MIRROR_ENV} to a folder holding the raw files."
-    for attempt in range(1, policy.max_attempts + 1):
-        retry_after: float | None = None
+
+    def attempt(_: int) -> Retry | None:
         try:
             response = _stream_to(client, url, dest, check)
         except httpx.TransportError as err:
-            failure = repr(err)
-        else:
-            if response.status_code == 200:
-                return
-            if not is_retryable_status(response.status_code):
-                raise DataError(
-                    f"{what} could not be downloaded from {url}: HTTP {response.status_code}. {remedy}"
-                )
-            failure, retry_after = f"HTTP {response.status_code}", parse_retry_after(response.headers)
-        if attempt == policy.max_attempts:
-            raise DataError(
-                f"{what} could not be downloaded from {url} after {attempt} attempts ({failure}). {remedy}"
-            )
-        time.sleep(policy.delay(attempt, retry_after))
+            return Retry(repr(err), unreachable=_host_unreachable(err))
+        if response.status_code == 200:
+            return None
+        status = response.status_code
+        if not is_retryable_status(status):
+            raise DataError(f"{what} could not be downloaded from {url}: HTTP {status}. {remedy}")
+        return Retry(f"HTTP {status}", parse_retry_after(response.headers))
+
+    def exhausted(attempts: int, failure: Retry) -> None:
+        raise DataError(
+            f"{what} could not be downloaded from {url} after {attempts} attempts ({failure.reason}). "
+            + remedy
+        )
+
+    retry_sync(policy, attempt, exhausted=exhausted)
+
+
+def _host_unreachable(err: httpx.TransportError) -> bool:
+    """Whether ``err`` says the host is not there: its name does not resolve, or it refuses."""
+    if not isinstance(err, httpx.ConnectError):
+        return False
+    cause: BaseException | None = err
+    while cause is not None:
+        if isinstance(cause, socket.gaierror | ConnectionRefusedError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def _stream_to(
     client: httpx.Client, url: str, dest: Path, check: Callable[[Path], None] | None
 ) -> httpx.Response:
     """One GET; on 200 the body is checked and renamed to ``dest``, otherwise nothing is kept."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out, client.stream("GET", url) as response:
-            if response.status_code == 200:
+    with client.stream("GET", url) as response:
+        if response.status_code == 200:
+            with atomic_writer(dest, verify=check) as out:
                 for chunk in response.iter_bytes(_CHUNK):
                     out.write(chunk)
-        if response.status_code == 200:
-            if check is not None:
-                check(Path(tmp_name))
-            os.replace(tmp_name, dest)
-        return response
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+    return response
 
 
 def extract_zip_members(
@@ -282,27 +299,7 @@ def extract_zip_members(
                 continue
             if member.is_absolute() or ".." in member.parts:
                 raise DataError(f"{source}: {archive} member {info.filename} escapes the folder; refused.")
-            target = dest / member
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb") as out, zf.open(info) as src:
-                    while chunk := src.read(_CHUNK):
-                        out.write(chunk)
-                os.replace(tmp_name, target)
-            finally:
-                Path(tmp_name).unlink(missing_ok=True)
+            with atomic_writer(dest / member) as out, zf.open(info) as src:
+                shutil.copyfileobj(src, out, _CHUNK)
             names.append(str(member))
     return names
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename, so readers never see a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(tmp_name, path)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)

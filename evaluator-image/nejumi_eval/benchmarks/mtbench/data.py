@@ -12,7 +12,6 @@ the pinned files downloaded (sha256-checked) by the shared fetch module into the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -25,6 +24,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nejumi_eval.benchmarks.mtbench.protocol import CATEGORIES, PROTOCOL, category_rule
+from nejumi_eval.runtime.files import DigestMismatch
+from nejumi_eval.runtime.files import read_verified as _read_pinned
 
 if TYPE_CHECKING:
     from nejumi_eval.runtime.client.retry import RetryPolicy
@@ -166,31 +167,40 @@ def download_pinned(
     retry: RetryPolicy | None = None,
 ) -> Path:
     """Every file both variants read, from its pinned URL into `<cache>/raw/mt_bench_ja/`, sha256-
-    checked (the shared fetch module). `url_rewrite` exists for tests (a local server)."""
+    checked (the shared fetch module). `url_rewrite` exists for tests (a local server).
+
+    A file that cannot be downloaded is a `DataError` naming its URL and both mirror variables; an
+    unreachable host (no network, no DNS) fails within seconds rather than after the full backoff.
+    """
+    from nejumi_eval.runtime.fetch import MIRROR_ENV as DATA_MIRROR_ENV
     from nejumi_eval.runtime.fetch import RemoteFile, fetch_files
 
     used = {f.path for name in PROTOCOL.variants for f in variant_files(name).values()}
     pinned = [
         RemoteFile(name=f.path, url=f.url, sha256=f.sha256) for f in _manifest().values() if f.path in used
     ]
-    return fetch_files(SOURCE, pinned, cache_dir=cache_dir, url_rewrite=url_rewrite, retry=retry)
+    remedy = (
+        f"Check network access, or set {MIRROR_ENV} to a folder laid out like shared/datasets/{SOURCE} "
+        f"(or {DATA_MIRROR_ENV} to a raw-data mirror with {SOURCE}/ beside it)."
+    )
+    return fetch_files(
+        SOURCE, pinned, cache_dir=cache_dir, url_rewrite=url_rewrite, retry=retry, remedy=remedy
+    )
 
 
 def read_verified(folder: Path, file: DataFile) -> bytes:
     """The file's bytes, only if they match the pinned sha256."""
     path = folder / file.path
     try:
-        content = path.read_bytes()
+        return _read_pinned(path, file.sha256)
     except OSError as error:
         raise MTBenchDataError(
             f"{path}: cannot read MT-bench data file ({error}); set {MIRROR_ENV}?"
         ) from error
-    actual = hashlib.sha256(content).hexdigest()
-    if actual != file.sha256:
+    except DigestMismatch as error:
         raise MTBenchDataError(
-            f"{path}: sha256 {actual} differs from the pinned {file.sha256}; refusing to use it"
-        )
-    return content
+            f"{path}: sha256 {error.actual} differs from the pinned {error.expected}; refusing to use it"
+        ) from None
 
 
 _R = TypeVar("_R", bound=_Record)

@@ -3,7 +3,8 @@
 - Bounded concurrency: ``concurrency`` slots around each HTTP attempt (lowest ``priority`` first),
   and one long-lived connection pool of the same size, so the server's continuous batching stays full without
   queueing sockets on our side.
-- One retry loop (:meth:`InferenceClient._send`) applying :class:`RetryPolicy`; openai's own
+- One retry loop (:func:`~nejumi_eval.runtime.client.retry.retry_async`, used by
+  :meth:`InferenceClient._send` and the preflight) applying :class:`RetryPolicy`; openai's own
   retries are off (``max_retries=0``).
 - Misconfiguration fails fast with a typed error (:mod:`nejumi_eval.runtime.client.errors`); a request
   that still fails after its retries comes back as an :class:`InferenceResult` with ``error`` set,
@@ -41,7 +42,7 @@ from nejumi_eval.runtime.client.models import (
     InferenceRequest,
     InferenceResult,
 )
-from nejumi_eval.runtime.client.retry import is_retryable_status, parse_retry_after
+from nejumi_eval.runtime.client.retry import Retry, is_retryable_status, parse_retry_after, retry_async
 
 log = logging.getLogger(__name__)
 
@@ -111,32 +112,30 @@ class InferenceClient:
         ``GET /models`` (404) is not an error here: the first real request will tell.
         """
         s = self.settings
-        policy = s.retry
-        last = ""
-        for attempt in range(1, policy.max_attempts + 1):
-            retry_after: float | None = None
+
+        async def attempt(_: int) -> list[str] | Retry:
             try:
                 page = await self._openai.models.list()
-                ids = [m.id for m in page.data]
-                break
             except openai.APIConnectionError as exc:
-                last = f"{type(exc).__name__}: {_short(exc.__cause__ or exc)}"
+                return Retry(f"{type(exc).__name__}: {_short(exc.__cause__ or exc)}")
             except openai.APIStatusError as exc:
                 if exc.status_code in (401, 403):
                     raise self._auth_error(exc) from None
                 if not is_retryable_status(exc.status_code):
                     log.info("GET %s/models gave %s; model check skipped", s.base_url, exc.status_code)
-                    ids = []
-                    break
-                last = f"HTTP {exc.status_code}: {_short(exc.message)}"
-                retry_after = parse_retry_after(exc.response.headers)
-            if attempt < policy.max_attempts:
-                await asyncio.sleep(policy.delay(attempt, retry_after))
-        else:
+                    return []
+                return Retry(
+                    f"HTTP {exc.status_code}: {_short(exc.message)}", parse_retry_after(exc.response.headers)
+                )
+            return [m.id for m in page.data]
+
+        def exhausted(attempts: int, failure: Retry) -> list[str]:
             raise EndpointUnreachableError(
                 f"cannot reach the OpenAI-compatible endpoint {s.base_url} "
-                f"(model {s.model!r}) after {policy.max_attempts} attempts: {last}"
+                f"(model {s.model!r}) after {attempts} attempts: {failure.reason}"
             )
+
+        ids = await retry_async(s.retry, attempt, exhausted=exhausted)
         if s.verify_model and ids and s.model not in ids:
             shown = ", ".join(repr(i) for i in ids[:10]) + (" …" if len(ids) > 10 else "")
             raise ModelNotFoundError(f"model {s.model!r} is not served at {s.base_url}; it serves: {shown}")
@@ -195,19 +194,16 @@ class InferenceClient:
         return result
 
     async def _send(self, endpoint: str, body: dict[str, Any], priority: int = 0) -> InferenceResult:
-        """The retry loop: the only place where a request is repeated."""
-        policy = self.settings.retry
-        last = ""
-        attempt = 0
-        for attempt in range(1, policy.max_attempts + 1):
-            retry_after: float | None = None
+        """One request, repeated per the retry policy (:func:`retry_async`); the only place that repeats."""
+
+        async def attempt(number: int) -> InferenceResult | Retry:
             try:
                 async with self._slots.slot(priority):
                     self.stats.http_attempts += 1
                     started = time.perf_counter()
                     response = await self._post(endpoint, body)
                     latency = time.perf_counter() - started
-                return self._parse(endpoint, response, latency, attempt)
+                return self._parse(endpoint, response, latency, number)
             except openai.APIStatusError as exc:
                 status = exc.status_code
                 if status == 404:
@@ -219,23 +215,25 @@ class InferenceClient:
                 if status in (401, 403):
                     raise self._auth_error(exc) from None
                 if not is_retryable_status(status):
-                    return self._failure(f"HTTP {status} (not retried): {_short(exc.message)}", attempt)
-                last = f"HTTP {status}: {_short(exc.message)}"
-                retry_after = parse_retry_after(exc.response.headers)
+                    return self._failure(f"HTTP {status} (not retried): {_short(exc.message)}", number)
+                return Retry(f"HTTP {status}: {_short(exc.message)}", parse_retry_after(exc.response.headers))
             except openai.APITimeoutError:
-                last = f"timed out after {self.settings.request_timeout_s:g}s"
+                return Retry(f"timed out after {self.settings.request_timeout_s:g}s")
             except openai.APIConnectionError as exc:
-                last = f"connection error: {_short(exc.__cause__ or exc)}"
+                return Retry(f"connection error: {_short(exc.__cause__ or exc)}")
             except openai.APIError as exc:  # malformed response body and the like: retrying won't help
-                return self._failure(f"{type(exc).__name__}: {_short(exc)}", attempt)
+                return self._failure(f"{type(exc).__name__}: {_short(exc)}", number)
             except _ResponseShapeError as exc:
-                return self._failure(str(exc), attempt)
-            if attempt < policy.max_attempts:
-                self.stats.retries += 1
-                delay = policy.delay(attempt, retry_after)
-                log.debug("retrying %s in %.2fs after %s", endpoint, delay, last)
-                await asyncio.sleep(delay)
-        return self._failure(f"failed after {attempt} attempts: {last}", attempt)
+                return self._failure(str(exc), number)
+
+        def on_retry(_: int, delay: float, failure: Retry) -> None:
+            self.stats.retries += 1
+            log.debug("retrying %s in %.2fs after %s", endpoint, delay, failure.reason)
+
+        def exhausted(attempts: int, failure: Retry) -> InferenceResult:
+            return self._failure(f"failed after {attempts} attempts: {failure.reason}", attempts)
+
+        return await retry_async(self.settings.retry, attempt, exhausted=exhausted, on_retry=on_retry)
 
     async def _post(self, endpoint: str, body: dict[str, Any]) -> Completion | ChatCompletion:
         # `post` sends `body` verbatim, so what is hashed for the cache is exactly what is sent.

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from nejumi_eval.runtime.client.models import AnswerSource
+from nejumi_eval.runtime.files import atomic_write_text, file_digest
 
 
 def file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
+    return file_digest(path, "sha256")
 
 
 def folder_sha256(folder: Path, memo_path: Path | None = None) -> str:
@@ -45,10 +44,7 @@ def folder_sha256(folder: Path, memo_path: Path | None = None) -> str:
         outer.update(f"{rel}\0{digest}\n".encode())
     if memo_path is not None and seen != {k: v for k, v in memo.items() if k in seen}:
         memo.update(seen)
-        memo_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_path.with_name(memo_path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(memo, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, memo_path)
+        atomic_write_text(memo_path, json.dumps(memo, sort_keys=True))
     return outer.hexdigest()
 
 
