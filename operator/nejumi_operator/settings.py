@@ -18,6 +18,9 @@ ENV_EVALUATOR_ENV = "NEJUMI_OPERATOR_EVALUATOR_ENV"  # JSON object: extra env fo
 ENV_SERVER_TIMEOUT = "NEJUMI_OPERATOR_SERVER_TIMEOUT"  # seconds; kopf's settings.watching.server_timeout
 ENV_RESYNC = "NEJUMI_OPERATOR_RESYNC_SECONDS"  # seconds between status re-reads of unfinished evaluations
 ENV_BACKOFF_LIMIT = "NEJUMI_OPERATOR_BACKOFF_LIMIT"
+# A PVC of prepared data (a cache root: `<pvc>/jaster/prepared/…`) that every evaluator Job mounts
+# read-only and searches before preparing anything itself; empty = none.
+ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
 
 
 def _version() -> str:
@@ -43,6 +46,7 @@ class OperatorConfig:
     server_timeout_seconds: int = 60
     resync_seconds: float = 30.0
     backoff_limit: int = 2
+    prepared_data_pvc: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -60,6 +64,7 @@ class OperatorConfig:
             server_timeout_seconds=int(_number(env, ENV_SERVER_TIMEOUT, 60)),  # the API wants an integer
             resync_seconds=_number(env, ENV_RESYNC, 30.0),
             backoff_limit=int(_number(env, ENV_BACKOFF_LIMIT, 2)),
+            prepared_data_pvc=(env.get(ENV_PREPARED_DATA_PVC) or "").strip(),
         )
 
 

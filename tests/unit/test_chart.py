@@ -479,3 +479,56 @@ def test_operator_imports_only_the_light_core() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# ---- shared prepared data (issue 8 §5) ------------------------------------------------------------
+
+
+def test_no_prepared_data_pvc_by_default(default_docs: list[dict[str, Any]]) -> None:
+    env = env_of(default_docs)
+    assert env["NEJUMI_OPERATOR_PREPARED_DATA_PVC"] == ""
+    assert OperatorConfig.from_env(env).prepared_data_pvc == ""
+
+
+def test_prepared_data_pvc_reaches_the_evaluator_jobs(home: Path) -> None:
+    from nejumi_operator.reconcile.job import PREPARED_DATA_MOUNT, build_job
+
+    docs = template(home, "--set", "evaluator.preparedDataPVC=nejumi-prepared")
+    config = OperatorConfig.from_env(env_of(docs))
+    assert config.prepared_data_pvc == "nejumi-prepared"
+    job = build_job(
+        {"metadata": {"name": "e", "namespace": "team-a"}, "spec": {"model": {"name": "m"}}}, config
+    )
+    pod = job["spec"]["template"]["spec"]
+    assert {
+        "name": "prepared-data",
+        "persistentVolumeClaim": {"claimName": "nejumi-prepared", "readOnly": True},
+    } in (pod["volumes"])
+    (c,) = pod["containers"]
+    assert {"name": "prepared-data", "mountPath": PREPARED_DATA_MOUNT, "readOnly": True} in c["volumeMounts"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["NEJUMI_PREPARED_DIRS"].split(":")[-1] == PREPARED_DATA_MOUNT
+
+
+@pytest.mark.parametrize("bad", ["Not_A_Name", "-x", "x" * 254])
+def test_schema_rejects_a_bad_prepared_data_pvc(home: Path, bad: str) -> None:
+    out = helm(["template", "x", str(CHART), "--set", f"evaluator.preparedDataPVC={bad}"], home, check=False)
+    assert out.returncode != 0, out.stdout
+    assert "at '/evaluator/preparedDataPVC'" in out.stderr, out.stderr
+
+
+def test_evaluator_image_bakes_prepared_data_at_its_searched_path() -> None:
+    """The Dockerfile prepares every dataset at build time into the root NEJUMI_PREPARED_DIRS names,
+    the one the operator names again when it appends a PVC (a container env replaces the image's)."""
+    from nejumi_operator.reconcile.job import IMAGE_PREPARED_DIR
+
+    steps = dockerfile(REPO / "evaluator-image" / "Dockerfile")
+    envs = [a for w, a in steps if w == "ENV" and a.startswith("NEJUMI_PREPARED_DIRS=")]
+    assert envs == [f"NEJUMI_PREPARED_DIRS={IMAGE_PREPARED_DIR}"]
+    (prepare,) = [" ".join(a.split()) for w, a in steps if w == "RUN" and "jaster prepare" in a]
+    assert f"NEJUMI_CACHE_DIR={IMAGE_PREPARED_DIR} nejumi-eval -q jaster prepare &&" in prepare
+    assert "NEJUMI_DATA_MIRROR" not in prepare  # the full data from the pinned URLs, as a pod sees it
+    # All 16 (no dataset names after `prepare`), then the raw files go: only prepared records are read.
+    assert f"rm -rf {IMAGE_PREPARED_DIR}/raw" in prepare
+    baked = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "jaster prepare" in a)
+    assert baked < [w for w, _ in steps].index("ENTRYPOINT")

@@ -224,3 +224,67 @@ def test_data_cache_lives_in_the_workspace_unless_configured() -> None:
     assert env["NEJUMI_CACHE_DIR"] == {"name": "NEJUMI_CACHE_DIR", "value": ".cache"}
     job = build_job(evaluation(SECRETS_SPEC), OperatorConfig(evaluator_env={"NEJUMI_CACHE_DIR": "/cache"}))
     assert env_of(job)["NEJUMI_CACHE_DIR"]["value"] == "/cache"
+
+
+# ---- shared prepared data (issue 8 §5) ------------------------------------------------------------
+
+
+def test_no_prepared_data_volume_by_default() -> None:
+    job = build_job(evaluation(SECRETS_SPEC), CONFIG)
+    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["workspace"]
+    assert container(job)["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace"}]
+    # The image's own NEJUMI_PREPARED_DIRS (its baked copy) stays in force: no container env for it.
+    assert "NEJUMI_PREPARED_DIRS" not in env_of(job)
+
+
+def test_prepared_data_pvc_is_mounted_read_only_and_searched() -> None:
+    from nejumi_eval.api.v1alpha1.contract import PREPARED_DIRS_ENV
+
+    config = OperatorConfig(image="img:1", prepared_data_pvc="nejumi-prepared")
+    spec = {"model": {"name": "m"}, "workspace": {"pvcName": "ws"}}
+    job = build_job(evaluation(spec), config)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": "ws"}},
+        {
+            "name": "prepared-data",
+            "persistentVolumeClaim": {"claimName": "nejumi-prepared", "readOnly": True},
+        },
+    ]
+    assert container(job)["volumeMounts"] == [
+        {"name": "workspace", "mountPath": "/workspace"},
+        {"name": "prepared-data", "mountPath": builder.PREPARED_DATA_MOUNT, "readOnly": True},
+    ]
+    env = env_of(job)
+    # The image's baked root first (a container env value replaces the image's ENV), then the PVC.
+    assert env[PREPARED_DIRS_ENV]["value"] == f"/opt/nejumi/prepared:{builder.PREPARED_DATA_MOUNT}"
+    assert builder.IMAGE_PREPARED_DIR == "/opt/nejumi/prepared"
+    # The writable cache is still the workspace's: the PVC is only ever read.
+    assert env["NEJUMI_CACHE_DIR"]["value"] == ".cache"
+
+
+def test_prepared_data_pvc_appends_to_configured_roots() -> None:
+    config = OperatorConfig(
+        prepared_data_pvc="shared", evaluator_env={"NEJUMI_PREPARED_DIRS": "/data/a:/data/b"}
+    )
+    env = env_of(build_job(evaluation(SECRETS_SPEC), config))
+    assert env["NEJUMI_PREPARED_DIRS"]["value"] == f"/data/a:/data/b:{builder.PREPARED_DATA_MOUNT}"
+    # Without the PVC, the operator's evaluator env passes through untouched.
+    plain = OperatorConfig(evaluator_env={"NEJUMI_PREPARED_DIRS": "/data/a"})
+    assert env_of(build_job(evaluation(SECRETS_SPEC), plain))["NEJUMI_PREPARED_DIRS"]["value"] == "/data/a"
+
+
+def test_prepared_data_pvc_setting_from_env() -> None:
+    assert OperatorConfig.from_env({}).prepared_data_pvc == ""
+    assert OperatorConfig.from_env({"NEJUMI_OPERATOR_PREPARED_DATA_PVC": ""}) == OperatorConfig()
+    config = OperatorConfig.from_env({"NEJUMI_OPERATOR_PREPARED_DATA_PVC": "nejumi-prepared"})
+    assert config.prepared_data_pvc == "nejumi-prepared"
+
+
+def test_prepared_data_mount_path_can_be_read_by_the_evaluator(tmp_path, monkeypatch) -> None:
+    """The env value the builder writes parses into the roots the evaluator searches, in order."""
+    from nejumi_eval.benchmarks.jaster.prepare import prepared_roots
+
+    env = env_of(build_job(evaluation(SECRETS_SPEC), OperatorConfig(prepared_data_pvc="p")))
+    monkeypatch.setenv("NEJUMI_PREPARED_DIRS", env["NEJUMI_PREPARED_DIRS"]["value"])
+    assert [str(p) for p in prepared_roots()] == [builder.IMAGE_PREPARED_DIR, builder.PREPARED_DATA_MOUNT]

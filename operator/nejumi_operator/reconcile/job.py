@@ -19,6 +19,7 @@ from nejumi_eval.api.v1alpha1.contract import (
     EXIT_CONFIG,
     JUDGE_API_KEY_ENV,
     MODEL_API_KEY_ENV,
+    PREPARED_DIRS_ENV,
     SPEC_ENV,
     WANDB_API_KEY_ENV,
 )
@@ -32,6 +33,12 @@ WORKSPACE_VOLUME = "workspace"
 WORKSPACE_MOUNT = "/workspace"
 GPU_RESOURCE = "nvidia.com/gpu"
 CACHE_IN_WORKSPACE = ".cache"  # relative to the working dir, the workspace volume
+# Prepared data the evaluator reads without preparing (`$NEJUMI_PREPARED_DIRS`, read-only roots):
+# the image's baked copy (evaluator-image/Dockerfile) and, when configured, a shared PVC.
+IMAGE_PREPARED_DIR = "/opt/nejumi/prepared"
+PREPARED_DATA_VOLUME = "prepared-data"
+PREPARED_DATA_MOUNT = "/mnt/nejumi-prepared"
+POD_PATHSEP = ":"  # the evaluator's os.pathsep (a Linux container), whatever the operator runs on
 RESERVED_ENV = (SPEC_ENV, MODEL_API_KEY_ENV, JUDGE_API_KEY_ENV, WANDB_API_KEY_ENV)
 ANNOTATION_GENERATION = f"{GROUP}/generation"
 # Exit codes that no retry can fix (a bug, a configuration error): fail the Job at once.
@@ -97,6 +104,11 @@ def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
     # Downloaded data and built models live in the workspace too, so a retried pod on the same
     # PVC neither downloads nor parses again (the operator's settings may point elsewhere).
     extra = {CACHE_ENV: CACHE_IN_WORKSPACE, **config.evaluator_env}
+    if config.prepared_data_pvc:
+        # A container env value replaces the image's ENV, so the baked root is named again first
+        # (local disk, fastest) unless the operator's evaluator env already says which roots.
+        roots = extra.get(PREPARED_DIRS_ENV) or IMAGE_PREPARED_DIR
+        extra[PREPARED_DIRS_ENV] = POD_PATHSEP.join([roots, PREPARED_DATA_MOUNT])
     env = [{"name": k, "value": v} for k, v in sorted(extra.items()) if k not in RESERVED_ENV]
     payload = evaluator_spec(spec).model_dump(mode="json", by_alias=True)
     env.append({"name": SPEC_ENV, "value": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))})
@@ -131,6 +143,21 @@ def _workspace_volume(spec: EvaluationSpec) -> dict[str, Any]:
     return {"name": WORKSPACE_VOLUME, "emptyDir": empty}
 
 
+def _volume_mounts(config: OperatorConfig) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [{"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT}]
+    if config.prepared_data_pvc:
+        mounts.append({"name": PREPARED_DATA_VOLUME, "mountPath": PREPARED_DATA_MOUNT, "readOnly": True})
+    return mounts
+
+
+def _prepared_data_volumes(config: OperatorConfig) -> list[dict[str, Any]]:
+    """The shared prepared-data PVC, read-only: many evaluations read it at once, none writes it."""
+    if not config.prepared_data_pvc:
+        return []
+    claim = {"claimName": config.prepared_data_pvc, "readOnly": True}
+    return [{"name": PREPARED_DATA_VOLUME, "persistentVolumeClaim": claim}]
+
+
 def labels(name: str) -> dict[str, str]:
     """The labels of an evaluation's Job and pods."""
     value = label_value(name)
@@ -162,7 +189,7 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "args": ["--spec-env", SPEC_ENV, "--summary", TERMINATION_PATH],
         "env": _env(spec, config),
         "workingDir": WORKSPACE_MOUNT,
-        "volumeMounts": [{"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT}],
+        "volumeMounts": _volume_mounts(config),
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -173,7 +200,7 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "automountServiceAccountToken": False,  # the evaluator never talks to the API server
         "enableServiceLinks": False,
         "containers": [container],
-        "volumes": [_workspace_volume(spec)],
+        "volumes": [_workspace_volume(spec), *_prepared_data_volumes(config)],
     }
     if spec.resources.node_selector:
         pod_spec["nodeSelector"] = dict(spec.resources.node_selector)

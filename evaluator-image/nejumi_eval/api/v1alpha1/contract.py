@@ -32,3 +32,6 @@ CACHE_ENV = "NEJUMI_CACHE_DIR"
 """Root of the data and model caches (default `~/.cache/nejumi`)."""
 DATA_MIRROR_ENV = "NEJUMI_DATA_MIRROR"
 """A local folder laid out like `shared/datasets/raw`: offline data."""
+PREPARED_DIRS_ENV = "NEJUMI_PREPARED_DIRS"
+"""Read-only roots laid out like `$NEJUMI_CACHE_DIR` (os.pathsep-separated), searched for prepared
+data before the writable cache and never written to: the image's baked copy, a shared PVC."""

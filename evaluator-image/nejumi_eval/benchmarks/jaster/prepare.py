@@ -5,6 +5,11 @@ The fingerprint covers what determines the records: the pinned hashes of the raw
 converter's source text and this module's record format. A warm cache therefore needs neither the
 network, the mirror nor the converters, and a changed manifest or converter can never be served a
 stale file.
+
+``$NEJUMI_PREPARED_DIRS`` names read-only roots laid out like the cache (the evaluator image's baked
+copy, a shared PVC), searched first: an entry there is used only when its name and contents carry
+the fingerprint computed here, so a pod holding a GPU never parses a corpus another pod (or the
+image build) already prepared. Nothing is ever written into them; a miss is prepared into the cache.
 """
 
 from __future__ import annotations
@@ -12,20 +17,26 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 from tqdm import tqdm
 
+from nejumi_eval.api.v1alpha1.contract import PREPARED_DIRS_ENV
 from nejumi_eval.benchmarks.jaster.datasets import DATASETS, JasterDataset
 from nejumi_eval.benchmarks.jaster.sources import fetch_source, load_manifest, mirror_absent
-from nejumi_eval.runtime.fetch import MIRROR_ENV, DataError, cache_root, mirror_root, write_atomic
+from nejumi_eval.runtime.fetch import MIRROR_ENV, DataError, cache_root, mirror_root
+from nejumi_eval.runtime.files import atomic_write_bytes
 
 SPLITS = ("train", "dev", "test")
 RECORD_FORMAT = "jaster-prepared-1"
 """Bump when the layout of a prepared record (fields, id scheme) changes."""
+
+log = logging.getLogger(__name__)
 
 
 class SplitUnavailable(DataError):
@@ -130,23 +141,70 @@ def _build(
     return PreparedDataset(dataset=ds.name, fingerprint=fp, splits=splits, unavailable=unavailable)
 
 
+def prepared_roots() -> list[Path]:
+    """``$NEJUMI_PREPARED_DIRS`` (``os.pathsep``-separated), read at call time; empty when unset."""
+    value = os.environ.get(PREPARED_DIRS_ENV) or ""
+    return [Path(part).expanduser() for part in value.split(os.pathsep) if part]
+
+
+def _prepared_path(root: Path, ds: JasterDataset, fp: str) -> Path:
+    """Where a cache root (writable or read-only) keeps the records of ``ds`` with fingerprint ``fp``."""
+    return root / "jaster" / "prepared" / ds.name / f"{fp}.json"
+
+
+def _from_prepared_roots(ds: JasterDataset, fp: str) -> PreparedDataset | None:
+    """The first usable entry for (``ds``, ``fp``) in the read-only roots, or None; reads only.
+
+    An entry is usable when it parses and names this dataset and fingerprint; anything else (a
+    truncated copy, a file renamed from another version) is skipped with a warning, never trusted.
+    """
+    for root in prepared_roots():
+        path = _prepared_path(root, ds, fp)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            log.warning("%s: cannot read %s (%s); skipping it", ds.name, path, err)
+            continue
+        try:
+            prepared = PreparedDataset.model_validate_json(data)
+        except ValidationError as err:
+            log.warning("%s: %s is not a prepared dataset (%s); skipping it", ds.name, path, err)
+            continue
+        minimum = ds.task.neo_test_samples_scored
+        if (
+            prepared.dataset != ds.name
+            or prepared.fingerprint != fp
+            or len(prepared.splits.get("test", [])) < minimum
+        ):
+            log.warning("%s: %s does not hold the records of fingerprint %s; skipping it", ds.name, path, fp)
+            continue
+        log.debug("%s: prepared records from the read-only root %s", ds.name, root)
+        return prepared
+    return None
+
+
 def _prepared(ds: JasterDataset, *, progress: bool = False) -> tuple[PreparedDataset, bool]:
-    """(prepared records, whether they came from the cache)."""
+    """(prepared records, whether they came from a read-only root or the cache)."""
     cache_dir, mirror_dir = cache_root(), mirror_root()
     fp = fingerprint(ds, mirror_dir)
-    path = cache_dir / "jaster" / "prepared" / ds.name / f"{fp}.json"
+    if (shared := _from_prepared_roots(ds, fp)) is not None:
+        return shared, True
+    path = _prepared_path(cache_dir, ds, fp)
     if path.is_file():
         return PreparedDataset.model_validate_json(path.read_bytes()), True
     prepared = _build(ds, fp, mirror_dir, cache_dir, progress)
-    write_atomic(path, prepared.model_dump_json().encode())
+    atomic_write_bytes(path, prepared.model_dump_json().encode())
     return prepared, False
 
 
 def load(dataset: str, split: str) -> list[dict[str, str]]:
     """The prepared records of one split, in protocol order: ``id``, ``instruction``, ``input``, ``output``.
 
-    Raw files come from ``$NEJUMI_DATA_MIRROR`` when set, else from the pinned URLs (cached under
-    ``$NEJUMI_CACHE_DIR``). Raises ``SplitUnavailable`` when the split cannot be built from the raw
+    Prepared records are read from ``$NEJUMI_PREPARED_DIRS`` or ``$NEJUMI_CACHE_DIR`` when there;
+    otherwise raw files come from ``$NEJUMI_DATA_MIRROR`` when set, else from the pinned URLs (cached
+    under ``$NEJUMI_CACHE_DIR``). Raises ``SplitUnavailable`` when the split cannot be built from the raw
     files at hand, and ``DataError`` for anything wrong with them.
     """
     ds = _dataset(dataset)
