@@ -288,3 +288,16 @@ def test_prepared_data_mount_path_can_be_read_by_the_evaluator(tmp_path, monkeyp
     env = env_of(build_job(evaluation(SECRETS_SPEC), OperatorConfig(prepared_data_pvc="p")))
     monkeypatch.setenv("NEJUMI_PREPARED_DIRS", env["NEJUMI_PREPARED_DIRS"]["value"])
     assert [str(p) for p in prepared_roots()] == [builder.IMAGE_PREPARED_DIR, builder.PREPARED_DATA_MOUNT]
+
+
+def test_judge_keys_come_from_any_enabled_benchmark_with_a_judge() -> None:
+    """The Job builder names no benchmark: any enabled section with a judge may carry the key."""
+    ref = {"name": "judge", "key": "api-key"}
+    spec = {"model": {"name": "m"}, "benchmarks": {"mtbench": {"judge": {"apiKeySecretRef": ref}}}}
+    env = env_of(build_job(evaluation(spec), CONFIG))
+    assert env["NEJUMI_JUDGE_API_KEY"]["valueFrom"]["secretKeyRef"] == ref
+    disabled = {
+        "model": {"name": "m"},
+        "benchmarks": {"mtbench": {"enabled": False, "judge": {"apiKeySecretRef": ref}}},
+    }
+    assert "NEJUMI_JUDGE_API_KEY" not in env_of(build_job(evaluation(disabled), CONFIG))

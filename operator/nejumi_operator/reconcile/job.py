@@ -100,6 +100,21 @@ def _secret_env(name: str, ref: SecretKeyRef) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
 
+def _judge_secret_ref(spec: EvaluationSpec) -> SecretKeyRef | None:
+    """The one judge key of an evaluation (every benchmark's judge reads `JUDGE_API_KEY_ENV`)."""
+    refs = {
+        name: judge.api_key_secret_ref
+        for name, judge in spec.benchmarks.judges().items()
+        if judge.api_key_secret_ref is not None
+    }
+    if len({(r.name, r.key) for r in refs.values()}) > 1:
+        names = ", ".join(f"benchmarks.{n}.judge.apiKeySecretRef" for n in refs)
+        raise InvalidEvaluation(
+            f"{names}: name one Secret key for every judge (one judge key per evaluation)"
+        )
+    return next(iter(refs.values()), None)
+
+
 def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
     # Downloaded data and built models live in the workspace too, so a retried pod on the same
     # PVC neither downloads nor parses again (the operator's settings may point elsewhere).
@@ -114,9 +129,9 @@ def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
     env.append({"name": SPEC_ENV, "value": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))})
     if spec.model.api_key_secret_ref:
         env.append(_secret_env(MODEL_API_KEY_ENV, spec.model.api_key_secret_ref))
-    judge = spec.benchmarks.mtbench.judge
-    if judge and judge.api_key_secret_ref:
-        env.append(_secret_env(JUDGE_API_KEY_ENV, judge.api_key_secret_ref))
+    judge_ref = _judge_secret_ref(spec)
+    if judge_ref is not None:
+        env.append(_secret_env(JUDGE_API_KEY_ENV, judge_ref))
     if spec.wandb.api_key_secret_ref:
         env.append(_secret_env(WANDB_API_KEY_ENV, spec.wandb.api_key_secret_ref))
     return env

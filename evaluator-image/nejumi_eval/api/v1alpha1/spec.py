@@ -256,6 +256,15 @@ class BenchmarksSpec(Spec):
     def enabled(self) -> dict[str, BenchmarkSpec]:
         return {name: section for name, section in self.sections().items() if section.enabled}
 
+    def judges(self) -> dict[str, JudgeSpec]:
+        """The judge of every enabled benchmark that has one, by benchmark name."""
+        out = {}
+        for name, section in self.enabled().items():
+            judge = getattr(section, "judge", None)
+            if isinstance(judge, JudgeSpec):
+                out[name] = judge
+        return out
+
 
 class GenerationSpec(Spec):
     """How requests are sent to the model under test."""
