@@ -61,13 +61,6 @@ class AnswerSource(BaseModel):
     def api(cls, base_url: str, model: str) -> AnswerSource:
         return cls(kind="api", base_url=normalise_base_url(base_url), model=model)
 
-    def describe(self) -> str:
-        """Short human form for logs and errors."""
-        if self.kind == "api":
-            return f"{self.model} at {self.base_url}"
-        what = self.model or f"local folder sha256:{(self.content_sha256 or '')[:12]}"
-        return f"{what}{'@' + self.revision if self.revision else ''} served by {self.backend}"
-
 
 class ClientSettings(BaseModel):
     """Where requests go and how hard the client pushes.
