@@ -53,3 +53,45 @@ def test_score_a_predictions_file(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_bad_predictions_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], rows, message) -> None:
     assert main(["-q", "jaster", "score", str(_predictions(tmp_path / "p.jsonl", rows))]) == EXIT_CONFIG
     assert message in capsys.readouterr().err
+
+
+def test_score_partial_on_the_real_splits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    golds = [r["output"] for r in select("jamp", "test", load("jamp", "test"))]
+    rows = [{"dataset": "jamp", "index": i, "output": g} for i, g in enumerate(golds)]
+    predictions = _predictions(tmp_path / "p.jsonl", rows)
+    assert main(["-q", "jaster", "score", str(predictions), "--partial"]) == EXIT_OK
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["scores"] == {"jamp_exact_match": 1.0}
+    assert doc["partial"] is True and "jamp" not in doc["missing_datasets"]
+    assert len(doc["missing_datasets"]) == 15 and doc["categories"]["AVG"] is None
+    assert captured.err == ""
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (
+            {"dataset": "jamp", "index": 100, "output": "x"},
+            ":2: index 100 is out of range for jamp: expected 0..99",
+        ),
+        (
+            {"dataset": "jamp", "index": 0, "output": "x"},
+            ":2: duplicate prediction for jamp index 0 (first on line 1)",
+        ),
+        (
+            {"dataset": "jamps", "index": 1, "output": "x"},
+            ":2: unknown dataset 'jamps' (did you mean 'jamp'?)",
+        ),
+    ],
+)
+def test_strict_predictions_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], row, message) -> None:
+    rows = [{"dataset": "jamp", "index": 0, "output": "x"}, row]
+    predictions = _predictions(tmp_path / "p.jsonl", rows)
+    assert main(["-q", "jaster", "score", str(predictions)]) == EXIT_CONFIG
+    assert f"{predictions}{message}" in capsys.readouterr().err
+
+
+def test_prepare_unknown_dataset_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["-q", "jaster", "prepare", "jamps"]) == EXIT_CONFIG
+    assert "unknown jaster dataset 'jamps' (did you mean 'jamp'?); known: jamp," in capsys.readouterr().err

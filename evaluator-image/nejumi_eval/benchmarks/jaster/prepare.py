@@ -14,6 +14,7 @@ image build) already prepared. Nothing is ever written into them; a miss is prep
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from nejumi_eval.api.v1alpha1.contract import PREPARED_DIRS_ENV
 from nejumi_eval.benchmarks.jaster.datasets import DATASETS, JasterDataset
 from nejumi_eval.benchmarks.jaster.sources import fetch_source, load_manifest, mirror_absent
+from nejumi_eval.errors import InputError
 from nejumi_eval.runtime.fetch import MIRROR_ENV, DataError, cache_root, mirror_root
 from nejumi_eval.runtime.files import atomic_write_bytes
 
@@ -76,11 +78,25 @@ class PrepareReport(BaseModel):
         return [name for name, r in self.datasets.items() if "dev" in r.unavailable]
 
 
+class UnknownDataset(InputError, DataError):
+    """A dataset name that is not one of the 16: bad input (exit 2), not a data problem.
+
+    It stays a ``DataError`` too, so callers that catch data errors around ``load`` still see it.
+    """
+
+
+def known_datasets_hint(name: object) -> str:
+    """`` (did you mean 'jamp'?); known: jamp, janli, …`` for an unknown dataset name."""
+    close = difflib.get_close_matches(name, DATASETS, n=1) if isinstance(name, str) else []
+    suggestion = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{suggestion}; known: {', '.join(DATASETS)}"
+
+
 def _dataset(name: str) -> JasterDataset:
     try:
         return DATASETS[name]
     except KeyError:
-        raise DataError(f"unknown jaster dataset {name!r}; known: {', '.join(DATASETS)}") from None
+        raise UnknownDataset(f"unknown jaster dataset {name!r}{known_datasets_hint(name)}") from None
 
 
 def _module_digest(module: str) -> str:
