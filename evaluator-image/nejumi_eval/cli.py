@@ -14,7 +14,7 @@ import os
 import sys
 
 from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED
-from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify
+from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify, unwrap
 
 
 def _print_json(doc: object) -> None:
@@ -46,9 +46,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         _set_judges(spec, args)
     if args.summary:
         spec.summary_path = args.summary
+    spec = _apply_benchmark_options(spec, args)
     summary = run(spec, progress=not args.quiet)
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
+
+
+def _apply_benchmark_options(spec, args: argparse.Namespace):
+    """`--limit` and each benchmark's own run options, then the whole spec validated again (an
+    option's value gets the same checks and messages as the same field in a config)."""
+    from nejumi_eval.api.v1alpha1.spec import parse_spec
+    from nejumi_eval.benchmarks import registry
+
+    touched = args.limit is not None
+    for name, section in spec.benchmarks.sections().items():
+        if args.limit is not None:
+            section.limit(args.limit)
+        apply = getattr(registry.get(name), "apply_run_options", None)
+        if apply is not None:
+            touched |= bool(apply(section, args))
+    if not touched:
+        return spec
+    return parse_spec(spec.model_dump(mode="json", by_alias=True, exclude_unset=True), source="command line")
 
 
 def _set_judges(spec, args: argparse.Namespace) -> None:
@@ -99,7 +118,9 @@ def _human_summary(summary) -> str:
     for name, b in summary.benchmarks.items():
         title = registry.get(name).title
         if not b.scored:
-            lines.append(f"{title}: not scored (no judge configured); outputs saved")
+            failed = name in (summary.error or "")
+            why = "it did not finish (see the error below)" if failed else "no judge configured"
+            lines.append(f"{title}: not scored ({why}); outputs saved")
             continue
         flags = "  [degraded]" if b.degraded else ""
         counts = f"  (failed requests: {b.failures}, invalid: {b.invalid})" if b.failures or b.invalid else ""
@@ -130,12 +151,55 @@ def _human_summary(summary) -> str:
             "  (a smoke test, not a leaderboard score)" if summary.capped or summary.synthetic_judge else ""
         )
         lines.append(f"{OVERALL.name}: {summary.overall:.4f}{note}{smoke}")
+    for name, b in summary.benchmarks.items():
+        if b.scores:  # per dataset, also for subset runs whose average is null
+            lines.append(_scores_table(registry.get(name).title, b.scores))
     lines.append(f"results: {summary.results_dir}")
     if summary.wandb_run_path:
         lines.append(f"W&B run: {summary.wandb_run_path}")
+        if os.path.isdir(summary.wandb_run_path):  # offline: a run folder to upload later
+            lines.append(f"  upload it with: wandb sync {summary.wandb_run_path}")
     if summary.error:
         lines.append(f"error: {summary.error}")
     return "\n".join(lines)
+
+
+def _scores_table(title: str, scores: dict[str, float]) -> str:
+    """A per-dataset table (rich, plain text when not on a terminal)."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{title}: per dataset", title_justify="left", show_edge=False)
+    table.add_column("dataset_metric")
+    table.add_column("score", justify="right")
+    for key, value in scores.items():
+        table.add_row(key, f"{value:.4f}")
+    buffer = io.StringIO()
+    Console(file=buffer, width=80, force_terminal=False, color_system=None).print(table)
+    return buffer.getvalue().rstrip()
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """What can be run: benchmarks with their datasets, metrics, categories, templates, variants."""
+    from nejumi_eval.benchmarks import registry
+
+    docs = {}
+    for name in registry.names():
+        bench = registry.get(name)
+        describe = getattr(bench, "describe", None)
+        docs[name] = describe() if describe is not None else {"benchmark": name}
+    if args.json:
+        _print_json(docs)
+        return EXIT_OK
+    for name, doc in docs.items():
+        bench = registry.get(name)
+        render = getattr(bench, "format_description", None)
+        print(f"== {name} ({bench.title})")
+        print(render(doc) if render is not None else json.dumps(doc, ensure_ascii=False, indent=2))
+        print()
+    return EXIT_OK
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
@@ -146,9 +210,12 @@ def cmd_schema(_args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from nejumi_eval import __version__
+
     parser = argparse.ArgumentParser(prog="nejumi-eval", description=__doc__.splitlines()[0])
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or step lines")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"nejumi-eval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run an evaluation (no config: the embedded default, a tiny model)")
@@ -160,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workspace", help="workspace folder (cache + results)")
     run.add_argument("--summary", help="write the compact JSON summary here")
     run.add_argument("--judge-endpoint", help="MT-bench judge: OpenAI-compatible base URL (…/v1)")
-    run.add_argument("--judge-model", help="MT-bench judge model (default gpt-4-0613)")
+    run.add_argument("--judge-model", "--judge", help="the judge's model (default gpt-4-0613)")
     run.add_argument(
         "--judge-api-key-env",
         help="env var holding the judge's API key (default: $NEJUMI_JUDGE_API_KEY, then $OPENAI_API_KEY "
@@ -171,22 +238,45 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rate MT-bench with the built-in synthetic judge (a fixed rule; a smoke test, marked as such)",
     )
+    run.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="smoke test: at most N samples (questions per category) per dataset; results are marked capped",
+    )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(func=cmd_run)
 
     from nejumi_eval.benchmarks import registry
+
+    for name in registry.names():  # each benchmark's own `run` options (e.g. jaster's --datasets)
+        add_run_options = getattr(registry.get(name), "add_run_options", None)
+        if add_run_options is not None:
+            add_run_options(run)
 
     for name in registry.names():  # each benchmark's own subcommands (e.g. `jaster prepare`)
         add_commands = getattr(registry.get(name), "add_commands", None)
         if add_commands is not None:
             add_commands(sub)
 
+    listing = sub.add_parser(
+        "list", help="benchmarks, datasets (metric, category, samples), templates, variants"
+    )
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.set_defaults(func=cmd_list)
+
     schema = sub.add_parser("schema", help="print the evaluation spec's JSON schema")
     schema.set_defaults(func=cmd_schema)
     return parser
 
 
+GLOBAL_FLAGS = ("-q", "--quiet", "-v", "--verbose")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Global flags are accepted after the subcommand too (`nejumi-eval run -q`), as users type them.
+    argv = [a for a in argv if a in GLOBAL_FLAGS] + [a for a in argv if a not in GLOBAL_FLAGS]
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -197,11 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume from the cache", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `nejumi-eval list | head`: the reader has what it wanted
+        sys.stderr.close()
+        return EXIT_OK
     except Exception as exc:  # classified below; bugs re-raise with their traceback
         code = classify(exc)
         if code == EXIT_BUG:
             raise
-        print(f"nejumi-eval: {exc}", file=sys.stderr)
+        print(f"nejumi-eval: {unwrap(exc)}", file=sys.stderr)
         return code
 
 

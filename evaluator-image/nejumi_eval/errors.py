@@ -17,6 +17,7 @@ __all__ = [
     "InfrastructureError",
     "InputError",
     "classify",
+    "unwrap",
 ]
 
 
@@ -28,8 +29,20 @@ class InfrastructureError(RuntimeError):
     """The environment failed the run: a model server that would not start, a lost endpoint."""
 
 
+def unwrap(exc: BaseException) -> BaseException:
+    """The error a person should read out of a (nested) task-group `ExceptionGroup`: the first one
+    with an exit code of its own (configuration, infrastructure), else the first leaf."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [unwrap(e) for e in exc.exceptions]
+    typed = [e for e in leaves if classify(e) != EXIT_BUG]
+    return (typed or leaves)[0]
+
+
 def classify(exc: BaseException) -> int:
-    """Exit code for an exception that ended a run."""
+    """Exit code for an exception that ended a run (task groups unwrapped)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return classify(unwrap(exc))
     from nejumi_eval.api.v1alpha1.spec import ConfigError
     from nejumi_eval.runtime.client.errors import InferenceClientError
     from nejumi_eval.runtime.fetch import DataError

@@ -10,29 +10,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import platform
 import re
+import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nejumi_eval.api.v1alpha1.contract import JUDGE_API_KEY_ENV, MODEL_API_KEY_ENV
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
+from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
+from nejumi_eval.errors import EXIT_BUG, classify, unwrap
+from nejumi_eval.report.results import ResultsFolder
+from nejumi_eval.report.wandb_log import WandbRun
 
 if TYPE_CHECKING:
     from nejumi_eval.benchmarks.base import BenchmarkOutput
 
 log = logging.getLogger(__name__)
-
-OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 # ---- phases and bookkeeping ----------------------------------------------------------------
 
@@ -42,6 +45,8 @@ class Timeline:
     """Wall-clock phases of one run (seconds), for the summary and the GPU-time accounting."""
 
     started: float = field(default_factory=time.perf_counter)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """Wall-clock start (run.json's `started_at`; the perf counter above times the phases)."""
     phases: dict[str, float] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
 
@@ -65,23 +70,6 @@ class Timeline:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", Path(text).name if os.path.sep in text else text).strip("_")[:60]
-
-
-def _api_key(
-    explicit_env: str | None, operator_env: str, field_name: str, fallback_env: str | None = None
-) -> str:
-    """The API key from the environment only: secrets never appear in specs, logs or W&B.
-
-    Order: the env var the spec names (an error if it is unset), the operator's mount of the
-    Secret reference, a conventional fallback (OPENAI_API_KEY for the OpenAI API), else no key
-    ("EMPTY", which local servers accept and real APIs answer with a clear 401).
-    """
-    for name in (explicit_env, operator_env, fallback_env):
-        if name and os.environ.get(name):
-            return os.environ[name]
-    if explicit_env:
-        raise ConfigError(f"{field_name}: environment variable {explicit_env} is not set")
-    return "EMPTY"
 
 
 def _versions() -> dict[str, str]:
@@ -121,146 +109,180 @@ def check_chat_template(spec: EvaluationSpec) -> None:
         )
 
 
-# ---- serving -------------------------------------------------------------------------------
-
-
-@dataclass
-class Endpoint:
-    base_url: str
-    model: str
-    api_key: str
-
-
-@contextlib.asynccontextmanager
-async def model_endpoint(spec: EvaluationSpec, log_dir: Path, timeline: Timeline) -> AsyncIterator[Endpoint]:
-    """Serve a local model for the duration of the block, or point at the configured API."""
-    m = spec.model
-    if m.source == ModelSource.OPENAI_COMPATIBLE:
-        assert m.endpoint is not None  # enforced by the spec
-        yield Endpoint(m.endpoint, m.name, _api_key(m.api_key_env, MODEL_API_KEY_ENV, "model.apiKeyEnv"))
-        return
-    from nejumi_eval.runtime.serve.commands import ServerSettings
-    from nejumi_eval.runtime.serve.process import ModelServer, ServerError
-
-    settings = ServerSettings(
-        backend=m.source.value,
-        model=m.name,
-        revision=m.revision,
-        tensor_parallel_size=m.vllm.tensor_parallel_size,
-        max_model_len=m.vllm.max_model_len,
-        dtype=m.vllm.dtype,
-        max_num_seqs=m.vllm.max_num_seqs if m.source == ModelSource.VLLM else None,
-        chat_template=Path(m.chat_template) if m.chat_template else None,
-        extra_args=[
-            *m.vllm.extra_args,
-            *(
-                ["--gpu-memory-utilization", str(m.vllm.gpu_memory_utilization)]
-                if m.vllm.gpu_memory_utilization and m.source == ModelSource.VLLM
-                else []
-            ),
-        ],
-        port=0,
-    )
-    from nejumi_eval.errors import InfrastructureError
-
-    try:
-        server = ModelServer.from_settings(settings, log_dir=log_dir)
-    except ValueError as exc:  # a setting this backend cannot honour (e.g. transformers + chatTemplate)
-        raise ConfigError(f"model: {exc}") from None
-
-    with timeline.phase("serve_start"):
-        try:
-            await server.start()
-        except ServerError as exc:
-            raise InfrastructureError(str(exc)) from None
-    timeline.mark("server.up")
-    try:
-        yield Endpoint(server.base_url, server.model_name, "EMPTY")
-    finally:
-        with timeline.phase("serve_stop"):
-            await server.stop()
-        timeline.mark("server.down")
-
-
 # ---- the run -------------------------------------------------------------------------------
 
 
 async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
-    """One evaluation, end to end. Raises on configuration or infrastructure failure."""
+    """One evaluation, end to end. Raises on configuration or infrastructure failure found before
+    anything was scored; a failure after that (a judge lost mid-run) is a `failed` summary that
+    keeps every benchmark that was scored."""
     from nejumi_eval.benchmarks import registry
-    from nejumi_eval.benchmarks.base import RunContext
-    from nejumi_eval.runtime.client.cache import ResponseCache
-    from nejumi_eval.runtime.client.client import InferenceClient
+    from nejumi_eval.preflight import preflight
 
     timeline = Timeline()
     workspace = Path(spec.workspace.path).expanduser().resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    results_dir = workspace / "results" / f"{_slug(spec.model.name)}-{stamp}"
-    results_dir.mkdir(parents=True, exist_ok=True)
+    results_dir = workspace / "results" / f"{_slug(spec.model.name)}-{stamp}"  # made when reporting
     sections = spec.benchmarks.enabled()
     if not sections:
         raise ConfigError(f"benchmarks: enable at least one of {', '.join(registry.names())}")
 
     check_chat_template(spec)
+    steps = Steps(progress)
+    endpoint = ModelEndpoint(spec, workspace / "logs", timeline, on_ready=steps.say)
+    judges_to_check = [
+        (f"benchmarks.{name}.judge", judge_settings(spec, judge, f"benchmarks.{name}.judge"))
+        for name, judge in spec.benchmarks.judges().items()
+    ]
+    with timeline.phase("preflight"):
+        await preflight(spec, endpoint, judges_to_check)
+    steps.say(f"preflight: ok in {timeline.phases['preflight']:.1f} s (model, judges, W&B)")
+    wandb_run = WandbRun()
+    if spec.wandb.enabled:  # opened now: the W&B run's start, end and runtime are the evaluation's
+        results_dir.mkdir(parents=True, exist_ok=True)
+        smoke = smoke_test_flags(spec)
+        wandb_run = WandbRun.open(
+            spec.wandb,
+            results_dir,
+            run_id=evaluation_id(spec),
+            name=_slug(spec.model.name),
+            config={"spec": spec.model_dump(mode="json", by_alias=True), "versions": _versions()},
+            smoke_test=any(smoke.values()),
+            tags=_tags(smoke),
+        )
+    try:
+        return await _evaluate(spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run)
+    except BaseException as exc:
+        if results_dir.exists():  # never a results folder that does not say how its run ended
+            message = str(unwrap(exc)) or type(exc).__name__
+            failed = Summary(status="failed", model=spec.model.name, error=message[-1500:])
+            ResultsFolder(results_dir).write_json(
+                "summary", failed.model_dump(mode="json", by_alias=True, exclude_none=True)
+            )
+        wandb_run.close(failed=True)
+        raise
+
+
+def smoke_test_flags(spec: EvaluationSpec) -> dict[str, bool]:
+    """What the spec already says about a smoke test (before any score exists)."""
+    sections = spec.benchmarks.enabled().values()
+    return {
+        "capped": spec.generation.max_new_tokens_cap is not None or any(s.capped for s in sections),
+        "synthetic_judge": any(j.synthetic for j in spec.benchmarks.judges().values()),
+    }
+
+
+def _tags(flags: dict[str, bool]) -> list[str]:
+    return [name.replace("_", "-") for name, on in flags.items() if on]
+
+
+def evaluation_id(spec: EvaluationSpec) -> str:
+    """Names one evaluation: the same model, benchmarks and protocol settings give the same id,
+    whatever the workspace, the W&B settings, the pod resources or the client's pacing."""
+    doc = spec.model_dump(mode="json", by_alias=True, exclude={"workspace", "summary_path", "wandb"})
+    for placement in ("resources", "queueName"):
+        doc.pop(placement, None)
+    for pacing in ("concurrency", "requestTimeoutSeconds", "maxRetries"):
+        doc["generation"].pop(pacing, None)
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+async def _evaluate(
+    spec: EvaluationSpec,
+    steps: Steps,
+    timeline: Timeline,
+    workspace: Path,
+    results_dir: Path,
+    sections: dict[str, Any],
+    endpoint: ModelEndpoint,
+    wandb_run: WandbRun,
+) -> Summary:
+    from nejumi_eval.benchmarks import registry
+    from nejumi_eval.benchmarks.base import RunContext
+    from nejumi_eval.runtime.client.cache import ResponseCache
+    from nejumi_eval.runtime.client.client import InferenceClient
+
     cache = ResponseCache(workspace / "cache" / "responses.sqlite")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(cache.close)
         judges: list[InferenceClient] = []
 
         def open_judge(judge: JudgeSpec, field_name: str) -> InferenceClient:
-            settings = _judge_settings(spec, judge, field_name)
+            settings = judge_settings(spec, judge, field_name)
             if judge.synthetic:
-                from nejumi_eval.demo.synthetic_judge import SYNTHETIC_JUDGE_MODEL, SyntheticJudge
-                from nejumi_eval.runtime.client.models import AnswerSource
+                from nejumi_eval.demo.synthetic_judge import SyntheticJudge
 
-                server = stack.enter_context(SyntheticJudge())
-                settings = settings.model_copy(
-                    update={
-                        "base_url": server.base_url,
-                        "model": SYNTHETIC_JUDGE_MODEL,
-                        # stable across runs (the port is not), and no real endpoint's name
-                        "source": AnswerSource(
-                            kind="api", base_url="nejumi:synthetic-judge", model=SYNTHETIC_JUDGE_MODEL
-                        ),
-                    }
-                )
+                served = stack.enter_context(SyntheticJudge())
+                settings = settings.model_copy(update={"base_url": served.base_url})
             client = InferenceClient(settings, cache=cache)
             stack.push_async_callback(client.aclose)
             judges.append(client)
             return client
 
-        ctx = RunContext(spec=spec, progress=progress, open_judge=open_judge)
+        # Progress bars on a terminal; in a log (a pod, CI) plain lines every HEARTBEAT_S instead.
+        ctx = RunContext(spec=spec, progress=steps.enabled and steps.tty, open_judge=open_judge)
 
-        def prepare() -> tuple[Any, dict[str, Any]]:
-            source = answer_source(spec, workspace / "cache")
-            return source, {name: registry.get(name).plan(section, ctx) for name, section in sections.items()}
+        def prepare() -> dict[str, Any]:
+            return {name: registry.get(name).plan(section, ctx) for name, section in sections.items()}
 
+        source = await asyncio.to_thread(answer_source, spec, workspace / "cache")
         async with contextlib.AsyncExitStack() as serving:
-            # The model server loads (minutes for vLLM) while the data is prepared: a GPU never
-            # waits on CPU work that could run beside it. A failed prepare stops the server.
-            starting = asyncio.create_task(
-                serving.enter_async_context(model_endpoint(spec, workspace / "logs", timeline))
-            )
+            serving.push_async_callback(endpoint.stop)
+            # A fresh evaluation loads the model (minutes for vLLM) while the data is prepared: a
+            # GPU never waits on CPU work that could run beside it; a failed prepare stops it. A
+            # rerun starts the server only at its first cache miss: a fully cached one never does.
+            eager = endpoint.served and not (source is not None and cache.has_answers_from(source))
+            starting = asyncio.create_task(endpoint.start()) if eager else None
             try:
                 with timeline.phase("prepare"):
-                    source, runs = await asyncio.to_thread(prepare)
+                    runs = await asyncio.to_thread(prepare)
+                plans = " · ".join(f"{n}: {_plan_line(r)}" for n, r in runs.items())
+                steps.say(f"data: {plans} (prepared in {timeline.phases['prepare']:.1f} s)")
             except BaseException:
-                starting.cancel()
-                with contextlib.suppress(BaseException):
-                    await starting
+                if starting is not None:
+                    starting.cancel()
+                    with contextlib.suppress(BaseException):
+                        await starting
                 raise
-            endpoint = await starting
-            settings = _model_settings(spec, endpoint, source)
-            client = await serving.enter_async_context(InferenceClient(settings, cache=cache))
+            settings = model_settings(spec, endpoint.endpoint, source)
+            client = await serving.enter_async_context(
+                InferenceClient(settings, cache=cache, connect=endpoint.start if endpoint.served else None)
+            )
+            heartbeat = steps.heartbeat(runs)
             with timeline.phase("generate"):
+                if starting is not None:
+                    await starting
                 await _gather(*(run.generate(client) for run in runs.values()))
             model_stats = client.stats
+            not_started = endpoint.served and not endpoint.started
+            steps.say(
+                f"generate: {model_stats.requests_sent} sent, {model_stats.cache_hits} from the cache, "
+                f"{model_stats.failures} failed ({timeline.phases['generate']:.1f} s)"
+                + ("; the model server was never started" if not_started else "")
+            )
         # The model server is down from here on: judging needs no GPU (design §Score).
-        with timeline.phase("judge") if judges else contextlib.nullcontext():
-            await _gather(*(run.finish() for run in runs.values()))
+        failures: dict[str, BaseException] = {}
+
+        async def finish(name: str, run: Any) -> None:
+            try:
+                await run.finish()
+            except Exception as exc:  # a typed failure (a judge lost) keeps every other benchmark
+                if classify(exc) == EXIT_BUG:
+                    raise
+                log.error("%s: %s", name, unwrap(exc))
+                failures[name] = unwrap(exc)
+
+        with timeline.phase("judge_tail") if judges else contextlib.nullcontext():
+            await _gather(*(finish(name, run) for name, run in runs.items()))
+        heartbeat.cancel()
         if judges:
             timeline.mark("judge.done")
         judge_stats = [j.stats for j in judges]
+        if judges:
+            sent, hits = sum(j.requests_sent for j in judge_stats), sum(j.cache_hits for j in judge_stats)
+            tail = timeline.phases.get("judge_tail", 0.0)
+            steps.say(f"judge: {sent} sent, {hits} from the cache; done {tail:.1f} s after generation")
         client_stats = {
             "model": model_stats.as_dict(),
             "judge": _sum_stats(judge_stats) if judges else None,
@@ -272,11 +294,67 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
             requests_sent=model_stats.requests_sent + sum(j.requests_sent for j in judge_stats),
             cache_hits=model_stats.cache_hits + sum(j.cache_hits for j in judge_stats),
         )
+        judge_span = _span(judge_stats)
+        if judge_span is not None:  # judging overlaps generation: its own wall time, first to last
+            timeline.phases["judge"] = judge_span
 
     with timeline.phase("score"):
-        outputs = {name: run.output(spec.model.name) for name, run in runs.items()}
+        outputs = {
+            name: run.output(spec.model.name, failure=failures.get(name))
+            if name in failures
+            else run.output(spec.model.name)
+            for name, run in runs.items()
+        }
     with timeline.phase("report"):
-        return _report(spec, results_dir, timeline, usage, client_stats, outputs)
+        return _report(spec, results_dir, timeline, usage, client_stats, outputs, failures, wandb_run)
+
+
+HEARTBEAT_S = 10.0
+
+
+class Steps:
+    """A line per step with its figure (stderr), and periodic progress lines where no progress bar
+    can draw (not a terminal), so nothing is silent for more than ~10 s."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def heartbeat(self, runs: dict[str, Any]) -> Any:
+        """A task printing every run's counts each HEARTBEAT_S (cancel it when done)."""
+        if not self.enabled or self.tty:
+            return _NoTask()
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(HEARTBEAT_S)
+                counts: dict[str, tuple[int, int]] = {}
+                for run in runs.values():
+                    counts.update(getattr(run, "counts", dict)())
+                self.say("progress: " + " · ".join(f"{k} {d}/{t}" for k, (d, t) in counts.items()))
+
+        return asyncio.create_task(beat())
+
+
+class _NoTask:
+    def cancel(self) -> None:
+        return None
+
+
+def _plan_line(run: Any) -> str:
+    describe = getattr(run, "describe_plan", None)
+    return describe() if describe is not None else "ready"
+
+
+def _span(stats: list[Any]) -> float | None:
+    """Seconds from the first request sent to the last answer, over clients (None: none sent)."""
+    firsts = [s.first_sent_at for s in stats if s.first_sent_at is not None]
+    lasts = [s.last_done_at for s in stats if s.last_done_at is not None]
+    return round(max(lasts) - min(firsts), 3) if firsts and lasts else None
 
 
 async def _gather(*aws: Any) -> list[Any]:
@@ -285,7 +363,7 @@ async def _gather(*aws: Any) -> list[Any]:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(aw) for aw in aws]
     except BaseExceptionGroup as eg:
-        raise eg.exceptions[0] from None
+        raise unwrap(eg) from None
     return [t.result() for t in tasks]
 
 
@@ -297,78 +375,6 @@ def _sum_stats(stats: list[Any]) -> dict[str, int]:
     return total
 
 
-def answer_source(spec: EvaluationSpec, cache_dir: Path) -> Any:
-    """The cache identity of the model under test: None for an API (the client keys on its base
-    URL + model), else the served model by backend and content (see `serve.identity`)."""
-    m = spec.model
-    if m.source == ModelSource.OPENAI_COMPATIBLE:
-        return None
-    from nejumi_eval.runtime.serve.identity import served_source
-
-    return served_source(
-        backend=m.source.value,
-        model=m.name,
-        revision=m.revision,
-        dtype=m.vllm.dtype,
-        extra_args=m.vllm.extra_args,
-        chat_template=Path(m.chat_template) if m.chat_template else None,
-        memo_path=cache_dir / "folder-hashes.json",
-    )
-
-
-TRANSFORMERS_CONCURRENCY = 8
-"""`transformers serve` on CPU: a few requests at once keep it busy."""
-API_CONCURRENCY = 32
-"""A polite default for someone else's API (429s back off)."""
-
-
-def request_concurrency(spec: EvaluationSpec) -> int:
-    """Requests in flight to the model: `generation.concurrency` when set, else what the server can
-    take — for vLLM its `--max-num-seqs` (passed explicitly), so continuous batching stays full."""
-    if spec.generation.concurrency is not None:
-        return spec.generation.concurrency
-    source = spec.model.source
-    if source == ModelSource.VLLM:
-        return spec.model.vllm.max_num_seqs
-    return TRANSFORMERS_CONCURRENCY if source == ModelSource.TRANSFORMERS else API_CONCURRENCY
-
-
-def _model_settings(spec: EvaluationSpec, endpoint: Endpoint, source: Any) -> Any:
-    from nejumi_eval.runtime.client.models import ClientSettings
-    from nejumi_eval.runtime.client.retry import RetryPolicy
-
-    return ClientSettings(
-        base_url=endpoint.base_url,
-        model=endpoint.model,
-        api_key=endpoint.api_key,
-        source=source,
-        concurrency=request_concurrency(spec),
-        request_timeout_s=spec.generation.request_timeout_seconds,
-        retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),
-    )
-
-
-def _judge_settings(spec: EvaluationSpec, judge: JudgeSpec, field_name: str) -> Any:
-    from nejumi_eval.runtime.client.models import ClientSettings
-    from nejumi_eval.runtime.client.retry import RetryPolicy
-
-    return ClientSettings(
-        base_url=judge.endpoint or OPENAI_BASE_URL,
-        model=judge.model,
-        api_key="EMPTY"
-        if judge.synthetic
-        else _api_key(
-            judge.api_key_env,
-            JUDGE_API_KEY_ENV,
-            f"{field_name}.apiKeyEnv",
-            fallback_env=None if judge.endpoint else "OPENAI_API_KEY",
-        ),
-        concurrency=judge.concurrency,
-        request_timeout_s=spec.generation.request_timeout_seconds,
-        retry=RetryPolicy(max_attempts=spec.generation.max_retries + 1),
-    )
-
-
 def _report(
     spec: EvaluationSpec,
     results_dir: Path,
@@ -376,11 +382,11 @@ def _report(
     usage: Usage,
     client_stats: dict[str, Any],
     outputs: dict[str, BenchmarkOutput],
+    failures: dict[str, BaseException] | None = None,
+    wandb_run: WandbRun | None = None,
 ) -> Summary:
     """Results folder first (the durable record), then W&B (a view of it)."""
     from nejumi_eval.leaderboard import OVERALL
-    from nejumi_eval.report.results import ResultsFolder
-    from nejumi_eval.report.wandb_log import publish
 
     folder = ResultsFolder(results_dir)
     model = spec.model.name
@@ -417,8 +423,14 @@ def _report(
     if spec.model.source != ModelSource.OPENAI_COMPATIBLE:
         # The pod holds its accelerator for the whole run; only `generate` uses it.
         runtime["gpu_idle"] = round(timeline.total - timeline.phases.get("generate", 0.0), 3)
+    failures = failures or {}
+    error = "; ".join(f"{name}: {exc}" for name, exc in failures.items()) or None
     run_doc.update(
         {
+            "status": "failed" if failures else "completed",
+            "error": error,
+            "started_at": timeline.started_at.isoformat(),
+            "ended_at": datetime.now(UTC).isoformat(),
             "overall": overall_value,
             "degraded": degraded,
             "spec": spec.model_dump(mode="json", by_alias=True),
@@ -429,17 +441,12 @@ def _report(
         }
     )
     folder.write_json("run", run_doc)
-    wandb_path, wandb_error = publish(
-        spec.wandb,
-        results_dir,
-        folder.tables,
-        scalars,
-        config={k: v for k, v in run_doc.items() if k != "timeline"},
-        run_name=spec.wandb.run_name or _slug(model),
-        tags=[name.replace("_", "-") for name, on in flags.items() if on],
-    )
+    wandb_run = wandb_run or WandbRun()
+    wandb_run.publish(folder.tables, scalars, config={k: v for k, v in run_doc.items() if k != "timeline"})
+    wandb_run.close(failed=bool(failures))
+    wandb_note = f"W&B: {wandb_run.error}" if wandb_run.error else None
     summary = Summary(
-        status="completed",
+        status="failed" if failures else "completed",
         model=model,
         overall=overall_value,
         degraded=degraded,
@@ -448,8 +455,8 @@ def _report(
         usage=usage,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},
         results_dir=str(results_dir),
-        wandb_run_path=wandb_path,
-        error=f"W&B: {wandb_error}" if wandb_error else None,
+        wandb_run_path=wandb_run.path,
+        error="; ".join(e for e in (error, wandb_note) if e) or None,
     )
     folder.write_json("summary", summary.model_dump(mode="json", by_alias=True, exclude_none=True))
     return summary

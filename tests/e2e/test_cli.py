@@ -176,3 +176,18 @@ def test_readme_main_command_on_the_tiny_model(tmp_path: Path) -> None:
     judged = [json.loads(line) for line in (results / "mtbench_output_table.jsonl").open()]
     assert {j["judge_model"] for j in judged} == {"nejumi-synthetic-judge"}  # never a real judge's name
     assert run_doc["mtbench"]["judge"]["requested"] == "nejumi-synthetic-judge"
+
+    # a fully cached rerun answers everything from the cache and never starts the model server
+    again = subprocess.run(
+        [sys.executable, "-m", "nejumi_eval.cli", "run", "--workspace", str(tmp_path), "--json"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert again.returncode == EXIT_OK, again.stderr[-3000:]
+    rerun = json.loads(again.stdout.strip().splitlines()[-1])
+    assert rerun["usage"]["requestsSent"] == 0 and rerun["overall"] == summary["overall"]
+    assert "the model server was never started" in again.stderr
+    rerun_doc = json.loads((Path(rerun["resultsDir"]) / "run.json").read_text())
+    assert not {"server.up", "serve_start.start"} & {e["event"] for e in rerun_doc["timeline"]}

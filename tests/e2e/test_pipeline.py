@@ -273,22 +273,19 @@ def test_the_server_loads_while_data_is_prepared_and_stops_when_prepare_fails(
 ) -> None:
     """Issue 8 §5: prepare runs beside the model server's start; a failed prepare stops the server."""
     import asyncio
-    import contextlib
 
-    from nejumi_eval import pipeline
+    from nejumi_eval import endpoints, pipeline, preflight
     from nejumi_eval.benchmarks.jaster import benchmark as jaster
 
     seen: list[str] = []
 
-    @contextlib.asynccontextmanager
-    async def slow_server(*_args: object):
+    async def slow_start(self: endpoints.ModelEndpoint) -> None:
         seen.append("server starting")
         try:
             await asyncio.sleep(30)  # a model that takes long to load
         except asyncio.CancelledError:
             seen.append("server start cancelled")
             raise
-        yield pipeline.Endpoint("http://127.0.0.1:9/v1", "m", "EMPTY")
 
     def failing_plan(*_args: object, **_kwargs: object):
         import time
@@ -299,7 +296,8 @@ def test_the_server_loads_while_data_is_prepared_and_stops_when_prepare_fails(
         assert seen == ["server starting"]  # the server is loading while the data is prepared
         raise pipeline.ConfigError("benchmarks.jaster: the data cannot be prepared")
 
-    monkeypatch.setattr(pipeline, "model_endpoint", slow_server)
+    monkeypatch.setattr(endpoints.ModelEndpoint, "start", slow_start)
+    monkeypatch.setattr(preflight, "check_model_location", lambda spec: None)  # "org/m" is not real
     monkeypatch.setattr(jaster, "plan", failing_plan)
     spec = parse_spec(
         {
@@ -312,3 +310,4 @@ def test_the_server_loads_while_data_is_prepared_and_stops_when_prepare_fails(
     with pytest.raises(pipeline.ConfigError, match="cannot be prepared"):
         run(spec, progress=False)
     assert seen == ["server starting", "server start cancelled"]
+    assert not (tmp_path / "results").exists()  # no empty results folder for a run that scored nothing

@@ -93,3 +93,11 @@ def tables(run_dir: Path) -> dict[str, dict[str, Any]]:
         name = f.name.rsplit("_", 2)[0]
         out[name] = json.loads(f.read_text())
     return out
+
+
+def run_record(run_dir: Path) -> pb.RunRecord:
+    """The run's identity as the SDK recorded it: id, project, group, tags, start time."""
+    (log,) = run_dir.glob("run-*.wandb")
+    found = [rec.run for rec in records(log) if rec.WhichOneof("record_type") == "run"]
+    assert found, f"no run record in {log}"
+    return found[0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nejumi_eval.api.v1alpha1.spec import ConfigError, parse_spec
-from nejumi_eval.pipeline import API_CONCURRENCY, TRANSFORMERS_CONCURRENCY, request_concurrency
+from nejumi_eval.endpoints import API_CONCURRENCY, TRANSFORMERS_CONCURRENCY, request_concurrency
 from nejumi_eval.runtime.serve.commands import ServerSettings, vllm_command
 
 

@@ -155,11 +155,11 @@ def test_operator_env_cannot_override_reserved_names() -> None:
 
 def test_env_names_match_the_evaluator() -> None:
     """One home for the contract: both sides import the same names (no copies kept equal)."""
-    from nejumi_eval import pipeline
+    from nejumi_eval import endpoints
     from nejumi_eval.api.v1alpha1 import contract
 
-    assert builder.MODEL_API_KEY_ENV == pipeline.MODEL_API_KEY_ENV == contract.MODEL_API_KEY_ENV
-    assert builder.JUDGE_API_KEY_ENV == pipeline.JUDGE_API_KEY_ENV == contract.JUDGE_API_KEY_ENV
+    assert builder.MODEL_API_KEY_ENV == endpoints.MODEL_API_KEY_ENV == contract.MODEL_API_KEY_ENV
+    assert builder.JUDGE_API_KEY_ENV == endpoints.JUDGE_API_KEY_ENV == contract.JUDGE_API_KEY_ENV
 
 
 def test_kueue_label_and_suspend_only_with_queue_name() -> None:

@@ -66,8 +66,9 @@ class BenchmarkRun(Protocol):
     async def finish(self) -> None:
         """Work after the model server is down (e.g. awaiting judgments); may be a no-op."""
 
-    def output(self, model: str) -> BenchmarkOutput:
-        """Score what was generated (pure)."""
+    def output(self, model: str, failure: BaseException | None = None) -> BenchmarkOutput:
+        """Score what was generated (pure). `failure`: `finish` raised it (e.g. a judge was lost);
+        keep what was made and score nothing, so no partial number reads as a score."""
 
 
 class Benchmark(Protocol):
@@ -84,3 +85,7 @@ class Benchmark(Protocol):
 
     def plan(self, section: Any, ctx: RunContext) -> BenchmarkRun:
         """Everything the run will send, from its spec section (called in a worker thread)."""
+
+    # Optional: `add_commands(subparsers)` (its own `nejumi-eval <name> …`), `describe()` and
+    # `format_description(doc)` (`nejumi-eval list`), `add_run_options(parser)` and
+    # `apply_run_options(section, args) -> bool` (its own `nejumi-eval run` flags).

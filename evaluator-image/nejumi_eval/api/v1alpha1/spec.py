@@ -13,7 +13,11 @@ This module must stay light (pydantic, pyyaml, cel-python): the operator imports
 
 from __future__ import annotations
 
+import collections.abc
+import difflib
 import json
+import types
+import typing
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
@@ -168,6 +172,14 @@ class BenchmarkSpec(Spec):
 
     enabled: bool = True
 
+    @property
+    def capped(self) -> bool:
+        """Fewer samples or questions than the protocol: a smoke test (sections say which caps)."""
+        return False
+
+    def limit(self, n: int) -> None:
+        """`nejumi-eval run --limit N`: cap the section for a smoke test (no-op without caps)."""
+
 
 class JasterSpec(BenchmarkSpec):
     """llm-jp-eval "jaster": 16 datasets, zero-shot."""
@@ -183,6 +195,13 @@ class JasterSpec(BenchmarkSpec):
     )
     dev_samples: int = Field(20, ge=0, description="Dev samples per dataset for the dev output table.")
     prompt_template: str = Field("alpaca-ja-v1.3.0", description="Prompt template name (versioned).")
+
+    @property
+    def capped(self) -> bool:
+        return self.test_samples is not None
+
+    def limit(self, n: int) -> None:
+        self.test_samples = n
 
 
 class JudgeSpec(Spec):
@@ -223,6 +242,13 @@ class MtbenchSpec(BenchmarkSpec):
     questions_per_category: int | None = Field(
         None, ge=1, le=10, description="Cap: the first N questions of each category (smoke tests only)."
     )
+
+    @property
+    def capped(self) -> bool:
+        return self.questions_per_category is not None
+
+    def limit(self, n: int) -> None:
+        self.questions_per_category = min(n, 10)
 
 
 class BenchmarksSpec(Spec):
@@ -360,25 +386,143 @@ class ConfigError(ValueError):
     """A config that cannot be run; the message names the offending field."""
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(root)"
+def _field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:
+    """`model.vllm.tensorParallelSize`; `prefix` (e.g. `spec` in a manifest) goes in front."""
+    parts = [prefix] if prefix else []
+    parts.extend(str(p) for p in loc)
+    return ".".join(parts) or "(root)"
 
 
-def parse_spec(data: object, source: str = "config") -> EvaluationSpec:
-    """Validate a decoded YAML/JSON document; errors name each bad field by its dotted path."""
+def _alternatives(tp: Any) -> list[Any]:
+    """The types a value of annotation `tp` may have: Annotated and Optional peeled, unions split."""
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        return _alternatives(typing.get_args(tp)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [alt for arg in typing.get_args(tp) if arg is not type(None) for alt in _alternatives(arg)]
+    return [tp]
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _field_named(model: type[BaseModel], key: object) -> Any:
+    """The annotation of `model`'s field written `key` (its camelCase alias or its Python name)."""
+    for name, field in model.model_fields.items():
+        if key in (field.alias, name):
+            return field.annotation
+    return None
+
+
+def _step(tp: Any, part: int | str) -> Any:
+    """One step along an error `loc`: the annotation of what `part` names inside a `tp` value."""
+    alternatives = _alternatives(tp)
+    for alt in alternatives:
+        if len(alternatives) > 1 and getattr(alt, "__name__", None) == part:
+            return alt  # pydantic names the union member it tried
+        if _is_model(alt):
+            found = _field_named(alt, part)
+            if found is not None:
+                return found
+            continue
+        origin, args = typing.get_origin(alt), typing.get_args(alt)
+        if origin in (list, set, frozenset, collections.abc.Sequence) and isinstance(part, int) and args:
+            return args[0]
+        if origin is tuple and isinstance(part, int) and args:
+            if len(args) == 2 and args[1] is Ellipsis:
+                return args[0]
+            return args[part] if part < len(args) else None
+        if origin in (dict, collections.abc.Mapping) and len(args) == 2:
+            return args[1]
+    return None
+
+
+def _model_at(loc: tuple[int | str, ...]) -> type[BaseModel] | None:
+    """The spec model that validates the object at `loc` (from EvaluationSpec), if it can be told."""
+    tp: Any = EvaluationSpec
+    for part in loc:
+        tp = _step(tp, part)
+        if tp is None:
+            return None
+    models = [alt for alt in _alternatives(tp) if _is_model(alt)]
+    return models[0] if len(models) == 1 else None
+
+
+def _normal(name: str) -> str:
+    """Spelling-insensitive form: `test_samples`, `test-samples` and `testSamples` compare equal."""
+    return name.replace("_", "").replace("-", "").lower()
+
+
+def _close(key: str, names: list[str], cutoff: float) -> list[str]:
+    """`names` that look like a misspelling of `key` (or that `key` abbreviates), closest first."""
+    by_normal = {_normal(n): n for n in names}
+    wanted = _normal(key)
+    scored = sorted(((difflib.SequenceMatcher(None, wanted, n).ratio(), n) for n in by_normal), reverse=True)
+    best = scored[0][0] if scored else 0.0
+    # Only the clear winners: `testSample` suggests testSamples, not devSamples as well.
+    close = [n for ratio, n in scored if ratio >= cutoff and ratio >= best - 0.1]
+    if len(wanted) >= 4:
+        close += [n for n in by_normal if n.startswith(wanted) and n not in close]
+    return [by_normal[n] for n in close[:3]]
+
+
+def _field_aliases(model: type[BaseModel]) -> list[str]:
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """` (did you mean testSamples?)` for an unknown key at `loc`, or "" when nothing is close.
+
+    Candidates are the camelCase field names of the model at that place; failing those, a field of
+    one of its sub-sections (`model.tensorParallelSize` -> `vllm.tensorParallelSize`)."""
+    if not loc:
+        return ""
+    model = _model_at(loc[:-1])
+    if model is None:
+        return ""
+    key = str(loc[-1])
+    names = _close(key, _field_aliases(model), cutoff=0.6)
+    if not names:
+        for name, field in model.model_fields.items():
+            for sub in _alternatives(field.annotation):
+                if _is_model(sub) and sub is not model:
+                    section = field.alias or name
+                    names += [f"{section}.{n}" for n in _close(key, _field_aliases(sub), cutoff=0.8)]
+    if not names:
+        return ""
+    shown = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f" (did you mean {shown}?)"
+
+
+def _error_line(err: Any, prefix: str) -> str:
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden":
+        # The value of a misnamed key is beside the point; its likely intended name is not.
+        return f"  {_field_path(loc, prefix)}: {err['msg']}{_did_you_mean(loc)}"
+    got = err.get("input")
+    shown = f" (got {got!r})" if isinstance(got, str | int | float) and len(repr(got)) < 80 else ""
+    return f"  {_field_path(loc, prefix)}: {err['msg']}{shown}"
+
+
+def parse_spec(data: object, source: str = "config", *, path_prefix: str = "") -> EvaluationSpec:
+    """Validate a decoded YAML/JSON document; errors name each bad field by its dotted path.
+
+    `path_prefix` goes in front of every path: `spec` when `data` is a NejumiEvaluation's spec, so
+    errors read `spec.model.endpoint`, as kubectl reports them. An unknown key gets the closest valid
+    field name(s) of its section: `benchmarks.jaster.testSample: ... (did you mean testSamples?)`.
+    """
     try:
         return EvaluationSpec.model_validate(data)
     except ValidationError as exc:
         lines = [f"{source}: invalid evaluation spec"]
-        for err in exc.errors():
-            got = err.get("input")
-            shown = f" (got {got!r})" if isinstance(got, str | int | float) and len(repr(got)) < 80 else ""
-            lines.append(f"  {_field_path(err['loc'])}: {err['msg']}{shown}")
+        lines.extend(_error_line(err, path_prefix) for err in exc.errors())
         raise ConfigError("\n".join(lines)) from None
 
 
 def load_spec(path: str | Path) -> EvaluationSpec:
-    """Read a YAML config file. A NejumiEvaluation manifest is accepted too (its `spec` is used)."""
+    """Read a YAML config file. A NejumiEvaluation manifest is accepted too (its `spec` is used,
+    and errors name fields as `spec.model.…`, the way kubectl does)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -387,5 +531,5 @@ def load_spec(path: str | Path) -> EvaluationSpec:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if isinstance(data, dict) and data.get("kind") == "NejumiEvaluation":
-        data = data.get("spec")
+        return parse_spec(data.get("spec"), source=str(path), path_prefix="spec")
     return parse_spec(data, source=str(path))

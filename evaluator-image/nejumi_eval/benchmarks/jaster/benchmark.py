@@ -231,15 +231,29 @@ class JasterRun:
     plan: Plan
     progress: bool
     results: list[InferenceResult] | None = None
+    done: int = 0
 
     async def generate(self, client: InferenceClient) -> None:
         requests = [item.request for item in self.plan.items]
-        self.results = await client.run_all(requests, desc="jaster", progress=self.progress)
+        labels = [f"jaster {i.dataset} {i.split} #{i.index}" for i in self.plan.items]
+
+        def count(_index: int, _result: InferenceResult) -> None:
+            self.done += 1
+
+        self.results = await client.run_all(
+            requests, desc="jaster", progress=self.progress, on_result=count, labels=labels
+        )
+
+    def describe_plan(self) -> str:
+        return f"{len(self.plan.datasets)} datasets, {len(self.plan.items)} requests"
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        return {"jaster": (self.done, len(self.plan.items))}
 
     async def finish(self) -> None:
         return None
 
-    def output(self, model: str) -> BenchmarkOutput:
+    def output(self, model: str, failure: BaseException | None = None) -> BenchmarkOutput:
         assert self.results is not None, "generate() first"
         result = score(self.plan, self.results)
         categories = {k: v for k, v in result.categories.items() if k != "AVG"}
@@ -278,6 +292,27 @@ class Jaster:
     chats: ClassVar[bool] = False
     title: ClassVar[str] = "jaster AVG"
     spec_model: ClassVar[type[JasterSpec]] = JasterSpec
+
+    def describe(self) -> dict[str, Any]:
+        from nejumi_eval.benchmarks.jaster.catalog import describe
+
+        return describe()
+
+    def format_description(self, doc: dict[str, Any]) -> str:
+        from nejumi_eval.benchmarks.jaster.catalog import format_text
+
+        return format_text(doc)
+
+    def add_run_options(self, parser: Any) -> None:
+        parser.add_argument(
+            "--datasets", metavar="A,B", help="jaster: only these datasets (comma-separated; see `list`)"
+        )
+
+    def apply_run_options(self, section: JasterSpec, args: Any) -> bool:
+        if not getattr(args, "datasets", None):
+            return False
+        section.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]  # type: ignore[misc]
+        return True
 
     def add_commands(self, sub: Any) -> None:
         from nejumi_eval.benchmarks.jaster.cli import add_commands

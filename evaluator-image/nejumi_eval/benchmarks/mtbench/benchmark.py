@@ -36,6 +36,7 @@ from nejumi_eval.benchmarks.mtbench.protocol import (
 )
 from nejumi_eval.benchmarks.mtbench.scoring import INVALID_SCORE, MtbenchScores, summarize
 from nejumi_eval.benchmarks.registry import register
+from nejumi_eval.errors import unwrap
 from nejumi_eval.runtime.client.client import CRITICAL_PATH, InferenceClient
 from nejumi_eval.runtime.client.models import ChatMessage, ChatRequest, InferenceResult
 
@@ -50,6 +51,8 @@ class Answer:
     result: InferenceResult
     temperature: float
     max_new_tokens: int
+    tstamp: float = field(default_factory=time.time)
+    """When the answer arrived (a judgment of it is always later)."""
 
     def record(self) -> dict[str, Any]:
         return {
@@ -124,6 +127,8 @@ class MtbenchRun:
             async with asyncio.TaskGroup() as group:
                 for question in self.questions:
                     group.create_task(self._answer(client, question))
+        except BaseExceptionGroup as eg:
+            raise unwrap(eg) from None  # a typed error keeps its message and exit code
         finally:
             self._bars["answers"].close()
 
@@ -139,7 +144,9 @@ class MtbenchRun:
             seed=params.seed,
         )
         # Turn 2 and the judgment wait for this answer: it goes before queued single-shot work.
-        result = await client.generate(request, priority=CRITICAL_PATH)
+        turn = len(messages) // 2 + 1
+        label = f"mtbench question {question.question_id} turn {turn}"
+        result = await client.generate(request, priority=CRITICAL_PATH, label=label)
         self._bars["answers"].update(1)
         text = postprocess_answer(result.text) if result.ok else ""
         return Answer(text, result, params.temperature, self.max_new_tokens)
@@ -177,7 +184,8 @@ class MtbenchRun:
                 temperature=JUDGE_DEFAULTS.temperature,
                 attempt=attempt,
             )
-            result = await self.judge.generate(request)
+            label = f"mtbench judgment of question {question.question_id} turn {turn}"
+            result = await self.judge.generate(request, label=label)
             usage.append(
                 {"prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens}
             )
@@ -217,7 +225,11 @@ class MtbenchRun:
     async def judged(self) -> None:
         """Wait for every scheduled judgment (call after `answer_all`)."""
         try:
-            await asyncio.gather(*self._judge_tasks)
+            # Every judgment runs to its end; then the first typed failure (a judge lost) is raised.
+            done = await asyncio.gather(*self._judge_tasks, return_exceptions=True)
+            errors = [e for e in done if isinstance(e, BaseException)]
+            if errors:
+                raise errors[0]
         finally:
             if "judge" in self._bars:
                 self._bars["judge"].close()
@@ -246,7 +258,7 @@ class MtbenchRun:
                     "category": q.category,
                     "choices": [{"index": 0, "turns": [a.text for a in turns]}],
                     "turn_details": [a.record() for a in turns],
-                    "tstamp": time.time(),
+                    "tstamp": max((a.tstamp for a in turns), default=time.time()),
                 }
             )
         return rows
@@ -307,6 +319,17 @@ class MtbenchRun:
 
     # ---- the Benchmark seam (nejumi_eval.benchmarks.base) ------------------------------------
 
+    def describe_plan(self) -> str:
+        judged = f", judged by {self.judge.settings.model}" if self.judge else ", not judged"
+        return f"{len(self.questions)} questions × 2 turns{judged}"
+
+    def counts(self) -> dict[str, tuple[int, int]]:
+        total = 2 * len(self.questions)
+        out = {"mtbench": (sum(len(t) for t in self.answers.values()), total)}
+        if self.judge is not None:
+            out["judged"] = (len(self.judgments), total)
+        return out
+
     async def generate(self, client: InferenceClient) -> None:
         await self.answer_all(client)
 
@@ -317,8 +340,10 @@ class MtbenchRun:
     def capped(self) -> bool:
         return len(self.questions) < len(self.data.questions) or self.max_new_tokens_cap is not None
 
-    def output(self, model: str) -> BenchmarkOutput:
-        scores = self.scores()
+    def output(self, model: str, failure: BaseException | None = None) -> BenchmarkOutput:
+        """`failure`: judging could not finish; answers and the judgments made are kept, nothing is
+        scored (a partial judgment set would be a silently wrong number)."""
+        scores = self.scores() if failure is None else None
         out = BenchmarkOutput(
             summary=BenchmarkSummary(
                 scored=scores is not None,
@@ -337,6 +362,9 @@ class MtbenchRun:
             },
             record={**self.provenance(self.chat_template), "judged": scores is not None},
         )
+        if failure is not None:
+            out.tables["mtbench_output_table"] = self.output_rows()  # the judgments made, unscored
+            out.record["error"] = str(failure)
         if scores is not None:
             means = scores.category_means
             out.tables["mtbench_output_table"] = self.output_rows()
@@ -364,6 +392,16 @@ class Mtbench:
     chats: ClassVar[bool] = True
     title: ClassVar[str] = "MT-bench"
     spec_model: ClassVar[type[MtbenchSpec]] = MtbenchSpec
+
+    def describe(self) -> dict[str, Any]:
+        from nejumi_eval.benchmarks.mtbench.catalog import describe
+
+        return describe()
+
+    def format_description(self, doc: dict[str, Any]) -> str:
+        from nejumi_eval.benchmarks.mtbench.catalog import format_text
+
+        return format_text(doc)
 
     def plan(self, section: MtbenchSpec, ctx: RunContext) -> MtbenchRun:
         judge = ctx.open_judge(section.judge, "benchmarks.mtbench.judge") if section.judge else None

@@ -110,6 +110,12 @@ class ResponseCache:
             ),
         )
 
+    def has_answers_from(self, source: AnswerSource) -> bool:
+        """Whether any answer of `source` is stored (a rerun or a resumed evaluation)."""
+        stored = canonical_json(source.model_dump(mode="json", exclude_defaults=True))
+        row = self._db.execute(f"SELECT 1 FROM {_TABLE} WHERE source = ? LIMIT 1", (stored,)).fetchone()
+        return row is not None
+
     def __len__(self) -> int:
         return int(self._db.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
 

@@ -21,7 +21,7 @@ import importlib
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import openai
@@ -29,11 +29,11 @@ from openai.types import Completion
 from openai.types.chat import ChatCompletion
 from tqdm.auto import tqdm
 
+from nejumi_eval.errors import unwrap
 from nejumi_eval.runtime.client.cache import ResponseCache, cache_key
 from nejumi_eval.runtime.client.errors import (
     EndpointAuthError,
     EndpointUnreachableError,
-    InferenceClientError,
     ModelNotFoundError,
 )
 from nejumi_eval.runtime.client.models import (
@@ -69,9 +69,18 @@ class InferenceClient:
     differ by their :class:`AnswerSource`.
     """
 
-    def __init__(self, settings: ClientSettings, *, cache: ResponseCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        cache: ResponseCache | None = None,
+        connect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """`connect` runs once, before the first request that is not a cache hit: it starts a local
+        model server on demand, so a run answered from the cache never loads a model."""
         self.settings = settings
         self.cache = cache
+        self._connect = connect
         self.stats = ClientStats()
         self._slots = _PrioritySlots(settings.concurrency)
         self._checked = False
@@ -147,6 +156,8 @@ class InferenceClient:
             return
         async with self._check_lock:
             if not self._checked:
+                if self._connect is not None:
+                    await self._connect()
                 await self.check()
 
     # ---- requests --------------------------------------------------------------------------
@@ -159,7 +170,9 @@ class InferenceClient:
             attempt=request.attempt,
         )
 
-    async def generate(self, request: InferenceRequest, *, priority: int = 0) -> InferenceResult:
+    async def generate(
+        self, request: InferenceRequest, *, priority: int = 0, label: str | None = None
+    ) -> InferenceResult:
         """One request: from the cache if answered before, else sent (with retries) and stored.
 
         Raises only :class:`InferenceClientError` (misconfiguration); every other failure is a
@@ -175,11 +188,15 @@ class InferenceClient:
                 return hit
         await self._ensure_checked()
         self.stats.requests_sent += 1
+        if self.stats.first_sent_at is None:
+            self.stats.first_sent_at = time.monotonic()
         result = await self._send(endpoint, body, priority)
+        self.stats.last_done_at = time.monotonic()
         result.key = key
         if result.error is not None:
             self.stats.failures += 1
-            log.warning("request %s failed: %s", key[:12], result.error)
+            # `label` says which benchmark, dataset and row it was (the key alone tells nobody)
+            log.warning("%s failed: %s", label or f"request {key[:12]}", result.error)
             return result
         self.stats.prompt_tokens += result.prompt_tokens or 0
         self.stats.completion_tokens += result.completion_tokens or 0
@@ -282,6 +299,7 @@ class InferenceClient:
         progress: bool = True,
         on_result: Callable[[int, InferenceResult], None] | None = None,
         priority: int = 0,
+        labels: Sequence[str] | None = None,
     ) -> list[InferenceResult]:
         """All requests at once (the semaphore bounds what is in flight); results in input order.
 
@@ -292,7 +310,8 @@ class InferenceClient:
         with tqdm(total=len(requests), desc=desc, disable=not progress, unit="req") as bar:
 
             async def one(index: int, request: InferenceRequest) -> None:
-                result = await self.generate(request, priority=priority)
+                label = labels[index] if labels is not None else None
+                result = await self.generate(request, priority=priority, label=label)
                 results[index] = result
                 bar.update(1)
                 if result.cached:
@@ -305,10 +324,7 @@ class InferenceClient:
                     for index, request in enumerate(requests):
                         group.create_task(one(index, request))
             except BaseExceptionGroup as eg:
-                typed = [e for e in eg.exceptions if isinstance(e, InferenceClientError)]
-                if typed:
-                    raise typed[0] from None
-                raise
+                raise unwrap(eg) from None
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 

@@ -183,6 +183,9 @@ class ClientStats:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    first_sent_at: float | None = None
+    """`time.monotonic()` of the first request sent (for wall-time spans; not reported)."""
+    last_done_at: float | None = None
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if not k.endswith("_at")}
