@@ -73,7 +73,7 @@ def job_name(name: str, generation: int) -> str:
 def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> EvaluationSpec:
     """The spec as the evaluator will read it, plus the operator's own constraints."""
     try:
-        parsed = parse_spec(dict(spec or {}), source=source)
+        parsed = parse_spec(dict(spec or {}), source=source, path_prefix="spec")
     except ConfigError as exc:
         raise InvalidEvaluation(str(exc)) from None
     if (
