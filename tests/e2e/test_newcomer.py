@@ -324,3 +324,22 @@ def test_progress_in_a_log_is_plain_periodic_lines(
     assert "\r" not in err and "\x1b[" not in err  # no progress-bar redraws in a log
     assert any(line.startswith("progress: jaster ") for line in err.splitlines())
     assert any(line.startswith("generate: 6 sent, 0 from the cache, 0 failed") for line in err.splitlines())
+
+
+def test_a_run_that_fails_before_scoring_leaves_a_failed_summary_not_an_empty_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nejumi_eval.benchmarks.jaster import benchmark as jaster
+
+    def broken_plan(*_args: object, **_kwargs: object):
+        raise OSError("disk full while preparing")
+
+    monkeypatch.setattr(jaster, "plan", broken_plan)
+    with StubServer(model=MODEL) as model:
+        doc = _api(model.base_url, mtbench={"enabled": False})
+        doc |= {"workspace": {"path": str(tmp_path)}, "wandb": {"mode": "offline"}}  # W&B opens the folder
+        with pytest.raises(OSError):
+            run(parse_spec(doc), progress=False)
+    (folder,) = (tmp_path / "results").iterdir()
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["status"] == "failed" and "disk full" in summary["error"]
