@@ -2,7 +2,8 @@
 
 The operator reads the exit code (and the summary) to set the resource's condition reason, so the
 classes below are the contract: configuration (the user must change the resource), infrastructure
-(data, server, endpoint: retrying or fixing the environment may help), and bugs.
+(data, server, an endpoint that does not answer: retrying or fixing the environment may help),
+and bugs. An endpoint that answers but does not know the model, or refuses the key, is configuration.
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ def classify(exc: BaseException) -> int:
     if isinstance(exc, BaseExceptionGroup):
         return classify(unwrap(exc))
     from nejumi_eval.api.v1alpha1.spec import ConfigError
-    from nejumi_eval.runtime.client.errors import InferenceClientError
+    from nejumi_eval.runtime.client.errors import EndpointAuthError, InferenceClientError, ModelNotFoundError
     from nejumi_eval.runtime.fetch import DataError
 
-    if isinstance(exc, ConfigError | InputError):
+    # A model name the endpoint does not serve, a wrong base URL path or a rejected key is the
+    # spec's (or its Secret's) fault: no retry of the pod can fix it, so it fails the Job at once.
+    if isinstance(exc, ConfigError | InputError | ModelNotFoundError | EndpointAuthError):
         return EXIT_CONFIG
     if isinstance(exc, DataError | InferenceClientError | InfrastructureError):
         return EXIT_INFRA

@@ -343,3 +343,14 @@ def test_a_run_that_fails_before_scoring_leaves_a_failed_summary_not_an_empty_fo
     (folder,) = (tmp_path / "results").iterdir()
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["status"] == "failed" and "disk full" in summary["error"]
+
+
+def test_a_model_the_endpoint_does_not_serve_is_a_configuration_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10: exit 2, so the operator fails the Job at once instead of retrying three pods."""
+    with StubServer(model="another-model") as server:
+        doc = _api(server.base_url, mtbench={"enabled": False})
+        doc["workspace"] = {"path": str(tmp_path)}
+        assert main(["-q", "run", str(_config(tmp_path, doc))]) == EXIT_CONFIG
+    assert f"model {MODEL!r} is not served at {server.base_url}" in capsys.readouterr().err
