@@ -9,11 +9,11 @@ ifneq ($(wildcard ../shared/datasets/raw),)
 export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
 endif
 
-.PHONY: setup test unit lint fmt demo bench crd crd-check clean
+.PHONY: setup setup-demo test unit lint fmt demo bench crd crd-check clean
 
 ## The README's main command: the embedded default evaluation (tiny model, CPU, offline, MT-bench
 ## rated by the synthetic judge). `make demo MODEL=org/name` evaluates a real model instead.
-demo: setup
+demo: setup-demo
 	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
@@ -56,12 +56,33 @@ $(HELM_BIN_DIR)/helm:
 	$(HELM_BIN_DIR).tmp/helm version --short | grep -qx '$(HELM_VERSION)'
 	rm -rf $(HELM_BIN_DIR) && mv $(HELM_BIN_DIR).tmp $(HELM_BIN_DIR)
 
+## `make setup`: .venv with the project and all of EXTRAS; `make demo` needs only DEMO_EXTRAS.
+## Installed by uv (from PyPI, into the venv): parallel downloads, and a wheel cache (~/.cache/uv)
+## that works here, where pip's stays empty (the registry sends no caching headers, so every pip
+## install downloaded every wheel again). Bytecode is compiled at install, as pip does.
+## SKIP_DEPS are left out of the resolution: triton, torch's GPU kernel compiler (~1 GB), used only
+## by torch.compile on a GPU; CPU serving and the tests never import it. torch's NVIDIA libraries
+## (~3 GB) stay: PyPI has no CPU-only Linux x86_64 torch, and libtorch links against them
+## (`import torch` fails without them). `make setup SKIP_DEPS=` installs triton as well.
+DEMO_EXTRAS ?= eval,serve
+SKIP_DEPS ?= triton
+define venv_install
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/pip install -q "uv>=0.13,<1"
+	$(BIN)/uv pip install -q --python $(BIN)/python --compile-bytecode \
+	  --excludes <(printf '%s\n' $(SKIP_DEPS)) -e ".[$(1)]"
+endef
+
 setup: $(VENV)/.installed
+# A full setup covers the demo's extras: once there is one, `make demo` keeps that one up to date.
+setup-demo: $(if $(wildcard $(VENV)/.installed),$(VENV)/.installed,$(VENV)/.installed-demo)
 
 $(VENV)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(call venv_install,$(EXTRAS))
+	touch $@
+
+$(VENV)/.installed-demo: pyproject.toml
+	$(call venv_install,$(DEMO_EXTRAS))
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
