@@ -1,6 +1,8 @@
 """`python -m nejumi_operator [--namespace NS ...]`: run the operator (kopf, standalone).
 
-Settings come from the environment (see nejumi_operator.settings).
+Settings come from the environment (see nejumi_operator.settings). The liveness endpoint listens on
+loopback unless told otherwise: the chart's Deployment passes `--liveness=http://0.0.0.0:<port>/healthz`
+so that the kubelet's probes (sent to the pod's IP) reach it.
 """
 
 from __future__ import annotations
@@ -10,11 +12,18 @@ import sys
 
 import kopf
 
+DEFAULT_LIVENESS = "http://127.0.0.1:8080/healthz"
+"""Loopback: run outside a cluster, the operator opens no port to the network."""
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nejumi-operator", description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--namespace", action="append", default=[], help="watch only these (repeat)")
-    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint URL")
+    parser.add_argument(
+        "--liveness",
+        default=DEFAULT_LIVENESS,
+        help=f"liveness endpoint URL (default {DEFAULT_LIVENESS}; empty: none)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
 

@@ -2,15 +2,29 @@
 
 - create/resume: build the Job (pure), adopt it, create it (409 = already there), write status;
   a spec the CRD admitted but the evaluator cannot run → status InvalidSpec + `kopf.PermanentError`.
-- Job events (label `nejumi.wandb.ai/evaluation`) and a resync timer: status from observations.
+- Job events (label `nejumi.wandb.ai/evaluation`): status from observations.
+- Resync, a safety net for missed Job events: one operator-level loop (started at startup) calls
+  `sync_status` for every unfinished evaluation every `OperatorConfig.resync_seconds`. Which
+  evaluations are unfinished comes from a kopf index, a view of what kopf's watch last saw (rebuilt
+  from a fresh list at every start); the state itself is read from the API on every sync.
+
+No handler needs a finalizer. kopf puts its finalizer on every resource that has a timer, a daemon
+or a (non-optional) deletion handler, and then a deletion waits for the operator — with the Job
+still running while the operator is down. There are none here: the Job (and through it its pods)
+is owned by the evaluation, so the garbage collector deletes them when the evaluation goes,
+operator or not. Older operators had a per-resource timer; kopf removes the finalizer it added
+then (`settings.persistence.finalizer`, unchanged) from any resource that no handler needs it on.
 
 Run: `python -m nejumi_operator` or `kopf run --standalone -m nejumi_operator.handlers`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
-import os
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -22,17 +36,24 @@ from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.kube.sync import sync_status
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
 from nejumi_operator.reconcile.status import Observation, reduce_status, status_patch
-from nejumi_operator.settings import ENV_RESYNC, OperatorConfig
+from nejumi_operator.settings import OperatorConfig
 
-# Decorator arguments are fixed at import time, so the timer's interval is read here.
-RESYNC_SECONDS = float(os.environ.get(ENV_RESYNC) or 30)
+FINALIZER = f"{GROUP}/finalizer"
+"""kopf's finalizer name here. Nothing needs it any more; it stays configured so that kopf removes it
+from evaluations an older operator (with a resync timer) put it on."""
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def configure(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    logger: logging.Logger,
+    unfinished_evaluations: kopf.Index,
+    **_: Any,
+) -> None:
     config = OperatorConfig.from_env()
     # Our own group for kopf's bookkeeping; progress in annotations only (status has a strict schema).
-    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.finalizer = FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -40,7 +61,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.
     settings.watching.server_timeout = config.server_timeout_seconds
     memo.config = config
     memo.api = make_api_client()
-    logger.info("evaluator image %s, command %s", config.image, list(config.command))
+    memo.resync = asyncio.create_task(
+        resync_forever(
+            config.resync_seconds,
+            unfinished_evaluations,
+            functools.partial(sync_status, memo.api),
+            logger,
+        ),
+        name="nejumi resync",
+    )
+    logger.info(
+        "evaluator image %s, command %s; resync every %gs",
+        config.image,
+        list(config.command),
+        config.resync_seconds,
+    )
 
 
 @kopf.on.login()
@@ -50,10 +85,44 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 
 @kopf.on.cleanup()
-def close(memo: kopf.Memo, **_: Any) -> None:
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    task = getattr(memo, "resync", None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     api = getattr(memo, "api", None)
     if api is not None:
         api.close()
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def unfinished_evaluations(
+    namespace: str, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> dict[tuple[str, str], bool]:
+    """(namespace, name) → True for each evaluation the resync loop visits: not finished and not being
+    deleted. `{}` (not None) for the others, so that kopf drops what it indexed for them before."""
+    if is_finished(status) or meta.get("deletionTimestamp"):
+        return {}
+    return {(namespace, name): True}
+
+
+async def resync_forever(
+    interval: float,
+    unfinished: Iterable[tuple[str, str]],
+    sync: Callable[[str, str], object],
+    logger: logging.Logger,
+) -> None:
+    """Every `interval` seconds, `sync(namespace, name)` for each (namespace, name) that `unfinished`
+    (a live view: read anew every round) yields. The calls block, so they run in a thread, one at a
+    time; a failed one is logged and tried again next round, and never ends the loop."""
+    while True:
+        await asyncio.sleep(interval)
+        for namespace, name in list(unfinished):
+            try:
+                await asyncio.to_thread(sync, namespace, name)
+            except Exception as exc:  # the loop is the safety net: it must outlive any one failure
+                logger.warning("resync of %s/%s failed: %s", namespace, name, exc)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, retries=10, backoff=5)
@@ -77,8 +146,9 @@ def ensure_job(
         obs = Observation(generation=generation, job_name=job_name(name, generation), spec_error=str(exc))
         patch.status.update(status_patch(status, reduce_status(status, obs)))
         raise kopf.PermanentError(str(exc)) from None
-    # Owner reference → the Job and its pods are garbage-collected with the evaluation. (Not
-    # kopf.adopt: it would copy the evaluation's labels, e.g. a Kueue queue label, onto the Job.)
+    # Owner reference → the Job and its pods are garbage-collected with the evaluation, even while
+    # the operator is down. (Not kopf.adopt: it would copy the evaluation's labels, e.g. a Kueue
+    # queue label, onto the Job.)
     kopf.append_owner_reference(job, owner=body)
     job, created = calls.create_or_get_job(memo.api, namespace, job)
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
@@ -99,18 +169,5 @@ def job_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: loggin
         return
     try:
         sync_status(memo.api, namespace, owner["name"])
-    except calls.Conflict as exc:  # event handlers are not retried; the resync timer catches up
+    except calls.Conflict as exc:  # event handlers are not retried; the resync loop catches up
         logger.warning("status not written: %s", exc)
-
-
-@kopf.timer(
-    GROUP,
-    VERSION,
-    PLURAL,
-    interval=RESYNC_SECONDS,
-    initial_delay=RESYNC_SECONDS,
-    when=lambda status, **_: not is_finished(status),
-)
-def resync(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    """A safety net for missed Job events (e.g. while the operator was down)."""
-    sync_status(memo.api, namespace, name)

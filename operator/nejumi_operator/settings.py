@@ -16,7 +16,9 @@ ENV_IMAGE = "NEJUMI_OPERATOR_EVALUATOR_IMAGE"
 ENV_COMMAND = "NEJUMI_OPERATOR_EVALUATOR_COMMAND"  # JSON list of strings
 ENV_EVALUATOR_ENV = "NEJUMI_OPERATOR_EVALUATOR_ENV"  # JSON object: extra env for the evaluator container
 ENV_SERVER_TIMEOUT = "NEJUMI_OPERATOR_SERVER_TIMEOUT"  # seconds; kopf's settings.watching.server_timeout
-ENV_RESYNC = "NEJUMI_OPERATOR_RESYNC_SECONDS"  # seconds between status re-reads of unfinished evaluations
+# Seconds between status re-reads of unfinished evaluations (the operator's resync loop); > 0. Read
+# here only: the handlers take it from `OperatorConfig.resync_seconds`.
+ENV_RESYNC = "NEJUMI_OPERATOR_RESYNC_SECONDS"
 ENV_BACKOFF_LIMIT = "NEJUMI_OPERATOR_BACKOFF_LIMIT"
 # A PVC of prepared data (a cache root: `<pvc>/jaster/prepared/…`) that every evaluator Job mounts
 # read-only and searches before preparing anything itself; empty = none.
@@ -62,7 +64,7 @@ class OperatorConfig:
             command=tuple(command),
             evaluator_env=dict(extra),
             server_timeout_seconds=int(_number(env, ENV_SERVER_TIMEOUT, 60)),  # the API wants an integer
-            resync_seconds=_number(env, ENV_RESYNC, 30.0),
+            resync_seconds=_positive(env, ENV_RESYNC, 30.0),
             backoff_limit=int(_number(env, ENV_BACKOFF_LIMIT, 2)),
             prepared_data_pvc=(env.get(ENV_PREPARED_DATA_PVC) or "").strip(),
         )
@@ -91,4 +93,11 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name}: must not be negative")
+    return value
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _number(env, name, default)
+    if not value > 0 or value == float("inf"):
+        raise SettingsError(f"{name}: must be a positive number of seconds, got {env.get(name)!r}")
     return value

@@ -1,0 +1,253 @@
+"""The operator's lifecycle without a cluster: no handler that makes kopf add a finalizer, the resync
+interval read once (OperatorConfig), the operator-level resync loop, and the liveness default."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import runpy
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+
+from nejumi_operator import __main__ as operator_main
+from nejumi_operator import handlers
+from nejumi_operator.settings import ENV_RESYNC, OperatorConfig, SettingsError
+
+LOG = logging.getLogger("test")
+
+
+# ---- settings -------------------------------------------------------------------------------------
+
+
+def test_resync_interval_defaults_to_30_seconds() -> None:
+    assert OperatorConfig.from_env({}).resync_seconds == 30.0 == OperatorConfig().resync_seconds
+    assert OperatorConfig.from_env({ENV_RESYNC: ""}).resync_seconds == 30.0
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("5", 5.0), ("0.25", 0.25), ("600", 600.0)])
+def test_resync_interval_from_the_environment(raw: str, seconds: float) -> None:
+    assert OperatorConfig.from_env({ENV_RESYNC: raw}).resync_seconds == seconds
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "nan", "inf", "soon", "30s"])
+def test_unusable_resync_interval_is_a_settings_error(raw: str) -> None:
+    with pytest.raises(SettingsError, match=ENV_RESYNC):
+        OperatorConfig.from_env({ENV_RESYNC: raw})
+
+
+# ---- the registered handlers ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fresh_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[kopf.OperatorRegistry]:
+    """handlers.py executed anew (as `kopf run handlers.py` does) into an empty registry, with an
+    environment that would break any import-time read of the resync interval."""
+    monkeypatch.setenv(ENV_RESYNC, "not a number")
+    previous = kopf.get_default_registry()
+    registry = kopf.OperatorRegistry()
+    kopf.set_default_registry(registry)
+    try:
+        runpy.run_path(handlers.__file__)
+        yield registry
+    finally:
+        kopf.set_default_registry(previous)
+
+
+def test_no_handler_makes_kopf_add_a_finalizer(fresh_registry: kopf.OperatorRegistry) -> None:
+    """kopf finalizes resources with timers, daemons or non-optional deletion handlers; with none,
+    a deletion never waits for the operator (the garbage collector deletes the Job)."""
+    assert fresh_registry._spawning.get_all_handlers() == []  # no @kopf.timer, no @kopf.daemon
+    changing = fresh_registry._changing.get_all_handlers()
+    assert changing, "the create/resume handlers are registered"
+    assert [h.id for h in changing if h.requires_finalizer] == []
+    indices = [h.id for h in fresh_registry._indexing.get_all_handlers()]
+    assert indices == ["unfinished_evaluations"]
+
+
+def test_the_old_finalizer_name_is_the_one_kopf_removes() -> None:
+    """Older operators had a timer, so kopf put `settings.persistence.finalizer` on every
+    evaluation; kopf removes that same name from resources that no handler needs it on."""
+    assert handlers.FINALIZER == "nejumi.wandb.ai/finalizer"
+
+
+def test_handlers_read_no_setting_at_import(fresh_registry: kopf.OperatorRegistry) -> None:
+    """The fixture imported handlers.py with an unusable interval: nothing read it (the startup
+    handler reads it, through OperatorConfig, and fails there)."""
+    assert not hasattr(handlers, "RESYNC_SECONDS")
+
+
+# ---- the index of unfinished evaluations ------------------------------------------------------------
+
+
+def succeeded(status: str) -> dict[str, Any]:
+    return {"conditions": [{"type": "Succeeded", "status": status, "reason": "R"}]}
+
+
+@pytest.mark.parametrize(
+    ("meta", "status", "indexed"),
+    [
+        ({}, {}, True),
+        ({}, succeeded("Unknown"), True),
+        ({}, succeeded("True"), False),
+        ({}, succeeded("False"), False),
+        ({"deletionTimestamp": "2025-01-01T00:00:00Z"}, {}, False),
+    ],
+)
+def test_unfinished_evaluations_index(meta: dict[str, Any], status: dict[str, Any], indexed: bool) -> None:
+    body = kopf.Body({"metadata": meta, "status": status})
+    got = handlers.unfinished_evaluations(namespace="ns", name="e", meta=body.meta, status=body.status)
+    # Never None: kopf keeps an object's old index entries when its indexer returns None.
+    assert got == ({("ns", "e"): True} if indexed else {})
+
+
+# ---- the resync loop -----------------------------------------------------------------------------
+
+
+async def wait_for(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+async def test_resync_loop_syncs_every_unfinished_evaluation_each_round() -> None:
+    unfinished = [("a", "one"), ("b", "two")]
+    calls: list[tuple[str, str]] = []
+    task = asyncio.create_task(
+        handlers.resync_forever(0.02, unfinished, lambda ns, n: calls.append((ns, n)), LOG)
+    )
+    try:
+        await wait_for(lambda: len(calls) >= 4)
+        assert calls[:4] == [("a", "one"), ("b", "two"), ("a", "one"), ("b", "two")]
+        # The view is live: what is added (or finishes) between rounds is (no longer) visited.
+        unfinished[:] = [("c", "three")]
+        count = len(calls)
+        await wait_for(lambda: ("c", "three") in calls[count:])
+        count = len(calls)
+        await wait_for(lambda: len(calls) >= count + 2)
+        assert set(calls[count:]) == {("c", "three")}
+    finally:
+        task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_resync_loop_waits_one_interval_first() -> None:
+    calls: list[tuple[str, str]] = []
+    task = asyncio.create_task(
+        handlers.resync_forever(0.3, [("a", "one")], lambda ns, n: calls.append((ns, n)), LOG)
+    )
+    await asyncio.sleep(0.1)
+    assert calls == []  # the resume handler syncs at startup; the loop is for later
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_resync_loop_survives_failures(caplog: pytest.LogCaptureFixture) -> None:
+    calls: list[str] = []
+
+    def sync(namespace: str, name: str) -> None:
+        calls.append(name)
+        if name == "bad":
+            raise RuntimeError("API says no")
+
+    task = asyncio.create_task(handlers.resync_forever(0.01, [("ns", "bad"), ("ns", "good")], sync, LOG))
+    try:
+        with caplog.at_level(logging.WARNING, logger="test"):
+            await wait_for(lambda: calls.count("good") >= 3)
+    finally:
+        task.cancel()
+    assert calls.count("bad") >= 3  # tried again every round
+    assert "resync of ns/bad failed: API says no" in caplog.text
+
+
+async def test_resync_loop_runs_the_blocking_sync_off_the_event_loop() -> None:
+    import threading
+
+    threads: list[threading.Thread] = []
+    task = asyncio.create_task(
+        handlers.resync_forever(
+            0.01, [("ns", "e")], lambda ns, n: threads.append(threading.current_thread()), LOG
+        )
+    )
+    try:
+        await wait_for(lambda: threads)
+    finally:
+        task.cancel()
+    assert threads[0] is not threading.main_thread()
+
+
+# ---- startup and cleanup: the loop's lifetime is the operator's -------------------------------------
+
+
+class FakeApi:
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_startup_starts_the_loop_with_the_configured_interval_and_cleanup_stops_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api = FakeApi()
+    synced: list[tuple[Any, str, str]] = []
+    monkeypatch.setenv(ENV_RESYNC, "0.02")
+    monkeypatch.setattr(handlers, "make_api_client", lambda: api)
+    monkeypatch.setattr(handlers, "sync_status", lambda a, ns, n: synced.append((a, ns, n)))
+    settings, memo = kopf.OperatorSettings(), kopf.Memo()
+    index = [("ns", "e")]  # stands in for kopf's index (iterating a kopf.Index yields its keys)
+
+    await handlers.configure(settings=settings, memo=memo, logger=LOG, unfinished_evaluations=index)
+    assert memo.config.resync_seconds == 0.02
+    assert settings.persistence.finalizer == handlers.FINALIZER
+    await wait_for(lambda: len(synced) >= 2)
+    assert synced[0] == (api, "ns", "e")
+
+    task = memo.resync
+    await handlers.close(memo=memo)
+    assert task.cancelled() and api.closed
+    await asyncio.sleep(0.01)  # a sync already in its thread when the loop was cancelled ends
+    count = len(synced)
+    await asyncio.sleep(0.1)
+    assert len(synced) == count
+
+
+async def test_startup_with_an_unusable_interval_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_RESYNC, "0")
+    monkeypatch.setattr(handlers, "make_api_client", FakeApi)
+    memo = kopf.Memo()
+    with pytest.raises(SettingsError, match=ENV_RESYNC):
+        await handlers.configure(
+            settings=kopf.OperatorSettings(), memo=memo, logger=LOG, unfinished_evaluations=[]
+        )
+    assert getattr(memo, "resync", None) is None
+
+
+async def test_cleanup_before_a_complete_startup_is_harmless() -> None:
+    await handlers.close(memo=kopf.Memo())
+
+
+# ---- the liveness endpoint ---------------------------------------------------------------------------
+
+
+def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(kopf, "configure", lambda **kw: None)
+    monkeypatch.setattr(kopf, "run", lambda **kw: seen.update(kw))
+    assert operator_main.main(args) == 0
+    return seen
+
+
+def test_liveness_listens_on_loopback_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_main([], monkeypatch)["liveness_endpoint"] == "http://127.0.0.1:8080/healthz"
+
+
+def test_liveness_can_be_moved_or_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    url = "http://0.0.0.0:9090/healthz"
+    assert run_main([f"--liveness={url}"], monkeypatch)["liveness_endpoint"] == url
+    assert run_main(["--liveness="], monkeypatch)["liveness_endpoint"] is None
