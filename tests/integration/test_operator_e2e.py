@@ -103,7 +103,7 @@ def test_kubectl_apply_to_scores_in_status(
                 (node_agent.pod_dir(namespace, p.metadata.name) / "evaluator.log").read_text()[-3000:]
                 for p in pods
             )
-            # deleting the evaluation (the operator still runs: its finalizer) collects the Job
+            # deleting the evaluation collects the Job (ownerReference garbage collection, no finalizer)
             kubectl(kubeconfig, "delete", "-f", str(manifest), "--wait=true", "--timeout=60s")
             wait_until(lambda: not batch.list_namespaced_job(namespace).items, 60, "the Job to be collected")
         judge_calls = judge.calls
