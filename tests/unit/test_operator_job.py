@@ -49,6 +49,17 @@ def env_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container(job)["env"]}
 
 
+# The read-only root filesystem's writable places, after the workspace (and the prepared data).
+SCRATCH_MOUNTS = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}]
+
+
+def scratch_volumes(shm: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm}},
+    ]
+
+
 def test_job_shape_for_a_gpu_model() -> None:
     spec = {
         "model": {"name": "org/model", "vllm": {"tensorParallelSize": 2}},
@@ -113,7 +124,10 @@ def test_spec_env_round_trips_through_parse_spec() -> None:
     assert parsed.summary_path == "/dev/termination-log"
     assert parsed.workspace.path == "."  # the working dir = the mounted workspace volume
     assert container(job)["workingDir"] == "/workspace"
-    assert container(job)["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace"}]
+    assert container(job)["volumeMounts"] == [
+        {"name": "workspace", "mountPath": "/workspace"},
+        *SCRATCH_MOUNTS,
+    ]
     original.summary_path, original.workspace.path = parsed.summary_path, parsed.workspace.path
     assert parsed == original
 
@@ -174,11 +188,13 @@ def test_kueue_label_and_suspend_only_with_queue_name() -> None:
 def test_workspace_volume() -> None:
     pvc = build_job(evaluation({"model": {"name": "m"}, "workspace": {"pvcName": "cache"}}), CONFIG)
     assert pvc["spec"]["template"]["spec"]["volumes"] == [
-        {"name": "workspace", "persistentVolumeClaim": {"claimName": "cache"}}
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": "cache"}},
+        *scratch_volumes("2Gi"),
     ]
     empty = build_job(evaluation({"model": {"name": "m"}, "workspace": {"size": "50Gi"}}), CONFIG)
     assert empty["spec"]["template"]["spec"]["volumes"] == [
-        {"name": "workspace", "emptyDir": {"sizeLimit": "50Gi"}}
+        {"name": "workspace", "emptyDir": {"sizeLimit": "50Gi"}},
+        *scratch_volumes("2Gi"),
     ]
 
 
@@ -231,8 +247,11 @@ def test_data_cache_lives_in_the_workspace_unless_configured() -> None:
 
 def test_no_prepared_data_volume_by_default() -> None:
     job = build_job(evaluation(SECRETS_SPEC), CONFIG)
-    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["workspace"]
-    assert container(job)["volumeMounts"] == [{"name": "workspace", "mountPath": "/workspace"}]
+    assert [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]] == ["workspace", "tmp", "dshm"]
+    assert container(job)["volumeMounts"] == [
+        {"name": "workspace", "mountPath": "/workspace"},
+        *SCRATCH_MOUNTS,
+    ]
     # The image's own NEJUMI_PREPARED_DIRS (its baked copy) stays in force: no container env for it.
     assert "NEJUMI_PREPARED_DIRS" not in env_of(job)
 
@@ -250,10 +269,12 @@ def test_prepared_data_pvc_is_mounted_read_only_and_searched() -> None:
             "name": "prepared-data",
             "persistentVolumeClaim": {"claimName": "nejumi-prepared", "readOnly": True},
         },
+        *scratch_volumes("2Gi"),
     ]
     assert container(job)["volumeMounts"] == [
         {"name": "workspace", "mountPath": "/workspace"},
         {"name": "prepared-data", "mountPath": builder.PREPARED_DATA_MOUNT, "readOnly": True},
+        *SCRATCH_MOUNTS,
     ]
     env = env_of(job)
     # The image's baked root first (a container env value replaces the image's ENV), then the PVC.
@@ -301,3 +322,142 @@ def test_judge_keys_come_from_any_enabled_benchmark_with_a_judge() -> None:
         "benchmarks": {"mtbench": {"enabled": False, "judge": {"apiKeySecretRef": ref}}},
     }
     assert "NEJUMI_JUDGE_API_KEY" not in env_of(build_job(evaluation(disabled), CONFIG))
+
+
+# ---- defaults a GPU cluster can live with (issue 10) ----------------------------------------------
+
+API_SPEC = {"model": {"name": "gpt-x", "source": "openai-compatible", "endpoint": "https://api.example/v1"}}
+
+
+def pod_of(job: dict[str, Any]) -> dict[str, Any]:
+    return job["spec"]["template"]["spec"]
+
+
+def test_an_api_model_requests_no_gpu_unless_asked() -> None:
+    assert "resources" not in container(build_job(evaluation(API_SPEC), CONFIG))
+    asked = build_job(evaluation({**API_SPEC, "resources": {"gpus": 1}}), CONFIG)
+    assert container(asked)["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    served = build_job(evaluation({"model": {"name": "m"}}), CONFIG)
+    assert container(served)["resources"]["limits"] == {"nvidia.com/gpu": "1"}
+    # the spec the evaluator gets says so too
+    assert (
+        json.loads(env_of(build_job(evaluation(API_SPEC), CONFIG))["NEJUMI_SPEC"]["value"])["resources"][
+            "gpus"
+        ]
+        == 0
+    )
+
+
+def test_the_gpus_rule_still_holds_for_served_models() -> None:
+    with pytest.raises(InvalidEvaluation, match=r"resources.gpus \(1\) must be at least"):
+        build_job(evaluation({"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}}), CONFIG)
+    build_job(
+        evaluation({"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}, "resources": {"gpus": 2}}),
+        CONFIG,
+    )
+
+
+def test_integer_quantities_reach_the_pod_as_quantities() -> None:
+    job = build_job(evaluation({**API_SPEC, "resources": {"cpu": 4, "memory": 68719476736}}), CONFIG)
+    assert container(job)["resources"] == {
+        "requests": {"cpu": "4", "memory": "68719476736"},
+        "limits": {"memory": "68719476736"},
+    }
+
+
+def test_active_deadline_by_default_and_from_the_spec() -> None:
+    assert build_job(evaluation({"model": {"name": "m"}}), CONFIG)["spec"]["activeDeadlineSeconds"] == 86400
+    assert (
+        build_job(evaluation(API_SPEC), CONFIG)["spec"]["activeDeadlineSeconds"]
+        == builder.DEFAULT_DEADLINE_SECONDS
+    )
+    spec = {"model": {"name": "m"}, "resources": {"activeDeadlineSeconds": 7200}}
+    assert build_job(evaluation(spec), CONFIG)["spec"]["activeDeadlineSeconds"] == 7200
+
+
+def test_the_pod_meets_pod_security_restricted() -> None:
+    """The checks of the `restricted` profile (pod-security-standards), one by one."""
+    job = build_job(evaluation(SECRETS_SPEC), CONFIG)
+    pod, c = pod_of(job), container(job)
+    psc, csc = pod["securityContext"], c["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["runAsUser"] != 0 and psc["runAsGroup"] != 0
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert psc["fsGroup"] == psc["runAsGroup"]  # the workspace PVC is writable by the pod's user
+    assert csc["allowPrivilegeEscalation"] is False and csc["privileged"] is False
+    assert csc["capabilities"] == {"drop": ["ALL"]}
+    assert csc["readOnlyRootFilesystem"] is True
+    # only volume types restricted allows; no host namespaces, ports or paths
+    assert all(set(v) - {"name"} <= {"emptyDir", "persistentVolumeClaim"} for v in pod["volumes"])
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & pod.keys()
+    assert "ports" not in c
+
+
+def test_writable_places_under_a_read_only_root() -> None:
+    job = build_job(evaluation({"model": {"name": "m"}}), CONFIG)
+    mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod_of(job)["volumes"]}
+    assert volumes[mounts["/tmp"]] == {"name": "tmp", "emptyDir": {}}
+    assert volumes[mounts["/workspace"]]["name"] == "workspace"
+    env = env_of(job)
+    assert env["HOME"]["value"] == "/tmp"  # tools that write under $HOME (vLLM's config, triton)
+    # Hugging Face weights on the workspace (relative to the working dir, like NEJUMI_CACHE_DIR)
+    assert env["HF_HOME"]["value"] == ".cache/huggingface" and container(job)["workingDir"] == "/workspace"
+    # the operator's evaluator env may put them elsewhere
+    config = OperatorConfig(evaluator_env={"HF_HOME": "/models/hf"})
+    assert env_of(build_job(evaluation({"model": {"name": "m"}}), config))["HF_HOME"]["value"] == "/models/hf"
+
+
+@pytest.mark.parametrize(
+    ("resources", "size"),
+    [({}, "2Gi"), ({"gpus": 4}, "8Gi"), ({"gpus": 8}, "16Gi"), ({"gpus": 2, "shmSize": "32Gi"}, "32Gi")],
+)
+def test_shared_memory_is_memory_backed_and_sized_by_gpus(resources: dict[str, Any], size: str) -> None:
+    tp = resources.get("gpus", 1)
+    spec = {"model": {"name": "m", "vllm": {"tensorParallelSize": tp}}, "resources": resources}
+    assert shm_of(build_job(evaluation(spec), CONFIG)) == {"medium": "Memory", "sizeLimit": size}
+
+
+def test_shared_memory_without_gpus() -> None:
+    assert shm_of(build_job(evaluation(API_SPEC), CONFIG)) == {"medium": "Memory", "sizeLimit": "1Gi"}
+
+
+def shm_of(job: dict[str, Any]) -> dict[str, Any]:
+    mounts = {m["mountPath"]: m["name"] for m in container(job)["volumeMounts"]}
+    return next(v for v in pod_of(job)["volumes"] if v["name"] == mounts["/dev/shm"])["emptyDir"]
+
+
+def test_hugging_face_token_only_by_reference() -> None:
+    spec = {"model": {"name": "meta-llama/gated", "hfTokenSecretRef": {"name": "hf", "key": "token"}}}
+    env = env_of(build_job(evaluation(spec), CONFIG))
+    assert env["HF_TOKEN"] == {
+        "name": "HF_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}},
+    }
+    assert "HF_TOKEN" not in env_of(build_job(evaluation({"model": {"name": "m"}}), CONFIG))
+    # the operator's settings cannot put a literal token there
+    config = OperatorConfig(evaluator_env={"HF_TOKEN": "hf_leak"})
+    assert env_of(build_job(evaluation(spec), config))["HF_TOKEN"]["valueFrom"]
+    assert "HF_TOKEN" not in env_of(build_job(evaluation({"model": {"name": "m"}}), config))
+
+
+def test_env_name_of_the_token_is_the_contracts() -> None:
+    from nejumi_eval.api.v1alpha1 import contract
+
+    assert builder.HF_TOKEN_ENV == contract.HF_TOKEN_ENV == "HF_TOKEN"
+    assert contract.HF_TOKEN_ENV in builder.RESERVED_ENV
+
+
+def test_scheduling_fields_from_the_spec() -> None:
+    spec = {
+        **API_SPEC,
+        "resources": {
+            "priorityClassName": "batch-low",
+            "runtimeClassName": "nvidia",
+            "imagePullSecrets": [{"name": "regcred"}, {"name": "mirror"}],
+        },
+    }
+    pod = pod_of(build_job(evaluation(spec), CONFIG))
+    assert pod["priorityClassName"] == "batch-low" and pod["runtimeClassName"] == "nvidia"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    plain = pod_of(build_job(evaluation(API_SPEC), CONFIG))
+    assert not {"priorityClassName", "runtimeClassName", "imagePullSecrets"} & plain.keys()

@@ -3,10 +3,18 @@
 The evaluator gets its spec as JSON in `$NEJUMI_SPEC` (`nejumi-eval run --spec-env NEJUMI_SPEC`)
 and writes its compact summary to the termination message (`--summary /dev/termination-log`).
 Secrets are passed only as `secretKeyRef`s; the builder never sees a secret's value.
+
+The pod passes PodSecurity `restricted`: non-root (UID/GID `POD_UID`), no privilege escalation, no
+capabilities, seccomp RuntimeDefault and a read-only root filesystem; what it writes goes to the
+workspace (results, caches, Hugging Face weights: `HF_HOME`), an emptyDir `/tmp` (also `$HOME`, for
+the tools that write under it) and a memory-backed `/dev/shm` (vLLM's tensor-parallel workers talk
+through shared memory). The Job has an `activeDeadlineSeconds`, so a hung server cannot hold its
+GPUs forever.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import re
@@ -17,6 +25,8 @@ from nejumi_eval.api.v1alpha1.contract import (
     CACHE_ENV,
     EXIT_BUG,
     EXIT_CONFIG,
+    HF_HOME_ENV,
+    HF_TOKEN_ENV,
     JUDGE_API_KEY_ENV,
     MODEL_API_KEY_ENV,
     PREPARED_DIRS_ENV,
@@ -39,7 +49,18 @@ IMAGE_PREPARED_DIR = "/opt/nejumi/prepared"
 PREPARED_DATA_VOLUME = "prepared-data"
 PREPARED_DATA_MOUNT = "/mnt/nejumi-prepared"
 POD_PATHSEP = ":"  # the evaluator's os.pathsep (a Linux container), whatever the operator runs on
-RESERVED_ENV = (SPEC_ENV, MODEL_API_KEY_ENV, JUDGE_API_KEY_ENV, WANDB_API_KEY_ENV)
+RESERVED_ENV = (SPEC_ENV, MODEL_API_KEY_ENV, JUDGE_API_KEY_ENV, WANDB_API_KEY_ENV, HF_TOKEN_ENV)
+# Read-only root filesystem: the writable places (PodSecurity `restricted` allows emptyDir).
+TMP_VOLUME = "tmp"
+TMP_MOUNT = "/tmp"
+SHM_VOLUME = "dshm"
+SHM_MOUNT = "/dev/shm"
+SHM_PER_GPU_GI = 2  # NCCL between tensor-parallel workers (vLLM's own Kubernetes example: 2Gi)
+SHM_WITHOUT_GPU = "1Gi"
+HOME_DIR = TMP_MOUNT  # $HOME: vLLM's config, triton's cache; an unknown UID's $HOME is `/`, read-only
+HF_HOME_IN_WORKSPACE = ".cache/huggingface"  # relative to the working dir, the workspace volume
+POD_UID = 1000  # runAsUser/runAsGroup/fsGroup: the image's root is never needed
+DEFAULT_DEADLINE_SECONDS = 24 * 3600  # resources.activeDeadlineSeconds unset
 ANNOTATION_GENERATION = f"{GROUP}/generation"
 # Exit codes that no retry can fix (a bug, a configuration error): fail the Job at once.
 # 3 (infrastructure) is retried up to backoffLimit; the response cache makes a retry cheap.
@@ -118,7 +139,13 @@ def _judge_secret_ref(spec: EvaluationSpec) -> SecretKeyRef | None:
 def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
     # Downloaded data and built models live in the workspace too, so a retried pod on the same
     # PVC neither downloads nor parses again (the operator's settings may point elsewhere).
-    extra = {CACHE_ENV: CACHE_IN_WORKSPACE, **config.evaluator_env}
+    # Hugging Face weights too (HF_HOME): a retried pod on the same PVC does not download them again.
+    extra = {
+        CACHE_ENV: CACHE_IN_WORKSPACE,
+        HF_HOME_ENV: HF_HOME_IN_WORKSPACE,
+        "HOME": HOME_DIR,
+        **config.evaluator_env,
+    }
     if config.prepared_data_pvc:
         # A container env value replaces the image's ENV, so the baked root is named again first
         # (local disk, fastest) unless the operator's evaluator env already says which roots.
@@ -134,6 +161,8 @@ def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
         env.append(_secret_env(JUDGE_API_KEY_ENV, judge_ref))
     if spec.wandb.api_key_secret_ref:
         env.append(_secret_env(WANDB_API_KEY_ENV, spec.wandb.api_key_secret_ref))
+    if spec.model.hf_token_secret_ref:
+        env.append(_secret_env(HF_TOKEN_ENV, spec.model.hf_token_secret_ref))
     return env
 
 
@@ -158,11 +187,47 @@ def _workspace_volume(spec: EvaluationSpec) -> dict[str, Any]:
     return {"name": WORKSPACE_VOLUME, "emptyDir": empty}
 
 
+def shm_size(spec: EvaluationSpec) -> str:
+    """`/dev/shm`'s size limit: `resources.shmSize`, else 2Gi per GPU (1Gi without GPUs)."""
+    if spec.resources.shm_size:
+        return spec.resources.shm_size
+    gpus = spec.resources.gpus
+    return f"{SHM_PER_GPU_GI * gpus}Gi" if gpus else SHM_WITHOUT_GPU
+
+
+def _scratch_volumes(spec: EvaluationSpec) -> list[dict[str, Any]]:
+    """The writable places besides the workspace (the root filesystem is read-only)."""
+    return [
+        {"name": TMP_VOLUME, "emptyDir": {}},
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec)}},
+    ]
+
+
 def _volume_mounts(config: OperatorConfig) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT}]
     if config.prepared_data_pvc:
         mounts.append({"name": PREPARED_DATA_VOLUME, "mountPath": PREPARED_DATA_MOUNT, "readOnly": True})
+    mounts.append({"name": TMP_VOLUME, "mountPath": TMP_MOUNT})
+    mounts.append({"name": SHM_VOLUME, "mountPath": SHM_MOUNT})
     return mounts
+
+
+POD_SECURITY_CONTEXT: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": POD_UID,
+    "runAsGroup": POD_UID,
+    "fsGroup": POD_UID,  # the workspace PVC is writable by the pod's user
+    "fsGroupChangePolicy": "OnRootMismatch",  # no recursive chown of a PVC full of weights per pod
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
+"""PodSecurity `restricted` (https://kubernetes.io/docs/concepts/security/pod-security-standards/)."""
 
 
 def _prepared_data_volumes(config: OperatorConfig) -> list[dict[str, Any]]:
@@ -207,6 +272,7 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "volumeMounts": _volume_mounts(config),
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
     if resources := _resources(spec):
         container["resources"] = resources
@@ -214,16 +280,27 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # the evaluator never talks to the API server
         "enableServiceLinks": False,
+        "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],
-        "volumes": [_workspace_volume(spec), *_prepared_data_volumes(config)],
+        "volumes": [_workspace_volume(spec), *_prepared_data_volumes(config), *_scratch_volumes(spec)],
     }
-    if spec.resources.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.resources.node_selector)
-    if spec.resources.tolerations:
+    r = spec.resources
+    if r.node_selector:
+        pod_spec["nodeSelector"] = dict(r.node_selector)
+    if r.tolerations:
         pod_spec["tolerations"] = [
-            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in spec.resources.tolerations
+            t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in r.tolerations
         ]
+    if r.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in r.image_pull_secrets]
+    if r.priority_class_name:
+        pod_spec["priorityClassName"] = r.priority_class_name
+    if r.runtime_class_name:
+        pod_spec["runtimeClassName"] = r.runtime_class_name
     job_spec: dict[str, Any] = {
+        # Wall time for every attempt together (reset while Kueue keeps the Job suspended); then
+        # the Job fails with reason DeadlineExceeded and its pods are stopped.
+        "activeDeadlineSeconds": r.active_deadline_seconds or DEFAULT_DEADLINE_SECONDS,
         "backoffLimit": config.backoff_limit,
         "podFailurePolicy": {
             "rules": [

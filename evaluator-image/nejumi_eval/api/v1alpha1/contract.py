@@ -35,3 +35,8 @@ DATA_MIRROR_ENV = "NEJUMI_DATA_MIRROR"
 PREPARED_DIRS_ENV = "NEJUMI_PREPARED_DIRS"
 """Read-only roots laid out like `$NEJUMI_CACHE_DIR` (os.pathsep-separated), searched for prepared
 data before the writable cache and never written to: the image's baked copy, a shared PVC."""
+HF_TOKEN_ENV = "HF_TOKEN"
+"""`model.hfTokenSecretRef` (gated or private Hugging Face models): the name huggingface_hub and
+vLLM read, so the evaluator passes nothing on."""
+HF_HOME_ENV = "HF_HOME"
+"""Hugging Face's cache root; the operator puts it on the workspace (weights survive a retry)."""

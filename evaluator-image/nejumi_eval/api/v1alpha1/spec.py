@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from nejumi_eval.api.v1alpha1.cel import Rule, failures
@@ -57,11 +65,72 @@ class Spec(BaseModel):
         return self
 
 
+# ---- Kubernetes syntax ------------------------------------------------------------------------
+# What the API server would refuse in the Job (or its pod) is refused in the spec already, by the
+# same rule both here and in the CRD: a field constraint (pattern, length) or a CEL rule. The
+# patterns are Kubernetes' own (k8s.io/apimachinery/pkg/util/validation, resource.Quantity).
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""An object name (Secret, PVC, PriorityClass, RuntimeClass): an RFC 1123 subdomain, ≤253."""
+CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+"""A key of a Secret's data (≤253)."""
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+"""A label value: empty, or ≤63 alphanumerics, '-', '_', '.', alphanumeric at both ends."""
+QUANTITY = (
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+"""A non-negative resource.Quantity: `8`, `500m`, `64Gi`, `1e9`."""
+_LABEL_NAME = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = f"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?{_LABEL_NAME}$"
+_LABEL_KEY_PREFIX = "^([^/]{1,253}/)?[^/]+$"
+_URL = r"^https?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)(:[0-9]{1,5})?(/[^\s?#]*)?$"
+"""An endpoint's base URL: http(s)://host[:port][/path] (no user info, query or fragment). Short:
+the API server costs a CEL `matches` by the regex's length times the string's."""
+MAX_URL = 2048
+
+
+def _cel_string(text: str) -> str:
+    """`text` as a CEL string literal (single-quoted, backslashes escaped)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def label_key_cel(expr: str) -> str:
+    """CEL: the string `expr` is a label key, `[prefix/]name` (prefix a DNS subdomain ≤253)."""
+    return f"{expr}.matches({_cel_string(_LABEL_KEY)}) && {expr}.matches({_cel_string(_LABEL_KEY_PREFIX)})"
+
+
+def url_cel(expr: str) -> str:
+    """CEL: the string `expr` is an http(s) base URL."""
+    return f"{expr}.matches({_cel_string(_URL)})"
+
+
+def _int_as_string(value: Any) -> Any:
+    """`cpu: 4` is a quantity as much as `cpu: "4"` (Kubernetes reads both); kept as the string."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+Quantity = Annotated[
+    str,
+    BeforeValidator(_int_as_string),
+    Field(max_length=64, pattern=QUANTITY),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "pattern": QUANTITY, "maxLength": 64, "minimum": 0}),
+]
+"""A Kubernetes quantity, written as a string or a plain integer (an int-or-string in the CRD)."""
+DnsSubdomain = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)]
+
+
 class SecretKeyRef(Spec):
     """A key of a Kubernetes Secret. Secrets are only ever referenced, never inlined."""
 
-    name: str = Field(min_length=1, description="Secret name, in the evaluation's namespace.")
-    key: str = Field(min_length=1, description="Key inside the Secret.")
+    name: DnsSubdomain = Field(description="Secret name, in the evaluation's namespace.")
+    key: str = Field(min_length=1, max_length=253, pattern=CONFIG_KEY, description="Key inside the Secret.")
+
+
+class LocalObjectReference(Spec):
+    """An object in the evaluation's namespace, by name (core/v1 LocalObjectReference)."""
+
+    name: DnsSubdomain
 
 
 class ModelSource(StrEnum):
@@ -75,7 +144,9 @@ class VllmSettings(Spec):
 
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="Number of GPUs to shard over.")
     max_model_len: int | None = Field(None, ge=256, description="Context length; vLLM's default if unset.")
-    dtype: str = Field("auto", description="Weights dtype, e.g. auto, bfloat16, float16.")
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
+        "auto", description="Weights dtype (vLLM's --dtype choices)."
+    )
     max_num_seqs: int = Field(
         256,
         ge=1,
@@ -119,8 +190,15 @@ class ModelSpec(Spec):
     )
     revision: str | None = Field(None, description="Model revision (commit/tag); part of the cache key.")
     source: ModelSource = Field(DEFAULT_SOURCE, description="vllm, transformers (CPU) or openai-compatible.")
-    endpoint: str | None = Field(None, description="Base URL of an OpenAI-compatible API (…/v1).")
+    endpoint: str | None = Field(
+        None, description="Base URL of an OpenAI-compatible API: http(s)://host[:port]/…/v1."
+    )
     api_key_secret_ref: SecretKeyRef | None = Field(None, description="API key (operator: mounted as env).")
+    hf_token_secret_ref: SecretKeyRef | None = Field(
+        None,
+        description="Hugging Face token for gated or private models (operator: mounted as $HF_TOKEN, "
+        "which huggingface_hub and vLLM read; a local run reads $HF_TOKEN itself).",
+    )
     api_key_env: str | None = Field(
         None, description="Name of the environment variable holding the API key (local runs)."
     )
@@ -146,6 +224,19 @@ class ModelSpec(Spec):
             message=f"model.endpoint is only valid when model.source is {_API}",
             field_path=".endpoint",
             reason="FieldValueForbidden",
+        ),
+        Rule(
+            rule=f"!has(self.endpoint) || size(self.endpoint) == 0 || {url_cel('self.endpoint')}",
+            message="model.endpoint must be an http(s) URL: http(s)://host[:port]/path "
+            "(no user info, query or fragment)",
+            field_path=".endpoint",
+        ),
+        Rule(
+            rule=f"{_SOURCE} != '{ModelSource.TRANSFORMERS.value}' || !has(self.vllm) "
+            "|| !has(self.vllm.tensorParallelSize) || self.vllm.tensorParallelSize == 1",
+            message="model.vllm.tensorParallelSize: transformers serve runs on one device; "
+            "use model.source vllm to shard a model over GPUs",
+            field_path=".vllm.tensorParallelSize",
         ),
     )
 
@@ -213,7 +304,9 @@ class JudgeSpec(Spec):
         description="Rate with nejumi's deterministic synthetic judge (no key, no network): a smoke test. "
         "Its ratings follow a fixed rule, are marked syntheticJudge everywhere, never MT-bench scores.",
     )
-    endpoint: str | None = Field(None, description="Base URL; the OpenAI API when unset.")
+    endpoint: str | None = Field(
+        None, max_length=MAX_URL, description="Base URL (http(s)://host[:port]/…); the OpenAI API when unset."
+    )
     api_key_secret_ref: SecretKeyRef | None = None
     api_key_env: str | None = Field(
         None,
@@ -230,6 +323,12 @@ class JudgeSpec(Spec):
             " || (!has(self.endpoint) && !has(self.apiKeyEnv) && !has(self.apiKeySecretRef))",
             message="judge.synthetic runs in the evaluator: set no endpoint, apiKeyEnv or apiKeySecretRef",
             field_path=".synthetic",
+        ),
+        Rule(
+            rule=f"!has(self.endpoint) || {url_cel('self.endpoint')}",
+            message="judge.endpoint must be an http(s) URL: http(s)://host[:port]/path "
+            "(no user info, query or fragment)",
+            field_path=".endpoint",
         ),
     )
 
@@ -251,13 +350,34 @@ class MtbenchSpec(BenchmarkSpec):
         self.questions_per_category = min(n, 10)
 
 
+def _benchmarks_schema_extra(schema: dict[str, Any], cls: type) -> None:
+    _schema_extra(schema, cls)
+    schema["additionalProperties"] = False  # the CRD knows the built-ins only
+
+
+NO_BENCHMARK = "benchmarks: enable at least one benchmark (every section says enabled: false)"
+
+
 class BenchmarksSpec(Spec):
     """One section per benchmark, by name; a plugin's section is validated by its own spec model."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
+    model_config = ConfigDict(extra="allow", json_schema_extra=_benchmarks_schema_extra)
 
     jaster: JasterSpec = Field(default_factory=JasterSpec)
     mtbench: MtbenchSpec = Field(default_factory=MtbenchSpec)
+
+    cel_rules = (
+        Rule(
+            rule=" || ".join(
+                f"!has(self.{name}) || !has(self.{name}.enabled) || self.{name}.enabled"
+                for name in ("jaster", "mtbench")  # the fields above: an unwritten section is enabled
+            ),
+            message=NO_BENCHMARK,
+            # The API server knows only the built-in sections; the evaluator also counts plugins'
+            # (`_at_least_one`, the same message), so this expression is not evaluated locally.
+            local=False,
+        ),
+    )
 
     @model_validator(mode="after")
     def _plugin_sections(self) -> BenchmarksSpec:
@@ -271,6 +391,12 @@ class BenchmarksSpec(Spec):
             if name not in known:
                 raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(registry.names())}")
             extra[name] = registry.get(name).spec_model.model_validate(value)
+        return self
+
+    @model_validator(mode="after")
+    def _at_least_one(self) -> BenchmarksSpec:
+        if not self.enabled():
+            raise ValueError(NO_BENCHMARK)
         return self
 
     def sections(self) -> dict[str, BenchmarkSpec]:
@@ -324,28 +450,108 @@ class WorkspaceSpec(Spec):
     """Where the response cache and results live (a PVC in the cluster: survives pod retries)."""
 
     path: str = Field("workspace", description="Local folder (evaluator).")
-    pvc_name: str | None = Field(None, description="Existing PVC to mount (operator).")
-    size: str | None = Field(None, description="Size of a PVC the operator creates when pvcName is unset.")
+    pvc_name: DnsSubdomain | None = Field(None, description="Existing PVC to mount (operator).")
+    size: Quantity | None = Field(
+        None, description="Size of a PVC the operator creates when pvcName is unset."
+    )
+
+    cel_rules = (
+        Rule(
+            rule="!has(self.pvcName) || !has(self.size)",
+            message="workspace: set pvcName (an existing PVC) or size (of one the operator provides), "
+            "not both",
+            field_path=".size",
+        ),
+    )
 
 
 class Toleration(Spec):
     """A pod toleration (core/v1 Toleration), e.g. for tainted GPU nodes."""
 
-    key: str | None = None
-    operator: Literal["Exists", "Equal"] | None = None
-    value: str | None = None
+    key: str | None = Field(None, max_length=317, description="Taint key; empty with operator Exists: any.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Equal when unset.")
+    value: str | None = Field(None, max_length=63, pattern=LABEL_VALUE)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: int | None = Field(None, description="With effect NoExecute: how long to stay.")
+
+    cel_rules = (
+        Rule(
+            rule=f"!has(self.key) || size(self.key) == 0 || ({label_key_cel('self.key')})",
+            message="toleration key must be a label key: [prefix/]name, the prefix a DNS subdomain, "
+            "the name at most 63 alphanumerics, '-', '_' or '.'",
+            field_path=".key",
+        ),
+        Rule(
+            rule="(has(self.key) && size(self.key) > 0) || (has(self.operator) && self.operator == 'Exists')",
+            message="a toleration without a key must have operator Exists (it then tolerates every taint)",
+            field_path=".operator",
+        ),
+        Rule(
+            rule="!has(self.operator) || self.operator != 'Exists' "
+            "|| !has(self.value) || size(self.value) == 0",
+            message="a toleration with operator Exists must have no value",
+            field_path=".value",
+        ),
+        Rule(
+            rule="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds is only valid with effect NoExecute",
+            field_path=".tolerationSeconds",
+        ),
+    )
+
+
+DEFAULT_GPUS = {ModelSource.VLLM: 1, ModelSource.TRANSFORMERS: 1, ModelSource.OPENAI_COMPATIBLE: 0}
+"""`resources.gpus` when unset, by `model.source`: an API needs no GPU."""
+MAX_DEADLINE_SECONDS = 30 * 24 * 3600
 
 
 class ResourcesSpec(Spec):
-    """Pod resources (operator only; the evaluator ignores them)."""
+    """The evaluator pod: resources, placement and scheduling (operator only; the evaluator ignores
+    them)."""
 
-    gpus: int = Field(1, ge=0, le=64)
-    memory: str | None = None
-    cpu: str | None = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[Toleration] = Field(default_factory=list)
+    gpus: int = Field(
+        DEFAULT_GPUS[DEFAULT_SOURCE],
+        ge=0,
+        le=64,
+        description="nvidia.com/gpu for the pod. Unset: 1 for vllm and transformers, 0 for "
+        "openai-compatible.",
+    )
+    memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 64Gi.")
+    cpu: Quantity | None = Field(None, description="CPU request (no limit), e.g. 8 or 500m.")
+    shm_size: Quantity | None = Field(
+        None,
+        description="Size of the memory-backed /dev/shm (vLLM tensor parallelism needs shared memory). "
+        "Unset: 2Gi per GPU, 1Gi without GPUs.",
+    )
+    active_deadline_seconds: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_DEADLINE_SECONDS,
+        description="The Job's activeDeadlineSeconds: the evaluation fails (DeadlineExceeded) after this "
+        "long, retries included, so a hung server does not hold GPUs forever. Unset: 86400 (24 h).",
+    )
+    node_selector: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
+        default_factory=dict, max_length=64, description="Node labels the pod must match (label keys/values)."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=64)
+    priority_class_name: DnsSubdomain | None = Field(None, description="The pod's PriorityClass.")
+    runtime_class_name: DnsSubdomain | None = Field(
+        None, description="The pod's RuntimeClass (e.g. nvidia where that runtime is not the default)."
+    )
+    image_pull_secrets: list[LocalObjectReference] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Secrets for pulling the evaluator image, in the evaluation's namespace.",
+    )
+
+    cel_rules = (
+        Rule(
+            rule=f"!has(self.nodeSelector) || self.nodeSelector.all(k, {label_key_cel('k')})",
+            message="resources.nodeSelector keys must be label keys: [prefix/]name, the prefix a DNS "
+            "subdomain, the name at most 63 alphanumerics, '-', '_' or '.'",
+            field_path=".nodeSelector",
+        ),
+    )
 
 
 class EvaluationSpec(Spec):
@@ -360,7 +566,7 @@ class EvaluationSpec(Spec):
             rule=f"(has(self.model.source) ? self.model.source : '{DEFAULT_SOURCE.value}') != "
             f"'{ModelSource.VLLM.value}' || "
             "(has(self.resources) && has(self.resources.gpus) ? self.resources.gpus : "
-            f"{ResourcesSpec.model_fields['gpus'].default}) >= "
+            f"{DEFAULT_GPUS[ModelSource.VLLM]}) >= "
             "(has(self.model.vllm) && has(self.model.vllm.tensorParallelSize) "
             "? self.model.vllm.tensorParallelSize : "
             f"{VllmSettings.model_fields['tensor_parallel_size'].default})",
@@ -376,10 +582,24 @@ class EvaluationSpec(Spec):
     wandb: WandbSpec = Field(default_factory=WandbSpec)
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    queue_name: str | None = Field(None, description="Kueue LocalQueue; the Job is labelled for it.")
+    queue_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_SUBDOMAIN,
+        description="Kueue LocalQueue (a label value and an object name); the Job is labelled for it.",
+    )
     summary_path: str | None = Field(
         None, description="Where to write the compact JSON summary (the pod's termination message)."
     )
+
+    @model_validator(mode="after")
+    def _default_gpus(self) -> EvaluationSpec:
+        """`resources.gpus` unset: the source's default (0 for an API), so `resources.gpus` is the
+        number the pod requests."""
+        if "gpus" not in self.resources.model_fields_set:
+            self.resources.gpus = DEFAULT_GPUS[self.model.source]
+            self.resources.model_fields_set.discard("gpus")  # still "as written": unset
+        return self
 
 
 class ConfigError(ValueError):
