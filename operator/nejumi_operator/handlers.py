@@ -23,17 +23,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from nejumi_operator.api.conditions import is_finished
 from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
-from nejumi_operator.kube.sync import sync_status
+from nejumi_operator.kube.sync import record_transition, sync_status
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
 from nejumi_operator.reconcile.status import Observation, reduce_status, status_patch
 from nejumi_operator.settings import OperatorConfig
@@ -142,17 +144,40 @@ def ensure_job(
     try:
         job = build_job(body, memo.config)
     except InvalidEvaluation as exc:
-        generation = int(body.meta.get("generation") or 1)
-        obs = Observation(generation=generation, job_name=job_name(name, generation), spec_error=str(exc))
-        patch.status.update(status_patch(status, reduce_status(status, obs)))
+        _reject(body, name, status, patch, memo, spec_error=str(exc))
         raise kopf.PermanentError(str(exc)) from None
     # Owner reference → the Job and its pods are garbage-collected with the evaluation, even while
     # the operator is down. (Not kopf.adopt: it would copy the evaluation's labels, e.g. a Kueue
     # queue label, onto the Job.)
     kopf.append_owner_reference(job, owner=body)
-    job, created = calls.create_or_get_job(memo.api, namespace, job)
+    try:
+        job, created = calls.create_or_get_job(memo.api, namespace, job)
+    except ApiException as exc:
+        if exc.status not in (400, 403, 422):  # the API server's word on this Job: no retry helps
+            raise
+        message = _api_message(exc)
+        _reject(body, name, status, patch, memo, job_rejected=message)
+        raise kopf.PermanentError(f"the API server refused the Job: {message}") from None
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
     sync_status(memo.api, namespace, name)
+
+
+def _reject(
+    body: kopf.Body, name: str, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **why: str
+) -> None:
+    """Write the rejection into status (no Job exists) and post its Event."""
+    generation = int(body.meta.get("generation") or 1)
+    obs = Observation(generation=generation, job_name=job_name(name, generation), **why)
+    new = reduce_status(status, obs)
+    patch.status.update(status_patch(status, new))
+    record_transition(getattr(memo, "api", None), body, status, new)
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EVALUATION: kopf.PRESENT})

@@ -185,6 +185,7 @@ def test_cluster_wide_install(
                 ("watch", "jobs", ns, True),
                 ("list", "pods", ns, True),
                 ("create", "events", ns, True),
+                ("list", "events", ns, True),
                 # Never: spec writes, deletes, status PUTs, secrets, pods, logs.
                 ("create", PLURAL, ns, False),
                 ("update", PLURAL, ns, False),
@@ -284,6 +285,7 @@ def test_watch_namespaces_install(
             ("create", "jobs", ns, True),
             ("list", "pods", ns, True),
             ("create", "events", ns, True),
+            ("list", "events", ns, True),
             ("get", "secrets", ns, False),
         ]
     for ns in (namespace, "default"):  # its own namespace is not watched, nor any other

@@ -189,7 +189,9 @@ def test_good_spec_is_accepted_immutable_and_printed(
                 "observedGeneration": 1,
             },
         ],
-        "scores": {"overall": 0.6125, "jaster": {"avg": 0.6, "categories": {"NLI": None}}},
+        "reason": "EvaluationCompleted",
+        "overallDisplay": "0.6125",
+        "scores": {"overall": 0.6125, "benchmarks": {"jaster": {"avg": 0.6, "categories": {"NLI": None}}}},
     }
     custom.patch_namespaced_custom_object_status(
         GROUP,
@@ -201,9 +203,9 @@ def test_good_spec_is_accepted_immutable_and_printed(
         _content_type="application/merge-patch+json",
     )
     lines = kubectl(kubeconfig, "get", "nejumi", "-n", namespace).splitlines()
-    assert lines[0].split() == ["NAME", "MODEL", "SUCCEEDED", "REASON", "OVERALL", "AGE"]
+    assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "AGE"]
     row = next(line.split() for line in lines[1:] if line.startswith("good "))
-    assert row[:5] == ["good", "org/tiny", "True", "EvaluationCompleted", "0.6125"]
+    assert row[:5] == ["good", "org/tiny", "Succeeded", "EvaluationCompleted", "0.6125"]
 
 
 def tiny_spec(endpoint: str, model: str, **generation: Any) -> dict[str, Any]:

@@ -122,5 +122,5 @@ def test_kubectl_apply_to_scores_in_status(
     assert scores["overall"] == pytest.approx((jaster_avg + scores["benchmarks"]["mtbench"]["avg"] / 10) / 2)
     assert status["capped"] is True and status["usage"]["completionTokens"] > 0
     row = printed.splitlines()[1].split()
-    assert row[:4] == [name, str(tiny.path), "True", "EvaluationCompleted"]
+    assert row[:4] == [name, str(tiny.path), "Succeeded", "EvaluationCompleted"]
     assert float(row[4]) == pytest.approx(scores["overall"], abs=1e-4)

@@ -33,7 +33,7 @@ OPERATOR_RULES = {
     (GROUP, f"{PLURAL}/finalizers"): {"update"},
     ("batch", "jobs"): {"create", "get", "list", "watch"},
     ("", "pods"): {"list"},
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},
 }
 
 

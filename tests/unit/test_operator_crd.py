@@ -67,7 +67,8 @@ def test_schema_is_structural(version: dict[str, Any]) -> None:
         if "rule" in node:
             continue
         assert not forbidden & node.keys(), f"{path}: {forbidden & node.keys()}"
-        assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), f"{path}: no type"
+        untyped = node.get("x-kubernetes-preserve-unknown-fields") or node.get("x-kubernetes-int-or-string")
+        assert "type" in node or untyped, f"{path}: no type"
         if node.get("type") == "object":
             assert not ("properties" in node and "additionalProperties" in node), path
         if "exclusiveMinimum" in node:
@@ -93,7 +94,7 @@ def test_schema_keeps_constraints_from_the_model(version: dict[str, Any]) -> Non
     assert "protocol" not in props(spec, "benchmarks.jaster")["properties"]  # unread: removed (issue 8 §4)
     timeout = props(spec, "generation.requestTimeoutSeconds")
     assert (timeout["minimum"], timeout["exclusiveMinimum"]) == (0, True)
-    assert props(spec, "resources.nodeSelector")["additionalProperties"] == {"type": "string"}
+    assert props(spec, "resources.nodeSelector")["additionalProperties"]["type"] == "string"
     assert props(spec, "model.apiKeySecretRef")["required"] == ["name", "key"]
     assert props(spec, "model")["description"] == "The model under test."
 
@@ -106,7 +107,7 @@ def test_cel_rules_each_have_a_message(version: dict[str, Any]) -> None:
     texts = {r["rule"] for _, r in rules}
     assert "self == oldSelf" in texts
     endpoint = [r for r in props(spec, "model")["x-kubernetes-validations"] if r["fieldPath"] == ".endpoint"]
-    assert {r["message"] for r in endpoint} == {
+    assert {r["message"] for r in endpoint} >= {
         "model.endpoint is required when model.source is openai-compatible",
         "model.endpoint is only valid when model.source is openai-compatible",
     }
@@ -129,7 +130,7 @@ def test_status_schema_and_printer_columns(version: dict[str, Any]) -> None:
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert columns["Succeeded"]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].status'
     assert columns["Model"]["jsonPath"] == ".spec.model.name"
-    assert columns["Overall"]["jsonPath"] == ".status.scores.overall"
+    assert columns["Overall"]["jsonPath"] == ".status.overallDisplay"  # rounded; the exact value in scores
     assert columns["Age"]["type"] == "date"
 
 
@@ -142,3 +143,43 @@ def test_unknown_schema_keyword_is_an_error() -> None:
         crd.structural({"type": "object", "patternProperties": {}}, {}, "spec.x")
     with pytest.raises(crd.SchemaError, match="2 non-null variants"):
         crd.structural({"anyOf": [{"type": "string"}, {"type": "integer"}]}, {}, "spec")
+
+
+def test_quantities_are_int_or_string_nodes() -> None:
+    """`cpu: 4` and `cpu: "500m"` both: Kubernetes' own shape for a quantity (no `type`; the pattern
+    checks strings, the minimum integers)."""
+    node = crd.structural({"x-kubernetes-int-or-string": True, "pattern": "^x$", "minimum": 0}, {}, "spec.q")
+    assert node == {"x-kubernetes-int-or-string": True, "pattern": "^x$", "minimum": 0}
+    nullable = crd.structural(
+        {"anyOf": [{"x-kubernetes-int-or-string": True}, {"type": "null"}]}, {}, "spec.q"
+    )
+    assert nullable == {"x-kubernetes-int-or-string": True, "nullable": True}
+    with pytest.raises(crd.SchemaError, match="int-or-string node has no type"):
+        crd.structural({"x-kubernetes-int-or-string": True, "type": "string"}, {}, "spec.q")
+    assert (
+        crd.structural(
+            {"type": "object", "maxProperties": 3, "additionalProperties": {"type": "string"}}, {}
+        )["maxProperties"]
+        == 3
+    )
+
+
+def test_pod_fields_in_the_schema(version: dict[str, Any]) -> None:
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    resources = props(spec, "resources")["properties"]
+    for field in (
+        "shmSize",
+        "activeDeadlineSeconds",
+        "priorityClassName",
+        "runtimeClassName",
+        "imagePullSecrets",
+    ):
+        assert field in resources, field
+    assert props(spec, "model.hfTokenSecretRef")["required"] == ["name", "key"]
+    # gpus has no default in the schema (the source decides: 0 for an API, 1 for a served model)
+    assert props(spec, "resources.gpus") | {"description": ""} == {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 64,
+        "description": "",
+    }

@@ -51,6 +51,13 @@ def summary(**kw: Any) -> str:
     return Summary(**(base | kw)).to_json()
 
 
+RUNNING_POD: dict[str, Any] = {  # the evaluator container has started: the only proof of Running
+    "metadata": {"name": "e-g1-abcde", "creationTimestamp": T0},
+    "spec": {"nodeName": "n"},
+    "status": {"containerStatuses": [{"name": "evaluator", "state": {"running": {"startedAt": T0}}}]},
+}
+
+
 def obs(**kw: Any) -> Observation:
     return Observation(**({"generation": 1, "job_name": "e-g1", "gpus": 2} | kw))
 
@@ -140,7 +147,7 @@ def test_degraded_summary_sets_degraded() -> None:
 
 
 def test_in_progress_states() -> None:
-    running = reduce_status({}, obs(job=job(active=1)), at=T0)
+    running = reduce_status({}, obs(job=job(active=1), pods=[RUNNING_POD]), at=T0)
     assert running["phase"] == "Running"
     assert cond(running, "Accepted")["reason"] == "JobCreated"
     assert cond(running, "Running")["status"] == "True"
@@ -170,8 +177,8 @@ def test_invalid_spec() -> None:
 
 
 def test_transition_time_changes_only_with_status() -> None:
-    first = reduce_status({}, obs(job=job(active=1)), at=T0)
-    same = reduce_status(first, obs(job=job(active=1)), at=T1)
+    first = reduce_status({}, obs(job=job(active=1), pods=[RUNNING_POD]), at=T0)
+    same = reduce_status(first, obs(job=job(active=1), pods=[RUNNING_POD]), at=T1)
     assert same == first  # idempotent: nothing to write
     done = reduce_status(
         first, obs(job=job(done="Complete"), termination=Termination(0, summary(), finished_at=T1)), at=T2

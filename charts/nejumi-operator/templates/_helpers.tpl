@@ -114,10 +114,11 @@ in a Role per namespace otherwise. Only what nejumi_operator and kopf actually c
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list"]
-# kopf posts Events about handler progress and errors on the NejumiEvaluation (POST only, core group).
+# Events: posted on the NejumiEvaluation for every transition (and by kopf about handler errors);
+# listed to read why a Job cannot create its pod (FailedCreate: quota, PodSecurity, a webhook).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}
 
 {{/*

@@ -15,7 +15,10 @@ from nejumi_eval.api.v1alpha1.contract import EXIT_CONFIG, EXIT_INFRA
 ACCEPTED = "Accepted"
 """The spec was accepted and the evaluation Job exists."""
 RUNNING = "Running"
-"""An evaluator pod is running now."""
+"""The evaluator container of the current attempt has started (containerStatuses state.running), and
+the Job has not finished yet: True also in the short gap between the container's exit and the Job
+being marked Complete/Failed (reason Finishing), so the phase never steps back on that gap. False
+with the reason it is not running: queued, unschedulable, a missing Secret, an image pull error…"""
 SUCCEEDED = "Succeeded"
 """The evaluation finished: True with scores, False with a failure reason, Unknown while in progress."""
 DEGRADED = "Degraded"
@@ -27,9 +30,30 @@ TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 # ---- reasons ------------------------------------------------------------------------------------
 JOB_CREATED = "JobCreated"
 JOB_NOT_FOUND = "JobNotFound"
+JOB_REJECTED = "JobRejected"
+"""The API server refused the Job (400/422, quota, PodSecurity on the Job…): final, nothing runs."""
 JOB_PENDING = "JobPending"
+"""The Job exists and has no pod yet (the Job controller creates one in a moment)."""
 JOB_RUNNING = "JobRunning"
+"""The evaluator container is running."""
 SUSPENDED = "Suspended"
+"""The Job is suspended: queued for admission (Kueue) — phase Queued."""
+POD_CREATION_FAILED = "PodCreationFailed"
+"""The Job controller cannot create the pod (its FailedCreate event): PodSecurity, quota, a webhook."""
+UNSCHEDULABLE = "Unschedulable"
+"""The scheduler cannot place the pod (not enough GPUs, no matching node, a missing PVC…)."""
+CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+"""The kubelet cannot build the container's environment: a missing Secret/ConfigMap or key."""
+IMAGE_PULL_ERROR = "ImagePullError"
+"""The kubelet cannot pull the evaluator image (ErrImagePull, ImagePullBackOff, InvalidImageName…)."""
+CONTAINER_WAITING = "ContainerWaiting"
+"""The container waits for another reason the kubelet reports (CreateContainerError…)."""
+POD_STARTING = "PodStarting"
+"""The pod is scheduled (or being scheduled) and its container is being created: normal, brief."""
+RETRYING = "Retrying"
+"""An attempt failed and the Job controller will start another (backoffLimit not reached)."""
+FINISHING = "Finishing"
+"""The evaluator exited; the Job controller has not marked the Job Complete/Failed yet."""
 IN_PROGRESS = "InProgress"
 COMPLETED = "Completed"
 FAILED = "Failed"
@@ -38,9 +62,24 @@ INVALID_SPEC = "InvalidSpec"
 INFRASTRUCTURE_FAILURE = "InfrastructureFailure"
 EVALUATOR_ERROR = "EvaluatorError"
 JOB_FAILED = "JobFailed"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+"""The Job ran longer than its activeDeadlineSeconds and was stopped."""
+NO_SCORE = "NoScore"
+"""The evaluator completed, but an enabled, scored benchmark produced no score (`no_score_problems`)."""
 REQUEST_FAILURES = "RequestFailures"
+INVALID_JUDGMENTS = "InvalidJudgments"
+"""Degraded because scorer units (judgments) were invalid above the protocol's threshold."""
 NO_FAILURES = "NoFailures"
 NOT_EVALUATED = "NotEvaluated"
+
+PENDING_PROBLEMS = (
+    POD_CREATION_FAILED,
+    UNSCHEDULABLE,
+    CREATE_CONTAINER_CONFIG_ERROR,
+    IMAGE_PULL_ERROR,
+    CONTAINER_WAITING,
+)
+"""Running=False reasons that need someone to act (a Warning Event is posted for each)."""
 
 EXIT_CODE_REASONS = {EXIT_CONFIG: INVALID_SPEC, EXIT_INFRA: INFRASTRUCTURE_FAILURE}
 """`nejumi-eval` exit code → Succeeded=False reason (see nejumi_eval.errors); any other: EVALUATOR_ERROR."""
@@ -54,11 +93,12 @@ def failure_reason(exit_code: int | None) -> str:
 
 
 # ---- phases (derived) ---------------------------------------------------------------------------
+PHASE_QUEUED = "Queued"
 PHASE_PENDING = "Pending"
 PHASE_RUNNING = "Running"
 PHASE_SUCCEEDED = "Succeeded"
 PHASE_FAILED = "Failed"
-PHASES = (PHASE_PENDING, PHASE_RUNNING, PHASE_SUCCEEDED, PHASE_FAILED)
+PHASES = (PHASE_QUEUED, PHASE_PENDING, PHASE_RUNNING, PHASE_SUCCEEDED, PHASE_FAILED)
 
 
 def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
@@ -66,7 +106,8 @@ def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[
 
 
 def phase_of(conditions: Sequence[Mapping[str, Any]]) -> str:
-    """Succeeded decides a finished evaluation; Running a live one; anything else is Pending."""
+    """Succeeded decides a finished evaluation; Running a live one (Queued when its reason is
+    Suspended); anything else is Pending."""
     succeeded = find(conditions, SUCCEEDED)
     if succeeded and succeeded.get("status") == TRUE:
         return PHASE_SUCCEEDED
@@ -75,6 +116,8 @@ def phase_of(conditions: Sequence[Mapping[str, Any]]) -> str:
     running = find(conditions, RUNNING)
     if running and running.get("status") == TRUE:
         return PHASE_RUNNING
+    if running and running.get("reason") == SUSPENDED:
+        return PHASE_QUEUED
     return PHASE_PENDING
 
 

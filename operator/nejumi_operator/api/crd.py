@@ -39,6 +39,10 @@ HEADER = (
 # JSON-schema keywords copied as they are (same meaning in OpenAPI v3 / Kubernetes structural schemas).
 _COPIED = ("type", "description", "enum", "format", "pattern", "minimum", "maximum")
 _COPIED += ("minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "x-kubernetes-validations")
+_COPIED += ("minProperties", "maxProperties")
+# A Kubernetes quantity (cpu: 4 or cpu: "500m"): an int-or-string node, which has no `type`; its
+# pattern applies to strings, its minimum to integers.
+_COPIED += ("x-kubernetes-int-or-string",)
 # Keywords dropped on purpose: defaults are applied by the evaluator (pydantic), not stored by the
 # API server, so a stored object says only what its author wrote; titles are noise.
 _DROPPED = ("title", "default")
@@ -98,6 +102,10 @@ def structural(schema: Mapping[str, Any], defs: Mapping[str, Any], where: str = 
             raise SchemaError(f"{where}: JSON-schema keyword {key!r} has no structural conversion")
     if "type" not in out and "enum" in out:
         out["type"] = "string"
+    if out.get("x-kubernetes-int-or-string"):
+        if "type" in out:
+            raise SchemaError(f"{where}: an int-or-string node has no type")
+        return out
     if "type" not in out:
         raise SchemaError(f"{where}: a structural schema needs a type")
     if out["type"] == "object" and "properties" not in out and "additionalProperties" not in out:
@@ -124,25 +132,40 @@ def status_schema() -> dict[str, Any]:
     return status
 
 
+# `kubectl get nejumi`: what is happening (Phase), why (Reason: the deciding condition's reason,
+# e.g. Unschedulable, CreateContainerConfigError, NoScore) and the score as text rounded to 4
+# decimals (`status.overallDisplay`): a column of type number prints every digit of a float, and a
+# printer column's `format` does not round. `-o wide` adds the Succeeded condition, the attempt and
+# the message (what to fix); the exact Overall is `status.scores.overall`.
 PRINTER_COLUMNS = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     {
-        "name": "Succeeded",
+        "name": "Phase",
         "type": "string",
-        "jsonPath": f'.status.conditions[?(@.type=="{SUCCEEDED}")].status',
+        "jsonPath": ".status.phase",
+        "description": "Queued, Pending, Running, Succeeded or Failed.",
     },
     {
         "name": "Reason",
         "type": "string",
-        "jsonPath": f'.status.conditions[?(@.type=="{SUCCEEDED}")].reason',
+        "jsonPath": ".status.reason",
+        "description": "Why the evaluation is in its phase.",
     },
     {
         "name": OVERALL.name,
-        "type": "number",
-        "jsonPath": ".status.scores.overall",
-        "description": OVERALL.description,
+        "type": "string",
+        "jsonPath": ".status.overallDisplay",
+        "description": f"{OVERALL.description} (rounded; exact: .status.scores.overall)",
     },
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {
+        "name": "Succeeded",
+        "type": "string",
+        "jsonPath": f'.status.conditions[?(@.type=="{SUCCEEDED}")].status',
+        "priority": 1,
+    },
+    {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
 
 

@@ -52,16 +52,41 @@ class Failures(_Status):
 class EvaluationStatus(_Status):
     """Observed state of one evaluation."""
 
-    phase: Literal["Pending", "Running", "Succeeded", "Failed"] | None = Field(
-        None, description="Derived from the conditions (for kubectl get)."
+    phase: Literal["Queued", "Pending", "Running", "Succeeded", "Failed"] | None = Field(
+        None,
+        description="Derived from the conditions (for kubectl get): Queued (the Job is suspended, "
+        "waiting for admission), Pending (no evaluator container has started yet: `reason` says why), "
+        "Running (the evaluator container has started), Succeeded, Failed.",
     )
+    reason: str | None = Field(
+        None,
+        description="Why the evaluation is in its phase: the reason of the condition that decides it "
+        "(Running while in progress, Succeeded when finished, Degraded's for a degraded success).",
+    )
+    message: str | None = Field(None, description="That condition's message: what happens, what to fix.")
     conditions: list[Condition] = Field(default_factory=list)
     observed_generation: int | None = Field(None, ge=0, description="The metadata.generation described.")
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        description="The Job's attempt (pod) in progress or next: failed attempts + 1; once finished, "
+        "the attempts made.",
+    )
     job_name: str | None = Field(None, description="The evaluation Job.")
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     progress: str | None = Field(None, description="Human-readable progress.")
     scores: Scores | None = None
+    overall_display: str | None = Field(
+        None,
+        description="scores.overall rounded to 4 decimals for kubectl get (a number column would print "
+        "every digit), with (capped), (synthetic judge) or (degraded) when it is not a clean score.",
+    )
+    summary_truncated: bool | None = Field(
+        None,
+        description="The evaluator shortened its summary to fit the 4096-byte termination message "
+        "(errors, then per-dataset scores): the full results are in resultsDir.",
+    )
     failures: Failures | None = None
     runtime: dict[str, float] | None = Field(
         None,

@@ -3,6 +3,7 @@ hands bodies to handlers), so the pure code in `reconcile` sees one shape."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from nejumi_operator.api.names import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+log = logging.getLogger(__name__)
 
 
 class Conflict(Exception):
@@ -72,3 +74,51 @@ def patch_status(
         if exc.status == 409:
             raise Conflict(str(exc.reason)) from None
         raise
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, message: str, *args: Any) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
+
+
+def job_events(api: ApiClient, namespace: str, job_name: str, job_uid: str | None) -> list[dict[str, Any]]:
+    """The Job's core/v1 Events (e.g. the Job controller's FailedCreate: why no pod can be created).
+    Without RBAC `list` on events the operator cannot see them: [] and one warning."""
+    selector = f"involvedObject.kind=Job,involvedObject.name={job_name}"
+    if job_uid:
+        selector += f",involvedObject.uid={job_uid}"
+    try:
+        events = CoreV1Api(api).list_namespaced_event(namespace, field_selector=selector)
+    except ApiException as exc:
+        if exc.status in (401, 403):
+            _warn_once(
+                "list-events",
+                "cannot list Events (%s %s): pod-creation failures of Jobs are not reported; "
+                "grant the operator `list` on core events",
+                exc.status,
+                exc.reason,
+            )
+            return []
+        raise
+    return [_plain(api, e) for e in events.items]
+
+
+def create_event(api: ApiClient, namespace: str, event: Mapping[str, Any]) -> bool:
+    """Post a core/v1 Event; False (and a log line) when the API refuses it: an Event is never worth
+    failing a status write for."""
+    try:
+        CoreV1Api(api).create_namespaced_event(namespace, dict(event))
+    except ApiException as exc:
+        where = f"{namespace}/{event.get('involvedObject', {}).get('name', '')}"
+        if exc.status in (401, 403):
+            _warn_once("create-events", "%s: cannot post Events (%s %s)", where, exc.status, exc.reason)
+        else:
+            log.warning(
+                "%s: posting Event %s failed: %s %s", where, event.get("reason"), exc.status, exc.reason
+            )
+        return False
+    return True

@@ -1,42 +1,78 @@
-"""The one status writer: read the evaluation, its Job and pods, reduce, write `/status`.
+"""The one status writer: read the evaluation, its Job, pods (and, when no pod is live, the Job's
+events), reduce, write `/status`, and post a Kubernetes Event for each transition.
 
-Several triggers call it (the create handler, Job events, the resync timer); the write carries the
+Several triggers call it (the create handler, Job events, the resync loop); the write carries the
 `resourceVersion` it was computed from, so a status derived from older observations never
-overwrites a newer one (409 → read again, recompute).
+overwrites a newer one (409 → read again, recompute). Events are posted only after a successful
+write, so each transition is announced once, by the writer that made it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+import os
+import socket
 from collections.abc import Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
 
-from nejumi_eval.api.v1alpha1.spec import ResourcesSpec
 from nejumi_operator.api.conditions import is_finished
+from nejumi_operator.api.names import API_VERSION, KIND
 from nejumi_operator.kube import calls
-from nejumi_operator.reconcile.job import job_name
-from nejumi_operator.reconcile.status import Observation, last_termination, reduce_status, status_patch
+from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
+from nejumi_operator.reconcile.status import (
+    MESSAGE_LIMIT,
+    Observation,
+    Transition,
+    last_termination,
+    needs_job_events,
+    reduce_status,
+    status_patch,
+    transitions,
+)
 
 ATTEMPTS = 5
+COMPONENT = "nejumi-operator"
+log = logging.getLogger(__name__)
 
 
 def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
     meta = evaluation["metadata"]
+    namespace = meta["namespace"]
     generation = int(meta.get("generation") or 1)
     name = job_name(meta["name"], generation)
-    job = calls.read_job(api, meta["namespace"], name)
-    pods = calls.job_pods(api, meta["namespace"], name) if job else []
+    job = calls.read_job(api, namespace, name)
+    pods = calls.job_pods(api, namespace, name) if job else []
+    events: list[dict[str, Any]] = []
+    if job and needs_job_events(job, pods):
+        events = calls.job_events(api, namespace, name, (job.get("metadata") or {}).get("uid"))
     spec = evaluation.get("spec") or {}
-    gpus = (spec.get("resources") or {}).get("gpus", ResourcesSpec.model_fields["gpus"].default)
     return Observation(
         generation=generation,
         job_name=name,
         job=job,
-        termination=last_termination(pods),
-        gpus=int(gpus or 0),
+        termination=last_termination(pods, job),
+        gpus=job_gpus(job) if job else 0,
         queue_name=spec.get("queueName"),
+        pods=tuple(pods),
+        job_events=tuple(events),
     )
+
+
+def job_gpus(job: Mapping[str, Any]) -> int:
+    """The GPUs the Job's evaluator container asks for (what the scheduler and the bill see,
+    whatever the spec's defaults were when it was built)."""
+    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    for container in containers:
+        if container.get("name") == CONTAINER:
+            limits = (container.get("resources") or {}).get("limits") or {}
+            try:
+                return int(str(limits.get(GPU_RESOURCE, 0)))
+            except ValueError:
+                return 0
+    return 0
 
 
 def sync_status(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
@@ -59,5 +95,70 @@ def sync_status(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | N
             )
         except calls.Conflict:
             continue
+        record_transition(api, evaluation, old, new)
         return new
     raise calls.Conflict(f"{namespace}/{name}: status kept changing during {ATTEMPTS} attempts")
+
+
+def record_transition(
+    api: ApiClient | None,
+    evaluation: Mapping[str, Any],
+    old: Mapping[str, Any] | None,
+    new: Mapping[str, Any],
+) -> None:
+    """Log the phase change (naming the resource, `namespace/name`) and post one Event on the
+    evaluation per transition (`reconcile.status.transitions`). For every writer of the status:
+    `sync_status` calls it; a handler that writes the status itself (e.g. a rejected spec or Job)
+    calls it with the status it writes. Never raises for an Event the API refuses."""
+    meta = evaluation.get("metadata") or {}
+    where = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+    old = old or {}
+    key = ("phase", "reason", "attempt")
+    if tuple(old.get(k) for k in key) != tuple(new.get(k) for k in key):
+        attempt = f", attempt {new['attempt']}" if new.get("attempt") else ""
+        log.info(
+            "%s: %s → %s (%s%s): %s",
+            where,
+            old.get("phase") or "new",
+            new.get("phase"),
+            new.get("reason"),
+            attempt,
+            new.get("message") or "",
+        )
+    if api is None:
+        return
+    for transition in transitions(old, new):
+        calls.create_event(api, str(meta.get("namespace")), event_body(evaluation, transition))
+
+
+def event_body(evaluation: Mapping[str, Any], transition: Transition) -> dict[str, Any]:
+    """A core/v1 Event about the evaluation (what `kubectl describe nejumi` lists)."""
+    meta = evaluation.get("metadata") or {}
+    at = dt.datetime.now(dt.UTC)
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    message = transition.message
+    if len(message) > MESSAGE_LIMIT:
+        message = message[: MESSAGE_LIMIT - 1] + "…"
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta.get('name')}.", "namespace": meta.get("namespace")},
+        "involvedObject": {
+            "apiVersion": evaluation.get("apiVersion") or API_VERSION,
+            "kind": evaluation.get("kind") or KIND,
+            "name": meta.get("name"),
+            "namespace": meta.get("namespace"),
+            "uid": meta.get("uid"),
+        },
+        "type": transition.type,
+        "reason": transition.reason,
+        "message": message,
+        "source": {"component": COMPONENT},
+        "reportingComponent": COMPONENT,
+        "reportingInstance": os.environ.get("HOSTNAME") or socket.gethostname(),
+        "eventTime": at.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),  # MicroTime: orders same-second Events
+        "action": transition.reason,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }

@@ -2,7 +2,7 @@
 message, and what `nejumi-eval run` prints at the end.
 
 Light on purpose (pydantic only): the operator parses it. Kubernetes keeps at most 4096 bytes of a
-termination message, so `Summary.to_json` refuses to produce more.
+termination message, so `Summary.to_json` shortens a longer summary (and marks it `truncated`).
 """
 
 from __future__ import annotations
@@ -67,9 +67,64 @@ class Summary(_Camel):
     error: str | None = None
 
     def to_json(self) -> str:
-        """Serialise by alias; refuse (ValueError) to exceed the termination-message limit."""
+        """Serialise by alias, within the termination-message limit (`SUMMARY_MAX_BYTES`).
+
+        A summary that would not fit is shortened, never refused (a completed run must not end in
+        an error because its report is long), and says so with `"truncated": true` (a key the model
+        ignores when it reads the summary back, so every reader still parses it). First, losslessly,
+        fields equal to their defaults are left out; then, until it fits: the error (kept to its
+        first few hundred characters), the per-dataset `scores`, the rest of the error, category
+        scores, runtimes, usage, paths, the model name's tail, and at last the benchmarks. Status,
+        overall, the flags and each benchmark's avg and counts go last.
+        """
+        import json  # the module stays light: only this rare path needs it
+
         text = self.model_dump_json(by_alias=True, exclude_none=True)
-        size = len(text.encode())
-        if size > SUMMARY_MAX_BYTES:
-            raise ValueError(f"summary is {size} bytes, over the {SUMMARY_MAX_BYTES}-byte limit")
-        return text
+        if len(text.encode()) <= SUMMARY_MAX_BYTES:
+            return text
+        data = json.loads(self.model_dump_json(by_alias=True, exclude_none=True, exclude_defaults=True))
+        data["truncated"] = True
+
+        def dump() -> str:
+            return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+        def fits() -> bool:
+            return len(dump().encode()) <= SUMMARY_MAX_BYTES
+
+        def cut(key: str, keep_at_least: int, original: str | None = None) -> None:
+            """Set string `key` to the longest prefix of its value (or `original`) that fits, but
+            not shorter than `keep_at_least` characters (binary search: bytes are not characters)."""
+            value = original if original is not None else data.get(key)
+            if not isinstance(value, str):
+                return
+            data[key] = value
+            if fits() or len(value) <= keep_at_least:
+                return
+            lo, hi = keep_at_least, len(value) - 1  # lo: the answer when nothing longer fits
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                data[key] = value[:mid] + "…"
+                lo, hi = (mid, hi) if fits() else (lo, mid - 1)
+            data[key] = value[:lo] + "…"
+
+        def drop(field: str) -> None:
+            for bench in (data.get("benchmarks") or {}).values():
+                if fits():
+                    return
+                bench.pop(field, None)
+
+        error = data.get("error")
+        cut("error", 300)
+        if not fits():
+            drop("scores")
+            cut("error", 300, error)  # as much of the error as fits now
+        cut("error", 40)
+        drop("categories")
+        for key in ("runtimeSeconds", "usage", "wandbRunPath", "resultsDir", "error"):
+            if not fits():
+                data.pop(key, None)
+        cut("model", 64)
+        benchmarks = data.get("benchmarks") or {}
+        while benchmarks and not fits():  # hundreds of plugin benchmarks: the last ones go
+            benchmarks.pop(next(reversed(benchmarks)))
+        return dump()

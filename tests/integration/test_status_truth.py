@@ -1,0 +1,288 @@
+"""The status tells the truth on the real control plane: a pod waiting for GPUs, a missing Secret,
+a suspended (queued) Job and a namespace that forbids the pod are each reported as what they are,
+never as Running; the phase never steps back on the way to Succeeded; `kubectl get` prints the
+phase; and every transition is a Kubernetes Event on the evaluation."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+from kubernetes import watch
+from kubernetes.client import ApiClient, ApiextensionsV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+import nejumi_operator.handlers
+from nejumi_operator.api.crd import CRD_PATH
+from nejumi_operator.api.names import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from tests.cluster import NodeAgent, wait_until
+from tests.fixtures.openai_stub import Reply, StubServer
+from tests.support.kube import kubectl
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+
+HANDLERS = Path(nejumi_operator.handlers.__file__)
+RANK = {"Queued": 0, "Pending": 1, "Running": 2, "Succeeded": 3, "Failed": 3}
+
+
+@pytest.fixture(scope="module")
+def crd(k8s_client: ApiClient) -> Iterator[None]:
+    body = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
+    ext = ApiextensionsV1Api(k8s_client)
+    try:
+        ext.create_custom_resource_definition(body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
+            CRD_NAME
+        ).metadata.resource_version
+        ext.replace_custom_resource_definition(CRD_NAME, body)
+
+    def established() -> bool:
+        conds = ext.read_custom_resource_definition_status(CRD_NAME).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conds)
+
+    wait_until(established, 30, f"CRD {CRD_NAME} to be Established")
+    yield
+    ext.delete_custom_resource_definition(CRD_NAME)
+
+
+class Recorder:
+    """Every status version of the namespace's evaluations, from a watch (nothing is missed
+    between polls): name → [(phase, reason)], consecutive duplicates collapsed."""
+
+    def __init__(self, client: ApiClient, namespace: str) -> None:
+        self.custom = CustomObjectsApi(client)
+        self.namespace = namespace
+        self.seen: dict[str, list[tuple[str, str]]] = {}
+        self.latest: dict[str, dict[str, Any]] = {}
+        self._watch = watch.Watch()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not getattr(self, "_stop", False):
+            try:
+                for event in self._watch.stream(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    timeout_seconds=30,
+                ):
+                    obj = event["object"]
+                    name, status = obj["metadata"]["name"], obj.get("status") or {}
+                    self.latest[name] = status
+                    step = (status.get("phase", ""), status.get("reason", ""))
+                    if status.get("phase") and self.seen.setdefault(name, [])[-1:] != [step]:
+                        self.seen[name].append(step)
+            except ApiException as exc:
+                if exc.status != 404:  # the CRD may not be served for a moment
+                    raise
+                time.sleep(0.2)
+            except Exception:  # the connection closed (timeout, stop): watch again unless stopping
+                if getattr(self, "_stop", False):
+                    return
+
+    def __enter__(self) -> Recorder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop = True
+        self._watch.stop()
+
+    def wait_for(self, name: str, phase: str, reason: str | None, timeout: float = 60) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            status = self.latest.get(name) or {}
+            if status.get("phase") == phase and (reason is None or status.get("reason") == reason):
+                return status
+            return None
+
+        return wait_until(reached, timeout, f"{name}: {phase}/{reason} (seen {self.seen.get(name)})")
+
+
+@pytest.fixture
+def operator(namespace: str, operator_env: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    with KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as runner:
+        yield runner
+    assert (runner.exit_code, runner.exception) == (0, None), runner.output
+
+
+def create(client: ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+    custom = CustomObjectsApi(client)
+
+    def attempt() -> bool:
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        except ApiException as exc:
+            if exc.status == 404:  # the REST mapping can lag Established by a moment
+                return False
+            raise
+        return True
+
+    wait_until(attempt, 15, f"create {name}")
+
+
+def spec(endpoint: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "model": {
+            "name": "stub-model",
+            "source": "openai-compatible",
+            "endpoint": endpoint,
+            **extra.pop("model", {}),
+        },
+        "benchmarks": {
+            "jaster": {"datasets": ["jamp"], "testSamples": 2, "devSamples": 0},
+            "mtbench": {"enabled": False},
+        },
+        "wandb": {"enabled": False},
+        **extra,
+    }
+
+
+def events_of(client: ApiClient, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    listing = CoreV1Api(client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.kind={KIND},involvedObject.name={name}"
+    )
+    ordered = sorted(listing.items, key=lambda e: e.event_time)  # the operator's MicroTime
+    return [(e.type, e.reason, e.message or "") for e in ordered]
+
+
+def test_pending_and_queued_say_why_then_the_phase_only_moves_forward(
+    crd: None,
+    k8s_client: ApiClient,
+    kubeconfig: Path,
+    namespace: str,
+    node_agent: NodeAgent,
+    operator: KopfRunner,
+) -> None:
+    core = CoreV1Api(k8s_client)
+    # each model request takes 2 s, so the run is long enough to be seen Running
+    with StubServer(delay_s=2.0) as stub, Recorder(k8s_client, namespace) as seen:
+        # more GPUs than the node has (8): the scheduler's reason, never Running
+        create(k8s_client, namespace, "gpu-wait", spec(stub.base_url, resources={"gpus": 16}))
+        # a Secret that does not exist yet: the kubelet's reason names it
+        key_ref = {"apiKeySecretRef": {"name": "model-key", "key": "token"}}
+        create(k8s_client, namespace, "no-secret", spec(stub.base_url, model=key_ref, resources={"gpus": 0}))
+        # a queue: the Job is created suspended (Kueue would admit it; there is none here)
+        create(
+            k8s_client, namespace, "queued", spec(stub.base_url, queueName="gpu-queue", resources={"gpus": 0})
+        )
+
+        gpu = seen.wait_for("gpu-wait", "Pending", "Unschedulable")
+        assert "Insufficient nvidia.com/gpu" in gpu["message"], gpu["message"]
+        assert "16 nvidia.com/gpu" in gpu["message"] and "spec.resources.gpus" in gpu["message"]
+        missing = seen.wait_for("no-secret", "Pending", "CreateContainerConfigError")
+        assert 'secret "model-key" not found' in missing["message"], missing["message"]
+        assert "create Secret model-key" in missing["message"]
+        queued = seen.wait_for("queued", "Queued", "Suspended")
+        assert "LocalQueue gpu-queue" in queued["message"]
+
+        lines = kubectl(kubeconfig, "get", "nejumi", "-n", namespace).splitlines()
+        assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "AGE"]
+        rows = {line.split()[0]: line.split() for line in lines[1:]}
+        assert rows["gpu-wait"][1:4] == ["stub-model", "Pending", "Unschedulable"]
+        assert rows["no-secret"][2:4] == ["Pending", "CreateContainerConfigError"]
+        assert rows["queued"][2:4] == ["Queued", "Suspended"]
+        wide = kubectl(kubeconfig, "get", "nejumi", "gpu-wait", "-n", namespace, "-o", "wide")
+        assert "MESSAGE" in wide.splitlines()[0] and "Insufficient nvidia.com/gpu" in wide
+
+        # the Secret appears: the evaluation runs to Succeeded, each phase at or after the last
+        core.create_namespaced_secret(
+            namespace, {"metadata": {"name": "model-key"}, "stringData": {"token": "sk-test"}}
+        )
+        done = seen.wait_for("no-secret", "Succeeded", "EvaluationCompleted", timeout=120)
+        assert done["attempt"] == 1 and "overallDisplay" not in done  # jaster alone: no Overall
+        # the GPU-starved one is still Pending with the same reason after several resyncs
+        assert seen.latest["gpu-wait"]["reason"] == "Unschedulable"
+
+    phases = [phase for phase, _ in seen.seen["no-secret"]]
+    assert "Running" in phases, seen.seen["no-secret"]
+    assert all(RANK[a] <= RANK[b] for a, b in itertools.pairwise(phases)), seen.seen["no-secret"]
+    assert all(phase != "Running" for phase, _ in seen.seen["gpu-wait"]), seen.seen["gpu-wait"]
+    assert all(phase == "Queued" for phase, _ in seen.seen["queued"]), seen.seen["queued"]
+
+    succeeded = events_of(k8s_client, namespace, "no-secret")
+    reasons = [reason for _, reason, _ in succeeded]
+    assert reasons[0] == "JobCreated" and reasons[-1] == "Succeeded", succeeded
+    assert {"CreateContainerConfigError", "Started"} <= set(reasons), succeeded
+    warning = next(e for e in succeeded if e[1] == "CreateContainerConfigError")
+    assert warning[0] == "Warning" and "model-key" in warning[2]
+    assert [r for _, r, _ in events_of(k8s_client, namespace, "gpu-wait")] == ["JobCreated", "Unschedulable"]
+    assert [r for _, r, _ in events_of(k8s_client, namespace, "queued")] == ["JobCreated", "Queued"]
+
+
+def test_pod_creation_forbidden_is_pending_with_the_api_servers_message(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    operator: KopfRunner,
+) -> None:
+    core = CoreV1Api(k8s_client)
+    core.create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
+    )
+
+    def quota_counted() -> bool:  # the resourcequota-controller has filled in the quota's status
+        status = core.read_namespaced_resource_quota("no-pods", namespace).status
+        return bool(status and status.hard)
+
+    wait_until(quota_counted, 30, "the ResourceQuota's status")
+    with Recorder(k8s_client, namespace) as seen:
+        create(k8s_client, namespace, "no-room", spec("http://127.0.0.1:9/v1", resources={"gpus": 0}))
+        status = seen.wait_for("no-room", "Pending", "PodCreationFailed")
+    assert "forbidden: exceeded quota: no-pods" in status["message"], status["message"]
+    assert "ResourceQuota" in status["message"]
+    events = events_of(k8s_client, namespace, "no-room")
+    assert [(t, r) for t, r, _ in events] == [("Normal", "JobCreated"), ("Warning", "PodCreationFailed")]
+
+
+class NoRatingJudge(StubServer):
+    """A judge that is reachable (it lists its model) but never gives a rating."""
+
+    def reply(self, path: str, body: dict[str, Any]) -> Reply:
+        answer = super().reply(path, body)
+        if answer.body and "choices" in answer.body and path.endswith("/chat/completions"):
+            answer.body["choices"][0]["message"]["content"] = "I would rather not rate this answer."
+        return answer
+
+
+def test_a_judge_that_fails_every_judgment_is_no_score(
+    crd: None,
+    k8s_client: ApiClient,
+    kubeconfig: Path,
+    namespace: str,
+    node_agent: NodeAgent,
+    operator: KopfRunner,
+) -> None:
+    """The evaluator completes (exit 0) with MT-bench null, every judgment invalid: not Succeeded."""
+    with StubServer() as model, NoRatingJudge() as judge, Recorder(k8s_client, namespace) as seen:
+        evaluation = spec(model.base_url, resources={"gpus": 0})
+        evaluation["benchmarks"]["mtbench"] = {
+            "questionsPerCategory": 1,
+            "judge": {"endpoint": judge.base_url, "model": judge.model},
+        }
+        create(k8s_client, namespace, "dead-judge", evaluation)
+        status = seen.wait_for("dead-judge", "Failed", None, timeout=150)
+    assert status["reason"] == "NoScore", status
+    assert "mtbench has no score: all 16 scored units were invalid" in status["message"]
+    assert status["failures"]["judge"] == 16 and "jaster" in status["scores"]["benchmarks"]  # still reported
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert conds["Succeeded"]["status"] == "False" and conds["Degraded"]["status"] == "True"
+    row = kubectl(kubeconfig, "get", "nejumi", "dead-judge", "-n", namespace).splitlines()[1].split()
+    assert row[2:4] == ["Failed", "NoScore"]
+    events = events_of(k8s_client, namespace, "dead-judge")
+    assert events[-1][:2] == ("Warning", "Failed") and "NoScore" in events[-1][2]
