@@ -1,6 +1,8 @@
 """kopf wiring only: each handler takes the kwargs it uses and calls plain functions.
 
-- create/resume: build the Job (pure), adopt it, create it (409 = already there), write status;
+- create/resume: create the workspace PVC (unless `workspace.pvcName`; owned by the evaluation
+  unless `workspace.retain`), build the Job (pure), adopt it, create it (409 = already there), write
+  status;
   a spec the CRD admitted but the evaluator cannot run → status InvalidSpec + `kopf.PermanentError`.
 - Job events (label `nejumi.wandb.ai/evaluation`): status from observations.
 - Resync, a safety net for missed Job events: one operator-level loop (started at startup) calls
@@ -36,7 +38,13 @@ from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VER
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.kube.sync import record_transition, sync_status
-from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
+from nejumi_operator.reconcile.job import (
+    InvalidEvaluation,
+    build_job,
+    build_workspace_pvc,
+    job_name,
+    retain_workspace,
+)
 from nejumi_operator.reconcile.status import Observation, reduce_status, status_patch
 from nejumi_operator.settings import OperatorConfig
 
@@ -151,6 +159,15 @@ def ensure_job(
     # queue label, onto the Job.)
     kopf.append_owner_reference(job, owner=body)
     try:
+        # The workspace PVC first, so the Job's pod never waits on a claim nobody creates. Owned by
+        # the evaluation (collected with it) unless workspace.retain; an existing one is kept as is.
+        pvc = build_workspace_pvc(body, memo.config)
+        if pvc is not None:
+            if not retain_workspace(body):
+                kopf.append_owner_reference(pvc, owner=body)
+            pvc, pvc_created = calls.create_or_get_pvc(memo.api, namespace, pvc)
+            if pvc_created:
+                logger.info("PersistentVolumeClaim %s created", pvc["metadata"]["name"])
         job, created = calls.create_or_get_job(memo.api, namespace, job)
     except ApiException as exc:
         if exc.status not in (400, 403, 422):  # the API server's word on this Job: no retry helps

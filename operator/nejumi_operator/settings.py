@@ -23,6 +23,12 @@ ENV_BACKOFF_LIMIT = "NEJUMI_OPERATOR_BACKOFF_LIMIT"
 # A PVC of prepared data (a cache root: `<pvc>/jaster/prepared/…`) that every evaluator Job mounts
 # read-only and searches before preparing anything itself; empty = none.
 ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
+# The workspace PVC the operator creates for an evaluation without `workspace.pvcName`: its size
+# when `workspace.size` is unset, and its StorageClass when `workspace.storageClassName` is unset
+# (empty = none named: the cluster's default StorageClass).
+ENV_WORKSPACE_SIZE = "NEJUMI_OPERATOR_WORKSPACE_SIZE"
+ENV_WORKSPACE_STORAGE_CLASS = "NEJUMI_OPERATOR_WORKSPACE_STORAGE_CLASS"
+DEFAULT_WORKSPACE_SIZE = "50Gi"
 
 
 def _version() -> str:
@@ -49,6 +55,8 @@ class OperatorConfig:
     resync_seconds: float = 30.0
     backoff_limit: int = 2
     prepared_data_pvc: str = ""
+    workspace_size: str = DEFAULT_WORKSPACE_SIZE
+    workspace_storage_class: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -67,6 +75,8 @@ class OperatorConfig:
             resync_seconds=_positive(env, ENV_RESYNC, 30.0),
             backoff_limit=int(_number(env, ENV_BACKOFF_LIMIT, 2)),
             prepared_data_pvc=(env.get(ENV_PREPARED_DATA_PVC) or "").strip(),
+            workspace_size=(env.get(ENV_WORKSPACE_SIZE) or "").strip() or DEFAULT_WORKSPACE_SIZE,
+            workspace_storage_class=(env.get(ENV_WORKSPACE_STORAGE_CLASS) or "").strip(),
         )
 
 

@@ -48,6 +48,12 @@ CONTROLLERS = (
     "root-ca-certificate-publisher-controller",
     "pod-garbage-collector-controller",
     "resourcequota-controller",
+    # Workspace PVCs: the binder binds a claim to the volume the test provisioner
+    # (tests/cluster/provisioner.py) creates for it; the protection controllers lift the
+    # pvc-/pv-protection finalizers (added by admission) once nothing uses them, so deletion ends.
+    "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
 )
 
 

@@ -23,15 +23,20 @@ What a container gets (the contract operator/evaluator tests can rely on):
   the original path is rewritten too, so ``--summary-path /dev/termination-log`` works unchanged.
   The file's content (at most 4096 bytes) becomes ``state.terminated.message``;
   ``FallbackToLogsOnError`` uses the log tail when the file is empty and the exit code is not 0.
-- **working dir**: ``workingDir`` if it exists on this machine, else the same path re-rooted under
+- **working dir**: inside a PVC mount, the claim's folder (see volumes); else ``workingDir`` if it
+  exists on this machine, else the same path re-rooted under
   ``<sandbox>/rootfs`` (created); without ``workingDir``, ``<sandbox>/work``.
   ``NEJUMI_POD_DIR`` names the sandbox.
 - **logs**: stdout and stderr go to ``<sandbox>/<container>.log`` (``kubectl logs`` is not served).
 - **lifecycle**: init containers run in order first; ``restartPolicy`` is honoured with a short
   backoff; a pod being deleted gets SIGTERM (its whole process group), then SIGKILL after
   ``min(grace period, max_grace_seconds)``, and the agent then deletes it with grace period 0, as
-  the kubelet does. Volumes, probes, resources limits and networking are ignored (pod IP is
-  127.0.0.1).
+  the kubelet does. Probes, resources limits and networking are ignored (pod IP is 127.0.0.1).
+- **volumes**: a ``persistentVolumeClaim`` volume is resolved to its bound PV's ``hostPath`` (or
+  ``local``) folder; a ``workingDir`` inside such a mount (e.g. ``/workspace``) is that folder
+  (plus ``subPath``), so two pods of one claim share their files, as on a real node. A missing or
+  unbound claim leaves the container waiting (``CreateContainerConfigError``, retried). Other
+  volumes are ignored.
 """
 
 from __future__ import annotations
@@ -377,12 +382,43 @@ class PodWorker(threading.Thread):
         env[POD_DIR_ENV] = str(self.dir)
         argv = [expand(a, env) for a in (spec.get("command") or []) + (spec.get("args") or [])]
         argv = [term if a == original else a for a in argv]
+        mounts = self._volume_mounts(spec)
         if wd := spec.get("workingDir"):
-            cwd = Path(wd) if Path(wd).is_dir() else self.dir / "rootfs" / wd.lstrip("/")
+            cwd = self._in_mount(wd, mounts)
+            if cwd is None:
+                cwd = Path(wd) if Path(wd).is_dir() else self.dir / "rootfs" / wd.lstrip("/")
         else:
             cwd = self.dir / "work"
         cwd.mkdir(parents=True, exist_ok=True)
         return argv, env, cwd
+
+    @staticmethod
+    def _in_mount(path: str, mounts: list[tuple[str, Path]]) -> Path | None:
+        """``path`` (a container path) on this machine when it lies in a mounted PVC, else None."""
+        for mount_path, host in sorted(mounts, key=lambda m: -len(m[0])):
+            base = mount_path.rstrip("/") or "/"
+            if path == base or path.startswith(base.rstrip("/") + "/"):
+                rel = path[len(base) :].lstrip("/")
+                return host / rel if rel else host
+        return None
+
+    def _volume_mounts(self, container: dict[str, Any]) -> list[tuple[str, Path]]:
+        """(mountPath, folder on this machine) for the container's ``persistentVolumeClaim`` volumes:
+        claim → bound PV → its ``hostPath``/``local`` path (+ ``subPath``). An unbound or missing
+        claim is a ``ConfigError`` (retried), as the kubelet would wait for the volume to attach.
+        Other volume kinds are ignored (the process sees the pod sandbox instead)."""
+        volumes = {v["name"]: v for v in self.pod["spec"].get("volumes") or []}
+        out: list[tuple[str, Path]] = []
+        for mount in container.get("volumeMounts") or []:
+            claim = (volumes.get(mount["name"]) or {}).get("persistentVolumeClaim")
+            if not claim:
+                continue
+            host = self.agent.claim_path(self.ns, claim["claimName"])
+            if sub := mount.get("subPath"):
+                host = host / sub
+            host.mkdir(parents=True, exist_ok=True)
+            out.append((mount["mountPath"], host))
+        return out
 
     def _env_value(self, var: dict[str, Any], container: dict[str, Any], env: dict[str, str]) -> str | None:
         """One ``env`` entry; ``value`` may reference variables defined before it."""
@@ -834,6 +870,29 @@ class NodeAgent:
             if exc.status != 404:
                 log.warning("status patch for %s/%s failed: %s %s", namespace, name, exc.status, exc.body)
                 self.errors.append(f"status patch for {namespace}/{name}: {exc.status} {exc.body}")
+
+    def claim_path(self, namespace: str, claim: str) -> Path:
+        """The folder on this machine behind a bound PersistentVolumeClaim (its PV's ``hostPath`` or
+        ``local`` path), read with the admin credentials (the Node authorizer would allow it too,
+        once its graph has caught up); ``ConfigError`` while it is missing or unbound."""
+        try:
+            pvc = self._admin_client.sanitize_for_serialization(  # type: ignore[union-attr]
+                self.admin_api.read_namespaced_persistent_volume_claim(claim, namespace)
+            )
+            volume = (pvc.get("spec") or {}).get("volumeName")
+            if not volume or (pvc.get("status") or {}).get("phase") != "Bound":
+                raise ConfigError(f"persistentvolumeclaim {claim!r} is not bound")
+            pv = self._admin_client.sanitize_for_serialization(  # type: ignore[union-attr]
+                self.admin_api.read_persistent_volume(volume)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise ConfigError(f"persistentvolumeclaim {claim!r} not found") from None
+            raise
+        source = pv["spec"].get("hostPath") or pv["spec"].get("local") or {}
+        if not source.get("path"):
+            raise ConfigError(f"persistentvolume {volume!r} has no hostPath/local path")
+        return Path(source["path"])
 
     def read_source(self, kind: str, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
         """A Secret's (decoded) or ConfigMap's data, read with the node's own credentials.

@@ -24,6 +24,7 @@ from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import BinariesMissing, ControlPlane, NodeAgent, StartupError, find_binaries, wait_until
+from tests.cluster.provisioner import HostPathProvisioner
 
 NODE_NAME = "nejumi-gpu-0"
 DEFAULT_GPUS = int(os.environ.get("NEJUMI_TEST_GPUS", "8"))
@@ -51,6 +52,20 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield cp
     finally:
         cp.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def provisioner(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HostPathProvisioner]:
+    """The default StorageClass ``nejumi-test-local`` and its hostPath provisioner, for the whole
+    session: every evaluation's workspace PVC gets a volume (a folder the node agent mounts)."""
+    prov = HostPathProvisioner(control_plane.kubeconfig, tmp_path_factory.mktemp("volumes"))
+    prov.start()
+    try:
+        yield prov
+    finally:
+        prov.stop()
 
 
 @pytest.fixture(scope="session")

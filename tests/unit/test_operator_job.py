@@ -191,9 +191,10 @@ def test_workspace_volume() -> None:
         {"name": "workspace", "persistentVolumeClaim": {"claimName": "cache"}},
         *scratch_volumes("2Gi"),
     ]
-    empty = build_job(evaluation({"model": {"name": "m"}, "workspace": {"size": "50Gi"}}), CONFIG)
-    assert empty["spec"]["template"]["spec"]["volumes"] == [
-        {"name": "workspace", "emptyDir": {"sizeLimit": "50Gi"}},
+    # Without pvcName: the PVC the operator creates for the evaluation (issue 10; was an emptyDir).
+    own = build_job(evaluation({"model": {"name": "m"}, "workspace": {"size": "50Gi"}}), CONFIG)
+    assert own["spec"]["template"]["spec"]["volumes"] == [
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": "llama-eval-workspace"}},
         *scratch_volumes("2Gi"),
     ]
 
@@ -461,3 +462,11 @@ def test_scheduling_fields_from_the_spec() -> None:
     assert pod["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
     plain = pod_of(build_job(evaluation(API_SPEC), CONFIG))
     assert not {"priorityClassName", "runtimeClassName", "imagePullSecrets"} & plain.keys()
+
+
+def test_the_default_workspace_is_the_evaluations_own_pvc() -> None:
+    job = build_job(evaluation({"model": {"name": "m"}}, generation=3), CONFIG)
+    (workspace,) = [v for v in job["spec"]["template"]["spec"]["volumes"] if v["name"] == "workspace"]
+    # one claim per evaluation, whatever the generation: a new generation's Job finds the same cache
+    assert workspace == {"name": "workspace", "persistentVolumeClaim": {"claimName": "llama-eval-workspace"}}
+    assert builder.workspace_claim_name("llama-eval") == "llama-eval-workspace"

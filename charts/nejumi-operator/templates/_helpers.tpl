@@ -109,6 +109,12 @@ in a Role per namespace otherwise. Only what nejumi_operator and kopf actually c
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["create", "get", "list", "watch"]
+# The workspace PVC of each evaluation without workspace.pvcName, created before its Job (409 = it
+# exists, then get it). Never patch/delete: an owner reference lets the garbage collector remove it
+# with the evaluation (none with workspace.retain: the user deletes it).
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["create", "get"]
 # The Job's pods, listed by label to read the evaluator's exit code and termination message
 # (the results summary). Read only, list only: no get/watch calls, never logs or exec.
 - apiGroups: [""]

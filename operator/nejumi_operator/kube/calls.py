@@ -36,6 +36,19 @@ def create_or_get_job(api: ApiClient, namespace: str, job: Mapping[str, Any]) ->
     return _plain(api, batch.read_namespaced_job(job["metadata"]["name"], namespace)), False
 
 
+def create_or_get_pvc(api: ApiClient, namespace: str, pvc: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create the PersistentVolumeClaim; if it exists already (409: a retried handler, a later
+    generation, an operator restart), return the existing one unchanged. Returns (pvc, created)."""
+    core = CoreV1Api(api)
+    try:
+        return _plain(api, core.create_namespaced_persistent_volume_claim(namespace, dict(pvc))), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    existing = core.read_namespaced_persistent_volume_claim(pvc["metadata"]["name"], namespace)
+    return _plain(api, existing), False
+
+
 def read_job(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
         return _plain(api, BatchV1Api(api).read_namespaced_job(name, namespace))

@@ -10,6 +10,10 @@ workspace (results, caches, Hugging Face weights: `HF_HOME`), an emptyDir `/tmp`
 the tools that write under it) and a memory-backed `/dev/shm` (vLLM's tensor-parallel workers talk
 through shared memory). The Job has an `activeDeadlineSeconds`, so a hung server cannot hold its
 GPUs forever.
+
+The workspace is a PVC: `workspace.pvcName` (an existing one, never the operator's to delete) or
+the one the operator creates per evaluation (`build_workspace_pvc`, owned by the evaluation unless
+`workspace.retain`), so a retried or preempted pod resumes from the response cache.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ CONTAINER = "evaluator"
 TERMINATION_PATH = "/dev/termination-log"
 WORKSPACE_VOLUME = "workspace"
 WORKSPACE_MOUNT = "/workspace"
+WORKSPACE_CLAIM_SUFFIX = "-workspace"
 GPU_RESOURCE = "nvidia.com/gpu"
 CACHE_IN_WORKSPACE = ".cache"  # relative to the working dir, the workspace volume
 # Prepared data the evaluator reads without preparing (`$NEJUMI_PREPARED_DIRS`, read-only roots):
@@ -179,12 +184,50 @@ def _resources(spec: EvaluationSpec) -> dict[str, Any]:
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
-def _workspace_volume(spec: EvaluationSpec) -> dict[str, Any]:
+def workspace_claim_name(name: str) -> str:
+    """The PVC the operator creates for evaluation `name` (without `workspace.pvcName`): one per
+    evaluation, not per generation, so every attempt and every generation finds the same cache."""
+    return _short(name, MAX_NAME - len(WORKSPACE_CLAIM_SUFFIX)) + WORKSPACE_CLAIM_SUFFIX
+
+
+def _claim_name(name: str, spec: EvaluationSpec) -> str:
+    return spec.workspace.pvc_name or workspace_claim_name(name)
+
+
+def _workspace_volume(name: str, spec: EvaluationSpec) -> dict[str, Any]:
+    return {"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": _claim_name(name, spec)}}
+
+
+def build_workspace_pvc(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str, Any] | None:
+    """The workspace PVC the operator creates for the evaluation, or None when the spec names an
+    existing one (`workspace.pvcName`: mounted, never created, owned or deleted by the operator).
+
+    Size: `workspace.size`, else the operator's default; StorageClass: `workspace.storageClassName`,
+    else the operator's setting, else none named (the cluster's default class). Owner references are
+    the caller's (`kopf.append_owner_reference`), and only when `retain_workspace` is False: a
+    retained PVC outlives its evaluation. Raises `InvalidEvaluation` like `build_job`."""
+    meta = evaluation["metadata"]
+    name = meta["name"]
+    spec = validate(evaluation.get("spec"), source=f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip())
     ws = spec.workspace
     if ws.pvc_name:
-        return {"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": ws.pvc_name}}
-    empty: dict[str, Any] = {"sizeLimit": ws.size} if ws.size else {}
-    return {"name": WORKSPACE_VOLUME, "emptyDir": empty}
+        return None
+    pvc_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],  # one evaluator pod at a time (the Job's parallelism is 1)
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": ws.size or config.workspace_size}},
+    }
+    if storage_class := ws.storage_class_name or config.workspace_storage_class:
+        pvc_spec["storageClassName"] = storage_class
+    pvc_meta: dict[str, Any] = {"name": workspace_claim_name(name), "labels": labels(name)}
+    if meta.get("namespace"):
+        pvc_meta["namespace"] = meta["namespace"]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": pvc_meta, "spec": pvc_spec}
+
+
+def retain_workspace(evaluation: Mapping[str, Any]) -> bool:
+    """`workspace.retain`: the operator's PVC gets no ownerReference and survives the evaluation."""
+    return bool(((evaluation.get("spec") or {}).get("workspace") or {}).get("retain"))
 
 
 def shm_size(spec: EvaluationSpec) -> str:
@@ -282,7 +325,7 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "enableServiceLinks": False,
         "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],
-        "volumes": [_workspace_volume(spec), *_prepared_data_volumes(config), *_scratch_volumes(spec)],
+        "volumes": [_workspace_volume(name, spec), *_prepared_data_volumes(config), *_scratch_volumes(spec)],
     }
     r = spec.resources
     if r.node_selector:

@@ -452,7 +452,19 @@ class WorkspaceSpec(Spec):
     path: str = Field("workspace", description="Local folder (evaluator).")
     pvc_name: DnsSubdomain | None = Field(None, description="Existing PVC to mount (operator).")
     size: Quantity | None = Field(
-        None, description="Size of a PVC the operator creates when pvcName is unset."
+        None,
+        description="Size of the PVC the operator creates when pvcName is unset (unset: the "
+        "operator's default, e.g. 50Gi).",
+    )
+    storage_class_name: DnsSubdomain | None = Field(
+        None,
+        description="StorageClass of the PVC the operator creates (unset: the operator's setting, "
+        "else the cluster's default class).",
+    )
+    retain: bool = Field(
+        False,
+        description="Keep the PVC the operator creates when the evaluation is deleted (no "
+        "ownerReference); false: it is garbage-collected with the evaluation.",
     )
 
     cel_rules = (
@@ -461,6 +473,17 @@ class WorkspaceSpec(Spec):
             message="workspace: set pvcName (an existing PVC) or size (of one the operator provides), "
             "not both",
             field_path=".size",
+        ),
+        Rule(
+            rule="!has(self.pvcName) || !has(self.storageClassName)",
+            message="workspace: storageClassName is for the PVC the operator provides, not with pvcName",
+            field_path=".storageClassName",
+        ),
+        Rule(
+            rule="!has(self.pvcName) || !has(self.retain) || !self.retain",
+            message="workspace: retain is for the PVC the operator provides (an existing pvcName is "
+            "never deleted by the operator)",
+            field_path=".retain",
         ),
     )
 
