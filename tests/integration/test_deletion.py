@@ -17,17 +17,16 @@ from typing import Any
 
 import kopf
 import pytest
-import yaml
 from kopf.testing import KopfRunner
-from kubernetes.client import ApiClient, ApiextensionsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.crd import CRD_PATH
-from nejumi_operator.api.names import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from nejumi_operator.handlers import FINALIZER
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.integration.test_operator import HANDLERS, tiny_spec
+from tests.support.kube import apply_crd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -39,23 +38,7 @@ MERGE = "application/merge-patch+json"
 def served(k8s_client: ApiClient) -> None:
     """The committed CRD, applied and Established; left in place (like the e2e test), since deleting
     it would race the next module's create."""
-    body = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
-    ext = ApiextensionsV1Api(k8s_client)
-    try:
-        ext.create_custom_resource_definition(body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
-            CRD_NAME
-        ).metadata.resource_version
-        ext.replace_custom_resource_definition(CRD_NAME, body)
-
-    def established() -> bool:
-        conds = ext.read_custom_resource_definition_status(CRD_NAME).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conds)
-
-    wait_until(established, 30, f"CRD {CRD_NAME} to be Established")
+    apply_crd(k8s_client)
 
 
 @pytest.fixture

@@ -13,16 +13,16 @@ from typing import Any
 import kopf
 import pytest
 from kopf.testing import KopfRunner
-from kubernetes.client import ApiClient, ApiextensionsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 import nejumi_operator.handlers
-from nejumi_operator.api.crd import CRD_PATH, build_crd
-from nejumi_operator.api.names import API_VERSION, CRD_NAME, GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_operator.api.crd import build_crd
+from nejumi_operator.api.names import API_VERSION, GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
-from tests.support.kube import job_finished, kubectl
+from tests.support.kube import apply_crd, delete_crd, job_finished, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -36,28 +36,10 @@ def api_message(exc: ApiException) -> str:
 @pytest.fixture(scope="module")
 def crd(k8s_client: ApiClient) -> Iterator[dict[str, Any]]:
     """The committed CRD file, applied to the API server (create, or replace a stale one)."""
-    import yaml
-
-    body = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
+    body = apply_crd(k8s_client)
     assert body == build_crd(), "crds/ is stale: run `make crd`"
-    ext = ApiextensionsV1Api(k8s_client)
-    try:
-        ext.create_custom_resource_definition(body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
-            CRD_NAME
-        ).metadata.resource_version
-        ext.replace_custom_resource_definition(CRD_NAME, body)
-
-    def established() -> bool:
-        conds = ext.read_custom_resource_definition_status(CRD_NAME).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conds)
-
-    wait_until(established, 30, f"CRD {CRD_NAME} to be Established")
     yield body
-    ext.delete_custom_resource_definition(CRD_NAME)
+    delete_crd(k8s_client)
 
 
 def manifest(name: str, spec: dict[str, Any]) -> dict[str, Any]:

@@ -14,18 +14,16 @@ from typing import Any
 
 import kopf
 import pytest
-import yaml
 from kopf.testing import KopfRunner
 from kubernetes import watch
-from kubernetes.client import ApiClient, ApiextensionsV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 import nejumi_operator.handlers
-from nejumi_operator.api.crd import CRD_PATH
-from nejumi_operator.api.names import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import Reply, StubServer
-from tests.support.kube import kubectl
+from tests.support.kube import apply_crd, delete_crd, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -35,25 +33,9 @@ RANK = {"Queued": 0, "Pending": 1, "Running": 2, "Succeeded": 3, "Failed": 3}
 
 @pytest.fixture(scope="module")
 def crd(k8s_client: ApiClient) -> Iterator[None]:
-    body = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
-    ext = ApiextensionsV1Api(k8s_client)
-    try:
-        ext.create_custom_resource_definition(body)
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-        body["metadata"]["resourceVersion"] = ext.read_custom_resource_definition(
-            CRD_NAME
-        ).metadata.resource_version
-        ext.replace_custom_resource_definition(CRD_NAME, body)
-
-    def established() -> bool:
-        conds = ext.read_custom_resource_definition_status(CRD_NAME).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conds)
-
-    wait_until(established, 30, f"CRD {CRD_NAME} to be Established")
+    apply_crd(k8s_client)
     yield
-    ext.delete_custom_resource_definition(CRD_NAME)
+    delete_crd(k8s_client)
 
 
 class Recorder:

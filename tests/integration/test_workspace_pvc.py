@@ -15,53 +15,26 @@ from typing import Any
 
 import kopf
 import pytest
-import yaml
 from kopf.testing import KopfRunner
-from kubernetes.client import ApiClient, ApiextensionsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.crd import CRD_PATH
-from nejumi_operator.api.names import CRD_NAME, GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.reconcile.job import job_name, workspace_claim_name
 from tests.cluster import NodeAgent, wait_until
 from tests.cluster.provisioner import STORAGE_CLASS, HostPathProvisioner
 from tests.fixtures.openai_stub import Reply, StubServer
 from tests.integration.test_operator import HANDLERS, creator, run_evaluation, tiny_spec
+from tests.support.kube import apply_crd, delete_crd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 
 @pytest.fixture(scope="module")
 def crd(k8s_client: ApiClient) -> Iterator[dict[str, Any]]:
-    """The committed CRD, applied once for this module. Unlike test_operator's fixture it first waits
-    for a CRD an earlier module deleted to be gone (else a create answers 409 and the deletion then
-    removes what it replaced), and it waits for its own deletion at the end."""
-    ext = ApiextensionsV1Api(k8s_client)
-
-    def read() -> Any:
-        try:
-            return ext.read_custom_resource_definition(CRD_NAME)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-
-    wait_until(lambda: (c := read()) is None or c.metadata.deletion_timestamp is None, 60, "an old CRD to go")
-    body = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
-    if (current := read()) is None:
-        ext.create_custom_resource_definition(body)
-    else:
-        body["metadata"]["resourceVersion"] = current.metadata.resource_version
-        ext.replace_custom_resource_definition(CRD_NAME, body)
-
-    def established() -> bool:
-        conds = ext.read_custom_resource_definition_status(CRD_NAME).status.conditions or []
-        return any(c.type == "Established" and c.status == "True" for c in conds)
-
-    wait_until(established, 30, f"CRD {CRD_NAME} to be Established")
-    yield body
-    ext.delete_custom_resource_definition(CRD_NAME)
-    wait_until(lambda: read() is None, 60, f"CRD {CRD_NAME} to be deleted")
+    """The committed CRD, applied once for this module; it waits for its own deletion at the end."""
+    yield apply_crd(k8s_client)
+    delete_crd(k8s_client, wait=True)
 
 
 class KillingStub(StubServer):

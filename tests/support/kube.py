@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from kubernetes.client import BatchV1Api
 from kubernetes.client.exceptions import ApiException
@@ -31,3 +32,66 @@ def job_finished(batch: BatchV1Api, namespace: str, name: str) -> str | None:
         if cond.type in ("Complete", "Failed") and cond.status == "True":
             return str(cond.type)
     return None
+
+
+def apply_crd(api: Any) -> dict[str, Any]:
+    """The committed NejumiEvaluation CRD (returned as in the file), created (or replacing a stale
+    one) and Established.
+
+    A CRD an earlier module deleted may still be terminating: wait for it to go first, or a create
+    answers 409 and that deletion then removes what this one replaced."""
+    import yaml
+    from kubernetes.client import ApiextensionsV1Api
+
+    from nejumi_operator.api.crd import CRD_PATH
+    from nejumi_operator.api.names import CRD_NAME
+    from tests.cluster import wait_until
+
+    ext = ApiextensionsV1Api(api)
+
+    def read() -> Any:
+        try:
+            return ext.read_custom_resource_definition(CRD_NAME)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    wait_until(lambda: (c := read()) is None or c.metadata.deletion_timestamp is None, 60, "an old CRD to go")
+    body = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
+    if (current := read()) is None:
+        ext.create_custom_resource_definition(body)
+    else:
+        sent = {
+            **body,
+            "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
+        }
+        ext.replace_custom_resource_definition(CRD_NAME, sent)
+
+    def established() -> bool:
+        conds = ext.read_custom_resource_definition_status(CRD_NAME).status.conditions or []
+        return any(c.type == "Established" and c.status == "True" for c in conds)
+
+    wait_until(established, 30, f"CRD {CRD_NAME} to be Established")
+    return body
+
+
+def delete_crd(api: Any, wait: bool = False) -> None:
+    """Delete the CRD (its resources go with it); `wait`: until it is gone."""
+    from kubernetes.client import ApiextensionsV1Api
+
+    from nejumi_operator.api.names import CRD_NAME
+    from tests.cluster import wait_until
+
+    ext = ApiextensionsV1Api(api)
+    ext.delete_custom_resource_definition(CRD_NAME)
+    if wait:
+
+        def gone() -> bool:
+            try:
+                ext.read_custom_resource_definition(CRD_NAME)
+            except ApiException as exc:
+                return exc.status == 404
+            return False
+
+        wait_until(gone, 60, "the CRD to be deleted")

@@ -8,12 +8,12 @@ rendering.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from nejumi_eval.benchmarks.jaster.datasets import DATASETS
 from nejumi_eval.benchmarks.jaster.prompts import DEFAULT_TEMPLATE, get_template, template_names
 from nejumi_eval.benchmarks.jaster.tasks import task_table
+from nejumi_eval.report.text import text_table
 
 NAME = "jaster"
 PROFILE = "neo"
@@ -57,19 +57,6 @@ def describe() -> dict[str, Any]:
     }
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> list[str]:
-    """Fixed-width columns, two spaces apart; the columns numbered in `right` are right-aligned."""
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        padded = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(padded).rstrip())
-    return lines
-
-
 def format_text(doc: dict[str, Any]) -> str:
     """`describe()`'s document as plain-text tables for the terminal."""
     datasets, categories = doc["datasets"], doc["categories"]
@@ -79,15 +66,15 @@ def format_text(doc: dict[str, Any]) -> str:
         f"{len(categories)} categories, {shots}, {doc['test_samples']} test samples scored",
         "",
     ]
-    lines += _table(
+    lines += text_table(
         ("DATASET", "CATEGORY", "METRIC", "MAX NEW TOKENS", "TEST SAMPLES"),
         [(d["name"], d["category"], d["metric"], d["output_length"], d["test_samples"]) for d in datasets],
         right=(3, 4),
     )
     lines.append("")
-    lines += _table(("CATEGORY", "DATASETS"), [(c["name"], ", ".join(c["datasets"])) for c in categories])
+    lines += text_table(("CATEGORY", "DATASETS"), [(c["name"], ", ".join(c["datasets"])) for c in categories])
     lines.append("")
-    lines += _table(
+    lines += text_table(
         ("PROMPT TEMPLATE", "SHA256", ""),
         [(t["name"], t["sha256"][:12], "(default)" if t["default"] else "") for t in doc["prompt_templates"]],
     )

@@ -9,11 +9,11 @@ rendering.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.spec import MtbenchSpec
 from nejumi_eval.benchmarks.mtbench.protocol import CATEGORIES, PROTOCOL
+from nejumi_eval.report.text import text_table
 
 NAME = "mtbench"
 DEFAULT_VARIANT: str = MtbenchSpec.model_fields["variant"].default
@@ -68,19 +68,6 @@ def describe() -> dict[str, Any]:
     }
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> list[str]:
-    """Fixed-width columns, two spaces apart; the columns numbered in `right` are right-aligned."""
-    cells = [[str(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = []
-    for row in cells:
-        padded = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        lines.append("  ".join(padded).rstrip())
-    return lines
-
-
 def format_text(doc: dict[str, Any]) -> str:
     """`describe()`'s document as plain-text tables for the terminal."""
     categories, judge, gen = doc["categories"], doc["judge"], doc["generation"]
@@ -90,7 +77,7 @@ def format_text(doc: dict[str, Any]) -> str:
         f"max {gen['max_new_tokens']} new tokens per turn",
         "",
     ]
-    lines += _table(
+    lines += text_table(
         ("VARIANT", "QUESTIONS", "REFERENCES"),
         [
             (v["name"] + (" (default)" if v["default"] else ""), v["questions"], v["references"])
@@ -98,7 +85,7 @@ def format_text(doc: dict[str, Any]) -> str:
         ],
     )
     lines.append("")
-    lines += _table(
+    lines += text_table(
         ("CATEGORY", "QUESTIONS", "IDS", "TEMPERATURE", "REFERENCE"),
         [
             (
@@ -113,7 +100,7 @@ def format_text(doc: dict[str, Any]) -> str:
         right=(1, 3),
     )
     lines.append("")
-    lines += _table(
+    lines += text_table(
         ("JUDGE", "VALUE"),
         [
             ("model", judge["model"]),
