@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 def crd(k8s_client: ApiClient) -> Iterator[dict[str, Any]]:
     """The committed CRD, applied once for this module; it waits for its own deletion at the end."""
     yield apply_crd(k8s_client)
-    delete_crd(k8s_client, wait=True)
+    delete_crd(k8s_client)
 
 
 class KillingStub(StubServer):

@@ -76,8 +76,10 @@ def apply_crd(api: Any) -> dict[str, Any]:
     return body
 
 
-def delete_crd(api: Any, wait: bool = False) -> None:
-    """Delete the CRD (its resources go with it); `wait`: until it is gone."""
+def delete_crd(api: Any, wait: bool = True) -> None:
+    """Delete the CRD (its resources go with it) and wait until it is gone: the next module may
+    apply it again (e.g. `kubectl apply` in the e2e test), and a terminating CRD would take that
+    apply down with it."""
     from kubernetes.client import ApiextensionsV1Api
 
     from nejumi_operator.api.names import CRD_NAME
