@@ -17,7 +17,7 @@ from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED
 from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify, unwrap
 
 
-def _print_json(doc: object) -> None:
+def print_json(doc: object) -> None:
     print(json.dumps(doc, ensure_ascii=False, indent=2))
 
 
@@ -191,7 +191,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         describe = getattr(bench, "describe", None)
         docs[name] = describe() if describe is not None else {"benchmark": name}
     if args.json:
-        _print_json(docs)
+        print_json(docs)
         return EXIT_OK
     for name, doc in docs.items():
         bench = registry.get(name)
@@ -205,7 +205,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_schema(_args: argparse.Namespace) -> int:
     from nejumi_eval.api.v1alpha1.spec import EvaluationSpec
 
-    _print_json(EvaluationSpec.model_json_schema(by_alias=True))
+    print_json(EvaluationSpec.model_json_schema(by_alias=True))
     return EXIT_OK
 
 

@@ -9,6 +9,7 @@ API server's."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,14 +20,21 @@ from nejumi_operator.api.names import KIND
 from nejumi_operator.reconcile.job import build_job, job_name
 from nejumi_operator.settings import OperatorConfig
 from tests.cluster import wait_until
-from tests.integration.test_operator import api_message, crd, creator, wait_served  # noqa: F401 (fixture)
+from tests.integration.test_operator import api_message, creator, wait_served
+from tests.support.kube import apply_crd, delete_crd
 from tests.unit.test_spec_admission import ACCEPTED, REJECTED
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
 
+@pytest.fixture(scope="module")
+def crd(k8s_client: ApiClient) -> Iterator[dict[str, Any]]:
+    yield apply_crd(k8s_client)
+    delete_crd(k8s_client)
+
+
 def test_every_bad_spec_is_rejected_naming_the_field(
-    crd: dict[str, Any],  # noqa: F811
+    crd: dict[str, Any],
     k8s_client: ApiClient,
     namespace: str,
 ) -> None:
@@ -48,7 +56,7 @@ def test_every_bad_spec_is_rejected_naming_the_field(
 
 
 def test_every_valid_spec_is_stored_as_written(
-    crd: dict[str, Any],  # noqa: F811
+    crd: dict[str, Any],
     k8s_client: ApiClient,
     namespace: str,
 ) -> None:

@@ -536,6 +536,13 @@ def _pod_creation_failure(
     return max(failed, key=_event_time, default=None)
 
 
+def _creation_failure_text(event: Mapping[str, Any]) -> str:
+    """The API server's words on why the Job's pod could not be created, and what they mean."""
+    detail = str(event.get("message") or "").strip()
+    hint = _creation_hint(detail)
+    return detail + (f" ({hint})" if hint else "")
+
+
 def _creation_hint(message: str) -> str:
     if "violates PodSecurity" in message:
         return "the namespace's PodSecurity level forbids the pod"
@@ -672,13 +679,11 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
             )
         creation = _pod_creation_failure(obs.job_events, _parse_time(ended.get("finishedAt")))
         if creation is not None:
-            detail = str(creation.get("message") or "").strip()
-            hint = _creation_hint(detail)
             return running(
                 c.FALSE,
                 c.POD_CREATION_FAILED,
-                f"Job {name} cannot create the pod for attempt {attempt} of {total}: {detail}"
-                + (f" ({hint})" if hint else ""),
+                f"Job {name} cannot create the pod for attempt {attempt} of {total}: "
+                + _creation_failure_text(creation),
                 "pending",
             )
         return running(
@@ -711,12 +716,10 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
 
     creation = _pod_creation_failure(obs.job_events, None)
     if creation is not None:
-        detail = str(creation.get("message") or "").strip()
-        hint = _creation_hint(detail)
         return running(
             c.FALSE,
             c.POD_CREATION_FAILED,
-            f"Job {name} cannot create its pod: {detail}" + (f" ({hint})" if hint else "") + retry,
+            f"Job {name} cannot create its pod: {_creation_failure_text(creation)}{retry}",
             "pending",
         )
     jstatus = job.get("status") or {}

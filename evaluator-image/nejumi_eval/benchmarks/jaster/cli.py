@@ -8,11 +8,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from nejumi_eval.cli import print_json
 from nejumi_eval.errors import EXIT_OK, InputError
-
-
-def _print_json(doc: object) -> None:
-    print(json.dumps(doc, ensure_ascii=False, indent=2))
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -159,7 +156,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         )
     if args.out:
         Path(args.out).write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    _print_json(doc)
+    print_json(doc)
     return EXIT_OK
 
 
