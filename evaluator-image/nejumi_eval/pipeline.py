@@ -25,10 +25,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nejumi_eval.api.v1alpha1.progress import Step
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
 from nejumi_eval.errors import EXIT_BUG, classify, unwrap
+from nejumi_eval.report.progress import ProgressPublisher
 from nejumi_eval.report.results import ResultsFolder
 from nejumi_eval.report.wandb_log import WandbRun
 
@@ -128,7 +130,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         raise ConfigError(f"benchmarks: enable at least one of {', '.join(registry.names())}")
 
     check_chat_template(spec)
-    steps = Steps(progress)
+    steps = Steps(progress, ProgressPublisher.from_env())
     endpoint = ModelEndpoint(spec, workspace / "logs", timeline, on_ready=steps.say)
     judges_to_check = [
         (f"benchmarks.{name}.judge", judge_settings(spec, judge, f"benchmarks.{name}.judge"))
@@ -161,6 +163,8 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
             )
         wandb_run.close(failed=True)
         raise
+    finally:
+        await steps.close()
 
 
 def smoke_test_flags(spec: EvaluationSpec) -> dict[str, bool]:
@@ -234,6 +238,7 @@ async def _evaluate(
             # rerun starts the server only at its first cache miss: a fully cached one never does.
             eager = endpoint.served and not (source is not None and cache.has_answers_from(source))
             starting = asyncio.create_task(endpoint.start()) if eager else None
+            await steps.enter("prepare")
             try:
                 with timeline.phase("prepare"):
                     runs = await asyncio.to_thread(prepare)
@@ -249,7 +254,8 @@ async def _evaluate(
             client = await serving.enter_async_context(
                 InferenceClient(settings, cache=cache, connect=endpoint.start if endpoint.served else None)
             )
-            heartbeat = steps.heartbeat(runs)
+            await steps.enter("generate", runs)
+            heartbeat = steps.heartbeat()
             with timeline.phase("generate"):
                 if starting is not None:
                     await starting
@@ -273,9 +279,12 @@ async def _evaluate(
                 log.error("%s: %s", name, unwrap(exc))
                 failures[name] = unwrap(exc)
 
+        if judges:
+            await steps.enter("judge")
         with timeline.phase("judge_tail") if judges else contextlib.nullcontext():
             await _gather(*(finish(name, run) for name, run in runs.items()))
         heartbeat.cancel()
+        await steps.enter("score")
         if judges:
             timeline.mark("judge.done")
         judge_stats = [j.stats for j in judges]
@@ -305,6 +314,7 @@ async def _evaluate(
             else run.output(spec.model.name)
             for name, run in runs.items()
         }
+    await steps.enter("report")
     with timeline.phase("report"):
         return _report(spec, results_dir, timeline, usage, client_stats, outputs, failures, wandb_run)
 
@@ -314,30 +324,62 @@ HEARTBEAT_S = 10.0
 
 class Steps:
     """A line per step with its figure (stderr), and periodic progress lines where no progress bar
-    can draw (not a terminal), so nothing is silent for more than ~10 s."""
+    can draw (not a terminal), so nothing is silent for more than ~10 s. In a pod the operator made,
+    the same counts go to the evaluation's progress ConfigMap (`report.progress`) at every step
+    change and every HEARTBEAT_S, whatever the terminal."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, publisher: ProgressPublisher | None = None) -> None:
         self.enabled = enabled
         self.tty = sys.stderr.isatty()
+        self.publisher = publisher
+        self.step: Step = "prepare"
+        self.runs: dict[str, Any] = {}
+        self._beat: asyncio.Task[None] | None = None
 
     def say(self, text: str) -> None:
         if self.enabled:
             print(text, file=sys.stderr, flush=True)
 
-    def heartbeat(self, runs: dict[str, Any]) -> Any:
-        """A task printing every run's counts each HEARTBEAT_S (cancel it when done)."""
-        if not self.enabled or self.tty:
+    def counts(self) -> dict[str, tuple[int, int]]:
+        counts: dict[str, tuple[int, int]] = {}
+        for run in self.runs.values():
+            counts.update(getattr(run, "counts", dict)())
+        return counts
+
+    async def enter(self, step: Step, runs: dict[str, Any] | None = None) -> None:
+        """A new step (with the runs to count, once they exist): published at once."""
+        self.step = step
+        if runs is not None:
+            self.runs = runs
+        if self.publisher is not None:
+            await self.publisher.publish(step, self.counts())
+
+    def heartbeat(self) -> Any:
+        """A task printing (and publishing) the runs' counts each HEARTBEAT_S (cancel it when done)."""
+        printing = self.enabled and not self.tty
+        if not printing and self.publisher is None:
             return _NoTask()
 
         async def beat() -> None:
             while True:
                 await asyncio.sleep(HEARTBEAT_S)
-                counts: dict[str, tuple[int, int]] = {}
-                for run in runs.values():
-                    counts.update(getattr(run, "counts", dict)())
-                self.say("progress: " + " · ".join(f"{k} {d}/{t}" for k, (d, t) in counts.items()))
+                counts = self.counts()
+                if printing:
+                    self.say("progress: " + " · ".join(f"{k} {d}/{t}" for k, (d, t) in counts.items()))
+                if self.publisher is not None:
+                    await self.publisher.publish(self.step, counts)
 
-        return asyncio.create_task(beat())
+        self._beat = asyncio.create_task(beat())
+        return self._beat
+
+    async def close(self) -> None:
+        if self._beat is not None:
+            self._beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beat
+        if self.publisher is not None:
+            await self.publisher.aclose()
+            self.publisher = None
 
 
 class _NoTask:

@@ -45,6 +45,8 @@ from nejumi_operator.reconcile.job import (
     job_name,
     retain_workspace,
 )
+from nejumi_operator.reconcile.naming import MAX_NAME
+from nejumi_operator.reconcile.progress import LABEL_PROGRESS_OF, build_progress_objects
 from nejumi_operator.reconcile.status import Observation, reduce_status, status_patch
 from nejumi_operator.settings import OperatorConfig
 
@@ -165,16 +167,22 @@ def ensure_job(
         if pvc is not None:
             if not retain_workspace(body):
                 kopf.append_owner_reference(pvc, owner=body)
-            pvc, pvc_created = calls.create_or_get_pvc(memo.api, namespace, pvc)
+            pvc, pvc_created = calls.create_or_get(memo.api, namespace, pvc)
             if pvc_created:
                 logger.info("PersistentVolumeClaim %s created", pvc["metadata"]["name"])
-        job, created = calls.create_or_get_job(memo.api, namespace, job)
+        # The progress channel (ServiceAccount, Role, RoleBinding, ConfigMap) before the Job: its
+        # pods run as that ServiceAccount, and the pod would not be created without it.
+        for obj in build_progress_objects(body):
+            kopf.append_owner_reference(obj, owner=body)
+            calls.create_or_get(memo.api, namespace, obj)
+        job, created = calls.create_or_get(memo.api, namespace, job)
     except ApiException as exc:
         if exc.status not in (400, 403, 422):  # the API server's word on this Job: no retry helps
             raise
+        what = _refused_kind(exc)
         message = _api_message(exc)
-        _reject(body, name, status, patch, memo, job_rejected=message)
-        raise kopf.PermanentError(f"the API server refused the Job: {message}") from None
+        _reject(body, name, status, patch, memo, job_rejected=f"{what}: {message}" if what else message)
+        raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
     sync_status(memo.api, namespace, name)
 
@@ -190,6 +198,25 @@ def _reject(
     record_transition(getattr(memo, "api", None), body, status, new)
 
 
+def _refused_kind(exc: ApiException) -> str:
+    """`PersistentVolumeClaim x`, … for a refusal of something other than the Job ("" for the Job)."""
+    try:
+        details = json.loads(exc.body or "{}").get("details") or {}
+    except ValueError:
+        return ""
+    kind = str(details.get("kind") or "")
+    if not kind or kind == "jobs":
+        return ""
+    singular = {
+        "persistentvolumeclaims": "PersistentVolumeClaim",
+        "serviceaccounts": "ServiceAccount",
+        "roles": "Role",
+        "rolebindings": "RoleBinding",
+        "configmaps": "ConfigMap",
+    }.get(kind, kind)
+    return f"{singular} {details.get('name', '')}".strip()
+
+
 def _api_message(exc: ApiException) -> str:
     try:
         return str(json.loads(exc.body or "{}").get("message") or exc.reason)
@@ -199,17 +226,57 @@ def _api_message(exc: ApiException) -> str:
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EVALUATION: kopf.PRESENT})
 def job_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    _sync_owner(body.meta.get("ownerReferences"), namespace, memo, logger)
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_EVALUATION: kopf.PRESENT})
+def pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+    """A pod scheduled, blocked (image pull, a missing Secret), started or ended: the status says so
+    now, not at the next resync. The pod's owner is its Job; the label names the evaluation."""
+    evaluation = _evaluation_of(body.meta.get("labels"), namespace, memo)
+    if evaluation is not None:
+        _sync(namespace, evaluation, memo, logger)
+
+
+@kopf.on.event("", "v1", "configmaps", labels={LABEL_PROGRESS_OF: kopf.PRESENT})
+def progress_reported(
+    body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any
+) -> None:
+    """The evaluator wrote its progress ConfigMap (reconcile.progress): the status shows it."""
+    _sync_owner(body.meta.get("ownerReferences"), namespace, memo, logger)
+
+
+def _sync_owner(
+    refs: list[dict[str, Any]] | None, namespace: str, memo: kopf.Memo, logger: logging.Logger
+) -> None:
     owner = next(
         (
             ref
-            for ref in body.meta.get("ownerReferences") or []
+            for ref in refs or []
             if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
         ),
         None,
     )
-    if owner is None:
-        return
+    if owner is not None:
+        _sync(namespace, owner["name"], memo, logger)
+
+
+def _evaluation_of(pod_labels: dict[str, str] | None, namespace: str, memo: kopf.Memo) -> str | None:
+    """The evaluation a pod belongs to: the label value is its name, unless the name was longer than
+    a label value may be (it was cut and hashed to 63 characters: then the Job's owner says)."""
+    pod_labels = pod_labels or {}
+    value = pod_labels.get(LABEL_EVALUATION)
+    if value and len(value) < MAX_NAME:
+        return value
+    job = pod_labels.get("batch.kubernetes.io/job-name") or pod_labels.get("job-name")
+    found = calls.read_job(memo.api, namespace, job) if job else None
+    refs = ((found or {}).get("metadata") or {}).get("ownerReferences") or []
+    owner = next((r for r in refs if r.get("kind") == KIND), None)
+    return owner["name"] if owner else None
+
+
+def _sync(namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger) -> None:
     try:
-        sync_status(memo.api, namespace, owner["name"])
+        sync_status(memo.api, namespace, name)
     except calls.Conflict as exc:  # event handlers are not retried; the resync loop catches up
         logger.warning("status not written: %s", exc)

@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.cluster import nodeagent
+from tests.cluster import nodeagent, provisioner
 from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, terminate_group, wait_until
 
 STATE_DIR = REPO / ".cache" / "cluster"
@@ -81,6 +81,23 @@ def up(gpus: int) -> int:
         )
         agent.start(tie_to_parent=False, cwd=REPO)
         cp.processes.append(agent)
+        # Workspace PVCs need volumes: the default StorageClass and its hostPath provisioner.
+        storage = Process(
+            "provisioner",
+            [
+                sys.executable,
+                "-m",
+                "tests.cluster",
+                "provision",
+                "--kubeconfig",
+                str(cp.kubeconfig),
+                "--root",
+                str(STATE_DIR / "volumes"),
+            ],
+            STATE_DIR / "logs" / "provisioner.log",
+        )
+        storage.start(tie_to_parent=False, cwd=REPO)
+        cp.processes.append(storage)
         core = cp.api_client()
         from kubernetes.client import CoreV1Api
 
@@ -156,9 +173,15 @@ def main() -> int:
     sub.add_parser("down", help="stop what `up` started")
     sub.add_parser("status", help="show the recorded processes")
     sub.add_parser("agent", help="run the node agent in the foreground (used by `up`)", add_help=False)
+    sub.add_parser(
+        "provision", help="run the hostPath provisioner in the foreground (used by `up`)", add_help=False
+    )
     args, rest = parser.parse_known_args()
     if args.cmd == "agent":
         nodeagent.main(rest)
+        return 0
+    if args.cmd == "provision":
+        provisioner.main(rest)
         return 0
     with contextlib.suppress(AttributeError):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -35,8 +35,21 @@ What a container gets (the contract operator/evaluator tests can rely on):
 - **volumes**: a ``persistentVolumeClaim`` volume is resolved to its bound PV's ``hostPath`` (or
   ``local``) folder; a ``workingDir`` inside such a mount (e.g. ``/workspace``) is that folder
   (plus ``subPath``), so two pods of one claim share their files, as on a real node. A missing or
-  unbound claim leaves the container waiting (``CreateContainerConfigError``, retried). Other
-  volumes are ignored.
+  unbound claim leaves the container waiting (``CreateContainerConfigError``, retried).
+- **projected, configMap and secret volumes** (the ServiceAccount token above all): the agent
+  writes their files into ``<sandbox>/volumes/<volume>/`` as the kubelet would — a
+  ``serviceAccountToken`` source is a real TokenRequest for the pod's ServiceAccount, bound to the
+  pod and made with the node's own credentials (the Node authorizer allows exactly that), a
+  ``configMap``/``secret`` source is read as the node, ``downwardAPI`` items are resolved from the
+  pod — and the process sees them **at their ``mountPath``**: it runs in a private mount namespace
+  (``unshare --mount``) where each such folder is bind-mounted read-only over its path (the empty
+  directory is created on this machine if absent, e.g. ``/var/run/secrets/kubernetes.io/
+  serviceaccount``). So ``kubernetes.config.load_incluster_config()`` and kopf's
+  ``login_with_service_account`` work unchanged inside a pod. ``KUBERNETES_SERVICE_HOST``/``PORT``
+  name the API server's loopback address (its certificate covers 127.0.0.1). Tokens are not
+  rotated (the API server extends their lifetime to a year). Without mount namespaces (not root)
+  such a pod's container waits with ``CreateContainerConfigError`` saying so. emptyDir volumes are
+  ignored (the process sees the pod sandbox instead).
 """
 
 from __future__ import annotations
@@ -59,6 +72,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from kubernetes import config, watch
 from kubernetes.client import ApiClient, CoreV1Api
@@ -104,6 +118,37 @@ def expand(text: str, env: dict[str, str]) -> str:
         out.append(text[i])
         i += 1
     return "".join(out)
+
+
+_BIND_SCRIPT = (
+    'while [ "$1" != -- ]; do mkdir -p "$2" 2>/dev/null; '
+    'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" || exit 127; shift 2; done; '
+    'shift; exec "$@"'
+)
+
+
+def mount_namespace(binds: list[tuple[Path, str]]) -> list[str]:
+    """An argv prefix running the command in a private mount namespace where each (folder,
+    mountPath) is bind-mounted read-only over mountPath; [] when there is nothing to mount. The
+    shell ``exec``s the command, so the pid (and process group) the agent tracks stays the same."""
+    if not binds:
+        return []
+    for _, target in binds:  # a mount point must exist; an empty folder on this machine is harmless
+        Path(target).mkdir(parents=True, exist_ok=True)
+    pairs = [arg for folder, target in binds for arg in (str(folder), target)]
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _BIND_SCRIPT, "sh", *pairs, "--"]
+
+
+def mount_namespaces_work() -> bool:
+    """Whether this machine lets the agent create mount namespaces and bind-mount in them."""
+    if shutil.which("unshare") is None:
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", "mount --bind /tmp /tmp"],
+        capture_output=True,
+        timeout=10,
+    )
+    return probe.returncode == 0
 
 
 class ConfigError(Exception):
@@ -191,6 +236,7 @@ class PodWorker(threading.Thread):
         self.phase = "Pending"
         self.start_time = now()
         self._lock = threading.Lock()
+        self._binds: list[tuple[Path, str]] = []
 
     # ---- entry points from the watch loop ----
 
@@ -338,7 +384,7 @@ class PodWorker(threading.Thread):
         )
         with open(c.log_path, "ab") as logf:
             c.popen = subprocess.Popen(
-                [*prefix, exe, *argv[1:]],
+                [*prefix, *mount_namespace(self._binds), exe, *argv[1:]],
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -362,6 +408,7 @@ class PodWorker(threading.Thread):
         env.update({k: os.environ[k] for k in self.agent.passthrough_env if k in os.environ})
         env.update({"HOME": str(self.dir), "TMPDIR": str(self.dir / "tmp"), "HOSTNAME": self.pod_name})
         env.update(self.agent.extra_env)
+        env.update(self.agent.service_env)
         for src in spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
             if ref := src.get("secretRef"):
@@ -383,6 +430,7 @@ class PodWorker(threading.Thread):
         argv = [expand(a, env) for a in (spec.get("command") or []) + (spec.get("args") or [])]
         argv = [term if a == original else a for a in argv]
         mounts = self._volume_mounts(spec)
+        self._binds = self._file_volumes(spec)
         if wd := spec.get("workingDir"):
             cwd = self._in_mount(wd, mounts)
             if cwd is None:
@@ -419,6 +467,71 @@ class PodWorker(threading.Thread):
             host.mkdir(parents=True, exist_ok=True)
             out.append((mount["mountPath"], host))
         return out
+
+    def _file_volumes(self, container: dict[str, Any]) -> list[tuple[Path, str]]:
+        """(folder on this machine, mountPath) for the container's projected/configMap/secret volumes,
+        their files written now (see the module docstring). A reference that cannot be resolved
+        yet (missing ConfigMap, ServiceAccount) is a ``ConfigError``, retried like the kubelet."""
+        volumes = {v["name"]: v for v in self.pod["spec"].get("volumes") or []}
+        out: list[tuple[Path, str]] = []
+        for mount in container.get("volumeMounts") or []:
+            volume = volumes.get(mount["name"]) or {}
+            sources: list[dict[str, Any]]
+            if "projected" in volume:
+                sources = volume["projected"].get("sources") or []
+            elif "configMap" in volume or "secret" in volume:
+                sources = [volume]
+            else:
+                continue
+            folder = self.dir / "volumes" / mount["name"]
+            files: dict[str, bytes] = {}
+            for source in sources:
+                files.update(self._source_files(source))
+            if folder.exists():
+                shutil.rmtree(folder)
+            for rel, data in files.items():
+                target = folder / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+                target.chmod(0o644)
+            folder.mkdir(parents=True, exist_ok=True)
+            if sub := mount.get("subPath"):
+                folder = folder / sub
+            out.append((folder, mount["mountPath"]))
+        if out and not self.agent.can_mount:
+            raise ConfigError(
+                "the test node agent needs mount namespaces (root, `unshare --mount`) to mount "
+                f"volumes at {[m for _, m in out]}"
+            )
+        return out
+
+    def _source_files(self, source: dict[str, Any]) -> dict[str, bytes]:
+        """The files of one volume source: path → content."""
+        if token := source.get("serviceAccountToken"):
+            return {token.get("path", "token"): self.agent.request_token(self.pod, token).encode()}
+        if "downwardAPI" in source:
+            items = source["downwardAPI"].get("items") or []
+            return {
+                i["path"]: field_ref(self.pod, i["fieldRef"]["fieldPath"]).encode()
+                for i in items
+                if "fieldRef" in i
+            }
+        for kind, key, name_key in (("configmaps", "configMap", "name"), ("secrets", "secret", "secretName")):
+            if ref := source.get(key):
+                name = ref.get(name_key) or ref.get("name")
+                data = self.agent.read_source(kind, self.ns, name, ref.get("optional", False)) or {}
+                items = ref.get("items")
+                if not items:
+                    return {k: v.encode() for k, v in data.items()}
+                out: dict[str, bytes] = {}
+                for item in items:
+                    if item["key"] not in data:
+                        if ref.get("optional", False):
+                            continue
+                        raise ConfigError(f"couldn't find key {item['key']} in {kind[:-1]} {self.ns}/{name}")
+                    out[item.get("path", item["key"])] = data[item["key"]].encode()
+                return out
+        return {}
 
     def _env_value(self, var: dict[str, Any], container: dict[str, Any], env: dict[str, str]) -> str | None:
         """One ``env`` entry; ``value`` may reference variables defined before it."""
@@ -592,6 +705,8 @@ class NodeAgent:
         self._admin_client: ApiClient | None = None
         self._threads: list[threading.Thread] = []
         self._watch_resp: Any = None  # the open watch response (urllib3), for stop()
+        self.service_env: dict[str, str] = {}
+        self.can_mount = False
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -601,6 +716,15 @@ class NodeAgent:
         self._node_client = config.new_client_from_config(config_file=str(self.kubeconfig))
         self._admin_client = config.new_client_from_config(config_file=str(self.admin_kubeconfig))
         self.node_api, self.admin_api = CoreV1Api(self._node_client), CoreV1Api(self._admin_client)
+        server = urlparse(self._node_client.configuration.host)
+        self.service_env = {
+            "KUBERNETES_SERVICE_HOST": server.hostname or "127.0.0.1",
+            "KUBERNETES_SERVICE_PORT": str(server.port or 443),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(server.port or 443),
+        }
+        self.can_mount = mount_namespaces_work()
+        if not self.can_mount:
+            log.warning("no mount namespaces here: pods with projected/configMap/secret volumes will wait")
         self._register()
         for target, label in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "pod-watch")):
             t = threading.Thread(target=target, name=f"nodeagent-{label}", daemon=True)
@@ -893,6 +1017,42 @@ class NodeAgent:
         if not source.get("path"):
             raise ConfigError(f"persistentvolume {volume!r} has no hostPath/local path")
         return Path(source["path"])
+
+    def request_token(self, pod: dict[str, Any], source: dict[str, Any]) -> str:
+        """A ServiceAccount token for the pod (TokenRequest bound to it), as the kubelet gets one for
+        a projected ``serviceAccountToken`` source: with the node's credentials, which the Node
+        authorizer allows only for a pod bound to this node and its own ServiceAccount."""
+        meta = pod["metadata"]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [source["audience"]] if source.get("audience") else [],
+                "expirationSeconds": int(source.get("expirationSeconds") or 3607),
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                },
+            },
+        }
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                resp = self.node_api.create_namespaced_service_account_token(
+                    account, meta["namespace"], body, _preload_content=False
+                )
+                return str(json.loads(resp.data)["status"]["token"])
+            except ApiException as exc:
+                if exc.status == 403 and time.monotonic() < deadline:  # the authorizer's graph lags
+                    time.sleep(0.2)
+                    continue
+                raise ConfigError(
+                    f"requesting a token for serviceaccount {meta['namespace']}/{account}: "
+                    f"{exc.status} {exc.reason}"
+                ) from None
 
     def read_source(self, kind: str, namespace: str, name: str, optional: bool) -> dict[str, str] | None:
         """A Secret's (decoded) or ConfigMap's data, read with the node's own credentials.

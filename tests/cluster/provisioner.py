@@ -15,9 +15,11 @@ It never exists outside ``tests/``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import shutil
+import signal
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,3 +175,18 @@ class HostPathProvisioner:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the provisioner in the foreground until SIGTERM/SIGINT (used by ``make cluster-up``)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--kubeconfig", type=Path, required=True, help="admin kubeconfig")
+    parser.add_argument("--root", type=Path, required=True, help="folder for the volumes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    with HostPathProvisioner(args.kubeconfig, args.root):
+        log.info("provisioning StorageClass %s under %s", STORAGE_CLASS, args.root)
+        done.wait()

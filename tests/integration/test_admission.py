@@ -17,7 +17,9 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_operator.api.names import KIND
+from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import build_job, job_name
+from nejumi_operator.reconcile.progress import build_progress_objects
 from nejumi_operator.settings import OperatorConfig
 from tests.cluster import wait_until
 from tests.integration.test_operator import api_message, creator, wait_served
@@ -126,6 +128,8 @@ def test_the_evaluator_pod_passes_pod_security_restricted(k8s_client: ApiClient,
     bare["spec"]["template"]["spec"].pop("securityContext")
     for c in bare["spec"]["template"]["spec"]["containers"]:
         c.pop("securityContext")
+    for obj in build_progress_objects(evaluation("restricted", namespace, spec)):  # its ServiceAccount
+        calls.create_or_get(k8s_client, namespace, obj)
     batch.create_namespaced_job(namespace, job)
     batch.create_namespaced_job(namespace, bare)
 

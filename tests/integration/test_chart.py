@@ -198,7 +198,14 @@ def test_cluster_wide_install(
                 ("get", "pods/log", ns, False),
                 ("get", "secrets", ns, False),
                 ("list", "secrets", ns, False),
-                ("create", "configmaps", ns, False),
+                ("create", "configmaps", ns, True),  # progress ConfigMaps (reconcile.progress)
+                ("delete", "configmaps", ns, False),
+                ("update", "configmaps", ns, False),
+                ("create", "roles", ns, True),
+                ("delete", "roles", ns, False),
+                ("escalate", "roles", ns, False),
+                ("bind", "roles", ns, False),
+                ("create", "clusterroles", None, False),
             ]
         )
     release.check(

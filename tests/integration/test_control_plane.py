@@ -425,3 +425,68 @@ def test_crd_schema_and_cel_rules_are_enforced(k8s_client: ApiClient, namespace:
         assert "model is immutable" in api_message(immutable.value)
     finally:
         ext.delete_custom_resource_definition(f"widgets.{group}")
+
+
+def test_pod_gets_a_projected_service_account_token_bound_by_rbac(
+    k8s_client: ApiClient, namespace: str, node_agent: NodeAgent
+) -> None:
+    """The ServiceAccount admission plugin adds the `kube-api-access-*` projected volume; the agent
+    fills it with a real TokenRequest (as the node) and the root CA, mounted at the well-known path.
+    The pod's own code then talks to the API server with `load_incluster_config()`, as itself: its
+    Role lets it read one ConfigMap and nothing else."""
+    core, rbac = CoreV1Api(k8s_client), RbacAuthorizationV1Api(k8s_client)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "reader"}})
+    for name in ("mine", "other"):
+        core.create_namespaced_config_map(namespace, {"metadata": {"name": name}, "data": {"k": name}})
+    rbac.create_namespaced_role(
+        namespace,
+        {
+            "metadata": {"name": "read-mine"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["mine"], "verbs": ["get"]}
+            ],
+        },
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "read-mine"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-mine"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        },
+    )
+    script = (
+        "import json, os, sys\n"
+        "from kubernetes import client, config\n"
+        "config.load_incluster_config()\n"
+        "core = client.CoreV1Api()\n"
+        "ns = open('/var/run/secrets/kubernetes.io/serviceaccount/namespace').read()\n"
+        "out = {'ns': ns, 'mine': core.read_namespaced_config_map('mine', ns).data['k']}\n"
+        "try:\n"
+        "    core.read_namespaced_config_map('other', ns)\n"
+        "    out['other'] = 'read'\n"
+        "except client.exceptions.ApiException as exc:\n"
+        "    out['other'] = exc.status\n"
+        f"open(os.environ['{TERMINATION_ENV}'], 'w').write(json.dumps(out))\n"
+    )
+    pod = {
+        "metadata": {"name": "in-cluster"},
+        "spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": "reader",
+            "containers": [{"name": "main", "image": "python", "command": [sys.executable, "-c", script]}],
+        },
+    }
+    created = core.create_namespaced_pod(namespace, pod)
+    assert any(v.projected for v in created.spec.volumes or []), "admission added the token volume"
+    wait_until(
+        lambda: core.read_namespaced_pod("in-cluster", namespace).status.phase in ("Succeeded", "Failed"),
+        60,
+        "the in-cluster pod to finish",
+    )
+    done = core.read_namespaced_pod("in-cluster", namespace)
+    terminated = done.status.container_statuses[0].state.terminated
+    sandbox = node_agent.pod_dir(namespace, "in-cluster")
+    log_text = (sandbox / "main.log").read_text() if sandbox else ""
+    assert done.status.phase == "Succeeded", log_text
+    assert json.loads(terminated.message) == {"ns": namespace, "mine": "mine", "other": 403}

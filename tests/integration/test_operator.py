@@ -185,7 +185,7 @@ def test_good_spec_is_accepted_immutable_and_printed(
         _content_type="application/merge-patch+json",
     )
     lines = kubectl(kubeconfig, "get", "nejumi", "-n", namespace).splitlines()
-    assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "AGE"]
+    assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "PROGRESS", "AGE"]
     row = next(line.split() for line in lines[1:] if line.startswith("good "))
     assert row[:5] == ["good", "org/tiny", "Succeeded", "EvaluationCompleted", "0.6125"]
 

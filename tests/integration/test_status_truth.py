@@ -6,6 +6,8 @@ phase; and every transition is a Kubernetes Event on the evaluation."""
 from __future__ import annotations
 
 import itertools
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -173,7 +175,7 @@ def test_pending_and_queued_say_why_then_the_phase_only_moves_forward(
         assert "LocalQueue gpu-queue" in queued["message"]
 
         lines = kubectl(kubeconfig, "get", "nejumi", "-n", namespace).splitlines()
-        assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "AGE"]
+        assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "PROGRESS", "AGE"]
         rows = {line.split()[0]: line.split() for line in lines[1:]}
         assert rows["gpu-wait"][1:4] == ["stub-model", "Pending", "Unschedulable"]
         assert rows["no-secret"][2:4] == ["Pending", "CreateContainerConfigError"]
@@ -268,3 +270,68 @@ def test_a_judge_that_fails_every_judgment_is_no_score(
     assert row[2:4] == ["Failed", "NoScore"]
     events = events_of(k8s_client, namespace, "dead-judge")
     assert events[-1][:2] == ("Warning", "Failed") and "NoScore" in events[-1][2]
+
+
+@pytest.fixture
+def slow_resync(operator_env: pytest.MonkeyPatch) -> None:
+    """No resync within the test: whatever the status shows came from a watch event."""
+    operator_env.setenv("NEJUMI_OPERATOR_RESYNC_SECONDS", "600")
+
+
+def test_live_progress_comes_from_the_evaluators_own_configmap(
+    crd: None,
+    k8s_client: ApiClient,
+    kubeconfig: Path,
+    namespace: str,
+    node_agent: NodeAgent,
+    slow_resync: None,
+    operator: KopfRunner,
+) -> None:
+    """The evaluator (a real `nejumi-eval run` in a pod with its projected ServiceAccount token)
+    reports its counts every ~10 s into ConfigMap `<evaluation>-progress`; the operator, woken by
+    the ConfigMap's watch event (the resync is 10 minutes away), shows them in status.progress and
+    the PROGRESS column. The evaluator's account may write that one ConfigMap and nothing else."""
+    account = f"system:serviceaccount:{namespace}:counting-evaluator"
+    with StubServer(delay_s=1.0) as stub, Recorder(k8s_client, namespace) as seen:
+        evaluation = spec(stub.base_url, resources={"gpus": 0}, generation={"concurrency": 1})
+        evaluation["benchmarks"]["jaster"] = {
+            "datasets": ["jamp", "janli"],
+            "testSamples": 12,
+            "devSamples": 0,
+        }
+        create(k8s_client, namespace, "counting", evaluation)
+        shown: list[str] = []
+
+        def progressed() -> bool:
+            status = seen.latest.get("counting") or {}
+            line = status.get("progress") or ""
+            if line.startswith("jaster ") and line not in shown:
+                shown.append(line)
+                live = status["liveProgress"]
+                assert live["counters"][0]["name"] == "jaster" and live["counters"][0]["total"] == 24
+                assert live["step"] == "generate" and live["pod"].startswith("counting-g1-")
+                if len(shown) == 2:
+                    row = kubectl(kubeconfig, "get", "nejumi", "counting", "-n", namespace).splitlines()[1]
+                    assert " jaster " in row and "/24" in row, row
+            return len(shown) >= 2
+
+        wait_until(progressed, 90, "two progress updates in status")
+        done = [int(line.split()[1].split("/")[0]) for line in shown]
+        assert done == sorted(done) and done[0] < done[-1] < 24, shown
+        final = seen.wait_for("counting", "Succeeded", "EvaluationCompleted", timeout=120)
+    assert "liveProgress" not in final and not final["progress"].startswith("jaster"), final
+
+    def can(verb: str, what: str, *extra: str) -> bool:
+        exe = shutil.which("kubectl") or "kubectl"
+        args = [exe, "--kubeconfig", str(kubeconfig), "auth", "can-i", verb, what, "-n", namespace]
+        out = subprocess.run([*args, f"--as={account}", *extra], capture_output=True, text=True, check=False)
+        assert out.stdout.strip() in ("yes", "no"), out.stderr
+        return out.stdout.strip() == "yes"
+
+    assert can("patch", "configmaps/counting-progress") and can("get", "configmaps/counting-progress")
+    assert not can("patch", "configmaps/other-progress")
+    assert not can("create", "configmaps")
+    assert not can("patch", f"{PLURAL}.{GROUP}/counting")
+    assert not can("patch", f"{PLURAL}.{GROUP}/counting", "--subresource=status")
+    assert not can("get", f"{PLURAL}.{GROUP}")
+    assert not can("list", "pods") and not can("get", "secrets")

@@ -95,7 +95,14 @@ def test_job_shape_for_a_gpu_model() -> None:
     assert pod["restartPolicy"] == "Never"
     assert pod["nodeSelector"] == {"gpu": "h100"}
     assert pod["tolerations"] == spec["resources"]["tolerations"]
-    assert pod["automountServiceAccountToken"] is False
+    # Its own ServiceAccount, for the progress ConfigMap only (reconcile.progress).
+    assert (pod["serviceAccountName"], pod["automountServiceAccountToken"]) == ("llama-eval-evaluator", True)
+    env = env_of(job)
+    assert env["NEJUMI_PROGRESS_CONFIGMAP"] == {
+        "name": "NEJUMI_PROGRESS_CONFIGMAP",
+        "value": "llama-eval-progress",
+    }
+    assert env["NEJUMI_POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     c = container(job)
     assert c["image"] == "registry.test/evaluator:1"
     assert c["command"] == ["nejumi-eval", "run"]

@@ -116,10 +116,27 @@ in a Role per namespace otherwise. Only what nejumi_operator and kopf actually c
   resources: ["persistentvolumeclaims"]
   verbs: ["create", "get"]
 # The Job's pods, listed by label to read the evaluator's exit code and termination message
-# (the results summary). Read only, list only: no get/watch calls, never logs or exec.
+# (the results summary), and watched so a pod that is blocked or starts shows in status at once.
+# Read only: never logs or exec.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list"]
+  verbs: ["list", "watch"]
+# Live progress (nejumi_operator/reconcile/progress.py): per evaluation, a ConfigMap the evaluator
+# writes, and a ServiceAccount + Role + RoleBinding letting the Job's pods get/patch that one
+# ConfigMap by name. The operator creates them (409 = they exist, then get them), watches the
+# ConfigMaps it labelled, and holds get/patch itself because RBAC lets it grant only what it has.
+# Never update/delete: owner references let the garbage collector remove them.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "get", "list", "watch", "patch"]
+# The evaluator pods' own ServiceAccount (its token may only write the progress ConfigMap).
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "get"]
+# The Role + RoleBinding granting it that: no escalate/bind verbs, so no more than the operator holds.
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["create", "get"]
 # Events: posted on the NejumiEvaluation for every transition (and by kopf about handler errors);
 # listed to read why a Job cannot create its pod (FailedCreate: quota, PodSecurity, a webhook).
 - apiGroups: [""]

@@ -157,6 +157,7 @@ PRINTER_COLUMNS = [
         "jsonPath": ".status.overallDisplay",
         "description": f"{OVERALL.description} (rounded; exact: .status.scores.overall)",
     },
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Succeeded",

@@ -49,6 +49,22 @@ class Failures(_Status):
     judge: int = Field(0, ge=0, description="Units a scorer could not score (e.g. invalid judgments).")
 
 
+class ProgressCounter(_Status):
+    name: str = Field(description="A benchmark (or one of its stages, e.g. judged).")
+    done: int = Field(ge=0)
+    total: int = Field(ge=0)
+
+
+class LiveProgress(_Status):
+    """The running evaluator's last report (validated by the operator; see
+    nejumi_operator.reconcile.progress)."""
+
+    pod: str = Field(description="The pod that reported it: the evaluation's running pod.")
+    step: str = Field(description="prepare, generate, judge, score or report.")
+    counters: list[ProgressCounter] = Field(default_factory=list)
+    updated_at: str = Field(json_schema_extra={"format": "date-time"}, description="When it was reported.")
+
+
 class EvaluationStatus(_Status):
     """Observed state of one evaluation."""
 
@@ -75,7 +91,15 @@ class EvaluationStatus(_Status):
     job_name: str | None = Field(None, description="The evaluation Job.")
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
-    progress: str | None = Field(None, description="Human-readable progress.")
+    progress: str | None = Field(
+        None,
+        description="One line: while the evaluator runs, its counts per benchmark (`jaster 812/1920 · "
+        "mtbench 40/160 · judged 31/160`, renewed every ~10 s); else queued, pending, finishing, "
+        "completed, failed, ….",
+    )
+    live_progress: LiveProgress | None = Field(
+        None, description="While running: the evaluator's last progress report, per counter."
+    )
     scores: Scores | None = None
     overall_display: str | None = Field(
         None,

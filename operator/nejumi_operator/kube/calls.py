@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_operator.api.names import GROUP, PLURAL, VERSION
@@ -24,29 +24,39 @@ def _plain(api: ApiClient, obj: Any) -> dict[str, Any]:
     return api.sanitize_for_serialization(obj)
 
 
-def create_or_get_job(api: ApiClient, namespace: str, job: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Create the Job; if it exists already (409: a retried handler), return the existing one.
-    Returns (job, created)."""
-    batch = BatchV1Api(api)
+_KINDS: dict[tuple[str, str], tuple[type, str]] = {
+    ("batch/v1", "Job"): (BatchV1Api, "job"),
+    ("v1", "PersistentVolumeClaim"): (CoreV1Api, "persistent_volume_claim"),
+    ("v1", "ServiceAccount"): (CoreV1Api, "service_account"),
+    ("v1", "ConfigMap"): (CoreV1Api, "config_map"),
+    ("rbac.authorization.k8s.io/v1", "Role"): (RbacAuthorizationV1Api, "role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): (RbacAuthorizationV1Api, "role_binding"),
+}
+"""The kinds the operator creates, with their typed client and method stem."""
+
+
+def create_or_get(api: ApiClient, namespace: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    """Create a namespaced object (one of `_KINDS`); if it exists already (409: a retried handler, a
+    later generation, an operator restart), return the existing one unchanged. Returns (object,
+    created)."""
+    group, stem = _KINDS[(obj["apiVersion"], obj["kind"])]
+    client = group(api)
     try:
-        return _plain(api, batch.create_namespaced_job(namespace, dict(job))), True
+        return _plain(api, getattr(client, f"create_namespaced_{stem}")(namespace, dict(obj))), True
     except ApiException as exc:
         if exc.status != 409:
             raise
-    return _plain(api, batch.read_namespaced_job(job["metadata"]["name"], namespace)), False
-
-
-def create_or_get_pvc(api: ApiClient, namespace: str, pvc: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Create the PersistentVolumeClaim; if it exists already (409: a retried handler, a later
-    generation, an operator restart), return the existing one unchanged. Returns (pvc, created)."""
-    core = CoreV1Api(api)
-    try:
-        return _plain(api, core.create_namespaced_persistent_volume_claim(namespace, dict(pvc))), True
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    existing = core.read_namespaced_persistent_volume_claim(pvc["metadata"]["name"], namespace)
+    existing = getattr(client, f"read_namespaced_{stem}")(obj["metadata"]["name"], namespace)
     return _plain(api, existing), False
+
+
+def read_configmap(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+    try:
+        return _plain(api, CoreV1Api(api).read_namespaced_config_map(name, namespace))
+    except ApiException as exc:
+        if exc.status in (403, 404):  # gone, or not readable: no progress to show, nothing wrong
+            return None
+        raise
 
 
 def read_job(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from nejumi_operator.api.conditions import is_finished
 from nejumi_operator.api.names import API_VERSION, KIND
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
+from nejumi_operator.reconcile.progress import parse_report, progress_configmap_name
 from nejumi_operator.reconcile.status import (
     MESSAGE_LIMIT,
     Observation,
@@ -49,6 +50,9 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
     if job and needs_job_events(job, pods):
         events = calls.job_events(api, namespace, name, (job.get("metadata") or {}).get("uid"))
     spec = evaluation.get("spec") or {}
+    report = None
+    if any(_evaluator_running(pod) for pod in pods):
+        report = parse_report(calls.read_configmap(api, namespace, progress_configmap_name(meta["name"])))
     return Observation(
         generation=generation,
         job_name=name,
@@ -58,7 +62,13 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
         queue_name=spec.get("queueName"),
         pods=tuple(pods),
         job_events=tuple(events),
+        progress=report,
     )
+
+
+def _evaluator_running(pod: Mapping[str, Any]) -> bool:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any(s.get("name") == CONTAINER and "running" in (s.get("state") or {}) for s in statuses)
 
 
 def job_gpus(job: Mapping[str, Any]) -> int:

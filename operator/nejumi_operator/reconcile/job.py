@@ -19,9 +19,7 @@ the one the operator creates per evaluation (`build_workspace_pvc`, owned by the
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,7 +36,9 @@ from nejumi_eval.api.v1alpha1.contract import (
     WANDB_API_KEY_ENV,
 )
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
-from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, LABEL_QUEUE
+from nejumi_operator.api.names import GROUP, KIND, LABEL_QUEUE
+from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
+from nejumi_operator.reconcile.progress import evaluator_account_name, progress_env
 from nejumi_operator.settings import OperatorConfig
 
 CONTAINER = "evaluator"
@@ -70,30 +70,16 @@ ANNOTATION_GENERATION = f"{GROUP}/generation"
 # Exit codes that no retry can fix (a bug, a configuration error): fail the Job at once.
 # 3 (infrastructure) is retried up to backoffLimit; the response cache makes a retry cheap.
 NON_RETRYABLE_EXIT_CODES = (EXIT_BUG, EXIT_CONFIG)
-MAX_NAME = 63  # Job names end up in the pods' job-name label: a label value
 
 
 class InvalidEvaluation(ValueError):
     """A spec the CRD admitted but the operator cannot run (the message names the field)."""
 
 
-def _short(text: str, limit: int) -> str:
-    """`text` if it fits, else a prefix plus a stable hash (still a DNS label)."""
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    return f"{text[: limit - 9].rstrip('-.')}-{digest}"
-
-
-def label_value(name: str) -> str:
-    """A resource name as a label value (≤63 characters, alphanumeric at both ends)."""
-    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", _short(name, MAX_NAME))
-
-
 def job_name(name: str, generation: int) -> str:
     """The Job of generation `generation` of evaluation `name`: stable, so creation is idempotent."""
     suffix = f"-g{generation}"
-    return _short(name, MAX_NAME - len(suffix)) + suffix
+    return short(name, MAX_NAME - len(suffix)) + suffix
 
 
 def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> EvaluationSpec:
@@ -187,7 +173,7 @@ def _resources(spec: EvaluationSpec) -> dict[str, Any]:
 def workspace_claim_name(name: str) -> str:
     """The PVC the operator creates for evaluation `name` (without `workspace.pvcName`): one per
     evaluation, not per generation, so every attempt and every generation finds the same cache."""
-    return _short(name, MAX_NAME - len(WORKSPACE_CLAIM_SUFFIX)) + WORKSPACE_CLAIM_SUFFIX
+    return short(name, MAX_NAME - len(WORKSPACE_CLAIM_SUFFIX)) + WORKSPACE_CLAIM_SUFFIX
 
 
 def _claim_name(name: str, spec: EvaluationSpec) -> str:
@@ -281,19 +267,6 @@ def _prepared_data_volumes(config: OperatorConfig) -> list[dict[str, Any]]:
     return [{"name": PREPARED_DATA_VOLUME, "persistentVolumeClaim": claim}]
 
 
-def labels(name: str) -> dict[str, str]:
-    """The labels of an evaluation's Job and pods."""
-    value = label_value(name)
-    return {
-        "app.kubernetes.io/name": "nejumi-evaluator",
-        "app.kubernetes.io/instance": value,
-        "app.kubernetes.io/component": "evaluation",
-        "app.kubernetes.io/part-of": "nejumi",
-        "app.kubernetes.io/managed-by": "nejumi-operator",
-        LABEL_EVALUATION: value,
-    }
-
-
 def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str, Any]:
     """The Job for the evaluation's current generation. Owner references are added by the caller
     (`kopf.adopt`). Raises `InvalidEvaluation` for a spec the evaluator would reject."""
@@ -310,7 +283,7 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "imagePullPolicy": "IfNotPresent",
         "command": list(config.command),
         "args": ["--spec-env", SPEC_ENV, "--summary", TERMINATION_PATH],
-        "env": _env(spec, config),
+        "env": [*_env(spec, config), *progress_env(name)],
         "workingDir": WORKSPACE_MOUNT,
         "volumeMounts": _volume_mounts(config),
         "terminationMessagePath": TERMINATION_PATH,
@@ -321,7 +294,10 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
-        "automountServiceAccountToken": False,  # the evaluator never talks to the API server
+        # Its own ServiceAccount, whose token may only write the progress ConfigMap
+        # (reconcile.progress): the one API call the evaluator makes.
+        "serviceAccountName": evaluator_account_name(name),
+        "automountServiceAccountToken": True,
         "enableServiceLinks": False,
         "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],

@@ -35,6 +35,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.progress import ProgressReport
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary
 from nejumi_operator.api import conditions as c
 from nejumi_operator.api.status import EvaluationStatus
@@ -91,6 +92,8 @@ class Observation:
     """The Job's core/v1 Events (read only when no pod is live: `needs_job_events`)."""
     job_rejected: str | None = None
     """The API server's message when it refused to create the Job (final: `JobRejected`)."""
+    progress: ProgressReport | None = None
+    """The evaluator's last live-progress report (`reconcile.progress.parse_report`), if any."""
 
 
 def now() -> str:
@@ -699,11 +702,20 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
             node = (pod.get("spec") or {}).get("nodeName")
             where = f" on node {node}" if node else ""
             on_attempt = f" (attempt {attempt} of {total})" if failures else ""
+            report = obs.progress if obs.progress is not None and obs.progress.pod == pname else None
+            if report is not None:  # only the running pod's own report: never a previous attempt's
+                fields["liveProgress"] = {
+                    "pod": report.pod,
+                    "step": report.step,
+                    "counters": [ctr.model_dump(by_alias=True) for ctr in report.counters],
+                    "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
             return running(
                 c.TRUE,
                 c.JOB_RUNNING,
                 f"the evaluator is running in pod {pname}{where}{on_attempt}",
-                "evaluating" + (f" (attempt {attempt})" if failures else ""),
+                (report.line() if report is not None else "evaluating")
+                + (f" (attempt {attempt})" if failures else ""),
             )
         blocked = _pod_blocker(pod, obs.gpus)
         if blocked:
