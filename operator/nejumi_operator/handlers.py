@@ -179,16 +179,15 @@ def ensure_job(
     except ApiException as exc:
         if exc.status not in (400, 403, 422):  # the API server's word on this Job: no retry helps
             raise
-        what = _refused_kind(exc)
-        message = _api_message(exc)
-        _reject(body, name, status, patch, memo, job_rejected=f"{what}: {message}" if what else message)
+        what, message = _refused_kind(exc), _api_message(exc)
+        _reject(body, name, status, patch, memo, job_rejected=message, refused=what)
         raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
     sync_status(memo.api, namespace, name)
 
 
 def _reject(
-    body: kopf.Body, name: str, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **why: str
+    body: kopf.Body, name: str, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **why: str | None
 ) -> None:
     """Write the rejection into status (no Job exists) and post its Event."""
     generation = int(body.meta.get("generation") or 1)
@@ -198,15 +197,15 @@ def _reject(
     record_transition(getattr(memo, "api", None), body, status, new)
 
 
-def _refused_kind(exc: ApiException) -> str:
-    """`PersistentVolumeClaim x`, … for a refusal of something other than the Job ("" for the Job)."""
+def _refused_kind(exc: ApiException) -> str | None:
+    """`PersistentVolumeClaim x`, … for a refusal of something other than the Job (None: the Job)."""
     try:
         details = json.loads(exc.body or "{}").get("details") or {}
     except ValueError:
-        return ""
+        return None
     kind = str(details.get("kind") or "")
     if not kind or kind == "jobs":
-        return ""
+        return None
     singular = {
         "persistentvolumeclaims": "PersistentVolumeClaim",
         "serviceaccounts": "ServiceAccount",

@@ -285,20 +285,23 @@ def test_live_progress_comes_from_the_evaluators_own_configmap(
     namespace: str,
     node_agent: NodeAgent,
     slow_resync: None,
-    operator: KopfRunner,
 ) -> None:
     """The evaluator (a real `nejumi-eval run` in a pod with its projected ServiceAccount token)
     reports its counts every ~10 s into ConfigMap `<evaluation>-progress`; the operator, woken by
     the ConfigMap's watch event (the resync is 10 minutes away), shows them in status.progress and
-    the PROGRESS column. The evaluator's account may write that one ConfigMap and nothing else."""
+    the PROGRESS column — and so does a new operator after the first one stops mid-run. The
+    evaluator's account may write that one ConfigMap and nothing else."""
     account = f"system:serviceaccount:{namespace}:counting-evaluator"
     with StubServer(delay_s=1.0) as stub, Recorder(k8s_client, namespace) as seen:
         evaluation = spec(stub.base_url, resources={"gpus": 0}, generation={"concurrency": 1})
         evaluation["benchmarks"]["jaster"] = {
             "datasets": ["jamp", "janli"],
-            "testSamples": 12,
+            "testSamples": 25,
             "devSamples": 0,
         }
+        args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+        first = KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60)
+        first.__enter__()
         create(k8s_client, namespace, "counting", evaluation)
         shown: list[str] = []
 
@@ -308,17 +311,27 @@ def test_live_progress_comes_from_the_evaluators_own_configmap(
             if line.startswith("jaster ") and line not in shown:
                 shown.append(line)
                 live = status["liveProgress"]
-                assert live["counters"][0]["name"] == "jaster" and live["counters"][0]["total"] == 24
+                assert live["counters"][0]["name"] == "jaster" and live["counters"][0]["total"] == 50
                 assert live["step"] == "generate" and live["pod"].startswith("counting-g1-")
-                if len(shown) == 2:
+                if len(shown) == 1:
                     row = kubectl(kubeconfig, "get", "nejumi", "counting", "-n", namespace).splitlines()[1]
-                    assert " jaster " in row and "/24" in row, row
-            return len(shown) >= 2
+                    assert " jaster " in row and "/50" in row, row
+            return len(shown) >= want
 
-        wait_until(progressed, 90, "two progress updates in status")
-        done = [int(line.split()[1].split("/")[0]) for line in shown]
-        assert done == sorted(done) and done[0] < done[-1] < 24, shown
-        final = seen.wait_for("counting", "Succeeded", "EvaluationCompleted", timeout=120)
+        want = 1
+        try:
+            wait_until(progressed, 90, "a progress update in status")
+        finally:
+            first.__exit__(None, None, None)
+        assert (first.exit_code, first.exception) == (0, None), first.output
+        # The operator is gone; the evaluator goes on reporting. A new operator shows the counts.
+        with KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as second:
+            want = 3
+            wait_until(progressed, 90, "two more progress updates, from the second operator")
+            done = [int(line.split()[1].split("/")[0]) for line in shown]
+            assert done == sorted(done) and done[0] < done[-1] < 50, shown
+            final = seen.wait_for("counting", "Succeeded", "EvaluationCompleted", timeout=120)
+        assert (second.exit_code, second.exception) == (0, None), second.output
     assert "liveProgress" not in final and not final["progress"].startswith("jaster"), final
 
     def can(verb: str, what: str, *extra: str) -> bool:
@@ -335,3 +348,28 @@ def test_live_progress_comes_from_the_evaluators_own_configmap(
     assert not can("patch", f"{PLURAL}.{GROUP}/counting", "--subresource=status")
     assert not can("get", f"{PLURAL}.{GROUP}")
     assert not can("list", "pods") and not can("get", "secrets")
+
+
+def test_a_refused_workspace_claim_is_job_rejected_naming_the_claim(
+    crd: None, k8s_client: ApiClient, namespace: str, operator: KopfRunner
+) -> None:
+    """The PVC comes before the Job: when the API server refuses it (here a quota of no claims), the
+    evaluation fails at once as JobRejected naming the claim and quoting the server."""
+    core = CoreV1Api(k8s_client)
+    core.create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "no-claims"}, "spec": {"hard": {"persistentvolumeclaims": "0"}}}
+    )
+
+    def quota_counted() -> bool:
+        status = core.read_namespaced_resource_quota("no-claims", namespace).status
+        return bool(status and status.hard)
+
+    wait_until(quota_counted, 30, "the ResourceQuota's status")
+    with Recorder(k8s_client, namespace) as seen:
+        create(k8s_client, namespace, "no-disk", spec("http://127.0.0.1:9/v1", resources={"gpus": 0}))
+        status = seen.wait_for("no-disk", "Failed", "JobRejected")
+    assert status["message"].startswith("the API server refused PersistentVolumeClaim no-disk-workspace: ")
+    assert "exceeded quota: no-claims" in status["message"], status["message"]
+    assert status["progress"] == "rejected: PersistentVolumeClaim refused"
+    events = events_of(k8s_client, namespace, "no-disk")
+    assert [(t, r) for t, r, _ in events] == [("Warning", "Rejected")], events

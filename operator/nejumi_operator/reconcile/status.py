@@ -91,7 +91,10 @@ class Observation:
     job_events: Sequence[Mapping[str, Any]] = ()
     """The Job's core/v1 Events (read only when no pod is live: `needs_job_events`)."""
     job_rejected: str | None = None
-    """The API server's message when it refused to create the Job (final: `JobRejected`)."""
+    """The API server's message when it refused to create the Job or what it needs (final:
+    `JobRejected`)."""
+    refused: str | None = None
+    """What was refused when not the Job itself: `PersistentVolumeClaim x`, `ServiceAccount y`, …"""
     progress: ProgressReport | None = None
     """The evaluator's last live-progress report (`reconcile.progress.parse_report`), if any."""
 
@@ -835,12 +838,13 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
         return conds, fields
 
     if obs.job_rejected and obs.job is None:
-        msg = _clip(f"the API server refused Job {obs.job_name}: {obs.job_rejected}")
+        what = obs.refused or f"Job {obs.job_name}"
+        msg = _clip(f"the API server refused {what}: {obs.job_rejected}")
         conds[c.ACCEPTED] = (c.FALSE, c.JOB_REJECTED, msg)
         conds[c.RUNNING] = (c.FALSE, c.JOB_REJECTED, "no Job could be created")
         conds[c.SUCCEEDED] = (c.FALSE, c.JOB_REJECTED, msg)
         conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
-        fields["progress"] = "rejected: Job refused"
+        fields["progress"] = f"rejected: {what.split()[0]} refused"
         return conds, fields
 
     if obs.job is None:
