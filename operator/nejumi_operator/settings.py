@@ -12,6 +12,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 
+from pydantic import ValidationError
+
+from nejumi_operator.policy import Policy
+
 ENV_IMAGE = "NEJUMI_OPERATOR_EVALUATOR_IMAGE"
 ENV_COMMAND = "NEJUMI_OPERATOR_EVALUATOR_COMMAND"  # JSON list of strings
 ENV_EVALUATOR_ENV = "NEJUMI_OPERATOR_EVALUATOR_ENV"  # JSON object: extra env for the evaluator container
@@ -29,6 +33,9 @@ ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
 ENV_WORKSPACE_SIZE = "NEJUMI_OPERATOR_WORKSPACE_SIZE"
 ENV_WORKSPACE_STORAGE_CLASS = "NEJUMI_OPERATOR_WORKSPACE_STORAGE_CLASS"
 DEFAULT_WORKSPACE_SIZE = "50Gi"
+# The allow-lists for placement and code execution (JSON, camelCase: nejumi_operator.policy.Policy,
+# the chart's `policy` values); unset = the chart's defaults (the GPU toleration, nothing else).
+ENV_POLICY = "NEJUMI_OPERATOR_POLICY"
 
 
 def _version() -> str:
@@ -57,6 +64,7 @@ class OperatorConfig:
     prepared_data_pvc: str = ""
     workspace_size: str = DEFAULT_WORKSPACE_SIZE
     workspace_storage_class: str = ""
+    policy: Policy = field(default_factory=Policy)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -67,7 +75,12 @@ class OperatorConfig:
         extra = _json(env, ENV_EVALUATOR_ENV, dict) or {}
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
             raise SettingsError(f"{ENV_EVALUATOR_ENV}: expected a JSON object of strings")
+        try:
+            policy = Policy.from_json(env[ENV_POLICY]) if env.get(ENV_POLICY) else Policy()
+        except (ValueError, ValidationError) as exc:
+            raise SettingsError(f"{ENV_POLICY}: {exc}") from None
         return cls(
+            policy=policy,
             image=env.get(ENV_IMAGE) or DEFAULT_IMAGE,
             command=tuple(command),
             evaluator_env=dict(extra),

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from nejumi_operator.api.names import KIND
 from nejumi_operator.kube import calls
+from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile.job import build_job, job_name
 from nejumi_operator.reconcile.progress import build_progress_objects
 from nejumi_operator.settings import OperatorConfig
@@ -122,7 +123,9 @@ def test_the_evaluator_pod_passes_pod_security_restricted(k8s_client: ApiClient,
             "imagePullSecrets": [{"name": "reg"}],
         },
     }
-    job = build_job(evaluation("restricted", namespace, spec), OperatorConfig())
+    # The pod's shape, not the placement policy (tests/unit/test_policy.py): nodeSelector allowed.
+    placement = Policy(nodeSelector={"nejumi.test/no-such-node": ["true"]})
+    job = build_job(evaluation("restricted", namespace, spec), OperatorConfig(policy=placement))
     bare = copy.deepcopy(job)  # the same pod, without its securityContext: what restricted refuses
     bare["metadata"]["name"] = "bare-g1"
     bare["spec"]["template"]["spec"].pop("securityContext")

@@ -7,6 +7,7 @@ without a ServiceAccount token, so these tests check what the chart grants, not 
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
@@ -16,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, ApiextensionsV1Api, AppsV1Api, CoreV1Api, RbacAuthorizationV1Api
+from kubernetes.client import (
+    ApiClient,
+    ApiextensionsV1Api,
+    AppsV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    RbacAuthorizationV1Api,
+)
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_operator.api.names import CRD_NAME, GROUP, PLURAL
@@ -347,3 +355,76 @@ def test_pod_security_warning_can_fire(release: Release, k8s_client: ApiClient, 
     assert "violate PodSecurity" not in dry_run()
     warning = dry_run("--set", "securityContext.allowPrivilegeEscalation=true")
     assert 'violate PodSecurity "restricted:latest"' in warning and "allowPrivilegeEscalation" in warning
+
+
+def _try_create(k8s_client: ApiClient, namespace: str, spec: dict[str, Any]) -> str | None:
+    """A server-side dry-run create: None if admitted, else the API server's message."""
+    body = {"apiVersion": f"{GROUP}/v1alpha1", "kind": "NejumiEvaluation", "metadata": {"name": "probe"}}
+    try:
+        CustomObjectsApi(k8s_client).create_namespaced_custom_object(
+            GROUP, "v1alpha1", namespace, PLURAL, {**body, "spec": spec}, dry_run="All"
+        )
+    except ApiException as exc:
+        if exc.status == 404:  # the CRD is not served yet
+            return "not served"
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    return None
+
+
+def test_the_policy_refuses_placement_a_creator_could_not_get_itself(
+    release: Release, k8s_client: ApiClient, crd_owner: ApiextensionsV1Api, namespace: str
+) -> None:
+    """No confused deputy: the chart's ValidatingAdmissionPolicy refuses, at admission and naming the
+    field and the allow-list, tolerations, node selectors, runtime and priority classes and vLLM
+    flags the chart's `policy` does not list, and `--trust-remote-code` unless allowed."""
+    release.install()
+    wait_until(lambda: crd_established(crd_owner), 30, f"CRD {CRD_NAME} to be Established")
+    base = {"model": {"name": "org/model"}}
+
+    def spec(**resources: Any) -> dict[str, Any]:
+        return {**base, "resources": {"gpus": 1, **resources}}
+
+    def vllm(*args: str) -> dict[str, Any]:
+        return {"model": {"name": "org/model", "vllm": {"extraArgs": list(args)}}}
+
+    any_taint = spec(tolerations=[{"operator": "Exists"}])
+    # the policy is loaded asynchronously after the install
+    wait_until(
+        lambda: _try_create(k8s_client, namespace, any_taint) not in (None, "not served"), 30, "the policy"
+    )
+    refused = {
+        "tolerations": (any_taint, "policy.tolerations (allowed: nvidia.com/gpu Exists NoSchedule)"),
+        "control-plane": (
+            spec(tolerations=[{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]),
+            "spec.resources.tolerations",
+        ),
+        "nodeSelector": (spec(nodeSelector={"kubernetes.io/hostname": "gpu-0"}), "policy.nodeSelector"),
+        "runtimeClassName": (spec(runtimeClassName="privileged"), "policy.runtimeClassNames (allowed: none)"),
+        "priorityClassName": (spec(priorityClassName="system-cluster-critical"), "policy.priorityClassNames"),
+        "trust": (vllm("--trust-remote-code"), "policy.allowTrustRemoteCode is false"),
+        "trust_": (vllm("--trust_remote_code=true"), "policy.allowTrustRemoteCode is false"),
+        "flag": (vllm("--max-model-len", "4096"), "policy.vllmExtraArgs (allowed: none)"),
+    }
+    for case, (body, expected) in refused.items():
+        message = _try_create(k8s_client, namespace, body)
+        assert message is not None and expected in message, (case, message)
+    gpu = spec(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    assert _try_create(k8s_client, namespace, gpu) is None
+    assert _try_create(k8s_client, namespace, base) is None
+
+    # The cluster admin widens the lists: the same specs are admitted.
+    release.helm(
+        "upgrade", release.name, str(CHART), "--reuse-values",
+        "--set", "policy.vllmExtraArgs={--max-model-len}", "--set", "policy.allowTrustRemoteCode=true",
+        "--set", "policy.nodeSelector.kubernetes\\.io/hostname={gpu-0}",
+    )  # fmt: skip
+
+    def widened() -> bool:
+        return _try_create(k8s_client, namespace, vllm("--max-model-len", "4096")) is None
+
+    wait_until(widened, 30, "the widened policy")
+    assert _try_create(k8s_client, namespace, vllm("--max_model_len=4096", "--trust-remote-code")) is None
+    assert _try_create(k8s_client, namespace, refused["nodeSelector"][0]) is None
+    other_host = spec(nodeSelector={"kubernetes.io/hostname": "gpu-1"})
+    assert "policy.nodeSelector" in (_try_create(k8s_client, namespace, other_host) or "")
+    assert "policy.vllmExtraArgs" in (_try_create(k8s_client, namespace, vllm("--enforce-eager")) or "")

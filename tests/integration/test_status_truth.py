@@ -18,7 +18,7 @@ import kopf
 import pytest
 from kopf.testing import KopfRunner
 from kubernetes import watch
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 import nejumi_operator.handlers
@@ -373,3 +373,20 @@ def test_a_refused_workspace_claim_is_job_rejected_naming_the_claim(
     assert status["progress"] == "rejected: PersistentVolumeClaim refused"
     events = events_of(k8s_client, namespace, "no-disk")
     assert [(t, r) for t, r, _ in events] == [("Warning", "Rejected")], events
+
+
+def test_a_spec_outside_the_operators_policy_is_refused_before_any_pod(
+    crd: None, k8s_client: ApiClient, namespace: str, operator: KopfRunner
+) -> None:
+    """Without the chart's admission policy (an operator run by hand), the operator applies the same
+    allow-lists itself (defaults: the GPU toleration only): Failed, naming the field, and no Job."""
+    with Recorder(k8s_client, namespace) as seen:
+        wide = spec("http://127.0.0.1:9/v1", resources={"gpus": 0, "tolerations": [{"operator": "Exists"}]})
+        create(k8s_client, namespace, "deputy", wide)
+        status = seen.wait_for("deputy", "Failed", "InvalidSpec")
+    assert (
+        "spec.resources.tolerations[0]: * Exists is not in the operator's policy.tolerations"
+        in status["message"]
+    )
+    assert BatchV1Api(k8s_client).list_namespaced_job(namespace).items == []
+    assert CoreV1Api(k8s_client).list_namespaced_pod(namespace).items == []

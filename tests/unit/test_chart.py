@@ -146,6 +146,8 @@ def test_default_objects(default_docs: list[dict[str, Any]]) -> None:
         ("CustomResourceDefinition", f"{PLURAL}.{GROUP}"),
         ("Deployment", "nejumi-nejumi-operator"),
         ("ServiceAccount", "nejumi-nejumi-operator"),
+        ("ValidatingAdmissionPolicy", "nejumi-nejumi-operator-policy"),
+        ("ValidatingAdmissionPolicyBinding", "nejumi-nejumi-operator-policy"),
     ]
     for doc in default_docs:
         if doc["kind"] != "CustomResourceDefinition":
@@ -214,6 +216,14 @@ def test_evaluator_values_reach_the_operator_settings(home: Path, tmp_path: Path
     assert (config.backoff_limit, config.resync_seconds, config.server_timeout_seconds) == (0, 7.5, 15)
     assert container(docs)["image"] == "ghcr.io/nejumi/operator:dev"
     assert "--verbose" in container(docs)["args"]
+
+
+def test_operator_command_is_a_value(home: Path) -> None:
+    """`operator.command` replaces the container's command (e.g. an interpreter outside the image);
+    the chart's args follow it unchanged."""
+    docs = template(home, "--set-json", 'operator.command=["/opt/venv/bin/python","-m","nejumi_operator"]')
+    assert container(docs)["command"] == ["/opt/venv/bin/python", "-m", "nejumi_operator"]
+    assert container(docs)["args"] == ["--liveness=http://0.0.0.0:8080/healthz"]
 
 
 def run_main(args: list[str], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
@@ -313,7 +323,13 @@ def test_no_wildcards_secrets_or_escalation(default_docs: list[dict[str, Any]], 
 
 def test_rbac_without_create(home: Path) -> None:
     docs = template(home, "--set", "rbac.create=false", "--set", "serviceAccount.create=false")
-    assert sorted({d["kind"] for d in docs}) == ["CustomResourceDefinition", "Deployment"]
+    # No RBAC objects; the admission policy is not RBAC (policy.enabled=false drops it).
+    assert sorted({d["kind"] for d in docs}) == [
+        "CustomResourceDefinition",
+        "Deployment",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    ]
     assert deployment(docs)["spec"]["template"]["spec"]["serviceAccountName"] == "default"
 
 
@@ -355,6 +371,8 @@ def test_long_release_names_stay_within_63_characters(home: Path) -> None:
         ({"evaluator.command": "null"}, "at '/evaluator': missing property 'command'"),
         ({"evaluator.command": "{}"}, "at '/evaluator/command/0': minLength: got 0, want 1"),
         ({"evaluator.env.N": "1"}, "at '/evaluator/env/N': got number, want string"),
+        ({"operator.command": "null"}, "at '/operator': missing property 'command'"),
+        ({"operator.command": "{}"}, "at '/operator/command/0': minLength: got 0, want 1"),
     ],
 )
 def test_schema_rejects_bad_values(home: Path, values: dict[str, str], message: str) -> None:

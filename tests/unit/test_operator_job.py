@@ -9,11 +9,15 @@ import pytest
 
 from nejumi_eval.api.v1alpha1.spec import parse_spec
 from nejumi_operator.api.names import LABEL_EVALUATION, LABEL_QUEUE
+from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile import job as builder
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
 from nejumi_operator.settings import DEFAULT_COMMAND, OperatorConfig, SettingsError
 
-CONFIG = OperatorConfig(image="registry.test/evaluator:1", command=("nejumi-eval", "run"))
+# The Job's shape: the placement policy is lifted here (tests/unit/test_policy.py covers it).
+CONFIG = OperatorConfig(
+    image="registry.test/evaluator:1", command=("nejumi-eval", "run"), policy=Policy(enabled=False)
+)
 
 
 def evaluation(spec: dict[str, Any], name: str = "llama-eval", generation: int = 1) -> dict[str, Any]:

@@ -273,6 +273,8 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
     meta = evaluation["metadata"]
     name, generation = meta["name"], int(meta.get("generation") or 1)
     spec = validate(evaluation.get("spec"), source=f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip())
+    if problems := config.policy.violations(spec):  # the confused-deputy limits (nejumi_operator.policy)
+        raise InvalidEvaluation("; ".join(problems))
     pod_labels = labels(name)
     job_labels = dict(pod_labels)
     if spec.queue_name:
