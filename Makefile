@@ -56,6 +56,34 @@ $(HELM_BIN_DIR)/helm:
 	$(HELM_BIN_DIR).tmp/helm version --short | grep -qx '$(HELM_VERSION)'
 	rm -rf $(HELM_BIN_DIR) && mv $(HELM_BIN_DIR).tmp $(HELM_BIN_DIR)
 
+## Kueue for tests/integration/test_kueue.py, built from source with Go (no-op when present; cold
+## ~3 min on 2 cores, plus module download). tests/cluster/kueue.py runs it against the test
+## control plane and installs its CRDs, RBAC and webhooks from the same module's config/.
+KUEUE_VERSION := v0.17.0
+KUEUE_BIN_DIR := .cache/kueue-bin/$(KUEUE_VERSION)
+# tests/cluster/kueue.py finds the binary through this (and falls back to the same folder itself).
+export NEJUMI_KUEUE := $(abspath $(KUEUE_BIN_DIR))/kueue
+.PHONY: kueue-bin
+kueue-bin: $(KUEUE_BIN_DIR)/kueue
+
+$(KUEUE_BIN_DIR)/kueue:
+	@echo "building kueue $(KUEUE_VERSION) into $(KUEUE_BIN_DIR) (cold: ~3 min)"
+	rm -rf $(KUEUE_BIN_DIR).tmp && mkdir -p $(KUEUE_BIN_DIR).tmp
+	GOBIN=$(abspath $(KUEUE_BIN_DIR)).tmp GOTOOLCHAIN=local CGO_ENABLED=0 $(GO) install -trimpath \
+	  -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=$(KUEUE_VERSION)" \
+	  sigs.k8s.io/kueue/cmd/kueue@$(KUEUE_VERSION)
+	$(GO) version -m $(KUEUE_BIN_DIR).tmp/kueue \
+	  | awk '$$1 == "mod" && $$2 == "sigs.k8s.io/kueue" && $$3 == "$(KUEUE_VERSION)" {ok = 1} END {exit !ok}'
+	rm -rf $(KUEUE_BIN_DIR) && mv $(KUEUE_BIN_DIR).tmp $(KUEUE_BIN_DIR)
+
+## Chromium for tests/e2e/test_leaderboard_html.py (the HTML leaderboard in a real headless
+## browser) and Japanese fonts, from Debian (root; `apt-get update` first). No-op when installed.
+BROWSER_PKGS := chromium chromium-driver fonts-noto-cjk
+.PHONY: browser
+browser:
+	@dpkg -s $(BROWSER_PKGS) >/dev/null 2>&1 || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS); }
+
 ## `make setup`: .venv with the project and all of EXTRAS; `make demo` needs only DEMO_EXTRAS.
 ## Installed by uv (from PyPI, into the venv): parallel downloads, and a wheel cache (~/.cache/uv)
 ## that works here, where pip's stays empty (the registry sends no caching headers, so every pip
@@ -86,7 +114,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
-test: setup k8s-bin helm-bin
+test: setup k8s-bin helm-bin kueue-bin browser
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).

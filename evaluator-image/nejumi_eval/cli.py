@@ -267,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = sub.add_parser("schema", help="print the evaluation spec's JSON schema")
     schema.set_defaults(func=cmd_schema)
+
+    from nejumi_eval.leaderboard.command import add_command as add_leaderboard
+
+    add_leaderboard(sub)
     return parser
 
 

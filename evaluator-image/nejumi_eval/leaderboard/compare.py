@@ -1,0 +1,233 @@
+"""Place evaluations on a board: which are ranked, which are not and why, and which compare.
+
+The rules, in order:
+
+1. **Not a leaderboard score.** A failed run, or one without Overall (a benchmark missing or
+   incomplete), is never ranked. A capped run (a smoke test), one scored by the synthetic judge,
+   or a degraded one (scores resting on failed requests or invalid judgments) is excluded too,
+   unless `include_all`: then it is ranked, and still marked.
+2. **Latest wins.** Of a model's remaining evaluations the latest (by start time) is ranked; the
+   earlier ones are kept on the board as `superseded`, with the id of the one that replaced them.
+   A newer smoke test therefore never pushes a model's real score off the board.
+3. **One protocol per ranking.** Evaluations are grouped by protocol identity (prompt template,
+   data hashes, MT-bench variant and files, judge model; `sources._identity`). Ranks are computed
+   within a group; the group most ranked entries belong to is the main one, and every other group
+   is reported with the fields in which it differs, never merged silently.
+
+Bootstrap intervals come from `bootstrap`: per entry for every benchmark with per-question data
+and for Overall; paired comparisons for every two evaluations of a group.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import Any
+
+from nejumi_eval.leaderboard.bootstrap import Bootstrap, Design
+from nejumi_eval.leaderboard.formula import OVERALL, Formula
+from nejumi_eval.leaderboard.model import Comparison, Entry, Group, Leaderboard
+from nejumi_eval.leaderboard.sources import Evaluation
+
+PAIRWISE_LIMIT = 60
+"""Evaluations per group compared pairwise (n·(n−1)/2 comparisons); the top ones by rank."""
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass
+class Board:
+    """The placed board and the evaluations behind it (the HTML page reads their questions)."""
+
+    leaderboard: Leaderboard
+    evaluations: dict[str, Evaluation]
+
+
+def exclusion_reasons(entry: Entry, include_all: bool) -> list[str]:
+    """Why an entry is not ranked (empty: rankable). Hard reasons hold even with `include_all`."""
+    reasons = []
+    if entry.status != "completed":
+        reasons.append(f"status {entry.status}")
+    if entry.overall is None:
+        reasons.append("incomplete: no Overall")
+    if include_all:
+        return reasons
+    if entry.capped:
+        reasons.append("capped (a smoke test)")
+    if entry.synthetic_judge:
+        reasons.append("synthetic judge")
+    if entry.degraded:
+        reasons.append("degraded")
+    return reasons
+
+
+def _flat(identity: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {f"{bench}.{key}": value for bench, fields in identity.items() for key, value in fields.items()}
+
+
+def _competition_ranks(entries: list[Entry]) -> None:
+    """1, 2, 2, 4: equal Overall, equal rank."""
+    ordered = sorted(entries, key=lambda e: (-(e.overall or 0.0), e.model))
+    for i, entry in enumerate(ordered):
+        if i and entry.overall == ordered[i - 1].overall:
+            entry.rank = ordered[i - 1].rank
+        else:
+            entry.rank = i + 1
+
+
+def _place(entries: list[Entry], include_all: bool) -> None:
+    """Rules 1 and 2: state, reasons, superseded_by."""
+    for entry in entries:
+        entry.reasons = exclusion_reasons(entry, include_all)
+        entry.state = "excluded" if entry.reasons else "ranked"
+        entry.rank = entry.superseded_by = entry.group = None
+    by_model: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        if entry.state == "ranked":
+            by_model[entry.model].append(entry)
+    for evaluations in by_model.values():
+        evaluations.sort(key=lambda e: (e.started_at or _EPOCH, e.id), reverse=True)
+        latest = evaluations[0]
+        for older in evaluations[1:]:
+            older.state = "superseded"
+            older.superseded_by = latest.id
+            older.reasons = [f"superseded by the later evaluation {latest.id}"]
+
+
+def _groups(entries: list[Entry]) -> list[Group]:
+    """Rule 3: one group per protocol key; the main one first, the others by size."""
+    members: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries:
+        members[entry.provenance.key].append(entry)
+
+    def weight(key: str) -> tuple[int, int, datetime]:
+        rows = members[key]
+        ranked = [e for e in rows if e.state == "ranked"]
+        latest = max((e.started_at or _EPOCH for e in ranked or rows), default=_EPOCH)
+        return (len(ranked), len(rows), latest)
+
+    keys = sorted(members, key=weight, reverse=True)
+    main_identity = _flat(members[keys[0]][0].provenance.identity) if keys else {}
+    groups = []
+    for i, key in enumerate(keys):
+        gid = _group_id(i)
+        identity = members[key][0].provenance.identity
+        flat = _flat(identity)
+        differs = sorted(k for k in set(flat) | set(main_identity) if flat.get(k) != main_identity.get(k))
+        for entry in members[key]:
+            entry.group = gid
+        groups.append(Group(id=gid, key=key, main=i == 0, identity=identity, differs=differs))
+    return groups
+
+
+def _group_id(i: int) -> str:
+    letters = ""
+    i += 1
+    while i:
+        i, r = divmod(i - 1, 26)
+        letters = chr(ord("A") + r) + letters
+    return letters
+
+
+def _attach_intervals(entry: Entry, designs: dict[str, Design], boot: Bootstrap, formula: Formula) -> None:
+    parts = {}
+    for name, design in designs.items():
+        result = entry.benchmarks.get(name)
+        if result is None:
+            continue
+        dist = boot.distribution(design)
+        parts[name] = dist.avg
+        result.ci = boot.interval(dist.avg)
+        result.category_ci = {
+            c: ci for c, draws in dist.categories.items() if (ci := boot.interval(draws)) is not None
+        }
+        result.questions = dist.questions
+        point, _ = design.point()
+        if result.avg is not None and point is not None and abs(point - result.avg) > 1e-9:
+            warning = (
+                f"{name}: the score recomputed from the per-question table ({point:.6f}) differs from the "
+                f"recorded one ({result.avg:.6f}); its interval may not describe it"
+            )
+            if warning not in entry.warnings:  # building twice from the same evaluations
+                entry.warnings.append(warning)
+    if all(t.benchmark in parts for t in formula.terms):
+        entry.overall_ci = boot.interval(boot.overall(formula, parts))
+
+
+def build(
+    evaluations: Sequence[Evaluation],
+    *,
+    include_all: bool = False,
+    seed: int = 0,
+    resamples: int = 1000,
+    formula: Formula = OVERALL,
+    pairwise_limit: int = PAIRWISE_LIMIT,
+) -> Board:
+    """The board: placement (module docstring), intervals, paired comparisons, warnings."""
+    by_id = {e.entry.id: e for e in evaluations}
+    if len(by_id) != len(evaluations):
+        raise ValueError("entry ids must be unique (sources.from_sources makes them so)")
+    entries = [e.entry for e in evaluations]
+    _place(entries, include_all)
+    groups = _groups(entries)
+    for group in groups:
+        _competition_ranks([e for e in entries if e.group == group.id and e.state == "ranked"])
+
+    boot = Bootstrap(seed=seed, resamples=resamples)
+    designs: dict[str, dict[str, Design]] = {}
+    for evaluation in evaluations:
+        designs[evaluation.entry.id] = {name: q.design for name, q in evaluation.questions.items()}
+        _attach_intervals(evaluation.entry, designs[evaluation.entry.id], boot, formula)
+
+    state_order = {"ranked": 0, "excluded": 1, "superseded": 2}
+    group_order = {g.id: i for i, g in enumerate(groups)}
+
+    def order(e: Entry) -> tuple[Any, ...]:
+        started = (e.started_at or _EPOCH).timestamp()
+        return (state_order[e.state], group_order.get(e.group or "", 0), e.rank or 0, e.model, -started)
+
+    entries.sort(key=order)
+    comparisons: list[Comparison] = []
+    warnings: list[str] = []
+    for group in groups:
+        members = [e for e in entries if e.group == group.id]
+        group.entries = [e.id for e in members]
+        compared = [e for e in members if designs.get(e.id)][:pairwise_limit]
+        if resamples > 0:
+            for i, a in enumerate(compared):
+                for b in compared[i + 1 :]:
+                    comparisons.extend(boot.compare(a.id, b.id, designs[a.id], designs[b.id], formula))
+        ranked = [e for e in members if e.state == "ranked"]
+        for above, below in pairwise(ranked):
+            overall = next(
+                (c for c in comparisons if {c.a, c.b} == {above.id, below.id} and c.metric == formula.name),
+                None,
+            )
+            if overall is not None and overall.distinguishable is not None:
+                below.tied_with_above = not overall.distinguishable
+        if not group.main and ranked:
+            differs = ", ".join(group.differs) or "its provenance"
+            warnings.append(
+                f"protocol group {group.id}: {len(ranked)} ranked evaluation(s) measured differently "
+                f"from group {groups[0].id} ({differs}); ranked separately, "
+                f"never against group {groups[0].id}"
+            )
+    for entry in entries:
+        warnings.extend(f"{entry.id}: {w}" for w in entry.warnings)
+    board = Leaderboard(
+        formula=formula.name,
+        formula_description=formula.description,
+        formula_benchmarks=list(formula.benchmarks),
+        seed=seed,
+        resamples=resamples,
+        include_all=include_all,
+        generated_at=datetime.now(UTC),
+        groups=groups,
+        entries=entries,
+        comparisons=comparisons,
+        warnings=warnings,
+    )
+    return Board(leaderboard=board, evaluations=by_id)

@@ -1,0 +1,119 @@
+"""The board as one self-contained HTML page: it opens from file:// on a machine with no network.
+
+Everything is inside the file: plotly.js (the copy bundled with the `plotly` package), the page's
+CSS and vanilla JS (`page/`), the board as JSON, and the per-question data as a second JSON
+document that the page parses only when the drill-down is first opened (a board of many models
+carries megabytes of prompts and outputs; the ranking should not wait for them).
+
+Both JSON documents sit in `<script type="application/json">` elements with every `<` escaped as
+`\\u003c`, so no prompt or model output can close the element or inject markup; the page's JS
+renders all text through `textContent`, never `innerHTML`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from nejumi_eval.leaderboard.compare import Board
+from nejumi_eval.leaderboard.formula import OVERALL
+from nejumi_eval.runtime.files import atomic_write_text
+
+_TOKEN = re.compile(r"__(PLOTLY|CSS|JS|BOARD|QUESTIONS|TITLE)__")
+
+
+def _asset(name: str) -> str:
+    return resources.files("nejumi_eval.leaderboard").joinpath("page", name).read_text("utf-8")
+
+
+def _json_for_script(doc: Any) -> str:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _plotly_js() -> str:
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError as exc:  # an install without the `eval` extra
+        raise RuntimeError("the HTML leaderboard needs plotly: pip install 'nejumi[eval]'") from exc
+    return get_plotlyjs()
+
+
+def benchmark_columns(board: Board) -> list[dict[str, Any]]:
+    """Per benchmark: name, title, its categories in first-seen order and its score scale (a term
+    of the formula is on the scale of its divisor: jaster 0–1, MT-bench 0–10)."""
+    lb = board.leaderboard
+    scale = {t.benchmark: t.divide_by for t in OVERALL.terms} if lb.formula == OVERALL.name else {}
+    names = list(lb.formula_benchmarks)
+    for entry in lb.entries:
+        names.extend(n for n in entry.benchmarks if n not in names)
+    out = []
+    for name in names:
+        title, categories = name, []
+        for entry in lb.entries:
+            result = entry.benchmarks.get(name)
+            if result is None:
+                continue
+            title = result.title
+            categories.extend(c for c in result.categories if c not in categories)
+        out.append({"name": name, "title": title, "categories": categories, "scale": scale.get(name, 1)})
+    return out
+
+
+def questions_document(board: Board) -> dict[str, Any]:
+    """Questions (each once, in the order first met) and every entry's answers by question index.
+
+    A question is identified by benchmark, stratum (dataset or category) and id. Its prompt is the
+    first entry's; an entry that saw another prompt for it (another template) carries its own."""
+    index: dict[str, int] = {}
+    questions: list[dict[str, Any]] = []
+    answers: dict[str, dict[str, Any]] = {}
+    for entry in board.leaderboard.entries:
+        evaluation = board.evaluations[entry.id]
+        mine: dict[str, Any] = {}
+        for data in evaluation.questions.values():
+            for row in data.rows:
+                if row.key not in index:
+                    index[row.key] = len(questions)
+                    questions.append(
+                        {
+                            "b": row.benchmark,
+                            "s": row.stratum,
+                            "id": row.id,
+                            "prompt": row.prompt,
+                            "gold": row.gold,
+                            "turns": row.turns,
+                        }
+                    )
+                answer = dict(row.answer)
+                if row.prompt != questions[index[row.key]]["prompt"]:
+                    answer["prompt"] = row.prompt
+                mine[str(index[row.key])] = answer
+        answers[entry.id] = mine
+    return {"questions": questions, "answers": answers}
+
+
+def render(board: Board, title: str = "Nejumi leaderboard") -> str:
+    """The page as a string."""
+    doc = {
+        "board": board.leaderboard.model_dump(mode="json"),
+        "benchmarks": benchmark_columns(board),
+    }
+    parts = {
+        "TITLE": title.replace("&", "&amp;").replace("<", "&lt;"),
+        "CSS": _asset("page.css"),
+        "JS": _asset("page.js"),
+        "PLOTLY": _plotly_js(),
+        "BOARD": _json_for_script(doc),
+        "QUESTIONS": _json_for_script(questions_document(board)),
+    }
+    # One pass: text put in for one token is never scanned for another.
+    return _TOKEN.sub(lambda m: parts[m.group(1)], _asset("page.html"))
+
+
+def write_html(board: Board, path: str | Path, title: str = "Nejumi leaderboard") -> Path:
+    target = Path(path)
+    atomic_write_text(target, render(board, title))
+    return target

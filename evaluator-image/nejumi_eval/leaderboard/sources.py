@@ -1,0 +1,296 @@
+"""Where evaluations come from. Today: results folders on disk; each source is one function that
+yields `Evaluation`s, so cluster resources (status scores, no per-question data) and W&B runs
+(the same tables by name) can be added beside `from_results_folders` without touching ranking.
+
+An `Evaluation` is an `Entry` (scores, flags, provenance; no placement yet) plus its per-question
+data, read lazily: a source that can only offer scores (a NejumiEvaluation's status) gives none,
+and its entry is ranked without an interval.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from nejumi_eval.api.v1alpha1.summary import Summary
+from nejumi_eval.errors import InputError
+from nejumi_eval.leaderboard.formula import OVERALL, Formula
+from nejumi_eval.leaderboard.model import BenchmarkResult, Entry, Provenance
+from nejumi_eval.leaderboard.questions import BenchmarkQuestions, read_questions
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "summary.json"
+RUN = "run.json"
+_FOLDER_TIME = re.compile(r"-(\d{8}T\d{6}Z)$")
+
+
+class NoResultsError(InputError):
+    """No results folder under any of the paths given (exit 2: the input is wrong)."""
+
+
+@dataclass
+class Evaluation:
+    """One evaluation as a source offers it."""
+
+    entry: Entry
+    load_questions: Callable[[], dict[str, BenchmarkQuestions]] = field(default=dict, repr=False)
+
+    @cached_property
+    def questions(self) -> dict[str, BenchmarkQuestions]:
+        """Per-benchmark per-question data (bootstrap units, drill-down rows); read on first use."""
+        return self.load_questions()
+
+
+# ---- results folders -------------------------------------------------------------------------
+
+
+def find_results_folders(paths: Sequence[str | Path]) -> list[Path]:
+    """Results folders under `paths`: each path may be a results folder (it has summary.json), a
+    folder of them (`<workspace>/results`), or a workspace (`<workspace>/results/*`)."""
+    found: list[Path] = []
+    seen: set[Path] = set()
+
+    def add(folder: Path) -> None:
+        real = folder.resolve()
+        if real not in seen:
+            seen.add(real)
+            found.append(folder)
+
+    for raw in paths:
+        path = Path(raw)
+        if (path / SUMMARY).is_file():
+            add(path)
+            continue
+        for parent in (path, path / "results"):
+            if parent.is_dir():
+                for child in sorted(parent.iterdir()):
+                    if (child / SUMMARY).is_file():
+                        add(child)
+    return found
+
+
+def from_results_folders(paths: Sequence[str | Path]) -> list[Evaluation]:
+    """Every readable evaluation under `paths`. A folder that cannot be read is skipped with a
+    logged warning: one half-written or foreign folder must not stop the whole board.
+
+    Raises `NoResultsError` naming what was searched when nothing is found."""
+    folders = find_results_folders(paths)
+    if not folders:
+        searched = ", ".join(str(Path(p)) for p in paths) or "(none)"
+        raise NoResultsError(
+            f"no results found in {searched}: looked for <path>/{SUMMARY}, <path>/*/{SUMMARY} and "
+            f"<path>/results/*/{SUMMARY} (run `nejumi-eval run --workspace <path>` first)"
+        )
+    evaluations: list[Evaluation] = []
+    for folder in folders:
+        try:
+            evaluations.append(load_results_folder(folder))
+        except (OSError, ValueError, ValidationError) as exc:
+            log.warning("skipping %s: %s", folder, exc)
+    if not evaluations:
+        raise NoResultsError(f"results folders found in {', '.join(map(str, paths))}, but none is readable")
+    return from_sources([evaluations])
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    return doc if isinstance(doc, dict) else {}
+
+
+def _table_reader(folder: Path) -> Callable[[str], list[dict[str, Any]] | None]:
+    def read(name: str) -> list[dict[str, Any]] | None:
+        path = folder / f"{name}.jsonl"
+        if not path.is_file():
+            return None
+        with path.open(encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    return read
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _started(folder: Path, run: dict[str, Any]) -> datetime:
+    """When the evaluation started: run.json, else the folder name's UTC stamp, else its mtime."""
+    started = _time(run.get("started_at"))
+    if started is not None:
+        return started
+    match = _FOLDER_TIME.search(folder.name)
+    if match:
+        return datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return datetime.fromtimestamp((folder / SUMMARY).stat().st_mtime, tz=UTC)
+
+
+def load_results_folder(folder: str | Path) -> Evaluation:
+    """One results folder: summary.json for scores and flags, run.json for provenance."""
+    folder = Path(folder)
+    summary = Summary.model_validate(_read_json(folder / SUMMARY))
+    run = _read_json(folder / RUN)
+    entry = entry_from_summary(
+        summary,
+        run,
+        entry_id=folder.name,
+        source=str(folder),
+        started_at=_started(folder, run),
+    )
+    tables = _table_reader(folder)
+    names = list(entry.benchmarks)
+    return Evaluation(entry=entry, load_questions=lambda: read_questions(names, tables))
+
+
+# ---- summary + run record → Entry --------------------------------------------------------------
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _identity(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a benchmark's run record that decide whether two scores are comparable.
+
+    jaster: protocol, prompt template (name and sha256 of its text), the dataset hashes and the
+    decoding. MT-bench: protocol, variant, the sha256 of questions, references and judge prompts,
+    and the judge model requested (a different judge rates differently). Any other benchmark: its
+    `protocol` and `variant` where recorded."""
+    ident: dict[str, Any] = {"protocol": record.get("protocol")}
+    if name == "jaster":
+        template = record.get("template") or {}
+        ident["template"] = template.get("name")
+        ident["template_sha256"] = template.get("sha256")
+        datasets = record.get("datasets_sha256")
+        ident["datasets_sha256"] = _digest(datasets) if datasets else None
+        ident["decoding"] = record.get("decoding")
+    elif name == "mtbench":
+        ident["variant"] = record.get("variant")
+        files = record.get("files") or {}
+        for part in ("questions", "references", "judge_prompts"):
+            ident[f"{part}_sha256"] = (files.get(part) or {}).get("sha256")
+        judge = record.get("judge") or {}
+        ident["judge"] = judge.get("requested")
+        ident["judge_temperature"] = judge.get("temperature")
+    elif "variant" in record:
+        ident["variant"] = record.get("variant")
+    return ident
+
+
+def _details(run: dict[str, Any]) -> dict[str, Any]:
+    """Provenance recorded for people, not for comparability."""
+    details: dict[str, Any] = {}
+    jaster = run.get("jaster") or {}
+    mtbench = run.get("mtbench") or {}
+    if jaster:
+        details["jaster_mode"] = jaster.get("mode")
+        details["jaster_template"] = (jaster.get("template") or {}).get("name")
+    if mtbench:
+        judge = mtbench.get("judge") or {}
+        details["mtbench_variant"] = mtbench.get("variant")
+        details["judge"] = judge.get("requested")
+        details["judge_returned"] = judge.get("returned")
+        details["mtbench_chat_template"] = mtbench.get("chat_template")
+    if run.get("versions"):
+        details["versions"] = run["versions"]
+    return {k: v for k, v in details.items() if v is not None}
+
+
+def entry_from_summary(
+    summary: Summary,
+    run: dict[str, Any],
+    *,
+    entry_id: str,
+    source: str,
+    started_at: datetime | None = None,
+    formula: Formula = OVERALL,
+) -> Entry:
+    """An unplaced entry from a compact summary and, when there is one, the full run record.
+
+    A cluster source has only the summary (the status scores); it passes `run={}` and gets an
+    entry without provenance, which then forms its own protocol group. Overall is recomputed with
+    the board's formula (the formula is data; a summary written under another formula still ranks
+    by this one), and a disagreement with the recorded Overall is kept as a warning."""
+    from nejumi_eval.benchmarks import registry
+
+    benchmarks: dict[str, BenchmarkResult] = {}
+    for name, b in summary.benchmarks.items():
+        try:
+            title = registry.get(name).title
+        except KeyError:
+            title = name
+        benchmarks[name] = BenchmarkResult(
+            title=title,
+            avg=b.avg if b.scored else None,
+            categories=dict(b.categories),
+            scores=dict(b.scores),
+            samples=b.samples,
+            degraded=b.degraded,
+            capped=b.capped,
+            synthetic_judge=b.synthetic_judge,
+        )
+    overall = formula.value({name: b.avg for name, b in benchmarks.items()})
+    warnings = []
+    if summary.overall is not None and overall is not None and abs(summary.overall - overall) > 1e-9:
+        warnings.append(
+            f"recorded {formula.name} {summary.overall:.6f} differs from the formula's {overall:.6f}"
+        )
+    identity = {
+        name: _identity(name, run.get(name) or {})
+        for name in formula.benchmarks
+        if name in summary.benchmarks
+    }
+    model = run.get("model") or {}
+    return Entry(
+        id=entry_id,
+        source=source,
+        model=summary.model,
+        revision=model.get("revision"),
+        model_source=model.get("source"),
+        status=summary.status,
+        started_at=started_at,
+        ended_at=_time(run.get("ended_at")),
+        overall=overall,
+        benchmarks=benchmarks,
+        runtime_seconds=summary.runtime_seconds.get("total"),
+        degraded=summary.degraded,
+        capped=summary.capped,
+        synthetic_judge=summary.synthetic_judge,
+        provenance=Provenance(identity=identity, details=_details(run), key=_digest(identity)),
+        warnings=warnings,
+    )
+
+
+def from_sources(sources: Iterable[Iterable[Evaluation]]) -> list[Evaluation]:
+    """Every evaluation of several sources, with entry ids made unique (two workspaces may both
+    hold a folder of the same name)."""
+    out: list[Evaluation] = []
+    used: set[str] = set()
+    for source in sources:
+        for evaluation in source:
+            base = evaluation.entry.id
+            n = 2
+            while evaluation.entry.id in used:
+                evaluation.entry.id = f"{base}~{n}"
+                n += 1
+            used.add(evaluation.entry.id)
+            out.append(evaluation)
+    return out
