@@ -1,0 +1,182 @@
+"""The operator killed (SIGKILL, as a node failure or OOM would) at every phase of an evaluation's
+life, then restarted: exactly one Job per evaluation generation, and every status converges to
+what the cluster really did.
+
+The phases, all in flight at once so one run covers them:
+- before the Job exists: the operator dies within a moment of seeing a new evaluation;
+- queued (a suspended Job, `queueName` without Kueue here), pending (16 GPUs on 8-GPU nodes) and
+  running (a slow model server): killed while each holds;
+- after its Job finished but before the status said so: the Job completes while no operator runs;
+- during deletion: an evaluation deleted while the operator is down is gone with its Job, PVC and
+  progress objects when it comes back, and nothing is recreated.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from nejumi_operator.api.names import GROUP, PLURAL, VERSION
+from tests.cluster import NodeAgent, wait_until
+from tests.fixtures.openai_stub import StubServer
+from tests.integration.test_status_truth import create, spec
+from tests.support.kube import apply_crd, delete_crd
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
+
+
+@pytest.fixture(scope="module")
+def crd(k8s_client: ApiClient) -> Iterator[None]:
+    apply_crd(k8s_client)
+    yield
+    delete_crd(k8s_client)
+
+
+class Operator:
+    """`python -m nejumi_operator` as a separate process, so it can be SIGKILLed."""
+
+    def __init__(self, namespace: str, log: Path) -> None:
+        self.namespace, self.log = namespace, log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        with open(self.log, "ab") as out:
+            out.write(f"---- start {self.starts}\n".encode())
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nejumi_operator", "--namespace", self.namespace, "--liveness", ""],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ),
+            )
+
+    def kill(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def status_of(custom: CustomObjectsApi, namespace: str, name: str) -> dict[str, Any]:
+    obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return obj.get("status") or {}
+
+
+def jobs_by_evaluation(batch: BatchV1Api, namespace: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for job in batch.list_namespaced_job(namespace).items:
+        owner = (job.metadata.labels or {}).get("nejumi.wandb.ai/evaluation", "")
+        out.setdefault(owner, []).append(job.metadata.name)
+    return out
+
+
+def test_the_operator_killed_at_every_phase_converges_with_one_job_each(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    operator_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    operator_env.setenv("NEJUMI_OPERATOR_RESYNC_SECONDS", "3")
+    batch, core, custom = BatchV1Api(k8s_client), CoreV1Api(k8s_client), CustomObjectsApi(k8s_client)
+    operator = Operator(namespace, tmp_path / "operator.log")
+
+    def phase(name: str) -> str | None:
+        return status_of(custom, namespace, name).get("phase")
+
+    def until(name: str, *phases: str, timeout: float = 90) -> dict[str, Any]:
+        return wait_until(
+            lambda: status_of(custom, namespace, name) if phase(name) in phases else None,
+            timeout,
+            f"{name} to reach {phases} (now {status_of(custom, namespace, name).get('phase')}); "
+            f"operator log: {operator.log}",
+        )
+
+    try:
+        with StubServer(delay_s=0.5) as slow, StubServer() as fast:
+            # Before the Job exists: created while no operator runs; the first one dies at once.
+            create(k8s_client, namespace, "early", spec(fast.base_url, resources={"gpus": 0}))
+            operator.start()
+            time.sleep(1.5)  # python + kopf start-up: it is listing, creating, or just done
+            operator.kill()
+            operator.start()
+            create(k8s_client, namespace, "queued", spec(fast.base_url, queueName="q", resources={"gpus": 0}))
+            create(k8s_client, namespace, "pending", spec(fast.base_url, resources={"gpus": 16}))
+            running = spec(slow.base_url, resources={"gpus": 0}, generation={"concurrency": 1})
+            running["benchmarks"]["jaster"]["testSamples"] = 40  # ~20 s of generation
+            create(k8s_client, namespace, "running", running)
+            create(k8s_client, namespace, "doomed", spec(slow.base_url, queueName="q", resources={"gpus": 0}))
+            until("early", "Succeeded")
+            until("queued", "Queued")
+            until("pending", "Pending")
+            until("doomed", "Queued")
+            until("running", "Running")
+            # Killed while queued, pending and running; nobody watches while the run completes
+            # and while "doomed" is deleted (its Job and pods go by garbage collection).
+            operator.kill()
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "doomed")
+            wait_until(
+                lambda: (
+                    (batch.read_namespaced_job_status("running-g1", namespace).status.succeeded or 0) >= 1
+                ),
+                120,
+                "the running evaluation's Job to complete while the operator is down",
+            )
+            assert phase("running") == "Running"  # what the last operator saw: now stale
+            operator.start()
+            done = until("running", "Succeeded", timeout=60)
+            assert "jaster" in done["scores"]["benchmarks"] and done["attempt"] == 1
+            assert len(slow.posts) == 40  # one pod, each request once: the kill never touched it
+            assert until("queued", "Queued")["reason"] == "Suspended"
+            assert until("pending", "Pending")["reason"] == "Unschedulable"
+            # Killed once more at rest, restarted: nothing changes, nothing is created twice.
+            operator.kill()
+            operator.start()
+            time.sleep(8)  # > two resync rounds
+            assert phase("early") == phase("running") == "Succeeded"
+    finally:
+        operator.stop()
+
+    with pytest.raises(ApiException) as gone:
+        custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "doomed")
+    assert gone.value.status == 404
+
+    def collected() -> bool:
+        names = [p.metadata.name for p in core.list_namespaced_persistent_volume_claim(namespace).items]
+        names += [c.metadata.name for c in core.list_namespaced_config_map(namespace).items]
+        names += [a.metadata.name for a in core.list_namespaced_service_account(namespace).items]
+        names += [j.metadata.name for j in batch.list_namespaced_job(namespace).items]
+        return not any(n.startswith("doomed") for n in names)
+
+    wait_until(
+        collected, 60, "the deleted evaluation's Job, PVC, ConfigMap and ServiceAccount to be collected"
+    )
+    jobs = jobs_by_evaluation(batch, namespace)
+    assert jobs == {
+        "early": ["early-g1"],
+        "queued": ["queued-g1"],
+        "pending": ["pending-g1"],
+        "running": ["running-g1"],
+    }, jobs
+    log = operator.log.read_text()
+    assert log.count("---- start") == operator.starts == 4
+    assert "Traceback" not in log, log[-4000:]
