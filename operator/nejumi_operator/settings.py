@@ -33,6 +33,9 @@ ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
 ENV_WORKSPACE_SIZE = "NEJUMI_OPERATOR_WORKSPACE_SIZE"
 ENV_WORKSPACE_STORAGE_CLASS = "NEJUMI_OPERATOR_WORKSPACE_STORAGE_CLASS"
 DEFAULT_WORKSPACE_SIZE = "50Gi"
+# The Kueue LocalQueue of evaluations whose spec names none (`queueName` wins); empty = none: such
+# evaluations start at once, outside Kueue.
+ENV_DEFAULT_QUEUE = "NEJUMI_OPERATOR_DEFAULT_QUEUE_NAME"
 # The allow-lists for placement and code execution (JSON, camelCase: nejumi_operator.policy.Policy,
 # the chart's `policy` values); unset = the chart's defaults (the GPU toleration, nothing else).
 ENV_POLICY = "NEJUMI_OPERATOR_POLICY"
@@ -65,6 +68,7 @@ class OperatorConfig:
     workspace_size: str = DEFAULT_WORKSPACE_SIZE
     workspace_storage_class: str = ""
     policy: Policy = field(default_factory=Policy)
+    default_queue_name: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -81,6 +85,7 @@ class OperatorConfig:
             raise SettingsError(f"{ENV_POLICY}: {exc}") from None
         return cls(
             policy=policy,
+            default_queue_name=(env.get(ENV_DEFAULT_QUEUE) or "").strip(),
             image=env.get(ENV_IMAGE) or DEFAULT_IMAGE,
             command=tuple(command),
             evaluator_env=dict(extra),

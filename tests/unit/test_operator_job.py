@@ -481,3 +481,12 @@ def test_the_default_workspace_is_the_evaluations_own_pvc() -> None:
     # one claim per evaluation, whatever the generation: a new generation's Job finds the same cache
     assert workspace == {"name": "workspace", "persistentVolumeClaim": {"claimName": "llama-eval-workspace"}}
     assert builder.workspace_claim_name("llama-eval") == "llama-eval-workspace"
+
+
+def test_the_operators_default_queue_applies_unless_the_spec_names_one() -> None:
+    queued = OperatorConfig(default_queue_name="team-gpus", policy=Policy(enabled=False))
+    job = build_job(evaluation(API_SPEC), queued)
+    assert job["metadata"]["labels"][LABEL_QUEUE] == "team-gpus" and job["spec"]["suspend"] is True
+    own = build_job(evaluation({**API_SPEC, "queueName": "mine"}), queued)
+    assert own["metadata"]["labels"][LABEL_QUEUE] == "mine"
+    assert OperatorConfig.from_env({"NEJUMI_OPERATOR_DEFAULT_QUEUE_NAME": " q "}).default_queue_name == "q"

@@ -19,7 +19,7 @@ from typing import Any
 from kubernetes.client import ApiClient
 
 from nejumi_operator.api.conditions import is_finished
-from nejumi_operator.api.names import API_VERSION, KIND
+from nejumi_operator.api.names import API_VERSION, KIND, LABEL_QUEUE
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
 from nejumi_operator.reconcile.progress import parse_report, progress_configmap_name
@@ -59,7 +59,9 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
         job=job,
         termination=last_termination(pods, job),
         gpus=job_gpus(job) if job else 0,
-        queue_name=spec.get("queueName"),
+        # the queue the Job was given (the spec's, or the operator's default when it was built)
+        queue_name=((job or {}).get("metadata") or {}).get("labels", {}).get(LABEL_QUEUE)
+        or spec.get("queueName"),
         pods=tuple(pods),
         job_events=tuple(events),
         progress=report,

@@ -170,6 +170,12 @@ def _resources(spec: EvaluationSpec) -> dict[str, Any]:
     return {k: v for k, v in (("requests", requests), ("limits", limits)) if v}
 
 
+def queue_name(spec: EvaluationSpec, config: OperatorConfig) -> str | None:
+    """The Kueue LocalQueue of the Job: `queueName`, else the operator's default (the chart's
+    `evaluator.queueName`), else none."""
+    return spec.queue_name or config.default_queue_name or None
+
+
 def workspace_claim_name(name: str) -> str:
     """The PVC the operator creates for evaluation `name` (without `workspace.pvcName`): one per
     evaluation, not per generation, so every attempt and every generation finds the same cache."""
@@ -277,8 +283,9 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         raise InvalidEvaluation("; ".join(problems))
     pod_labels = labels(name)
     job_labels = dict(pod_labels)
-    if spec.queue_name:
-        job_labels[LABEL_QUEUE] = spec.queue_name
+    queue = queue_name(spec, config)
+    if queue:
+        job_labels[LABEL_QUEUE] = queue
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": config.image,
@@ -339,8 +346,8 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         },
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
-    if spec.queue_name:
-        job_spec["suspend"] = True  # Kueue admits (unsuspends) it; without queueName it starts at once
+    if queue:
+        job_spec["suspend"] = True  # Kueue admits (unsuspends) it; without a queue it starts at once
     job_meta: dict[str, Any] = {
         "name": job_name(name, generation),
         "labels": job_labels,
