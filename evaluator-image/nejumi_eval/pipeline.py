@@ -184,7 +184,7 @@ def evaluation_id(spec: EvaluationSpec) -> str:
     """Names one evaluation: the same model, benchmarks and protocol settings give the same id,
     whatever the workspace, the W&B settings, the pod resources or the client's pacing."""
     doc = spec.model_dump(mode="json", by_alias=True, exclude={"workspace", "summary_path", "wandb"})
-    for placement in ("resources", "queueName"):
+    for placement in ("resources", "queueName", "workloadPriorityClassName"):
         doc.pop(placement, None)
     for pacing in ("concurrency", "requestTimeoutSeconds", "maxRetries"):
         doc["generation"].pop(pacing, None)

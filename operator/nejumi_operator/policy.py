@@ -8,7 +8,8 @@ repository (`--trust-remote-code`). The cluster admin decides, in the chart's `p
 - `tolerations`: the tolerations a spec may carry (an exact match on key, operator, value and effect);
   default: the GPU taint the chart knows, `nvidia.com/gpu` Exists NoSchedule;
 - `nodeSelector`: label key → allowed values (`[]`: any value); default: none;
-- `runtimeClassNames`, `priorityClassNames`: default none;
+- `runtimeClassNames`, `priorityClassNames`, `workloadPriorityClassNames` (Kueue's: queue order and
+  preemption): default none;
 - `vllmExtraArgs`: flags `model.vllm.extraArgs` may use (`--flag`, `--flag=value`, or `--flag value`;
   `_` and `-` are one character to vLLM); default none;
 - `allowTrustRemoteCode`: whether `--trust-remote-code` is allowed at all; default false;
@@ -60,6 +61,7 @@ class Policy(BaseModel):
     node_selector: dict[str, list[str]] = Field(default_factory=dict)
     runtime_class_names: list[str] = Field(default_factory=list)
     priority_class_names: list[str] = Field(default_factory=list)
+    workload_priority_class_names: list[str] = Field(default_factory=list)
     vllm_extra_args: list[str] = Field(default_factory=list)
     allow_trust_remote_code: bool = False
 
@@ -102,6 +104,12 @@ class Policy(BaseModel):
                     f"spec.resources.{field}: {name!r} is not in the operator's policy.{field}s "
                     f"(allowed: {', '.join(allowed_names) or 'none'})"
                 )
+        wpc, wpcs = spec.workload_priority_class_name, self.workload_priority_class_names
+        if wpc and wpc not in wpcs:
+            out.append(
+                f"spec.workloadPriorityClassName: {wpc!r} is not in the operator's "
+                f"policy.workloadPriorityClassNames (allowed: {', '.join(wpcs) or 'none'})"
+            )
         flags = {_flag(f) for f in self.vllm_extra_args}
         for i, arg in enumerate(spec.model.vllm.extra_args):
             if not arg.startswith("-"):

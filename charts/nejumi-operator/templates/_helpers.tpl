@@ -129,6 +129,11 @@ in a Role per namespace otherwise. Only what nejumi_operator and kopf actually c
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["create", "get", "list", "watch", "patch"]
+# Kueue's Workload of a suspended Job, read to say why it waits (its QuotaReserved message) or
+# that it was preempted. Read only; nothing is granted if Kueue is not installed.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["list"]
 # The evaluator pods' own ServiceAccount (its token may only write the progress ConfigMap).
 - apiGroups: [""]
   resources: ["serviceaccounts"]

@@ -37,7 +37,12 @@ JOB_PENDING = "JobPending"
 JOB_RUNNING = "JobRunning"
 """The evaluator container is running."""
 SUSPENDED = "Suspended"
-"""The Job is suspended: queued for admission (Kueue) — phase Queued."""
+"""The Job is suspended: queued for admission (Kueue) — phase Queued. The message quotes Kueue's
+Workload (`QuotaReserved=False`: why it does not fit) when there is one."""
+PREEMPTED = "Preempted"
+"""Kueue evicted the running Job (preemption) and requeued it — phase Queued; readmitted, the next
+pod resumes from the workspace's response cache."""
+QUEUED_REASONS = (SUSPENDED, PREEMPTED)
 POD_CREATION_FAILED = "PodCreationFailed"
 """The Job controller cannot create the pod (its FailedCreate event): PodSecurity, quota, a webhook."""
 UNSCHEDULABLE = "Unschedulable"
@@ -116,7 +121,7 @@ def phase_of(conditions: Sequence[Mapping[str, Any]]) -> str:
     running = find(conditions, RUNNING)
     if running and running.get("status") == TRUE:
         return PHASE_RUNNING
-    if running and running.get("reason") == SUSPENDED:
+    if running and running.get("reason") in QUEUED_REASONS:
         return PHASE_QUEUED
     return PHASE_PENDING
 

@@ -108,6 +108,40 @@ def _warn_once(key: str, message: str, *args: Any) -> None:
         log.warning(message, *args)
 
 
+KUEUE_GROUP = "kueue.x-k8s.io"
+KUEUE_VERSIONS = ("v1beta2", "v1beta1")  # Kueue ≥ 0.15 serves both; older ones only v1beta1
+
+
+def job_workload(api: ApiClient, namespace: str, job_uid: str) -> dict[str, Any] | None:
+    """Kueue's Workload for the Job (label `kueue.x-k8s.io/job-uid`), or None: none yet, Kueue not
+    installed, or no RBAC to read it (one warning)."""
+    custom = CustomObjectsApi(api)
+    for version in KUEUE_VERSIONS:
+        try:
+            found = custom.list_namespaced_custom_object(
+                KUEUE_GROUP,
+                version,
+                namespace,
+                "workloads",
+                label_selector=f"{KUEUE_GROUP}/job-uid={job_uid}",
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                continue  # this version (or Kueue) is not served
+            if exc.status in (401, 403):
+                _warn_once(
+                    "list-workloads",
+                    "cannot list Kueue Workloads (%s %s): queued evaluations do not say why they wait",
+                    exc.status,
+                    exc.reason,
+                )
+                return None
+            raise
+        items = found.get("items") or []
+        return dict(items[0]) if items else None
+    return None
+
+
 def job_events(api: ApiClient, namespace: str, job_name: str, job_uid: str | None) -> list[dict[str, Any]]:
     """The Job's core/v1 Events (e.g. the Job controller's FailedCreate: why no pod can be created).
     Without RBAC `list` on events the operator cannot see them: [] and one warning."""

@@ -50,6 +50,10 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
     if job and needs_job_events(job, pods):
         events = calls.job_events(api, namespace, name, (job.get("metadata") or {}).get("uid"))
     spec = evaluation.get("spec") or {}
+    queue = ((job or {}).get("metadata") or {}).get("labels", {}).get(LABEL_QUEUE) or spec.get("queueName")
+    workload = None
+    if job and queue and ((job.get("spec") or {}).get("suspend")):
+        workload = calls.job_workload(api, namespace, str((job.get("metadata") or {}).get("uid")))
     report = None
     if any(_evaluator_running(pod) for pod in pods):
         report = parse_report(calls.read_configmap(api, namespace, progress_configmap_name(meta["name"])))
@@ -59,9 +63,8 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
         job=job,
         termination=last_termination(pods, job),
         gpus=job_gpus(job) if job else 0,
-        # the queue the Job was given (the spec's, or the operator's default when it was built)
-        queue_name=((job or {}).get("metadata") or {}).get("labels", {}).get(LABEL_QUEUE)
-        or spec.get("queueName"),
+        queue_name=queue,  # the Job's (the spec's, or the operator's default when it was built)
+        workload=workload,
         pods=tuple(pods),
         job_events=tuple(events),
         progress=report,

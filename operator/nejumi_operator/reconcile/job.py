@@ -36,7 +36,7 @@ from nejumi_eval.api.v1alpha1.contract import (
     WANDB_API_KEY_ENV,
 )
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
-from nejumi_operator.api.names import GROUP, KIND, LABEL_QUEUE
+from nejumi_operator.api.names import GROUP, KIND, LABEL_QUEUE, LABEL_WORKLOAD_PRIORITY
 from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
 from nejumi_operator.reconcile.progress import evaluator_account_name, progress_env
 from nejumi_operator.settings import OperatorConfig
@@ -286,6 +286,8 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
     queue = queue_name(spec, config)
     if queue:
         job_labels[LABEL_QUEUE] = queue
+    if spec.workload_priority_class_name:
+        job_labels[LABEL_WORKLOAD_PRIORITY] = spec.workload_priority_class_name
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": config.image,

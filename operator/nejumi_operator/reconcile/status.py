@@ -95,6 +95,8 @@ class Observation:
     `JobRejected`)."""
     refused: str | None = None
     """What was refused when not the Job itself: `PersistentVolumeClaim x`, `ServiceAccount y`, …"""
+    workload: Mapping[str, Any] | None = None
+    """Kueue's Workload for a suspended Job in a queue (why it waits, or that it was preempted)."""
     progress: ProgressReport | None = None
     """The evaluator's last live-progress report (`reconcile.progress.parse_report`), if any."""
 
@@ -293,6 +295,28 @@ def _job_condition(job: Mapping[str, Any], type_: str) -> Mapping[str, Any] | No
 
 def _finished(job: Mapping[str, Any]) -> bool:
     return bool(_job_condition(job, "Complete") or _job_condition(job, "Failed"))
+
+
+def _queued(name: str, queue: str, workload: Mapping[str, Any] | None) -> tuple[str, str]:
+    """Reason and message of a Job waiting in a Kueue LocalQueue, in Kueue's own words when its
+    Workload says more: evicted (preempted) and requeued, or not fitting the quota (and why)."""
+    waiting = f"Job {name} is suspended, waiting for admission in LocalQueue {queue}"
+    conds = ((workload or {}).get("status") or {}).get("conditions") or []
+    evicted = c.find(conds, "Evicted")
+    if evicted and evicted.get("status") == c.TRUE:
+        why = (
+            f"{evicted.get('reason')}: {evicted.get('message')}"
+            if evicted.get("message")
+            else evicted.get("reason")
+        )
+        return c.PREEMPTED, (
+            f"Kueue evicted Job {name} ({why}); it waits for readmission in LocalQueue {queue}, and "
+            "its next pod resumes from the workspace's response cache"
+        )
+    reserved = c.find(conds, "QuotaReserved")
+    if reserved and reserved.get("status") == c.FALSE and reserved.get("message"):
+        return c.SUSPENDED, f"{waiting}; Kueue: {reserved.get('reason')}: {reserved.get('message')}"
+    return c.SUSPENDED, waiting
 
 
 def _suspended(job: Mapping[str, Any]) -> bool:
@@ -648,10 +672,13 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
 
     if _suspended(job):
         if obs.queue_name:
-            message = f"Job {name} is suspended, waiting for admission in LocalQueue {obs.queue_name}"
+            reason, message = _queued(name, obs.queue_name, obs.workload)
         else:
-            message = f"Job {name} is suspended (spec.suspend): it starts when it is resumed"
-        return running(c.FALSE, c.SUSPENDED, message + retry, "queued")
+            reason, message = (
+                c.SUSPENDED,
+                f"Job {name} is suspended (spec.suspend): it starts when it is resumed",
+            )
+        return running(c.FALSE, reason, message + retry, "preempted" if reason == c.PREEMPTED else "queued")
 
     if pod is not None and _pod_ended(pod):
         ev = _evaluator(pod)
@@ -985,7 +1012,9 @@ def transitions(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> list[T
         )
         if reason == c.RETRYING:
             return out
-    if phase == c.PHASE_QUEUED and old.get("phase") != c.PHASE_QUEUED:
+    if phase == c.PHASE_QUEUED and reason == c.PREEMPTED and old.get("reason") != c.PREEMPTED:
+        out.append(Transition("Warning", c.PREEMPTED, message))
+    elif phase == c.PHASE_QUEUED and old.get("phase") != c.PHASE_QUEUED:
         out.append(Transition("Normal", "Queued", message))
     elif phase == c.PHASE_PENDING and reason in c.PENDING_PROBLEMS:
         out.append(Transition("Warning", str(reason), message))

@@ -611,6 +611,13 @@ class EvaluationSpec(Spec):
         pattern=DNS_SUBDOMAIN,
         description="Kueue LocalQueue (a label value and an object name); the Job is labelled for it.",
     )
+    workload_priority_class_name: str | None = Field(
+        None,
+        max_length=63,
+        pattern=DNS_SUBDOMAIN,
+        description="Kueue WorkloadPriorityClass of the Job (label kueue.x-k8s.io/priority-class): "
+        "its place in the queue and whom it may preempt. Subject to the operator's policy.",
+    )
     summary_path: str | None = Field(
         None, description="Where to write the compact JSON summary (the pod's termination message)."
     )

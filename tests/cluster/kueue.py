@@ -1,0 +1,394 @@
+"""Run the real Kueue (sigs.k8s.io/kueue) against the test control plane, as a local process.
+
+The operator queues its evaluation Jobs through Kueue, and what it relies on (the Job webhook
+suspending a queued Job, quota reservation and admission, preemption by priority, the reasons and
+messages on a Workload's conditions) lives in Kueue's code, so tests run the genuine manager
+rather than a mock. Everything comes from the one pinned module version: the binary built by
+``make kueue-bin`` (``go install sigs.k8s.io/kueue/cmd/kueue@v0.17.0``) and the manifests in the
+same module's ``config/`` (found through ``go mod download -json``), so they cannot drift apart.
+
+What a real install does in-cluster, and what this harness does instead on loopback:
+
+- **CRDs**: ``config/components/crd/bases`` as they are, plus the conversion-webhook patches that
+  Kueue's own kustomization applies (LocalQueue, ClusterQueue, Cohort, Workload,
+  MultiKueueCluster serve v1beta1 and store v1beta2, converted by Kueue's ``/convert``). The
+  webhook's ``clientConfig`` is ``url: https://127.0.0.1:<port>/convert`` instead of a Service.
+- **Webhooks**: ``config/components/webhook/manifests.yaml`` with every ``clientConfig`` rewritten
+  to ``url: https://127.0.0.1:<port><path>`` and ``caBundle`` set to a harness CA
+  (``tests.cluster.certs``) that also issued the manager's serving certificate for 127.0.0.1.
+  Only the webhooks for Kueue's own API group and for the enabled ``frameworks`` are installed:
+  Kueue answers the others with no-op handlers anyway, and leaving them out keeps the creation of
+  every Pod in the cluster off Kueue's path.
+- **Identity**: a client certificate for the user ``kueue-controller-manager``, bound to Kueue's
+  own roles from ``config/components/rbac`` (``role.yaml``, ``metrics_auth_role.yaml``, and
+  ``manager_secrets_role.yaml`` in the ``kueue-system`` namespace, which MultiKueue's controllers
+  watch), named ``kueue-...`` as kustomize's ``namePrefix`` would, so a missing permission shows up
+  as it would in a cluster. The harness installs CRDs, RBAC and webhooks as the admin (server-side
+  apply, so a restart on the same control plane updates them).
+- **Configuration**: the Configuration file from ``controller_manager_config.yaml``'s format with
+  ``integrations.frameworks`` (``batch/job``), ``manageJobsWithoutQueueName: false`` (only Jobs
+  labelled ``kueue.x-k8s.io/queue-name`` are managed), leader election off, internal certificate
+  management off, and webhook/health/metrics servers on free loopback ports. The visibility API
+  server (``VisibilityOnDemand``) is turned off: it would need an APIService and certificates of
+  its own, and the tests read Workloads directly.
+- **Metrics certificate**: with internal certificate management off, Kueue insists on reading
+  ``/etc/kueue/metrics/certs/tls.{crt,key}`` (a hard-coded path in ``cmd/kueue/main.go``). Rather
+  than writing into ``/etc`` (shared by every test session on the machine), the manager runs in a
+  private mount namespace (``unshare --mount``) where this instance's certificate folder is
+  bind-mounted there; that needs root (or an existing folder of that name, see ``_launch``).
+
+Ready means: ``/readyz`` answers (the webhook server listens), and dry-run creates pass through
+the API server to Kueue's webhooks: a ResourceFlavor, and a queued Job that must come back
+suspended. ``stop`` removes the webhook configurations first, so a stopped Kueue never blocks Job
+creation; the CRDs stay.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from tests.cluster.certs import CertificateAuthority
+from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
+
+KUEUE_MODULE = "sigs.k8s.io/kueue"
+KUEUE_VERSION = "v0.17.0"
+GROUP = "kueue.x-k8s.io"
+API_VERSION = "v1beta2"  # the storage version; v1beta1 is served through the conversion webhook
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # a Job's LocalQueue
+USER = "kueue-controller-manager"
+NAMESPACE = "kueue-system"  # Kueue's own namespace (Configuration.namespace's default)
+FIELD_MANAGER = "nejumi-test-harness"
+# Kueue's own roles and their bindings (config/components/rbac), except leader election (off here).
+RBAC_FILES = (
+    ("role.yaml", "role_binding.yaml"),
+    ("manager_secrets_role.yaml", "manager_secrets_role_binding.yaml"),  # MultiKueue's kubeconfigs
+    ("metrics_auth_role.yaml", "metrics_auth_role_binding.yaml"),  # authn/authz of /metrics
+)
+NAME_PREFIX = "kueue-"  # what config/default's kustomization prefixes every object's name with
+METRICS_CERT_DIR = "/etc/kueue/metrics/certs"  # hard-coded in cmd/kueue/main.go
+
+# Kueue integration name -> the (API group, resource) its webhooks intercept, for the built-in
+# integrations this harness supports.
+FRAMEWORK_RESOURCES = {
+    "batch/job": ("batch", "jobs"),
+    "pod": ("", "pods"),
+    "deployment": ("apps", "deployments"),
+    "statefulset": ("apps", "statefulsets"),
+}
+
+
+class KueueMissing(RuntimeError):
+    """The Kueue binary has not been built (``make kueue-bin``)."""
+
+
+def find_kueue() -> Path:
+    """The kueue binary: ``NEJUMI_KUEUE`` (exported by the Makefile), else the Makefile's cache."""
+    env = os.environ.get("NEJUMI_KUEUE")
+    binary = Path(env) if env else REPO / ".cache" / "kueue-bin" / KUEUE_VERSION / "kueue"
+    if not os.access(binary, os.X_OK):
+        raise KueueMissing(f"kueue binary missing at {binary}: run `make kueue-bin` first (~3 min cold)")
+    return binary
+
+
+def module_dir() -> Path:
+    """The Kueue module's source in the Go module cache (downloaded there by the build)."""
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    out = subprocess.run(
+        [go, "mod", "download", "-json", f"{KUEUE_MODULE}@{KUEUE_VERSION}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GOTOOLCHAIN": "local"},
+        cwd=REPO,
+        check=False,
+    )
+    info = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "Dir" not in info:
+        raise KueueMissing(f"cannot locate {KUEUE_MODULE}@{KUEUE_VERSION}: {info.get('Error') or out.stderr}")
+    return Path(info["Dir"])
+
+
+def load_yaml(path: Path) -> list[dict[str, Any]]:
+    """The (non-empty) documents of a YAML file."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@dataclass
+class Kueue:
+    """The Kueue manager for ``control_plane``, with its state (certs, config, log) in ``workdir``.
+
+    Use as a context manager (or call ``start``/``stop``), like ``ControlPlane``. ``frameworks``
+    are Kueue integration names (``integrations.frameworks``).
+    """
+
+    control_plane: ControlPlane
+    workdir: Path
+    binary: Path | None = None
+    frameworks: tuple[str, ...] = ("batch/job",)
+    tie_to_parent: bool = True
+    process: Process | None = None
+    startup_seconds: float | None = None
+    webhook_port: int = 0
+    health_port: int = 0
+    metrics_port: int = 0
+    _webhook_configs: list[tuple[str, str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir).resolve()
+        unknown = set(self.frameworks) - FRAMEWORK_RESOURCES.keys()
+        if unknown:
+            raise ValueError(f"frameworks not supported by this harness: {sorted(unknown)}")
+        self._finalizer: weakref.finalize[Any, Kueue] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """Kueue's log (stdout and stderr)."""
+        return self.workdir / "logs" / "kueue.log"
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 120.0) -> Kueue:
+        """Install CRDs, RBAC and webhooks, run the manager, and return once its webhooks answer."""
+        t0 = time.monotonic()
+        binary = self.binary or find_kueue()
+        self.source = module_dir()
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        self.webhook_port, self.health_port, self.metrics_port = free_ports(3)
+        ca = CertificateAuthority("nejumi-kueue-webhook-ca")
+        self.ca_bundle = base64.b64encode(ca.pair.cert_pem).decode()
+        serving = ca.serving("kueue-webhook", ["localhost"], ["127.0.0.1"])
+        for folder in ("webhook-certs", "metrics-certs"):
+            (self.workdir / folder).mkdir(exist_ok=True)
+            serving.write(self.workdir / folder, "tls")
+
+        api = self.control_plane.api_client()
+        try:
+            cluster = DynamicClient(api)
+            self._install_crds(cluster, timeout)
+            self._install_rbac(cluster)
+            kubeconfig = self.control_plane.write_kubeconfig(self.workdir / "kueue.kubeconfig", USER)
+            config = self._write_config()
+            self._launch(binary, config, kubeconfig)
+            self._wait_ready(timeout)
+            self._install_webhooks(cluster)
+            self._wait_webhooks(cluster, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            api.close()
+        self.startup_seconds = time.monotonic() - t0
+        return self
+
+    def stop(self) -> None:
+        """Remove the webhook configurations (so nothing calls a dead endpoint), then stop Kueue.
+
+        The CRDs and Kueue's objects stay; safe to call twice.
+        """
+        if self._webhook_configs:
+            with self.control_plane.api_client() as api:
+                cluster = DynamicClient(api)
+                for kind, name in self._webhook_configs:
+                    with contextlib.suppress(NotFoundError):
+                        cluster.resources.get(
+                            api_version="admissionregistration.k8s.io/v1", kind=kind
+                        ).delete(name)
+            self._webhook_configs.clear()
+        if self.process is not None:
+            self.process.stop()
+        if self._finalizer is not None:
+            self._finalizer.detach()
+
+    def __enter__(self) -> Kueue:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- installation -------------------------------------------------------------------------
+
+    def _install_crds(self, cluster: DynamicClient, timeout: float) -> None:
+        """Kueue's CRDs, with the conversion webhook where Kueue's kustomization enables one."""
+        crd_dir = self.source / "config" / "components" / "crd"
+        # The conversion patches the kustomization lists (not those commented out), e.g. workloads.
+        converted = {
+            doc["metadata"]["name"]
+            for entry in yaml.safe_load((crd_dir / "kustomization.yaml").read_text())["patches"]
+            if entry["path"].startswith("patches/webhook_in_")
+            for doc in load_yaml(crd_dir / entry["path"])
+        }
+        names = []
+        for path in sorted((crd_dir / "bases").glob("*.yaml")):
+            for crd in load_yaml(path):
+                if crd["metadata"]["name"] in converted:
+                    crd["spec"]["conversion"] = {
+                        "strategy": "Webhook",
+                        "webhook": {
+                            "clientConfig": {"url": self._url("/convert"), "caBundle": self.ca_bundle},
+                            "conversionReviewVersions": ["v1"],
+                        },
+                    }
+                apply(cluster, crd)
+                names.append(crd["metadata"]["name"])
+
+        crds = cluster.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+
+        def established() -> bool:
+            return all(
+                any(
+                    c.type == "Established" and c.status == "True" for c in crds.get(name=n).status.conditions
+                )
+                for n in names
+            )
+
+        wait_until(established, timeout, "Kueue CRDs Established")
+
+    def _install_rbac(self, cluster: DynamicClient) -> None:
+        """Kueue's roles (the namespaced one in its namespace), bound to the manager's user."""
+        apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+        rbac_dir = self.source / "config" / "components" / "rbac"
+        for role_file, binding_file in RBAC_FILES:
+            for doc in load_yaml(rbac_dir / role_file) + load_yaml(rbac_dir / binding_file):
+                doc["metadata"]["name"] = NAME_PREFIX + doc["metadata"]["name"]
+                if "namespace" in doc["metadata"]:  # `system`, which config/default renames
+                    doc["metadata"]["namespace"] = NAMESPACE
+                if "roleRef" in doc:
+                    doc["roleRef"]["name"] = NAME_PREFIX + doc["roleRef"]["name"]
+                    doc["subjects"] = [
+                        {"kind": "User", "name": USER, "apiGroup": "rbac.authorization.k8s.io"}
+                    ]
+                apply(cluster, doc)
+
+    def _install_webhooks(self, cluster: DynamicClient) -> None:
+        """Kueue's webhook configurations, pointed at the manager on loopback."""
+        frameworks = {FRAMEWORK_RESOURCES[f] for f in self.frameworks}
+
+        def intercepted(webhook: dict[str, Any]) -> bool:
+            """For Kueue's own objects, or for a resource of an enabled integration."""
+            return any(
+                group == GROUP or (group, resource) in frameworks
+                for rule in webhook["rules"]
+                for group in rule["apiGroups"]
+                for resource in rule["resources"]
+            )
+
+        manifests = self.source / "config" / "components" / "webhook" / "manifests.yaml"
+        for config in load_yaml(manifests):
+            config["metadata"]["name"] = NAME_PREFIX + config["metadata"]["name"]
+            config["webhooks"] = [w for w in config["webhooks"] if intercepted(w)]
+            for webhook in config["webhooks"]:
+                path = webhook["clientConfig"]["service"]["path"]
+                webhook["clientConfig"] = {"url": self._url(path), "caBundle": self.ca_bundle}
+            apply(cluster, config)
+            self._webhook_configs.append((config["kind"], config["metadata"]["name"]))
+
+    # ---- the manager process ------------------------------------------------------------------
+
+    def _write_config(self) -> Path:
+        config = {
+            "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+            "kind": "Configuration",
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{self.health_port}"},
+            "metrics": {"bindAddress": f"127.0.0.1:{self.metrics_port}"},
+            "webhook": {
+                "host": "127.0.0.1",
+                "port": self.webhook_port,
+                "certDir": str(self.workdir / "webhook-certs"),
+            },
+            "namespace": NAMESPACE,
+            "leaderElection": {"leaderElect": False},
+            "internalCertManagement": {"enable": False},
+            "manageJobsWithoutQueueName": False,
+            "integrations": {"frameworks": list(self.frameworks)},
+            "featureGates": {"VisibilityOnDemand": False},
+            "clientConnection": {"qps": 50, "burst": 100},
+        }
+        path = self.workdir / "controller_manager_config.yaml"
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def _launch(self, binary: Path, config: Path, kubeconfig: Path) -> None:
+        """Start the manager in a private mount namespace with our metrics certificate mounted
+        on the path Kueue hard-codes. Without root, a readable ``METRICS_CERT_DIR`` that already
+        holds ``tls.crt``/``tls.key`` (any certificate; the tests do not scrape metrics) is used."""
+        argv = [str(binary), f"--config={config}", f"--kubeconfig={kubeconfig}", "--zap-log-level=info"]
+        if os.geteuid() == 0 and shutil.which("unshare"):
+            script = f'mkdir -p {METRICS_CERT_DIR} && mount --bind "$0" {METRICS_CERT_DIR} && exec "$@"'
+            argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
+                    str(self.workdir / "metrics-certs"), *argv]  # fmt: skip
+        elif not all(os.access(Path(METRICS_CERT_DIR) / f, os.R_OK) for f in ("tls.crt", "tls.key")):
+            raise StartupError(
+                f"Kueue needs {METRICS_CERT_DIR}/tls.{{crt,key}}: run the tests as root (the harness "
+                "then mounts its own there, privately) or provide any certificate pair at that path"
+            )
+        self.process = Process("kueue", argv, self.log_path)
+        self.process.start(tie_to_parent=self.tie_to_parent)
+        if self.tie_to_parent:  # stopped at interpreter exit too (the kernel kills it if we die)
+            self._finalizer = weakref.finalize(self, self.process.stop)
+
+    def _wait_ready(self, timeout: float) -> None:
+        proc = self.process
+        assert proc is not None
+
+        def ready() -> bool:
+            if not proc.alive():
+                raise StartupError(f"kueue exited with {proc.popen and proc.popen.returncode}")
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2) as resp:
+                return resp.status == 200
+
+        try:
+            wait_until(ready, timeout, "Kueue /readyz", interval=0.1)
+        except (TimeoutError, StartupError) as exc:
+            raise StartupError(f"{exc}\n--- {proc.log_path} (tail) ---\n{proc.log_tail()}") from None
+
+    def _wait_webhooks(self, cluster: DynamicClient, timeout: float) -> None:
+        """Dry-run creates reach Kueue's webhooks through the API server: a ResourceFlavor (both
+        of its webhooks), and with ``batch/job`` a queued Job, which must come back suspended."""
+        flavors = cluster.resources.get(api_version=f"{GROUP}/{API_VERSION}", kind="ResourceFlavor")
+        jobs = cluster.resources.get(api_version="batch/v1", kind="Job")
+        name = "nejumi-kueue-readiness-probe"
+        flavor = {
+            "apiVersion": f"{GROUP}/{API_VERSION}",
+            "kind": "ResourceFlavor",
+            "metadata": {"name": name},
+        }
+        container = {"name": "probe", "image": "probe", "command": ["true"]}
+        job = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {QUEUE_LABEL: name}},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}},
+        }
+
+        def answered() -> bool:
+            flavors.create(body=flavor, dry_run="All")
+            return "batch/job" not in self.frameworks or jobs.create(body=job, dry_run="All").spec.suspend
+
+        try:
+            wait_until(answered, timeout, "Kueue webhooks (dry-run creates)", interval=0.2)
+        except TimeoutError as exc:
+            assert self.process is not None
+            raise StartupError(f"{exc}\n--- {self.log_path} (tail) ---\n{self.process.log_tail()}") from None
+
+    def _url(self, path: str) -> str:
+        return f"https://127.0.0.1:{self.webhook_port}{path}"
+
+
+def apply(cluster: DynamicClient, body: dict[str, Any]) -> None:
+    """Server-side apply (create, or update after a restart on the same cluster) as the harness."""
+    resource = cluster.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+    resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True)
