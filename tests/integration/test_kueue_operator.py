@@ -18,8 +18,10 @@ from typing import Any
 import kopf
 import pytest
 from kopf.testing import KopfRunner
-from kubernetes.client import ApiClient, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 
+from nejumi_operator.api.names import GROUP as NEJUMI
+from nejumi_operator.api.names import PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.cluster.kueue import API_VERSION, GROUP, Kueue
 from tests.fixtures.openai_stub import StubServer
@@ -148,3 +150,47 @@ def test_a_preempted_evaluation_requeues_and_resumes_from_its_cache(
     assert samples <= len(slow.posts) <= samples + 1, (before, len(slow.posts))
     assert before < samples
     assert done["usage"]["cacheHits"] >= before - 1, done["usage"]
+
+
+def test_deleting_a_queued_evaluation_leaves_nothing_behind(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    operator_env: pytest.MonkeyPatch,
+    gpu_queue: tuple[Kueues, str],
+) -> None:
+    """Queued (more GPUs than the quota), then deleted: no Workload, Job, pod, PVC or progress
+    objects stay (owner references: evaluation → Job → Workload; evaluation → PVC, ConfigMap…)."""
+    queues, queue = gpu_queue
+    core, batch, custom = CoreV1Api(k8s_client), BatchV1Api(k8s_client), CustomObjectsApi(k8s_client)
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    with (
+        Recorder(k8s_client, namespace) as seen,
+        KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
+    ):
+        create(
+            k8s_client, namespace, "too-big", evaluation("http://127.0.0.1:9/v1", queue, gpus=12, samples=2)
+        )
+        seen.wait_for("too-big", "Queued", "Suspended", timeout=120)
+        wait_until(lambda: "; Kueue: " in seen.latest["too-big"]["message"], 60, "Kueue's reason in status")
+        assert queues.workload("too-big-g1") is not None
+        custom.delete_namespaced_custom_object(NEJUMI, VERSION, namespace, PLURAL, "too-big")
+
+        def leftovers() -> list[str]:
+            left = [f"Job/{j.metadata.name}" for j in batch.list_namespaced_job(namespace).items]
+            left += [f"Pod/{p.metadata.name}" for p in core.list_namespaced_pod(namespace).items]
+            left += [
+                f"PVC/{c.metadata.name}"
+                for c in core.list_namespaced_persistent_volume_claim(namespace).items
+            ]
+            left += [
+                f"ConfigMap/{c.metadata.name}"
+                for c in core.list_namespaced_config_map(namespace).items
+                if c.metadata.name.startswith("too-big")
+            ]
+            left += ["Workload"] if queues.workload("too-big-g1") else []
+            return left
+
+        wait_until(lambda: not leftovers(), 60, "every object of the deleted evaluation to be collected")
+    assert (operator.exit_code, operator.exception) == (0, None), operator.output
