@@ -17,8 +17,9 @@ demo: setup-demo
 	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
-bench: setup
+bench: setup browser
 	$(BIN)/python -m tests.bench.run_bench
+	$(BIN)/python -m tests.bench.leaderboard_bench
 
 ## The NejumiEvaluation CRD, generated from the spec model (crd-check: CI fails on drift).
 ## The chart ships a byte-identical copy in charts/nejumi-operator/crds/ (crd-check fails on a difference).

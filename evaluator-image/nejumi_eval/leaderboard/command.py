@@ -1,9 +1,11 @@
-"""`nejumi-eval leaderboard`: rank the evaluations in results folders, with bootstrap intervals."""
+"""`nejumi-eval leaderboard`: rank evaluations with bootstrap intervals, from results folders,
+NejumiEvaluation resources and W&B runs; and build the W&B report of a project."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from nejumi_eval.errors import EXIT_OK, InputError
 
@@ -13,14 +15,48 @@ DEFAULT_PATHS = ("workspace",)
 def add_command(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "leaderboard",
-        help="rank models from results folders: table, CSV/JSON, self-contained HTML page",
+        help="rank models from results folders, the cluster or W&B: table, CSV/JSON, HTML, W&B report",
         description="Rank the evaluations found under PATHS (results folders, <workspace>/results, or "
-        "workspaces). The latest evaluation of each model is ranked; capped, synthetic-judge and "
-        "degraded runs are listed but not ranked unless --include-all; evaluations measured under "
-        "different protocols are ranked in separate groups.",
+        "workspaces), on the cluster (--cluster) and in W&B (--wandb-project, --wandb-dir); with no "
+        "source given, ./workspace. The latest evaluation of each model is ranked; capped, "
+        "synthetic-judge and degraded runs are listed but not ranked unless --include-all; "
+        "unfinished and failed ones are listed, never ranked; evaluations measured under different "
+        "protocols are ranked in separate groups.",
     )
     parser.add_argument(
         "paths", nargs="*", metavar="PATH", help=f"where to look (default: {' '.join(DEFAULT_PATHS)})"
+    )
+    cluster = parser.add_argument_group("NejumiEvaluation resources")
+    cluster.add_argument("--cluster", action="store_true", help="read NejumiEvaluations through the API")
+    cluster.add_argument("--namespace", "-n", metavar="NS", help="their namespace (default: the context's)")
+    cluster.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
+    cluster.add_argument(
+        "--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, ~/.kube/config, in-cluster"
+    )
+    cluster.add_argument(
+        "--workspace-root",
+        metavar="DIR",
+        help="local copies of the workspaces, DIR/<namespace>/<name>/: per-question data and intervals "
+        "(without it: status scores only)",
+    )
+    wandb = parser.add_argument_group("W&B runs")
+    wandb.add_argument(
+        "--wandb-project", action="append", default=[], metavar="ENTITY/PROJECT", help="online (wandb.Api())"
+    )
+    wandb.add_argument(
+        "--wandb-dir", action="append", default=[], metavar="DIR", help="offline run folders at or under DIR"
+    )
+    report = parser.add_argument_group("W&B report")
+    report.add_argument(
+        "--wandb-report",
+        metavar="ENTITY/PROJECT",
+        help="build the Nejumi report over the project's runs and print its outline",
+    )
+    report.add_argument(
+        "--publish", action="store_true", help="save the report to W&B (network, credentials)"
+    )
+    report.add_argument(
+        "--radar-preset", metavar="ID", help="Vega preset of the radar charts (default: nejumi/radar)"
     )
     parser.add_argument("--csv", metavar="FILE", help="write one row per evaluation as CSV")
     parser.add_argument("--json", metavar="FILE", help="write the whole board as JSON")
@@ -34,20 +70,106 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000; 0: none)"
     )
-    parser.add_argument("--title", default="Nejumi leaderboard", help="the HTML page's title")
+    parser.add_argument("--title", default=None, help="the HTML page's (and W&B report's) title")
     parser.set_defaults(func=cmd_leaderboard)
 
 
-def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from nejumi_eval.leaderboard import compare, render, sources
-
+def _check(args: argparse.Namespace) -> None:
     if args.resamples < 0:
         raise InputError(f"--resamples must be 0 or more, got {args.resamples}")
     if args.seed < 0:
         raise InputError(f"--seed must be 0 or more, got {args.seed}")
-    evaluations = sources.from_results_folders(args.paths or list(DEFAULT_PATHS))
+    cluster_only = [
+        flag
+        for flag, value in (
+            ("--namespace", args.namespace),
+            ("--all-namespaces", args.all_namespaces),
+            ("--kubeconfig", args.kubeconfig),
+            ("--workspace-root", args.workspace_root),
+        )
+        if value
+    ]
+    if cluster_only and not args.cluster:
+        raise InputError(f"{', '.join(cluster_only)} only go with --cluster")
+    if args.namespace and args.all_namespaces:
+        raise InputError("give --namespace or --all-namespaces, not both")
+    if (args.publish or args.radar_preset) and not args.wandb_report:
+        raise InputError("--publish and --radar-preset only go with --wandb-report")
+
+
+def _evaluations(args: argparse.Namespace) -> list[Any]:
+    from nejumi_eval.leaderboard import sources
+
+    collected: list[list[Any]] = []
+    others = args.cluster or args.wandb_project or args.wandb_dir
+    if args.paths or not others:
+        collected.append(sources.from_results_folders(args.paths or list(DEFAULT_PATHS)))
+    if args.cluster:
+        from nejumi_eval.leaderboard import cluster
+
+        found = cluster.from_cluster(
+            namespace=args.namespace,
+            all_namespaces=args.all_namespaces,
+            kubeconfig=args.kubeconfig,
+            workspace_root=args.workspace_root,
+        )
+        if not found:
+            where = "any namespace" if args.all_namespaces else f"namespace {args.namespace or '(current)'}"
+            print(f"no NejumiEvaluation in {where}", file=sys.stderr)
+        collected.append(found)
+    if args.wandb_project or args.wandb_dir:
+        from nejumi_eval.leaderboard import wandb_source
+
+        for project in args.wandb_project:
+            collected.append(wandb_source.from_project(project))
+        if args.wandb_dir:
+            collected.append(wandb_source.from_offline_runs(args.wandb_dir))
+    evaluations = sources.from_sources(collected)
+    if not evaluations:
+        raise sources.NoResultsError("no evaluation found in the sources given")
+    return evaluations
+
+
+def _report(args: argparse.Namespace) -> None:
+    from nejumi_eval.leaderboard import wandb_report
+
+    entity, project = wandb_report.split_project(args.wandb_report)
+    report = wandb_report.build_report(
+        entity,
+        project,
+        title=args.title or wandb_report.TITLE,
+        include_all=args.include_all,
+        radar_preset=args.radar_preset or wandb_report.RADAR_PRESET,
+    )
+    print("\n".join(wandb_report.outline(report)))
+    if args.publish:
+        print(f"published {wandb_report.publish(report)}")
+    else:
+        print("not saved: --publish saves it (it needs the W&B API: network and credentials)")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    _check(args)
+    if args.wandb_report and not (args.paths or args.cluster or args.wandb_project or args.wandb_dir):
+        _report(args)
+        return EXIT_OK
+
+    from nejumi_eval.leaderboard import compare, render
+
+    evaluations = _evaluations(args)
     board = compare.build(evaluations, include_all=args.include_all, seed=args.seed, resamples=args.resamples)
     width = None if sys.stdout.isatty() else 200
+    without = [
+        e.id
+        for e in board.leaderboard.entries
+        if e.status == "completed" and not board.evaluations[e.id].questions
+    ]
+    if without:
+        print(
+            f"note: {len(without)} of {len(board.leaderboard.entries)} evaluations have no per-question "
+            "data (listed in the warnings): their scores are shown without a bootstrap interval and "
+            "without drill-down"
+        )
     print(render.terminal(board.leaderboard, width=width))
     written = []
     if args.csv:
@@ -57,7 +179,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     if args.html:
         from nejumi_eval.leaderboard import html
 
-        written.append(html.write_html(board, args.html, title=args.title))
+        written.append(html.write_html(board, args.html, title=args.title or "Nejumi leaderboard"))
     for path in written:
         print(f"wrote {path}", file=sys.stderr)
+    if args.wandb_report:
+        _report(args)
     return EXIT_OK

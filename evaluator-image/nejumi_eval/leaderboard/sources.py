@@ -1,6 +1,7 @@
-"""Where evaluations come from. Today: results folders on disk; each source is one function that
-yields `Evaluation`s, so cluster resources (status scores, no per-question data) and W&B runs
-(the same tables by name) can be added beside `from_results_folders` without touching ranking.
+"""Where evaluations come from: each source is one function that yields `Evaluation`s, so ranking
+never knows which. Results folders on disk are here (`from_results_folders`); NejumiEvaluation
+resources are in `cluster` (status scores, per-question data only from a local workspace copy) and
+W&B runs in `wandb_source` (the same tables by name, so the same per-question data).
 
 An `Evaluation` is an `Entry` (scores, flags, provenance; no placement yet) plus its per-question
 data, read lazily: a source that can only offer scores (a NejumiEvaluation's status) gives none,
@@ -225,8 +226,9 @@ def entry_from_summary(
 ) -> Entry:
     """An unplaced entry from a compact summary and, when there is one, the full run record.
 
-    A cluster source has only the summary (the status scores); it passes `run={}` and gets an
-    entry without provenance, which then forms its own protocol group. Overall is recomputed with
+    A cluster source without the results folder has only the status scores; it passes a run
+    record holding just the model and gets an entry without provenance, which then forms its own
+    protocol group. Overall is recomputed with
     the board's formula (the formula is data; a summary written under another formula still ranks
     by this one), and a disagreement with the recorded Overall is kept as a warning."""
     from nejumi_eval.benchmarks import registry
