@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nejumi_eval.cli import main
+from nejumi_eval.leaderboard.html import read_questions
 from nejumi_eval.leaderboard.model import Leaderboard
 from tests.fixtures.leaderboard_results import constant, ratings, write_results
 
@@ -117,7 +118,7 @@ def test_html_is_one_offline_file(workspaces: list[Path], tmp_path: Path) -> Non
         "org/weak-1b",
     ]
     assert {b["name"]: b["scale"] for b in board["benchmarks"]} == {"jaster": 1, "mtbench": 10}
-    questions = _script_json(text, "questions-data")
+    questions = read_questions(text)  # gzip+base64 in the page
     assert len(questions["questions"]) == 16 * 4 + 8 * 2  # each question once, shared by every model
     assert set(questions["answers"]) == {e["id"] for e in board["board"]["entries"]}
     assert any("日本の首都" in q["prompt"] for q in questions["questions"])
@@ -132,8 +133,8 @@ def test_data_cannot_close_its_script_element(tmp_path: Path) -> None:
     page = tmp_path / "p.html"
     assert main(["leaderboard", str(tmp_path), "--html", str(page)]) == 0
     text = page.read_text(encoding="utf-8")
-    assert "alert(1)" in text and "<script>alert(1)" not in text
-    answers = _script_json(text, "questions-data")["answers"]
+    assert "<script>alert(1)" not in text  # the questions are base64: no markup can appear
+    answers = read_questions(text)["answers"]
     assert any(a.get("output") == rows[0]["raw_output"] for a in next(iter(answers.values())).values())
 
 

@@ -2,16 +2,21 @@
 
 Everything is inside the file: plotly.js (the copy bundled with the `plotly` package), the page's
 CSS and vanilla JS (`page/`), the board as JSON, and the per-question data as a second JSON
-document that the page parses only when the drill-down is first opened (a board of many models
-carries megabytes of prompts and outputs; the ranking should not wait for them).
+document, gzipped and base64-encoded, that the page decompresses (the browser's own
+`DecompressionStream`) and parses only when the drill-down is first opened: a board of 100 models
+carries ~100 MB of prompts and outputs as text, a fifth of that compressed, and the ranking should
+not wait for it.
 
-Both JSON documents sit in `<script type="application/json">` elements with every `<` escaped as
-`\\u003c`, so no prompt or model output can close the element or inject markup; the page's JS
-renders all text through `textContent`, never `innerHTML`.
+The board's JSON sits in a `<script type="application/json">` element with every `<` escaped as
+`\\u003c`, and the questions are base64 (no `<` at all), so no prompt or model output can close
+the element or inject markup; the page's JS renders all text through `textContent`, never
+`innerHTML`.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from importlib import resources
@@ -31,6 +36,18 @@ def _asset(name: str) -> str:
 
 def _json_for_script(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
+
+
+def _gzip_base64(doc: Any) -> str:
+    raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+
+
+def read_questions(page: str) -> dict[str, Any]:
+    """The per-question document of a rendered page (tests, tools): what the page decodes."""
+    start = page.index('id="questions-data"')
+    start = page.index(">", start) + 1
+    return json.loads(gzip.decompress(base64.b64decode(page[start : page.index("</script>", start)])))
 
 
 def _plotly_js() -> str:
@@ -107,7 +124,7 @@ def render(board: Board, title: str = "Nejumi leaderboard") -> str:
         "JS": _asset("page.js"),
         "PLOTLY": _plotly_js(),
         "BOARD": _json_for_script(doc),
-        "QUESTIONS": _json_for_script(questions_document(board)),
+        "QUESTIONS": _gzip_base64(questions_document(board)),
     }
     # One pass: text put in for one token is never scanned for another.
     return _TOKEN.sub(lambda m: parts[m.group(1)], _asset("page.html"))

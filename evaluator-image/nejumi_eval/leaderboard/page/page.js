@@ -318,15 +318,29 @@
 
   // ---- per-question drill-down -----------------------------------------------------------------
 
-  function loadQuestions() {
-    if (!state.questions) {
-      state.questions = JSON.parse(document.getElementById("questions-data").textContent);
-      const benchmarks = [...new Set(state.questions.questions.map((q) => q.b))];
-      const sel = document.getElementById("dd-benchmark");
-      sel.replaceChildren(el("option", { value: "", text: "all" }), ...benchmarks.map((b) => el("option", { value: b, text: b })));
-      fillStrata();
+  // The questions are gzip+base64 (a fifth of their size as text): decompressed by the browser's
+  // DecompressionStream the first time the drill-down opens, then kept.
+  let decoding = null;
+  function decodeQuestions() {
+    if (state.questions) return Promise.resolve(state.questions);
+    if (!decoding) {
+      const b64 = document.getElementById("questions-data").textContent.trim();
+      const bytes = Uint8Array.fromBase64 ? Uint8Array.fromBase64(b64) : Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+      const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+      decoding = new Response(stream).text().then((text) => {
+        state.questions = JSON.parse(text);
+        const benchmarks = [...new Set(state.questions.questions.map((q) => q.b))];
+        const sel = document.getElementById("dd-benchmark");
+        sel.replaceChildren(el("option", { value: "", text: "all" }), ...benchmarks.map((b) => el("option", { value: b, text: b })));
+        fillStrata();
+        return state.questions;
+      });
     }
-    return state.questions;
+    return decoding;
+  }
+
+  function loadQuestions() {
+    return state.questions; // decoded before any drill-down rendering (decodeQuestions)
   }
 
   function fillStrata() {
@@ -462,8 +476,8 @@
     renderScatter();
     document.getElementById("show-all").addEventListener("change", (ev) => { state.showAll = ev.target.checked; renderTable(); renderScatter(); });
     const drill = document.getElementById("drilldown");
-    drill.addEventListener("toggle", () => { if (drill.open) renderDrill(); });
-    const rerender = () => { state.shown = 50; renderDrill(); };
+    drill.addEventListener("toggle", () => { if (drill.open) decodeQuestions().then(renderDrill); });
+    const rerender = () => { state.shown = 50; if (state.questions) renderDrill(); };
     document.getElementById("dd-benchmark").addEventListener("change", () => { fillStrata(); rerender(); });
     document.getElementById("dd-stratum").addEventListener("change", rerender);
     document.getElementById("dd-order").addEventListener("change", rerender);
