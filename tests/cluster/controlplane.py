@@ -54,6 +54,10 @@ CONTROLLERS = (
     "persistentvolume-binder-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",
+    # The chart's operator Deployment (tests/integration/test_in_cluster.py): Deployment →
+    # ReplicaSet → pods, and a killed or deleted replica replaced.
+    "deployment-controller",
+    "replicaset-controller",
 )
 
 
@@ -227,6 +231,9 @@ class ControlPlane:
     workdir: Path
     bin_dir: Path | None = None
     tie_to_parent: bool = True
+    # Opt-in API audit log (the scale bench counts one client's requests with it): an audit.k8s.io/v1
+    # Policy, written to <workdir>/audit-policy.yaml; events go to `audit_log` as JSON lines.
+    audit_policy: dict[str, Any] | None = None
     processes: list[Process] = field(default_factory=list)
     startup_seconds: float | None = None
 
@@ -245,6 +252,11 @@ class ControlPlane:
     def kubeconfig(self) -> Path:
         """The admin kubeconfig (``system:masters``)."""
         return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path | None:
+        """The audit log (JSON lines), when ``audit_policy`` is set."""
+        return self.workdir / "logs" / "audit.log" if self.audit_policy is not None else None
 
     @property
     def ca_file(self) -> Path:
@@ -423,6 +435,19 @@ class ControlPlane:
             "--allow-privileged=true",
             "--anonymous-auth=false",
             "--profiling=false",
+            *self._audit_args(),
+        ]
+
+    def _audit_args(self) -> list[str]:
+        if self.audit_policy is None or self.audit_log is None:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump(self.audit_policy))
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # written as each request completes: counts are exact
         ]
 
     def _kcm_args(self, bins: Path, port: int) -> list[str]:

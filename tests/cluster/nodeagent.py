@@ -50,6 +50,14 @@ What a container gets (the contract operator/evaluator tests can rely on):
   rotated (the API server extends their lifetime to a year). Without mount namespaces (not root)
   such a pod's container waits with ``CreateContainerConfigError`` saying so. emptyDir volumes are
   ignored (the process sees the pod sandbox instead).
+- **the ``kubernetes`` Service**: kopf's ``login_with_service_account`` does not read
+  ``KUBERNETES_SERVICE_HOST``; it hard-codes ``https://kubernetes.default.svc`` (port 443), which
+  needs cluster DNS and the Service's virtual IP, neither of which exists here. So the agent
+  listens on ``<address>:443`` (the first free 127.100.0.x, one per agent) and forwards each
+  connection, TLS untouched, to the API server (whose certificate names
+  ``kubernetes.default.svc``); a pod in a mount namespace gets this machine's ``/etc/hosts`` plus
+  that address for ``kubernetes``, ``kubernetes.default``, ``kubernetes.default.svc`` and
+  ``kubernetes.default.svc.cluster.local``, bind-mounted over its own.
 """
 
 from __future__ import annotations
@@ -65,6 +73,7 @@ import platform
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -134,7 +143,8 @@ def mount_namespace(binds: list[tuple[Path, str]]) -> list[str]:
     if not binds:
         return []
     for _, target in binds:  # a mount point must exist; an empty folder on this machine is harmless
-        Path(target).mkdir(parents=True, exist_ok=True)
+        if not Path(target).exists():  # (a file, such as /etc/hosts, is bound over the file)
+            Path(target).mkdir(parents=True)
     pairs = [arg for folder, target in binds for arg in (str(folder), target)]
     return ["unshare", "--mount", "--propagation", "private", "sh", "-c", _BIND_SCRIPT, "sh", *pairs, "--"]
 
@@ -149,6 +159,92 @@ def mount_namespaces_work() -> bool:
         timeout=10,
     )
     return probe.returncode == 0
+
+
+SERVICE_NAMES = (
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+)
+
+
+class ServiceProxy:
+    """The ``kubernetes`` Service's stand-in: a TCP forwarder from ``<address>:443`` to the API
+    server, ``address`` the first free one of 127.100.0.1, 127.100.0.2, … (several agents in one
+    process each get their own). Bytes are copied both ways; TLS is the client's and the API
+    server's business."""
+
+    PORT = 443
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.address = ""
+        self._listener: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def start(self) -> ServiceProxy:
+        for i in range(1, 255):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                sock.bind((f"127.100.0.{i}", self.PORT))
+            except OSError:
+                sock.close()
+                continue
+            sock.listen(128)
+            self._listener, self.address = sock, f"127.100.0.{i}"
+            threading.Thread(target=self._accept_loop, name="nodeagent-service-proxy", daemon=True).start()
+            return self
+        raise OSError(f"no free 127.100.0.x:{self.PORT} for the kubernetes Service stand-in")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+        with self._lock:
+            conns = list(self._conns)
+        for conn in conns:  # a watch through here must not keep the API server's shutdown waiting
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stopping.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.upstream, timeout=10)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)  # pass the half-close on; the other pump closes
+            with self._lock:
+                done = src in self._conns and dst not in self._conns
+                self._conns.discard(src)
+            if done:  # both directions have ended
+                src.close()
+                dst.close()
 
 
 class ConfigError(Exception):
@@ -431,6 +527,8 @@ class PodWorker(threading.Thread):
         argv = [term if a == original else a for a in argv]
         mounts = self._volume_mounts(spec)
         self._binds = self._file_volumes(spec)
+        if self._binds and self.agent.hosts_file is not None:
+            self._binds.append((self.agent.hosts_file, "/etc/hosts"))
         if wd := spec.get("workingDir"):
             cwd = self._in_mount(wd, mounts)
             if cwd is None:
@@ -707,6 +805,8 @@ class NodeAgent:
         self._watch_resp: Any = None  # the open watch response (urllib3), for stop()
         self.service_env: dict[str, str] = {}
         self.can_mount = False
+        self.service_proxy: ServiceProxy | None = None
+        self.hosts_file: Path | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
@@ -725,6 +825,8 @@ class NodeAgent:
         self.can_mount = mount_namespaces_work()
         if not self.can_mount:
             log.warning("no mount namespaces here: pods with projected/configMap/secret volumes will wait")
+        else:
+            self._start_service_proxy(server.hostname or "127.0.0.1", server.port or 443)
         self._register()
         for target, label in ((self._heartbeat_loop, "heartbeat"), (self._watch_loop, "pod-watch")):
             t = threading.Thread(target=target, name=f"nodeagent-{label}", daemon=True)
@@ -746,6 +848,8 @@ class NodeAgent:
             w.join(timeout=self.max_grace_seconds + 5)
         for t in self._threads:
             t.join(timeout=1)
+        if self.service_proxy is not None:
+            self.service_proxy.stop()
         for c in (self._node_client, self._admin_client):
             if c is not None:
                 with contextlib.suppress(Exception):
@@ -756,6 +860,20 @@ class NodeAgent:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _start_service_proxy(self, host: str, port: int) -> None:
+        """``kubernetes.default.svc:443`` for the pods (see the module docstring); without it (port
+        443 not bindable) pods still have ``KUBERNETES_SERVICE_HOST``/``PORT``."""
+        try:
+            self.service_proxy = ServiceProxy((host, port)).start()
+        except OSError as exc:
+            log.warning("no kubernetes Service stand-in: %s", exc)
+            return
+        hosts = Path("/etc/hosts").read_text(errors="replace") if Path("/etc/hosts").exists() else ""
+        self.hosts_file = self.root / "etc-hosts"
+        self.hosts_file.write_text(
+            hosts.rstrip("\n") + f"\n{self.service_proxy.address} {' '.join(SERVICE_NAMES)}\n"
+        )
 
     def set_gpus(self, count: int) -> None:
         """Change the advertised ``nvidia.com/gpu`` capacity (and allocatable) now."""

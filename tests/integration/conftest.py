@@ -1,11 +1,16 @@
 """Fixtures for tests that need the real control plane (``@pytest.mark.cluster``).
 
 One control plane per test session (startup is a few seconds; a fresh one per test would dominate
-the suite), one fresh namespace per test (isolation without restarting anything), and one GPU node
-agent per session whose GPU count a test may change (restored afterwards).
+the suite), one fresh namespace per test (isolation without restarting anything), and two GPU node
+agents per session whose GPU counts a test may change (restored afterwards):
+
+- ``nejumi-gpu-0`` (``node_agent``): 8 GPUs, no taints: where every pod without a toleration runs.
+- ``nejumi-gpu-1`` (``second_node``): 8 GPUs, label ``nejumi.test/pool=b`` and taint
+  ``nvidia.com/gpu=present:NoSchedule`` (as GPU node pools often are), so only pods that tolerate
+  it (and select it, to be sure of landing there) run on it.
 
 Later suites (operator, e2e) reuse these: ``control_plane``, ``kubeconfig``, ``k8s_client``,
-``namespace`` and ``node_agent``.
+``namespace``, ``node_agent`` and ``second_node``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,14 @@ from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import BinariesMissing, ControlPlane, NodeAgent, StartupError, find_binaries, wait_until
+from tests.cluster.kueue import Kueue, KueueMissing
 from tests.cluster.provisioner import HostPathProvisioner
 
 NODE_NAME = "nejumi-gpu-0"
 DEFAULT_GPUS = int(os.environ.get("NEJUMI_TEST_GPUS", "8"))
+SECOND_NODE_NAME = "nejumi-gpu-1"
+SECOND_NODE_LABELS = {"nejumi.test/pool": "b"}
+SECOND_NODE_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
 
 
 @pytest.fixture(scope="session")
@@ -84,39 +93,76 @@ def k8s_client(control_plane: ControlPlane) -> Iterator[ApiClient]:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def _session_node_agent(
-    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NodeAgent]:
+def _start_agent(
+    control_plane: ControlPlane, root: Path, name: str, labels: dict[str, str] | None = None
+) -> NodeAgent:
     node_kubeconfig = control_plane.write_kubeconfig(
-        control_plane.workdir / "node.kubeconfig", f"system:node:{NODE_NAME}", ("system:nodes",)
+        control_plane.workdir / f"{name}.kubeconfig", f"system:node:{name}", ("system:nodes",)
     )
     agent = NodeAgent(
         node_kubeconfig,
         control_plane.kubeconfig,
-        tmp_path_factory.mktemp("pods"),
-        name=NODE_NAME,
+        root,
+        name=name,
         gpus=DEFAULT_GPUS,
+        labels=dict(labels or {}),
         # Pod commands find the test venv's python and console scripts first.
         extra_env={"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"},
     )
-    agent.start()
+    return agent.start()
+
+
+@pytest.fixture(scope="session")
+def _session_nodes(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[NodeAgent, NodeAgent]]:
+    """Both GPU nodes, started together so that every test sees the same two-node cluster."""
+    first = _start_agent(control_plane, tmp_path_factory.mktemp("pods"), NODE_NAME)
     try:
-        yield agent
+        second = _start_agent(
+            control_plane, tmp_path_factory.mktemp("pods-b"), SECOND_NODE_NAME, SECOND_NODE_LABELS
+        )
+    except BaseException:
+        first.stop()
+        raise
+    try:
+        # The agent registers its node untainted (and waits for that); the taint is the admin's.
+        second.admin_api.patch_node(
+            SECOND_NODE_NAME,
+            {"spec": {"taints": [SECOND_NODE_TAINT]}},
+            _content_type="application/merge-patch+json",
+        )
+        yield first, second
     finally:
-        agent.stop()
+        second.stop()
+        first.stop()
 
 
-@pytest.fixture
-def node_agent(_session_node_agent: NodeAgent) -> Iterator[NodeAgent]:
-    """The Ready GPU node running pods as processes; ``set_gpus(n)`` is undone after the test, and
-    agent errors (bugs in the harness, not pod failures) fail the test that was running."""
-    agent = _session_node_agent
-    yield agent
+def _checked(agent: NodeAgent) -> None:
+    """Undo a test's ``set_gpus`` and fail the test on agent errors (harness bugs, not pod failures)."""
     if agent.gpus != DEFAULT_GPUS:
         agent.set_gpus(DEFAULT_GPUS)
     errors, agent.errors[:] = list(agent.errors), []
-    assert not errors, "node agent errors:\n" + "\n".join(errors)
+    assert not errors, f"node agent {agent.name} errors:\n" + "\n".join(errors)
+
+
+@pytest.fixture
+def node_agent(_session_nodes: tuple[NodeAgent, NodeAgent]) -> Iterator[NodeAgent]:
+    """``nejumi-gpu-0``, the Ready, untainted GPU node running pods as processes; ``set_gpus(n)`` is
+    undone after the test, and agent errors (bugs in the harness, not pod failures) on either node
+    fail the test that was running."""
+    yield _session_nodes[0]
+    for agent in _session_nodes:
+        _checked(agent)
+
+
+@pytest.fixture
+def second_node(_session_nodes: tuple[NodeAgent, NodeAgent]) -> Iterator[NodeAgent]:
+    """``nejumi-gpu-1``: label ``nejumi.test/pool=b``, taint ``nvidia.com/gpu=present:NoSchedule``;
+    restored and checked like ``node_agent``."""
+    yield _session_nodes[1]
+    for agent in _session_nodes:
+        _checked(agent)
 
 
 @pytest.fixture
@@ -168,3 +214,26 @@ def operator_env(kubeconfig: Path, data_mirror: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("NEJUMI_OPERATOR_SERVER_TIMEOUT", "10")
     monkeypatch.setenv("NEJUMI_OPERATOR_RESYNC_SECONDS", "5")
     return monkeypatch
+
+
+@pytest.fixture(scope="session")
+def kueue(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
+    """The real Kueue manager (``make kueue-bin``) on the session control plane: its CRDs, RBAC
+    and webhooks installed, integration ``batch/job``, only Jobs labelled
+    ``kueue.x-k8s.io/queue-name`` managed. Started on first use; stopping it removes its webhooks.
+    A missing binary is a failure, as for the control plane."""
+    problem = None
+    try:
+        manager = Kueue(control_plane, tmp_path_factory.mktemp("kueue"))
+        manager.start()
+    except KueueMissing as exc:
+        problem = str(exc)
+    except StartupError as exc:
+        problem = f"Kueue did not start: {exc}"
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    print(f"\nKueue ready in {manager.startup_seconds:.1f}s (webhooks on 127.0.0.1:{manager.webhook_port})")
+    try:
+        yield manager
+    finally:
+        manager.stop()

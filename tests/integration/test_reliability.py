@@ -13,6 +13,8 @@ The phases, all in flight at once so one run covers them:
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -180,3 +182,78 @@ def test_the_operator_killed_at_every_phase_converges_with_one_job_each(
     log = operator.log.read_text()
     assert log.count("---- start") == operator.starts == 4
     assert "Traceback" not in log, log[-4000:]
+
+
+def test_a_node_lost_mid_run_is_retried_on_another_and_resumes(
+    crd: None,
+    control_plane: Any,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    second_node: NodeAgent,
+    operator_env: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """A third GPU node of pool b runs the evaluation; it dies (its agent stops: every process on it
+    is gone) and its Node is deleted. The pod garbage collector removes the orphaned pod, the Job
+    makes a new one, the scheduler places it on the other pool-b node, and it resumes from the
+    workspace (a volume both nodes reach): the model gets each question about once."""
+    import kopf
+    from kopf.testing import KopfRunner
+
+    from tests.integration.test_status_truth import HANDLERS, Recorder
+
+    pool = dict(second_node.labels)
+    operator_env.setenv(
+        "NEJUMI_OPERATOR_POLICY", json.dumps({"nodeSelector": {k: [v] for k, v in pool.items()}})
+    )
+    kubeconfig = control_plane.write_kubeconfig(
+        tmp_path / "doomed.kubeconfig", "system:node:nejumi-gpu-doomed", ("system:nodes",)
+    )
+    doomed = NodeAgent(
+        kubeconfig,
+        control_plane.kubeconfig,
+        tmp_path / "pods",
+        name="nejumi-gpu-doomed",
+        labels=pool,
+        extra_env=dict(second_node.extra_env),
+    ).start()
+    core = CoreV1Api(k8s_client)
+    taints = core.read_node(second_node.name).spec.taints
+    core.patch_node(doomed.name, {"spec": {"taints": [t.to_dict() for t in taints or []]}})
+    second_node.set_gpus(0)  # the first pod can only go to the doomed node
+    samples = 30
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    try:
+        with (
+            StubServer(delay_s=0.3) as model,
+            Recorder(k8s_client, namespace) as seen,
+            KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
+        ):
+            body = spec(
+                model.base_url,
+                resources={
+                    "gpus": 1,
+                    "nodeSelector": pool,
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                },
+                generation={"concurrency": 1},
+            )
+            body["benchmarks"]["jaster"]["testSamples"] = samples
+            create(k8s_client, namespace, "far", body)
+            first = seen.wait_for("far", "Running", "JobRunning", timeout=120)
+            assert "on node nejumi-gpu-doomed" in first["message"], first["message"]
+            wait_until(lambda: len(model.posts) >= 8, 60, "some answers before the node dies")
+            second_node.set_gpus(8)
+            doomed.stop()  # the machine is gone: its processes with it, no more status from it
+            core.delete_node(doomed.name)
+            done = seen.wait_for("far", "Succeeded", "EvaluationCompleted", timeout=240)
+        assert (operator.exit_code, operator.exception) == (0, None), operator.output
+    finally:
+        doomed.stop()
+        with contextlib.suppress(ApiException):
+            core.delete_node(doomed.name)
+    nodes = {p.spec.node_name for p in core.list_namespaced_pod(namespace).items}
+    assert nodes == {second_node.name}, nodes  # the lost node's pod was collected
+    assert samples <= len(model.posts) <= samples + 2, len(model.posts)
+    assert done["usage"]["cacheHits"] >= 7, done["usage"]
