@@ -148,6 +148,8 @@ def test_job_over_gpu_capacity_pends_until_node_grows(
     k8s_client: ApiClient, namespace: str, node_agent: NodeAgent
 ) -> None:
     core, batch = CoreV1Api(k8s_client), BatchV1Api(k8s_client)
+    # More than this node has; the second node (tests/integration/conftest.py) has no more and is
+    # tainted, so no node can take the pod until this one grows.
     wanted = node_agent.gpus * 2
     batch.create_namespaced_job(namespace, job_manifest("too-big", "pass", gpus=wanted))
     (pod,) = wait_until(
