@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
 
     kopf.configure(verbose=args.verbose)
     kopf.run(
-        standalone=True,  # one replica (Deployment strategy Recreate): no peering objects needed
+        standalone=True,  # no peering: every replica may act on every evaluation (guarded writes)
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,

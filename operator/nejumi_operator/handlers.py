@@ -27,6 +27,7 @@ import contextlib
 import functools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -37,17 +38,15 @@ from nejumi_operator.api.conditions import is_finished
 from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
-from nejumi_operator.kube.sync import record_transition, sync_status
+from nejumi_operator.kube.sync import sync_status
 from nejumi_operator.reconcile.job import (
     InvalidEvaluation,
     build_job,
     build_workspace_pvc,
-    job_name,
     retain_workspace,
 )
 from nejumi_operator.reconcile.naming import MAX_NAME
 from nejumi_operator.reconcile.progress import LABEL_PROGRESS_OF, build_progress_objects
-from nejumi_operator.reconcile.status import Observation, reduce_status, status_patch
 from nejumi_operator.settings import OperatorConfig
 
 FINALIZER = f"{GROUP}/finalizer"
@@ -92,8 +91,14 @@ async def configure(
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """The pod's ServiceAccount, else $KUBECONFIG as it is now (the client library reads it at import)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """The kubernetes client's own configuration — the pod's ServiceAccount at
+    `$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT` in a cluster, else $KUBECONFIG — so kopf's
+    watches and the operator's own calls (`make_api_client`) reach the same API server. (kopf's
+    `login_with_service_account` would dial `kubernetes.default.svc`, which needs cluster DNS.)
+    Outside a pod, $KUBECONFIG as it is now (the client library reads it once, at import)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return kopf.login_via_client(**kwargs)
+    return kopf.login_with_kubeconfig(**kwargs)
 
 
 @kopf.on.cleanup()
@@ -144,7 +149,6 @@ def ensure_job(
     name: str,
     namespace: str,
     status: kopf.Status,
-    patch: kopf.Patch,
     memo: kopf.Memo,
     logger: logging.Logger,
     **_: Any,
@@ -154,7 +158,7 @@ def ensure_job(
     try:
         job = build_job(body, memo.config)
     except InvalidEvaluation as exc:
-        _reject(body, name, status, patch, memo, spec_error=str(exc))
+        sync_status(memo.api, namespace, name, rejected={"spec_error": str(exc)})
         raise kopf.PermanentError(str(exc)) from None
     # Owner reference → the Job and its pods are garbage-collected with the evaluation, even while
     # the operator is down. (Not kopf.adopt: it would copy the evaluation's labels, e.g. a Kueue
@@ -180,21 +184,10 @@ def ensure_job(
         if exc.status not in (400, 403, 422):  # the API server's word on this Job: no retry helps
             raise
         what, message = _refused_kind(exc), _api_message(exc)
-        _reject(body, name, status, patch, memo, job_rejected=message, refused=what)
+        sync_status(memo.api, namespace, name, rejected={"job_rejected": message, "refused": what})
         raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
     sync_status(memo.api, namespace, name)
-
-
-def _reject(
-    body: kopf.Body, name: str, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **why: str | None
-) -> None:
-    """Write the rejection into status (no Job exists) and post its Event."""
-    generation = int(body.meta.get("generation") or 1)
-    obs = Observation(generation=generation, job_name=job_name(name, generation), **why)
-    new = reduce_status(status, obs)
-    patch.status.update(status_patch(status, new))
-    record_transition(getattr(memo, "api", None), body, status, new)
 
 
 def _refused_kind(exc: ApiException) -> str | None:

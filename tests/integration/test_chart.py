@@ -2,8 +2,8 @@
 `kubectl auth can-i` for the operator's ServiceAccount and for users bound to the editor/viewer
 roles, Pod Security `restricted` for the operator pod, and `helm uninstall` cleaning up.
 
-The operator runs with `replicaCount=0`: the test node agent would run its pod as a local process
-without a ServiceAccount token, so these tests check what the chart grants, not the operator."""
+The operator runs with `replicaCount=0` here: these tests check what the chart grants and admits;
+tests/integration/test_in_cluster.py runs the chart's operator Deployment itself."""
 
 from __future__ import annotations
 
@@ -78,8 +78,7 @@ class Release:
         )
 
     def install(self, *values: str) -> subprocess.CompletedProcess[str]:
-        # replicaCount=0: see the module docstring. No --wait: the test control plane runs no
-        # deployment controller, so a Deployment's status never becomes "ready".
+        # replicaCount=0: see the module docstring.
         return self.helm(
             "install", self.name, str(CHART), "--set", "replicaCount=0", *values, "--timeout", "90s"
         )

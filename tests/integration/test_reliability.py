@@ -257,3 +257,38 @@ def test_a_node_lost_mid_run_is_retried_on_another_and_resumes(
     assert nodes == {second_node.name}, nodes  # the lost node's pod was collected
     assert samples <= len(model.posts) <= samples + 2, len(model.posts)
     assert done["usage"]["cacheHits"] >= 7, done["usage"]
+
+
+def test_two_operators_refusing_one_evaluation_announce_it_once(
+    crd: None, k8s_client: ApiClient, namespace: str, operator_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Both replicas refuse it (no PVC may be created here); the guarded status write lets one of
+    them win, and only the winner posts the Event."""
+    core, custom = CoreV1Api(k8s_client), CustomObjectsApi(k8s_client)
+    core.create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "no-claims"}, "spec": {"hard": {"persistentvolumeclaims": "0"}}}
+    )
+    wait_until(lambda: core.read_namespaced_resource_quota("no-claims", namespace).status.hard, 30, "quota")
+    first, second = (Operator(namespace, tmp_path / f"operator-{i}.log") for i in (1, 2))
+    first.start()
+    second.start()
+    try:
+        time.sleep(3)  # both are watching
+        for i in range(3):
+            create(
+                k8s_client, namespace, f"refused-{i}", spec("http://127.0.0.1:9/v1", resources={"gpus": 0})
+            )
+        for i in range(3):
+            wait_until(
+                lambda i=i: status_of(custom, namespace, f"refused-{i}").get("reason") == "JobRejected",
+                60,
+                "rejection",
+            )
+        time.sleep(5)  # let the slower replica finish its attempt too
+    finally:
+        first.stop()
+        second.stop()
+    events = core.list_namespaced_event(namespace, field_selector="reason=Rejected").items
+    assert sorted(e.involved_object.name for e in events) == ["refused-0", "refused-1", "refused-2"], [
+        (e.involved_object.name, e.reporting_instance) for e in events
+    ]

@@ -367,7 +367,7 @@ def test_long_release_names_stay_within_63_characters(home: Path) -> None:
     ("values", "message"),
     [
         ({"replicaCount": "x"}, "at '/replicaCount': got string, want integer"),
-        ({"replicaCount": "2"}, "at '/replicaCount': maximum: got 2, want 1"),
+        ({"replicaCount": -1}, "at '/replicaCount': minimum: got -1, want 0"),
         ({"replicaCoutn": "1"}, "additional properties 'replicaCoutn' not allowed"),
         ({"image.pullPolicy": "Sometimes"}, "at '/image/pullPolicy'"),
         ({"watchNamespaces": "{Team_A}"}, "at '/watchNamespaces/0'"),

@@ -90,9 +90,14 @@ def job_gpus(job: Mapping[str, Any]) -> int:
     return 0
 
 
-def sync_status(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+def sync_status(
+    api: ApiClient, namespace: str, name: str, rejected: Mapping[str, str | None] | None = None
+) -> dict[str, Any] | None:
     """Bring the evaluation's status up to date; returns it (None: the evaluation is gone).
-    A finished evaluation's status is final and is left alone."""
+    A finished evaluation's status is final and is left alone. `rejected` (the operator refused the
+    spec, or the API server what it needs: `Observation.spec_error` / `job_rejected` + `refused`)
+    replaces the observation of a Job that will never exist; it goes through the same guarded
+    write, so two replicas that both refuse an evaluation post its Event once."""
     for _ in range(ATTEMPTS):
         evaluation = calls.read_evaluation(api, namespace, name)
         if evaluation is None or evaluation["metadata"].get("deletionTimestamp"):
@@ -101,7 +106,11 @@ def sync_status(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | N
         generation = int(evaluation["metadata"].get("generation") or 1)
         if is_finished(old) and old.get("observedGeneration") == generation:
             return old
-        new = reduce_status(old, observe(api, evaluation))
+        if rejected is not None:
+            obs = Observation(generation=generation, job_name=job_name(name, generation), **rejected)
+        else:
+            obs = observe(api, evaluation)
+        new = reduce_status(old, obs)
         if new == old:
             return old
         try:

@@ -472,7 +472,11 @@ def _scheduling_hints(message: str, gpus: int) -> list[str]:
     if "unbound immediate PersistentVolumeClaims" in message:
         hints.append("the workspace PVC is not bound: check its StorageClass and provisioner")
     if "untolerated taint" in message:
-        hints.append("the nodes have taints the pod does not tolerate: set spec.resources.tolerations")
+        # Only some nodes may be tainted, and the others may lack something else: not a sure fix.
+        hints.append(
+            "some nodes have taints the pod does not tolerate (if it should run there, add the "
+            "toleration to spec.resources.tolerations, as the operator's policy allows)"
+        )
     if "node affinity/selector" in message:
         hints.append("no node matches spec.resources.nodeSelector")
     return hints
