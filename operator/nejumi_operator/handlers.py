@@ -34,7 +34,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.conditions import is_finished
+from nejumi_operator.api.conditions import ACCEPTED, TRUE, find, is_finished
 from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
@@ -70,6 +70,9 @@ async def configure(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = config.server_timeout_seconds
+    # The handlers block on API calls: enough threads that a burst of events (hundreds of Jobs
+    # finishing) does not queue status writes behind each other (make bench --only scale).
+    settings.execution.max_workers = 32
     memo.config = config
     memo.api = make_api_client()
     memo.resync = asyncio.create_task(
@@ -149,11 +152,23 @@ def ensure_job(
     name: str,
     namespace: str,
     status: kopf.Status,
+    reason: kopf.Reason,
     memo: kopf.Memo,
     logger: logging.Logger,
     **_: Any,
 ) -> None:
     if is_finished(status):
+        return
+    generation = int(body.meta.get("generation") or 1)
+    accepted = find(status.get("conditions"), ACCEPTED) or {}
+    if (
+        reason == kopf.Reason.CREATE
+        and accepted.get("status") == TRUE
+        and status.get("observedGeneration") == generation
+    ):
+        # kopf can hand the creation over again when it does not see its own annotations in time
+        # under load: the status already says this generation's Job exists (written after it was
+        # created), so there is nothing to create. (A resume, after a restart, checks everything.)
         return
     try:
         job = build_job(body, memo.config)

@@ -232,6 +232,9 @@ def needs_job_events(job: Mapping[str, Any] | None, pods: Iterable[Mapping[str, 
     no live pod may be failing to create one (FailedCreate); then the caller lists its events."""
     if job is None or _finished(job) or _suspended(job):
         return False
+    pods = list(pods)
+    if not pods and not (job.get("status") or {}).get("startTime"):
+        return False  # the Job controller has not looked at it yet: it cannot have failed to create
     return all(_pod_ended(p) for p in pods)
 
 
