@@ -11,15 +11,19 @@ the tiny model, and the test doubles ``StubServer``/``ScriptedJudge`` (real HTTP
 5. GPU-holding time: a full ``pipeline.run`` on the tiny model; server down vs last judgment
 6. generation at the server's limit: ``pipeline.run`` against servers of known capacity
    (tests/fixtures/capacity_server.py), measured / least possible time, and Neo's sequential run
+7. the operator at scale: N evaluations at once on the test control plane (tests/bench/scale.py)
 
 ``--only capacity`` runs section 6 alone (it needs no tiny model) and writes
 ``.cache/bench/results.capacity.json`` instead; ``--capacity B --latency L`` change its model server.
+``--only scale`` runs section 7 alone (``.cache/bench/results.scale.json``); ``--scale 50,500`` and
+``--resync 500`` choose its sizes (``--resync 0``: no resync run).
 
 Figures are wall-clock times on whatever else the machine is doing: the load average is recorded
 with them. Best-of-N is taken where a run is cheap enough to repeat.
 
     python -m tests.bench.run_bench                   # from the repo root (make bench)
     python -m tests.bench.run_bench --only capacity   # section 6 alone
+    python -m tests.bench.run_bench --only scale      # section 7 alone
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from nejumi_eval.runtime.client import (
 )
 from nejumi_eval.runtime.serve import ModelServer, ServerSettings
 from nejumi_eval.runtime.serve.tiny import TinyModel, build_tiny_model
+from tests.bench.scale import ScaleSetup, bench_scale
 from tests.fixtures.capacity_server import CapacityProcess, Occupancy, Served, ServerConfig, occupancy
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
@@ -831,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="make bench: the evaluator's performance figures")
     parser.add_argument(
         "--only",
-        choices=["capacity"],
+        choices=["capacity", "scale"],
         help="run one section alone (results go to .cache/bench/results.<section>.json)",
     )
     default = CapacitySetup()
@@ -839,8 +844,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--latency", type=float, default=default.latency_s, help="section 6: model server's L (s)"
     )
+    parser.add_argument("--scale", default="50,500", help="section 7: evaluation counts (comma-separated)")
+    parser.add_argument("--resync", default="500", help="section 7: resync-loop run sizes (0: none)")
     args = parser.parse_args(argv)
     setup = CapacitySetup(b=args.capacity, latency_s=args.latency)
+    scale_setup = ScaleSetup(counts=_counts(args.scale), resync_counts=_counts(args.resync))
     started = time.perf_counter()
     machine = {"before": _machine()}
     print(f"load average before: {machine['before']['loadavg']} on {machine['before']['cpus']} CPUs")
@@ -851,7 +859,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             tiny = build_tiny_model()
             asyncio.run(bench_async(report, tiny, workdir))
             bench_gpu_holding(report, tiny, workdir)
-        bench_capacity(report, workdir, setup)
+        if args.only in (None, "capacity"):
+            bench_capacity(report, workdir, setup)
+        if args.only in (None, "scale"):
+            bench_scale(report, workdir / "scale", scale_setup)
     machine["after"] = _machine()
     machine["bench_seconds"] = round(time.perf_counter() - started, 1)
 
@@ -864,6 +875,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine, **report.sections}, indent=2) + "\n")
     print(f"wrote {path}")
+
+
+def _counts(text: str) -> tuple[int, ...]:
+    return tuple(n for n in (int(x) for x in text.split(",") if x.strip()) if n > 0)
 
 
 if __name__ == "__main__":
