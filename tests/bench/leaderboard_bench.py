@@ -35,8 +35,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / ".cache" / "bench" / "leaderboard.json"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SAMPLES = 120  # per jaster dataset
 QUESTIONS = 10  # per MT-bench category
 
@@ -106,22 +104,9 @@ def build(root: Path, html_path: Path, resamples: int) -> dict[str, Any]:
 
 
 def browser() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
+    from tests.support.browser import headless_chromium
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--enable-precise-memory-info",
-    ):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(300)
-    return driver
+    return headless_chromium("--enable-precise-memory-info", page_load_timeout=300, in_test=False)
 
 
 def in_browser(driver: Any, html_path: Path, ranked: int, repeat: int) -> dict[str, Any]:
@@ -191,9 +176,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", metavar="DIR", help="keep the results folders and pages in DIR")
     args = parser.parse_args(argv)
     os.environ.setdefault("NEJUMI_DATA_MIRROR", str(REPO.parent / "shared" / "datasets" / "raw"))
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        raise SystemExit(f"not installed: {', '.join(missing)} (make browser)")
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lb-bench-"))
     results = []
     driver = browser()

@@ -15,17 +15,13 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from nejumi_eval.benchmarks.jaster.tasks import task_table
 from nejumi_eval.cli import main
 from tests.fixtures.leaderboard_results import DATASETS, ratings, write_results
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-
+from tests.support.browser import headless_chromium
 
 CATEGORY_OF = {d: c for c, members in task_table().categories.items() for d in members}
 SAMPLES = 10
@@ -72,26 +68,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"not installed: {', '.join(missing)} (`make browser`: apt-get install chromium "
-            "chromium-driver fonts-noto-cjk)",
-            pytrace=False,
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--window-size=1400,1000",
-        "--lang=ja",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
+    driver = headless_chromium("--lang=ja")
     try:
         yield driver
     finally:

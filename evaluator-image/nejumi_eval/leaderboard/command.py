@@ -58,8 +58,27 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     report.add_argument(
         "--radar-preset", metavar="ID", help="Vega preset of the radar charts (default: nejumi/radar)"
     )
+    diff = parser.add_argument_group("two evaluations question by question")
+    diff.add_argument(
+        "--diff",
+        nargs=2,
+        metavar=("A", "B"),
+        help="instead of the ranking: which questions B scored higher (improved) or lower (regressed) "
+        "than A, per dataset / category. A, B: an evaluation id, MODEL (when it has one evaluation) or "
+        "MODEL@REF (REF: latest, previous, a start time like 2026-11-01T09:00, a revision prefix); "
+        "--json FILE then writes the diff",
+    )
+    diff.add_argument(
+        "--flipped",
+        type=int,
+        default=None,
+        metavar="N",
+        help="flipped questions listed per dataset with --diff (default 10; 0: none; --json has all)",
+    )
     parser.add_argument("--csv", metavar="FILE", help="write one row per evaluation as CSV")
-    parser.add_argument("--json", metavar="FILE", help="write the whole board as JSON")
+    parser.add_argument(
+        "--json", metavar="FILE", help="write the whole board (with --diff: the diff) as JSON"
+    )
     parser.add_argument("--html", metavar="FILE", help="write a self-contained HTML page (works offline)")
     parser.add_argument(
         "--include-all",
@@ -95,6 +114,25 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError("give --namespace or --all-namespaces, not both")
     if (args.publish or args.radar_preset) and not args.wandb_report:
         raise InputError("--publish and --radar-preset only go with --wandb-report")
+    if args.flipped is not None and not args.diff:
+        raise InputError("--flipped only goes with --diff")
+    if args.flipped is not None and args.flipped < 0:
+        raise InputError(f"--flipped must be 0 or more, got {args.flipped}")
+    if args.diff:
+        board_only = [
+            flag
+            for flag, value in (
+                ("--csv", args.csv),
+                ("--html", args.html),
+                ("--wandb-report", args.wandb_report),
+            )
+            if value
+        ]
+        if board_only:
+            raise InputError(
+                f"--diff prints the difference of two evaluations; {', '.join(board_only)} write the board: "
+                "run them without --diff"
+            )
 
 
 def _evaluations(args: argparse.Namespace) -> list[Any]:
@@ -148,8 +186,29 @@ def _report(args: argparse.Namespace) -> None:
         print("not saved: --publish saves it (it needs the W&B API: network and credentials)")
 
 
+def _diff(args: argparse.Namespace) -> int:
+    from nejumi_eval.leaderboard import diff
+
+    evaluations = _evaluations(args)
+    a, b = (diff.resolve(ref, evaluations) for ref in args.diff)
+    result = diff.compute(a, b, seed=args.seed, resamples=args.resamples)
+    if not result.benchmarks:
+        raise InputError(
+            f"nothing to compare: {'; '.join(result.warnings) or 'no benchmark shared'} "
+            "(the diff needs both evaluations' per-question tables)"
+        )
+    width = None if sys.stdout.isatty() else 200
+    flipped = 10 if args.flipped is None else args.flipped
+    print(diff.terminal(result, width=width, flipped=flipped))
+    if args.json:
+        print(f"wrote {diff.write_json(result, args.json)}", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     _check(args)
+    if args.diff:
+        return _diff(args)
     if args.wandb_report and not (args.paths or args.cluster or args.wandb_project or args.wandb_dir):
         _report(args)
         return EXIT_OK

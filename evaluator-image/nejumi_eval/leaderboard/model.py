@@ -50,6 +50,17 @@ class Provenance(BaseModel):
     key: str = Field("", description="Digest of `identity`: equal keys, comparable evaluations.")
 
 
+class TokenUsage(BaseModel):
+    """Tokens an evaluation spent, as its summary's `usage` records them (the run record's where a
+    source has no summary usage). Judge tokens are the judge's prompt and completion together."""
+
+    prompt_tokens: int = Field(0, description="The model's prompt tokens, every benchmark.")
+    completion_tokens: int = Field(0, description="The model's completion tokens.")
+    judge_tokens: int = Field(0, description="The judge's prompt + completion tokens (MT-bench).")
+    requests_sent: int = Field(0, description="Requests sent to the model and the judge.")
+    cache_hits: int = Field(0, description="Requests answered from the response cache.")
+
+
 EntryState = Literal["ranked", "excluded", "superseded"]
 
 
@@ -71,6 +82,7 @@ class Entry(BaseModel):
     overall_ci: Interval | None = None
     benchmarks: dict[str, BenchmarkResult] = Field(default_factory=dict)
     runtime_seconds: float | None = Field(None, description="Wall-clock seconds of the whole evaluation.")
+    usage: TokenUsage | None = Field(None, description="Tokens spent; null where the source records none.")
     degraded: bool = False
     capped: bool = False
     synthetic_judge: bool = False

@@ -121,7 +121,8 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
 
 
 def rows(board: Leaderboard) -> list[dict[str, Any]]:
-    """One flat row per evaluation (CSV): placement, scores with intervals, categories, provenance."""
+    """One flat row per evaluation (CSV): placement, scores with intervals, categories, runtime and
+    tokens, provenance."""
     names = _columns(board)
     categories: dict[str, list[str]] = {n: [] for n in names}
     for entry in board.entries:
@@ -150,6 +151,9 @@ def rows(board: Leaderboard) -> list[dict[str, Any]]:
         row.update(
             {
                 "runtime_seconds": entry.runtime_seconds,
+                "prompt_tokens": entry.usage.prompt_tokens if entry.usage else None,
+                "completion_tokens": entry.usage.completion_tokens if entry.usage else None,
+                "judge_tokens": entry.usage.judge_tokens if entry.usage else None,
                 "degraded": entry.degraded,
                 "capped": entry.capped,
                 "synthetic_judge": entry.synthetic_judge,

@@ -23,10 +23,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nejumi_eval.api.v1alpha1.summary import Summary
+from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.errors import InputError
 from nejumi_eval.leaderboard.formula import OVERALL, Formula
-from nejumi_eval.leaderboard.model import BenchmarkResult, Entry, Provenance
+from nejumi_eval.leaderboard.model import BenchmarkResult, Entry, Provenance, TokenUsage
 from nejumi_eval.leaderboard.questions import BenchmarkQuestions, read_questions
 
 log = logging.getLogger(__name__)
@@ -215,6 +215,22 @@ def _details(run: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in details.items() if v is not None}
 
 
+def _usage(summary: Summary, run: dict[str, Any]) -> TokenUsage | None:
+    """The summary's `usage` where it records one (a results folder's summary.json always does),
+    else the run record's (a W&B run's config is the run record), else none: a source that has
+    neither (a NejumiEvaluation's status) shows no token counts rather than zeros."""
+    if "usage" in summary.model_fields_set:
+        recorded = summary.usage
+    elif isinstance(run.get("usage"), dict):
+        try:
+            recorded = Usage.model_validate(run["usage"])
+        except ValidationError:
+            return None
+    else:
+        return None
+    return TokenUsage.model_validate(recorded.model_dump())
+
+
 def entry_from_summary(
     summary: Summary,
     run: dict[str, Any],
@@ -273,6 +289,7 @@ def entry_from_summary(
         overall=overall,
         benchmarks=benchmarks,
         runtime_seconds=summary.runtime_seconds.get("total"),
+        usage=_usage(summary, run),
         degraded=summary.degraded,
         capped=summary.capped,
         synthetic_judge=summary.synthetic_judge,

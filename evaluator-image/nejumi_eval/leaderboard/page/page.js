@@ -16,7 +16,8 @@
     showAll: false,
     sort: { key: "rank", dir: 1 },
     selected: [], // entry ids, in the order they were ticked (colours follow it)
-    questions: null, // the drill-down document, parsed when the drill-down first opens
+    questions: null, // the drill-down document, parsed when the drill-down (or the diff) first opens
+    diff: null, // {a, b, filter: {b, s} | null, shown, result}: the two evaluations compared
     shown: 50,
   };
 
@@ -182,6 +183,7 @@
     renderRadars();
     renderVerdict();
     renderScatter();
+    renderTokens();
     if (state.questions) renderDrill();
   }
 
@@ -396,20 +398,23 @@
       .join(" · ");
   }
 
-  function questionCard(i) {
+  // One question with the answers of `sides` ([{entry, name, color}]; default: the ticked models).
+  function questionCard(i, sides) {
     const doc = state.questions;
     const q = doc.questions[i];
     const card = el("article", { class: "question", "data-benchmark": q.b, "data-stratum": q.s, "data-id": q.id },
       el("header", { text: q.b + " · " + q.s + " · " + q.id }));
-    const selected = state.selected.map((id) => ENTRIES.get(id)).filter(Boolean);
+    const selected = sides || state.selected.map((id) => ENTRIES.get(id)).filter(Boolean)
+      .map((e) => ({ entry: e, name: e.model, color: colorOf(e.id) }));
     if (q.turns && q.turns.length) {
       q.turns.forEach((question, t) => {
         card.append(el("h4", { text: "Turn " + (t + 1) + " question" }), el("pre", { class: "prompt", text: question }));
-        for (const e of selected) {
+        for (const side of selected) {
+          const e = side.entry;
           const answer = (doc.answers[e.id] || {})[i];
           const turn = answer && answer.turns ? answer.turns[t] : null;
-          const box = el("div", { class: "answer", "data-entry": e.id, style: "border-color:" + colorOf(e.id) },
-            el("h4", { text: e.model }));
+          const box = el("div", { class: "answer", "data-entry": e.id, style: "border-color:" + side.color },
+            el("h4", { text: side.name }));
           if (!turn) box.append(el("p", { class: "note", text: "not answered in this evaluation" }));
           else {
             box.append(el("pre", { class: "output", text: turn.answer || "" }));
@@ -424,9 +429,10 @@
     }
     card.append(el("h4", { text: "Prompt" }), el("pre", { class: "prompt", text: q.prompt }));
     if (q.gold !== null && q.gold !== undefined) card.append(el("h4", { text: "Gold" }), el("pre", { class: "gold", text: q.gold }));
-    for (const e of selected) {
+    for (const side of selected) {
+      const e = side.entry;
       const answer = (doc.answers[e.id] || {})[i];
-      const box = el("div", { class: "answer", "data-entry": e.id, style: "border-color:" + colorOf(e.id) }, el("h4", { text: e.model }));
+      const box = el("div", { class: "answer", "data-entry": e.id, style: "border-color:" + side.color }, el("h4", { text: side.name }));
       if (!answer) box.append(el("p", { class: "note", text: "not answered in this evaluation" }));
       else {
         if (answer.prompt) box.append(el("p", { class: "note", text: "prompted differently:" }), el("pre", { text: answer.prompt }));
@@ -442,10 +448,280 @@
   function renderDrill() {
     const matches = matchingQuestions();
     const list = document.getElementById("dd-list");
-    list.replaceChildren(...matches.slice(0, state.shown).map(questionCard));
+    list.replaceChildren(...matches.slice(0, state.shown).map((i) => questionCard(i)));
     const total = state.questions.questions.length;
     document.getElementById("dd-count").textContent = matches.length + " of " + total + " questions" + (state.selected.length ? "" : " (tick models to see their answers)");
     document.getElementById("dd-more").hidden = matches.length <= state.shown;
+  }
+
+  // ---- tokens per evaluation -------------------------------------------------------------------
+
+  // x labels, one per row and unique: the model's last path part, with the start time where the
+  // model has several evaluations shown (plotly merges equal category labels into one bar).
+  function barLabels(rows) {
+    const count = new Map();
+    for (const e of rows) count.set(e.model, (count.get(e.model) || 0) + 1);
+    const seen = new Map();
+    return rows.map((e) => {
+      let text = e.model.split("/").pop();
+      if (count.get(e.model) > 1) text += " @" + (e.started_at ? e.started_at.slice(0, 16).replace("T", " ") : e.id);
+      const n = (seen.get(text) || 0) + 1;
+      seen.set(text, n);
+      return n > 1 ? text + " (" + n + ")" : text;
+    });
+  }
+
+  function renderTokens() {
+    const shown = visibleEntries();
+    const rows = shown.filter((e) => e.usage);
+    const x = barLabels(rows);
+    const hover = rows.map((e) => e.model + "<br>" + e.id);
+    const colors = rows.map((e) => (state.selected.includes(e.id) ? colorOf(e.id) : "#9aa3b2"));
+    const layout = (title) => ({
+      title: { text: title },
+      font: { family: FONT },
+      xaxis: { tickangle: -30, automargin: true },
+      yaxis: { title: { text: "tokens" }, rangemode: "tozero" },
+      margin: { l: 70, r: 20, t: 50, b: 40 },
+      showlegend: false,
+    });
+    const config = { displaylogo: false, responsive: true };
+    Plotly.react("judge-tokens", [{
+      type: "bar", name: "judge tokens", x: x, y: rows.map((e) => e.usage.judge_tokens), customdata: hover,
+      marker: { color: colors }, hovertemplate: "%{customdata}<br>judge tokens %{y:,}<extra></extra>",
+    }], layout("Judge tokens (prompt + completion)"), config);
+    const model = layout("Model tokens (prompt + completion, stacked)");
+    model.barmode = "stack";
+    model.showlegend = true;
+    model.legend = { orientation: "h", y: 1.08 };
+    Plotly.react("model-tokens", [
+      { type: "bar", name: "prompt", x: x, y: rows.map((e) => e.usage.prompt_tokens), customdata: hover, marker: { color: "#2f5fd0" }, hovertemplate: "%{customdata}<br>prompt tokens %{y:,}<extra></extra>" },
+      { type: "bar", name: "completion", x: x, y: rows.map((e) => e.usage.completion_tokens), customdata: hover, marker: { color: "#d0562f" }, hovertemplate: "%{customdata}<br>completion tokens %{y:,}<extra></extra>" },
+    ], model, config);
+    const missing = shown.length - rows.length;
+    document.getElementById("tokens-note").textContent =
+      "One bar per evaluation shown in the table (tick “show evaluations that are not ranked” for all), as its summary's usage records them; ticked models in their colour." +
+      (missing ? " " + missing + " evaluation(s) without a token record left out." : "");
+  }
+
+  // ---- two evaluations question by question ----------------------------------------------------
+
+  const TOLERANCE = 1e-9; // as leaderboard/diff.py: closer scores are equal (char F1 is a float)
+  const SIDE_COLORS = ["#6b6b6b", "#2f5fd0"];
+
+  function entryLabel(e) {
+    const when = e.started_at ? e.started_at.slice(0, 16).replace("T", " ") : e.id;
+    return e.model + " · " + when + (e.revision ? " · rev " + e.revision.slice(0, 8) : "") + (e.state === "ranked" ? "" : " · " + e.state);
+  }
+
+  // The default pair: a model's two latest evaluations (a ranked model's first), else the top two.
+  function defaultPair() {
+    const byModel = new Map();
+    for (const e of BOARD.entries) {
+      if (!byModel.has(e.model)) byModel.set(e.model, []);
+      byModel.get(e.model).push(e);
+    }
+    const models = [...byModel.keys()].sort((x, y) => {
+      const rx = byModel.get(x).some((e) => e.state === "ranked") ? 0 : 1;
+      const ry = byModel.get(y).some((e) => e.state === "ranked") ? 0 : 1;
+      return rx - ry;
+    });
+    for (const m of models) {
+      const runs = byModel.get(m).slice().sort((x, y) => (y.started_at || "").localeCompare(x.started_at || ""));
+      if (runs.length > 1) return [runs[1].id, runs[0].id];
+    }
+    const ids = BOARD.entries.map((e) => e.id);
+    return [ids[1] || ids[0], ids[0]];
+  }
+
+  function fillDiffSelects() {
+    const options = BOARD.entries.slice().sort((x, y) => x.model.localeCompare(y.model) || (x.started_at || "").localeCompare(y.started_at || ""));
+    for (const id of ["diff-a", "diff-b"]) {
+      document.getElementById(id).replaceChildren(...options.map((e) => el("option", { value: e.id, text: entryLabel(e) })));
+    }
+    const [a, b] = defaultPair();
+    document.getElementById("diff-a").value = a;
+    document.getElementById("diff-b").value = b;
+  }
+
+  // A question's score as [sum, count] (jaster: the metric value, 1; MT-bench: the valid ratings
+  // and how many), or null where the evaluation has no score for it.
+  function answerUnits(answer) {
+    if (!answer) return null;
+    if (answer.metrics && answer.metrics.score !== undefined && answer.metrics.score !== null) return [Number(answer.metrics.score), 1];
+    const valid = (answer.turns || []).filter((t) => t.valid && t.rating !== null && t.rating !== undefined);
+    return valid.length ? [valid.reduce((s, t) => s + Number(t.rating), 0), valid.length] : null;
+  }
+
+  // A → B per benchmark and stratum: [{name, strata: [{stratum, shared, only_a, only_b, improved,
+  // regressed, unchanged, a, b, flipped: [{i, a, b}]}], total}] (the same definitions as diff.py).
+  function computeDiff(aId, bId) {
+    const doc = state.questions;
+    const A = doc.answers[aId] || {};
+    const B = doc.answers[bId] || {};
+    const benches = new Map();
+    doc.questions.forEach((q, i) => {
+      const ua = answerUnits(A[i]);
+      const ub = answerUnits(B[i]);
+      if (!ua && !ub) return;
+      if (!benches.has(q.b)) benches.set(q.b, { name: q.b, strata: new Map() });
+      const strata = benches.get(q.b).strata;
+      if (!strata.has(q.s)) strata.set(q.s, { stratum: q.s, shared: 0, only_a: 0, only_b: 0, improved: 0, regressed: 0, unchanged: 0, sa: 0, ca: 0, sb: 0, cb: 0, flipped: [] });
+      const s = strata.get(q.s);
+      if (!ub) { s.only_a++; return; }
+      if (!ua) { s.only_b++; return; }
+      s.shared++;
+      s.sa += ua[0]; s.ca += ua[1]; s.sb += ub[0]; s.cb += ub[1];
+      const a = ua[0] / ua[1];
+      const b = ub[0] / ub[1];
+      if (b - a > TOLERANCE) { s.improved++; s.flipped.push({ i: i, a: a, b: b }); }
+      else if (a - b > TOLERANCE) { s.regressed++; s.flipped.push({ i: i, a: a, b: b }); }
+      else s.unchanged++;
+    });
+    const out = [];
+    for (const bench of benches.values()) {
+      const strata = [...bench.strata.values()];
+      for (const s of strata) {
+        s.a = s.ca ? s.sa / s.ca : null;
+        s.b = s.cb ? s.sb / s.cb : null;
+      }
+      const total = { shared: 0, only_a: 0, only_b: 0, improved: 0, regressed: 0, unchanged: 0 };
+      for (const s of strata) for (const k of Object.keys(total)) total[k] += s[k];
+      out.push({ name: bench.name, strata: strata, total: total });
+    }
+    return out;
+  }
+
+  function shortScore(v) {
+    return Number.isInteger(v) ? String(v) : v.toFixed(3);
+  }
+
+  function renderDiff() {
+    const host = document.getElementById("diff-result");
+    const aId = document.getElementById("diff-a").value;
+    const bId = document.getElementById("diff-b").value;
+    const a = ENTRIES.get(aId);
+    const b = ENTRIES.get(bId);
+    host.replaceChildren();
+    if (!a || !b) return;
+    if (aId === bId) {
+      host.append(el("p", { class: "note", text: "A and B are the same evaluation: pick two." }));
+      return;
+    }
+    if (!state.diff || state.diff.a !== aId || state.diff.b !== bId) {
+      state.diff = { a: aId, b: bId, filter: null, shown: 100, result: computeDiff(aId, bId) };
+    }
+    const result = state.diff.result.filter((x) => x.total.shared > 0);
+    host.append(el("p", { id: "diff-sides" }, "A = " + entryLabel(a) + " (" + a.id + "), B = " + entryLabel(b) + " (" + b.id + ")"));
+    if (a.group !== b.group) {
+      host.append(el("p", { class: "verdict-incomparable", text: "A and B were measured under different protocols (groups " + a.group + " and " + b.group + "): the differences mix the model's with the protocol's." }));
+    }
+    for (const x of state.diff.result) {
+      if (x.total.shared === 0) host.append(el("p", { class: "note", text: x.name + ": no question scored by both (A " + x.total.only_a + ", B " + x.total.only_b + ")." }));
+    }
+    if (!result.length) {
+      host.append(el("p", { class: "note", text: "No per-question data shared by these two evaluations." }));
+      return;
+    }
+    const head = el("tr", {}, ...["benchmark", "dataset / category", "shared", "improved", "regressed", "unchanged", "A", "B", "Δ (B − A)"]
+      .map((t, k) => el("th", { class: k < 2 ? "stratum" : null, text: t })));
+    const table = el("table", { id: "diff-table" }, el("thead", {}, head));
+    const body = el("tbody");
+    const signed = (v) => (v === null || v === undefined ? "-" : (v >= 0 ? "+" : "") + fmt(v));
+    const counts = (row, s) => {
+      row.append(
+        el("td", { "data-col": "shared", text: String(s.shared) }),
+        el("td", { "data-col": "improved", class: s.improved ? "up" : null, text: String(s.improved) }),
+        el("td", { "data-col": "regressed", class: s.regressed ? "down" : null, text: String(s.regressed) }),
+        el("td", { "data-col": "unchanged", text: String(s.unchanged) }));
+    };
+    for (const x of result) {
+      const title = (BENCHMARKS.find((m) => m.name === x.name) || { title: x.name }).title;
+      const c = comparison(bId, aId, x.name); // the board's paired bootstrap, B − A (same group only)
+      const total = el("tr", { class: "total stratum-row", "data-benchmark": x.name, "data-stratum": "" },
+        el("td", { class: "stratum", text: title }), el("td", { class: "stratum", text: "all" }));
+      counts(total, x.total);
+      const entryScore = (e) => (e.benchmarks[x.name] ? e.benchmarks[x.name].avg : null);
+      total.append(el("td", { text: fmt(entryScore(a)) }), el("td", { text: fmt(entryScore(b)) }),
+        el("td", { text: c && c.diff !== null ? signed(c.diff) + (c.ci ? " [" + signed(c.ci.low) + ", " + signed(c.ci.high) + "]" : "") : "-",
+          title: c ? "paired bootstrap over the " + c.shared_questions + " questions both answered" + (c.distinguishable ? ": distinguishable" : ": not distinguishable from noise") : "A and B are not compared on the board (different groups, or beyond its pairwise limit)" }));
+      body.append(total);
+      for (const s of x.strata) {
+        const row = el("tr", { class: "stratum-row", "data-benchmark": x.name, "data-stratum": s.stratum },
+          el("td", { class: "stratum", text: x.name }), el("td", { class: "stratum", text: s.stratum }));
+        counts(row, s);
+        row.append(el("td", { text: fmt(s.a) }), el("td", { text: fmt(s.b) }),
+          el("td", { text: s.a === null || s.b === null ? "-" : signed(s.b - s.a) }));
+        body.append(row);
+      }
+    }
+    table.append(body);
+    for (const row of body.querySelectorAll("tr.stratum-row")) {
+      const f = state.diff.filter;
+      if (f && f.b === row.dataset.benchmark && f.s === row.dataset.stratum) row.classList.add("active");
+      row.addEventListener("click", () => {
+        const same = state.diff.filter && state.diff.filter.b === row.dataset.benchmark && state.diff.filter.s === row.dataset.stratum;
+        state.diff.filter = same ? null : { b: row.dataset.benchmark, s: row.dataset.stratum };
+        state.diff.shown = 100;
+        renderDiff();
+      });
+    }
+    host.append(el("p", { class: "note", text: "Total rows: each evaluation's benchmark score as recorded, and the board's paired-bootstrap Δ with its " + Math.round(BOARD.confidence * 100) + "% interval where the two are compared on the board." }));
+    host.append(el("div", { class: "table-wrap" }, table));
+    host.append(renderFlipped(result, a, b));
+  }
+
+  function renderFlipped(result, a, b) {
+    const doc = state.questions;
+    const f = state.diff.filter;
+    const flips = [];
+    for (const x of result) {
+      if (f && f.b !== x.name) continue;
+      for (const s of x.strata) {
+        if (f && f.s && f.s !== s.stratum) continue;
+        flips.push(...s.flipped);
+      }
+    }
+    const box = el("div", { id: "diff-flipped" });
+    const where = f ? " in " + f.b + (f.s ? " · " + f.s : "") : "";
+    const heading = el("h3", { text: flips.length + " flipped question" + (flips.length === 1 ? "" : "s") + where + " " });
+    if (f) {
+      const all = el("button", { type: "button", class: "link", text: "(show all)" });
+      all.addEventListener("click", () => { state.diff.filter = null; renderDiff(); });
+      heading.append(all);
+    }
+    box.append(heading);
+    const sides = [
+      { entry: a, name: "A: " + entryLabel(a), color: SIDE_COLORS[0] },
+      { entry: b, name: "B: " + entryLabel(b), color: SIDE_COLORS[1] },
+    ];
+    const list = el("ul");
+    for (const flip of flips.slice(0, state.diff.shown)) {
+      const q = doc.questions[flip.i];
+      const dir = flip.b > flip.a ? "improved" : "regressed";
+      const item = el("li", { "data-benchmark": q.b, "data-stratum": q.s, "data-id": q.id, "data-dir": dir });
+      const button = el("button", { type: "button", class: "flip", "aria-expanded": "false" },
+        (dir === "improved" ? "↑ " : "↓ ") + q.b + " · " + q.s + " · " + q.id + ": " + shortScore(flip.a) + " → " + shortScore(flip.b));
+      button.addEventListener("click", () => {
+        const open = item.querySelector("article.question");
+        if (open) { open.remove(); button.setAttribute("aria-expanded", "false"); return; }
+        item.append(questionCard(flip.i, sides));
+        button.setAttribute("aria-expanded", "true");
+      });
+      item.append(button);
+      list.append(item);
+    }
+    box.append(list);
+    if (flips.length > state.diff.shown) {
+      const more = el("button", { type: "button", id: "diff-more", text: "show more (" + (flips.length - state.diff.shown) + " left)" });
+      more.addEventListener("click", () => { state.diff.shown += 100; renderDiff(); });
+      box.append(more);
+    }
+    return box;
+  }
+
+  function refreshDiff() {
+    if (document.getElementById("diff").open) decodeQuestions().then(renderDiff);
   }
 
   // ---- page ------------------------------------------------------------------------------------
@@ -463,7 +739,7 @@
       const sel = document.getElementById("group");
       sel.replaceChildren(...BOARD.groups.map((g) => el("option", { value: g.id, text: g.id + (g.main ? " (main)" : " (differs: " + g.differs.join(", ") + ")") })));
       sel.value = state.group;
-      sel.addEventListener("change", () => { state.group = sel.value; renderTable(); renderScatter(); });
+      sel.addEventListener("change", () => { state.group = sel.value; renderTable(); renderScatter(); renderTokens(); });
     }
   }
 
@@ -474,7 +750,18 @@
     renderRadars();
     renderVerdict();
     renderScatter();
-    document.getElementById("show-all").addEventListener("change", (ev) => { state.showAll = ev.target.checked; renderTable(); renderScatter(); });
+    renderTokens();
+    document.getElementById("show-all").addEventListener("change", (ev) => { state.showAll = ev.target.checked; renderTable(); renderScatter(); renderTokens(); });
+    fillDiffSelects();
+    document.getElementById("diff").addEventListener("toggle", refreshDiff);
+    document.getElementById("diff-a").addEventListener("change", refreshDiff);
+    document.getElementById("diff-b").addEventListener("change", refreshDiff);
+    document.getElementById("diff-swap").addEventListener("click", () => {
+      const sa = document.getElementById("diff-a");
+      const sb = document.getElementById("diff-b");
+      [sa.value, sb.value] = [sb.value, sa.value];
+      refreshDiff();
+    });
     const drill = document.getElementById("drilldown");
     drill.addEventListener("toggle", () => { if (drill.open) decodeQuestions().then(renderDrill); });
     const rerender = () => { state.shown = 50; if (state.questions) renderDrill(); };
@@ -487,6 +774,6 @@
   }
 
   // For people poking at the page from the console, and for the browser tests.
-  window.nejumiLeaderboard = { state: state, select: select, sortBy: sortBy, board: BOARD };
+  window.nejumiLeaderboard = { state: state, select: select, sortBy: sortBy, board: BOARD, computeDiff: computeDiff };
   init();
 })();
