@@ -235,6 +235,8 @@ def needs_job_events(job: Mapping[str, Any] | None, pods: Iterable[Mapping[str, 
     pods = list(pods)
     if not pods and not (job.get("status") or {}).get("startTime"):
         return False  # the Job controller has not looked at it yet: it cannot have failed to create
+    if any((p.get("status") or {}).get("phase") == "Succeeded" for p in pods):
+        return False  # done: the Job is about to be marked complete, no pod is to be created
     return all(_pod_ended(p) for p in pods)
 
 
