@@ -13,6 +13,7 @@ reader (a plugin) is ranked by its recorded score with no interval and no drill-
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -105,6 +106,7 @@ def _mtbench(tables: Tables) -> BenchmarkQuestions | None:
                 stratum=category,
                 id=qid,
                 prompt=turns[0] if turns else "",
+                gold=_reference(judgments),
                 turns=turns,
                 answer={
                     "turns": [
@@ -123,6 +125,21 @@ def _mtbench(tables: Tables) -> BenchmarkQuestions | None:
         )
     categories = {c: (c,) for c in CATEGORIES}
     return BenchmarkQuestions(Design("mtbench", categories, dict(units)), out)
+
+
+_REFERENCE = re.compile(r"\[The Start of Reference Answer\]\n(.*?)\n\[The End of Reference Answer\]", re.S)
+
+
+def _reference(judgments: list[dict[str, Any]]) -> str | None:
+    """The reference answer the judge was shown (math, reasoning, coding: protocol-mtbench), read
+    from the first turn's judge prompt: the table keeps the messages, not a separate field."""
+    for row in judgments:
+        if not row.get("reference_used"):
+            continue
+        for message in row.get("messages") or []:
+            if m := _REFERENCE.search(str(message.get("content") or "")):
+                return m.group(1).strip()
+    return None
 
 
 READERS: dict[str, Callable[[Tables], BenchmarkQuestions | None]] = {"jaster": _jaster, "mtbench": _mtbench}
