@@ -34,6 +34,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
 from nejumi_operator.api.conditions import ACCEPTED, TRUE, find, is_finished
 from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.kube import calls
@@ -249,8 +250,10 @@ def pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: loggin
 def progress_reported(
     body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any
 ) -> None:
-    """The evaluator wrote its progress ConfigMap (reconcile.progress): the status shows it."""
-    _sync_owner(body.meta.get("ownerReferences"), namespace, memo, logger)
+    """The evaluator wrote its progress ConfigMap (reconcile.progress): the status shows it. (Not
+    for the empty ConfigMap the operator itself creates.)"""
+    if (body.get("data") or {}).get(PROGRESS_KEY):
+        _sync_owner(body.meta.get("ownerReferences"), namespace, memo, logger)
 
 
 def _sync_owner(

@@ -110,6 +110,10 @@ def sync_status(
             obs = Observation(generation=generation, job_name=job_name(name, generation), **rejected)
         else:
             obs = observe(api, evaluation)
+            if obs.job is None and not old.get("conditions"):
+                # The create handler has not made the Job yet (an early event or resync round): it
+                # writes the first status itself, so a queued evaluation never shows Pending first.
+                return old
         new = reduce_status(old, obs)
         if new == old:
             return old
