@@ -3,6 +3,7 @@ coding), read back from the judge prompt recorded in the output table."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from nejumi_eval.benchmarks.mtbench.judge import judge_messages
@@ -32,3 +33,6 @@ def test_the_reference_answer_is_the_gold_of_reference_categories() -> None:
     tables = lambda name: rows if name == "mtbench_output_table" else []  # noqa: E731
     got = {r.stratum: r.gold for r in read_questions(["mtbench"], tables)["mtbench"].rows}
     assert got == {"math": "答えは4", "writing": None}
+    # as a W&B table stores it: the messages as one JSON text
+    rows[0]["messages"] = json.dumps(with_ref, ensure_ascii=False)
+    assert read_questions(["mtbench"], tables)["mtbench"].rows[0].gold == "答えは4"

@@ -13,6 +13,7 @@ reader (a plugin) is ranked by its recorded score with no interval and no drill-
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -136,8 +137,17 @@ def _reference(judgments: list[dict[str, Any]]) -> str | None:
     for row in judgments:
         if not row.get("reference_used"):
             continue
-        for message in row.get("messages") or []:
-            if m := _REFERENCE.search(str(message.get("content") or "")):
+        messages = row.get("messages") or []
+        if isinstance(messages, str):  # a W&B table cell holds it as JSON text
+            try:
+                messages = json.loads(messages)
+            except ValueError:
+                messages = [messages]
+        if not isinstance(messages, list):
+            messages = [messages]
+        for message in messages:
+            text = message.get("content") if isinstance(message, dict) else message
+            if m := _REFERENCE.search(str(text or "")):
                 return m.group(1).strip()
     return None
 
