@@ -180,49 +180,31 @@ def ensure_job(
     # the operator is down. (Not kopf.adopt: it would copy the evaluation's labels, e.g. a Kueue
     # queue label, onto the Job.)
     kopf.append_owner_reference(job, owner=body)
-    try:
-        # The workspace PVC first, so the Job's pod never waits on a claim nobody creates. Owned by
-        # the evaluation (collected with it) unless workspace.retain; an existing one is kept as is.
-        pvc = build_workspace_pvc(body, memo.config)
-        if pvc is not None:
-            if not retain_workspace(body):
-                kopf.append_owner_reference(pvc, owner=body)
-            pvc, pvc_created = calls.create_or_get(memo.api, namespace, pvc)
-            if pvc_created:
-                logger.info("PersistentVolumeClaim %s created", pvc["metadata"]["name"])
-        # The progress channel (ServiceAccount, Role, RoleBinding, ConfigMap) before the Job: its
-        # pods run as that ServiceAccount, and the pod would not be created without it.
-        for obj in build_progress_objects(body):
-            kopf.append_owner_reference(obj, owner=body)
-            calls.create_or_get(memo.api, namespace, obj)
-        job, created = calls.create_or_get(memo.api, namespace, job)
-    except ApiException as exc:
-        if exc.status not in (400, 403, 422):  # the API server's word on this Job: no retry helps
-            raise
-        what, message = _refused_kind(exc), _api_message(exc)
-        sync_status(memo.api, namespace, name, rejected={"job_rejected": message, "refused": what})
-        raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
+    # The workspace PVC first, so the Job's pod never waits on a claim nobody creates. Owned by the
+    # evaluation (collected with it) unless workspace.retain; an existing one is kept as is. Then the
+    # progress channel (ServiceAccount, Role, RoleBinding, ConfigMap): the Job's pods run as that
+    # ServiceAccount, and the pod would not be created without it. The Job last.
+    pvc = build_workspace_pvc(body, memo.config)
+    if pvc is not None and not retain_workspace(body):
+        kopf.append_owner_reference(pvc, owner=body)
+    progress = build_progress_objects(body)
+    for obj in progress:
+        kopf.append_owner_reference(obj, owner=body)
+    for obj in [*([pvc] if pvc is not None else []), *progress, job]:
+        try:
+            made, created = calls.create_or_get(memo.api, namespace, obj)
+        except ApiException as exc:
+            if exc.status not in (400, 403, 422):  # the API server's word on it: no retry helps
+                raise
+            what = None if obj is job else f"{obj['kind']} {obj['metadata']['name']}"
+            message = _api_message(exc)
+            sync_status(memo.api, namespace, name, rejected={"job_rejected": message, "refused": what})
+            raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
+        if created and obj is pvc:
+            logger.info("PersistentVolumeClaim %s created", made["metadata"]["name"])
+    # the loop ends with the Job: `created` is the Job's
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
     sync_status(memo.api, namespace, name)
-
-
-def _refused_kind(exc: ApiException) -> str | None:
-    """`PersistentVolumeClaim x`, … for a refusal of something other than the Job (None: the Job)."""
-    try:
-        details = json.loads(exc.body or "{}").get("details") or {}
-    except ValueError:
-        return None
-    kind = str(details.get("kind") or "")
-    if not kind or kind == "jobs":
-        return None
-    singular = {
-        "persistentvolumeclaims": "PersistentVolumeClaim",
-        "serviceaccounts": "ServiceAccount",
-        "roles": "Role",
-        "rolebindings": "RoleBinding",
-        "configmaps": "ConfigMap",
-    }.get(kind, kind)
-    return f"{singular} {details.get('name', '')}".strip()
 
 
 def _api_message(exc: ApiException) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from nejumi_eval.benchmarks.jaster.tasks import task_table
 from nejumi_eval.cli import main
 from tests.fixtures.leaderboard_results import DATASETS, ratings, write_results
-from tests.support.browser import headless_chromium
 
 CATEGORY_OF = {d: c for c, members in task_table().categories.items() for d in members}
 SAMPLES = 10
@@ -64,15 +62,6 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = ws / "board.html"
     assert main(["leaderboard", str(ws), "--html", str(out), "--json", str(ws / "board.json")]) == 0
     return out
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = headless_chromium("--lang=ja")
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

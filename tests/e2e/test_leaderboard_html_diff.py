@@ -10,7 +10,6 @@ the counts the page computes in JS are checked against the fixture and against `
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,6 @@ from tests.fixtures.leaderboard_results import (
     write_rerun,
     write_results,
 )
-from tests.support.browser import headless_chromium
 
 SAMPLES, QUESTIONS = 10, 3
 A_ID, B_ID = "rerun-7b-20261031T090000Z", "rerun-7b-20261101T090000Z"
@@ -64,15 +62,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         == 0
     )
     return ws
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    driver = headless_chromium("--lang=ja")
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

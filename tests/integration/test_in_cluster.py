@@ -43,9 +43,10 @@ from tests.cluster.controlplane import free_ports
 from tests.fixtures.openai_stub import StubServer
 from tests.integration.conftest import SECOND_NODE_LABELS, SECOND_NODE_NAME, SECOND_NODE_TAINT
 from tests.integration.test_operator import HANDLERS
-from tests.integration.test_status_truth import Recorder, create, events_of, spec
+from tests.integration.test_status_truth import Recorder, events_of, spec
 from tests.support.helm import CHART, helm
 from tests.support.kube import apply_crd, delete_crd, kubectl
+from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 

@@ -26,8 +26,9 @@ from tests.cluster import NodeAgent, wait_until
 from tests.cluster.kueue import API_VERSION, GROUP, Kueue
 from tests.fixtures.openai_stub import StubServer
 from tests.integration.test_kueue import Kueues
-from tests.integration.test_status_truth import HANDLERS, Recorder, create, spec
+from tests.integration.test_status_truth import HANDLERS, Recorder, spec
 from tests.support.kube import apply_crd, delete_crd
+from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 

@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
-from kubernetes.client.exceptions import ApiException
 
 from nejumi_eval.cli import main
 from nejumi_eval.leaderboard import cluster, compare
-from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from tests.cluster import wait_until
+from nejumi_operator.api.names import GROUP, PLURAL, VERSION
 from tests.fixtures.leaderboard_results import copy_workspace, operator_status, ratings, write_results
-from tests.support.kube import apply_crd, delete_crd
+from tests.support.kube import apply_crd, create_evaluation, delete_crd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
@@ -38,30 +36,14 @@ def spread(period: int):
 def create(client: ApiClient, namespace: str, name: str, model: str, status: dict[str, Any] | None) -> None:
     """Create the resource as a user would, then write its status as the operator does (through
     the /status subresource: a create never sets status)."""
-    custom = CustomObjectsApi(client)
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"name": model, "source": "openai-compatible", "endpoint": "http://model:8000/v1"},
-            "benchmarks": {"jaster": {"datasets": ["jamp"], "testSamples": 2}, "mtbench": {"enabled": False}},
-            "wandb": {"enabled": False},
-        },
+    spec = {
+        "model": {"name": model, "source": "openai-compatible", "endpoint": "http://model:8000/v1"},
+        "benchmarks": {"jaster": {"datasets": ["jamp"], "testSamples": 2}, "mtbench": {"enabled": False}},
+        "wandb": {"enabled": False},
     }
-
-    def attempt() -> bool:
-        try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        except ApiException as exc:
-            if exc.status == 404:  # the REST mapping can lag Established by a moment
-                return False
-            raise
-        return True
-
-    wait_until(attempt, 15, f"create {name}")
+    create_evaluation(client, namespace, name, spec)
     if status is not None:
-        custom.patch_namespaced_custom_object_status(
+        CustomObjectsApi(client).patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}
         )
 

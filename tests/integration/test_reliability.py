@@ -31,8 +31,9 @@ from kubernetes.client.exceptions import ApiException
 from nejumi_operator.api.names import GROUP, PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
-from tests.integration.test_status_truth import create, spec
+from tests.integration.test_status_truth import spec
 from tests.support.kube import apply_crd, delete_crd
+from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 

@@ -21,8 +21,9 @@ from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from tests.cluster import NodeAgent
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
-from tests.integration.test_status_truth import HANDLERS, Recorder, create
+from tests.integration.test_status_truth import HANDLERS, Recorder
 from tests.support.kube import apply_crd, delete_crd, kubectl
+from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

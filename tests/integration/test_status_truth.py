@@ -22,10 +22,11 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 import nejumi_operator.handlers
-from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from nejumi_operator.api.names import GROUP, KIND, PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import Reply, StubServer
 from tests.support.kube import apply_crd, delete_crd, kubectl
+from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -101,22 +102,6 @@ def operator(namespace: str, operator_env: pytest.MonkeyPatch) -> Iterator[KopfR
     with KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as runner:
         yield runner
     assert (runner.exit_code, runner.exception) == (0, None), runner.output
-
-
-def create(client: ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
-    custom = CustomObjectsApi(client)
-
-    def attempt() -> bool:
-        try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-        except ApiException as exc:
-            if exc.status == 404:  # the REST mapping can lag Established by a moment
-                return False
-            raise
-        return True
-
-    wait_until(attempt, 15, f"create {name}")
 
 
 def spec(endpoint: str, **extra: Any) -> dict[str, Any]:

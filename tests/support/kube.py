@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kubernetes.client import BatchV1Api
+from kubernetes.client import ApiClient, BatchV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 
@@ -97,3 +97,24 @@ def delete_crd(api: Any, wait: bool = True) -> None:
             return False
 
         wait_until(gone, 60, "the CRD to be deleted")
+
+
+def create_evaluation(client: ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Create a NejumiEvaluation as a user would, retrying while its REST mapping lags the CRD's
+    Established condition by a moment (404)."""
+    from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+    from tests.cluster import wait_until
+
+    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+    custom = CustomObjectsApi(client)
+
+    def attempt() -> bool:
+        try:
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    wait_until(attempt, 15, f"create {name}")
