@@ -264,7 +264,8 @@ async def _evaluate(
             not_started = endpoint.served and not endpoint.started
             steps.say(
                 f"generate: {model_stats.requests_sent} sent, {model_stats.cache_hits} from the cache, "
-                f"{model_stats.failures} failed ({timeline.phases['generate']:.1f} s)"
+                f"{model_stats.failures} failed{_cut(model_stats.truncated)} "
+                f"({timeline.phases['generate']:.1f} s)"
                 + ("; the model server was never started" if not_started else "")
             )
         # The model server is down from here on: judging needs no GPU (design §Score).
@@ -290,8 +291,9 @@ async def _evaluate(
         judge_stats = [j.stats for j in judges]
         if judges:
             sent, hits = sum(j.requests_sent for j in judge_stats), sum(j.cache_hits for j in judge_stats)
+            cut = _cut(sum(j.truncated for j in judge_stats))
             tail = timeline.phases.get("judge_tail", 0.0)
-            steps.say(f"judge: {sent} sent, {hits} from the cache; done {tail:.1f} s after generation")
+            steps.say(f"judge: {sent} sent, {hits} from the cache{cut}; done {tail:.1f} s after generation")
         client_stats = {
             "model": model_stats.as_dict(),
             "judge": _sum_stats(judge_stats) if judges else None,
@@ -303,6 +305,7 @@ async def _evaluate(
             requests_sent=model_stats.requests_sent + sum(j.requests_sent for j in judge_stats),
             cache_hits=model_stats.cache_hits + sum(j.cache_hits for j in judge_stats),
         )
+        truncated = model_stats.truncated + sum(j.truncated for j in judge_stats)
         judge_span = _span(judge_stats)
         if judge_span is not None:  # judging overlaps generation: its own wall time, first to last
             timeline.phases["judge"] = judge_span
@@ -316,7 +319,16 @@ async def _evaluate(
         }
     await steps.enter("report")
     with timeline.phase("report"):
-        return _report(spec, results_dir, timeline, usage, client_stats, outputs, failures, wandb_run)
+        return _report(
+            spec, results_dir, timeline, usage, client_stats, outputs, failures, wandb_run, truncated
+        )
+
+
+def _cut(truncated: int) -> str:
+    """The clause a step's line gets when answers were cut to the answer cap (else nothing)."""
+    if not truncated:
+        return ""
+    return f", {truncated} answer{'s' if truncated != 1 else ''} cut to the size cap"
 
 
 HEARTBEAT_S = 10.0
@@ -426,8 +438,11 @@ def _report(
     outputs: dict[str, BenchmarkOutput],
     failures: dict[str, BaseException] | None = None,
     wandb_run: WandbRun | None = None,
+    truncated: int = 0,
 ) -> Summary:
-    """Results folder first (the durable record), then W&B (a view of it)."""
+    """Results folder first (the durable record), then W&B (a view of it).
+
+    `truncated`: answers (model and judges) cut to the answer cap this run, for the summary."""
     from nejumi_eval.leaderboard import OVERALL
 
     folder = ResultsFolder(results_dir)
@@ -460,7 +475,9 @@ def _report(
         **leaderboard,
     }
     folder.write_table("leaderboard_table", [leaderboard])
-    scalars.update({OVERALL.name: overall_value, "degraded": degraded, **flags})
+    scalars.update(
+        {OVERALL.name: overall_value, "degraded": degraded, **flags, "truncated_answers": truncated}
+    )
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
     if spec.model.source != ModelSource.OPENAI_COMPATIBLE:
         # The pod holds its accelerator for the whole run; only `generate` uses it.
@@ -479,7 +496,8 @@ def _report(
             "runtime_seconds": runtime,
             "timeline": timeline.events,
             "usage": usage.model_dump(by_alias=True),
-            "client_stats": client_stats,  # HTTP attempts and retries, per client
+            "client_stats": client_stats,  # HTTP attempts, retries and answers cut, per client
+            "truncated_answers": truncated,
         }
     )
     folder.write_json("run", run_doc)
@@ -493,6 +511,7 @@ def _report(
         overall=overall_value,
         degraded=degraded,
         **flags,
+        truncated_answers=truncated,
         benchmarks=summaries,
         usage=usage,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},

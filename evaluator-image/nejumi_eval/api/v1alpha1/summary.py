@@ -33,6 +33,11 @@ class BenchmarkSummary(_Camel):
     samples: int = Field(0, description="Scored units (jaster test samples, MT-bench judgments).")
     failures: int = Field(0, description="Model requests that failed after retries (scored as empty).")
     invalid: int = Field(0, description="Units the scorer could not score (e.g. invalid judgments).")
+    truncated_answers: int = Field(
+        0,
+        description="Model answers over the answer-size cap, cut to it before anything stored or "
+        "scored them (a server ignoring max_tokens).",
+    )
     degraded: bool = Field(False, description="The score rests on failures: not clean.")
     capped: bool = Field(False, description="Fewer samples, questions or tokens than the protocol.")
     synthetic_judge: bool = Field(
@@ -59,6 +64,11 @@ class Summary(_Camel):
         False, description="Some benchmark was capped: a smoke test, not a leaderboard score."
     )
     synthetic_judge: bool = Field(False, description="Some score comes from the synthetic judge.")
+    truncated_answers: int = Field(
+        0,
+        description="Answers cut to the answer-size cap in this run, the model's and the judges' "
+        "(each benchmark counts its model answers).",
+    )
     benchmarks: dict[str, BenchmarkSummary] = Field(default_factory=dict, description="By benchmark name.")
     usage: Usage = Field(default_factory=Usage)
     runtime_seconds: dict[str, float] = Field(default_factory=dict)

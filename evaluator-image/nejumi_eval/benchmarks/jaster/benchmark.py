@@ -128,6 +128,7 @@ def _row(item: Item, result: InferenceResult) -> dict[str, Any]:
         "set_f1": scored.set_f1,
         "score": scored.score,
         "error": result.error,
+        "truncated": result.truncated,  # raw_output is the first part of a longer answer (answer cap)
         "latency": result.latency_s,
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
@@ -152,6 +153,11 @@ class JasterResult:
     @property
     def n_failures(self) -> int:
         return sum(self.failures.values())
+
+    @property
+    def n_truncated(self) -> int:
+        """Answers cut to the answer cap (test and dev rows, like the failures)."""
+        return sum(1 for row in (*self.test_rows, *self.dev_rows) if row["truncated"])
 
     @property
     def degraded(self) -> bool:
@@ -220,6 +226,7 @@ def provenance(result: JasterResult) -> dict[str, Any]:
         "samples": counts,
         "capped": result.plan.capped,
         "errors": result.n_failures,
+        "truncated_answers": result.n_truncated,
         "output_length": {n: task_table().tasks[n].output_length for n in result.plan.datasets},
     }
 
@@ -266,6 +273,7 @@ class JasterRun:
                 failures=result.n_failures,
                 degraded=result.degraded,
                 capped=result.plan.capped,
+                truncated_answers=result.n_truncated,
             ),
             tables={
                 "jaster_output_table": result.test_rows,

@@ -62,6 +62,7 @@ class Answer:
             "prompt_tokens": self.result.prompt_tokens,
             "completion_tokens": self.result.completion_tokens,
             "error": self.result.error,
+            "truncated": self.result.truncated,
         }
 
 
@@ -208,6 +209,7 @@ class MtbenchRun:
                 "judge_prompt": judge_prompt_name(question.category, turn),
                 "messages": messages,
                 "judgment": result.text,
+                "judgment_truncated": result.truncated,
                 "score": score if score is not None else INVALID_SCORE,
                 "valid": score is not None,
                 "invalid_reason": reason,
@@ -239,6 +241,11 @@ class MtbenchRun:
     @property
     def generation_failures(self) -> int:
         return sum(1 for turns in self.answers.values() for a in turns if not a.result.ok)
+
+    @property
+    def truncated_answers(self) -> int:
+        """Model answers cut to the answer cap (judged, and fed to turn 2, as cut)."""
+        return sum(1 for turns in self.answers.values() for a in turns if a.result.truncated)
 
     def scores(self) -> MtbenchScores | None:
         if self.judge is None:
@@ -352,6 +359,7 @@ class MtbenchRun:
                 samples=scores.n_judgments if scores else 0,
                 invalid=scores.n_invalid if scores else 0,
                 failures=self.generation_failures,
+                truncated_answers=self.truncated_answers,
                 degraded=scores.degraded if scores else self.generation_failures > 0,
                 capped=self.capped,
                 synthetic_judge=scores is not None and bool(self.spec.judge and self.spec.judge.synthetic),
@@ -360,7 +368,12 @@ class MtbenchRun:
                 "mtbench_answers": self.answer_rows(model),
                 "mtbench_question_table": self.question_rows(),
             },
-            record={**self.provenance(self.chat_template), "judged": scores is not None},
+            record={
+                **self.provenance(self.chat_template),
+                "judged": scores is not None,
+                "truncated_answers": self.truncated_answers,
+                "truncated_judgments": sum(1 for j in self.judgments if j["judgment_truncated"]),
+            },
         )
         if failure is not None:
             out.tables["mtbench_output_table"] = self.output_rows()  # the judgments made, unscored

@@ -10,6 +10,9 @@
   that still fails after its retries comes back as an :class:`InferenceResult` with ``error`` set,
   so callers count it and score it as ``""`` (protocol-jaster §5, protocol-mtbench §4).
 - Content-addressed cache: a hit sends nothing; each success is committed as it arrives.
+- Bounded answers (:mod:`nejumi_eval.runtime.client.limits`): a response body is read only up to
+  ``max_body_bytes``, and an answer's text is cut to its cap as it is received, before the cache,
+  a table, the next turn or a judge sees it; each cut is flagged and counted.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from nejumi_eval.runtime.client.errors import (
     EndpointUnreachableError,
     ModelNotFoundError,
 )
+from nejumi_eval.runtime.client.limits import ResponseTooLargeError, answer_cap, truncate_utf8
 from nejumi_eval.runtime.client.models import (
     ClientSettings,
     ClientStats,
@@ -93,7 +97,13 @@ class InferenceClient:
         limits = _httpx.Limits(
             max_connections=settings.concurrency, max_keepalive_connections=settings.concurrency
         )
-        self._http = openai.DefaultAsyncHttpxClient(timeout=timeout, limits=limits)
+        # Uncompressed bodies, so the bytes counted on the wire are the bytes held (no gzip bomb).
+        self._http = openai.DefaultAsyncHttpxClient(
+            timeout=timeout,
+            limits=limits,
+            headers={"Accept-Encoding": "identity"},
+            event_hooks={"response": [self._bound_body]},
+        )
         self._openai = openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.api_key.get_secret_value(),
@@ -111,6 +121,15 @@ class InferenceClient:
     async def aclose(self) -> None:
         await self._openai.close()
 
+    async def _bound_body(self, response: Any) -> None:
+        """httpx response hook (before the body is read): refuse a body declared over
+        ``max_body_bytes``, and count the rest as it streams in, abandoning it past the limit."""
+        limit = self.settings.max_body_bytes
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise ResponseTooLargeError(limit, int(declared))
+        response.stream = _BoundedStream(response.stream, limit)
+
     # ---- preflight -------------------------------------------------------------------------
 
     async def check(self) -> list[str]:
@@ -125,7 +144,11 @@ class InferenceClient:
         async def attempt(_: int) -> list[str] | Retry:
             try:
                 page = await self._openai.models.list()
+            except ResponseTooLargeError as exc:
+                raise EndpointUnreachableError(f"GET {s.base_url}/models: {exc}") from None
             except openai.APIConnectionError as exc:
+                if isinstance(exc.__cause__, ResponseTooLargeError):
+                    raise EndpointUnreachableError(f"GET {s.base_url}/models: {exc.__cause__}") from None
                 return Retry(f"{type(exc).__name__}: {_short(exc.__cause__ or exc)}")
             except openai.APIStatusError as exc:
                 if exc.status_code in (401, 403):
@@ -185,7 +208,7 @@ class InferenceClient:
             hit = self.cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
-                return hit
+                return self._capped(hit, body, label)  # a row stored before the cap existed
         await self._ensure_checked()
         self.stats.requests_sent += 1
         if self.stats.first_sent_at is None:
@@ -200,6 +223,7 @@ class InferenceClient:
             return result
         self.stats.prompt_tokens += result.prompt_tokens or 0
         self.stats.completion_tokens += result.completion_tokens or 0
+        result = self._capped(result, body, label)
         if self.cache is not None:
             self.cache.put(
                 key,
@@ -207,6 +231,30 @@ class InferenceClient:
                 source=self.settings.answer_source,
                 endpoint=endpoint,
                 body=body,
+            )
+        return result
+
+    def _capped(self, result: InferenceResult, body: dict[str, Any], label: str | None) -> InferenceResult:
+        """`result` with its text cut to the answer cap of `body`'s max_tokens, flagged and counted.
+
+        Here, the one place every answer passes (sent or from the cache), so nothing downstream
+        (the cache, tables, the next turn, a judge) ever holds more than the cap.
+        """
+        limit = answer_cap(body.get("max_tokens"), self.settings.max_answer_bytes)
+        text, size = truncate_utf8(result.text, limit)
+        if size is not None:
+            result = result.model_copy(update={"text": text, "truncated_from_bytes": size})
+        if result.truncated:
+            self.stats.truncated += 1
+            # the first one is a warning; the count is in the run's lines and summary
+            report = log.warning if self.stats.truncated == 1 else log.debug
+            report(
+                "%s: the answer (%s bytes) was cut to %s bytes (max_tokens %s); answers cut so far: %d",
+                label or f"request {result.key[:12]}",
+                f"{result.truncated_from_bytes:,}",
+                f"{limit:,}",
+                body.get("max_tokens"),
+                self.stats.truncated,
             )
         return result
 
@@ -234,9 +282,13 @@ class InferenceClient:
                 if not is_retryable_status(status):
                     return self._failure(f"HTTP {status} (not retried): {_short(exc.message)}", number)
                 return Retry(f"HTTP {status}: {_short(exc.message)}", parse_retry_after(exc.response.headers))
+            except ResponseTooLargeError as exc:  # the same server would send it again: not retried
+                return self._failure(str(exc), number)
             except openai.APITimeoutError:
                 return Retry(f"timed out after {self.settings.request_timeout_s:g}s")
             except openai.APIConnectionError as exc:
+                if isinstance(exc.__cause__, ResponseTooLargeError):  # openai<3 wraps it
+                    return self._failure(str(exc.__cause__), number)
                 return Retry(f"connection error: {_short(exc.__cause__ or exc)}")
             except openai.APIError as exc:  # malformed response body and the like: retrying won't help
                 return self._failure(f"{type(exc).__name__}: {_short(exc)}", number)
@@ -372,6 +424,26 @@ class _PrioritySlots:
                 future.set_result(None)
                 return
         self._free += 1
+
+
+class _BoundedStream(_httpx.AsyncByteStream):  # type: ignore[misc]  # httpx or httpx2, chosen at import
+    """A response's byte stream that raises :class:`ResponseTooLargeError` once more than `limit`
+    bytes have come, so an oversized body is abandoned, not buffered."""
+
+    def __init__(self, inner: Any, limit: int) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        seen = 0
+        async for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResponseTooLargeError(self._limit)
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 class _ResponseShapeError(Exception):

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from nejumi_eval.runtime.client.limits import MAX_ANSWER_BYTES, MAX_BODY_BYTES
 from nejumi_eval.runtime.client.retry import RetryPolicy
 
 
@@ -85,6 +86,15 @@ class ClientSettings(BaseModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     verify_model: bool = Field(
         default=True, description="preflight: fail fast if GET /models does not list `model`"
+    )
+    max_answer_bytes: int = Field(
+        default=MAX_ANSWER_BYTES,
+        ge=1,
+        description="ceiling on one answer's text in UTF-8 bytes; below it, the cap follows the "
+        "request's max_tokens (`limits.answer_cap`)",
+    )
+    max_body_bytes: int = Field(
+        default=MAX_BODY_BYTES, ge=1, description="the most of one HTTP response body read"
     )
 
     @property
@@ -166,10 +176,20 @@ class InferenceResult(BaseModel):
     model: str | None = Field(default=None, description="model name as returned by the server")
     attempts: int = Field(default=0, description="HTTP attempts this run (0 for a cache hit)")
     key: str = Field(default="", description="the response-cache key")
+    truncated_from_bytes: int | None = Field(
+        default=None,
+        description="set when `text` was cut to the answer cap (`limits.answer_cap`): its UTF-8 "
+        "size as received",
+    )
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def truncated(self) -> bool:
+        """The answer was longer than the cap and `text` is its first part."""
+        return self.truncated_from_bytes is not None
 
 
 @dataclass
@@ -183,6 +203,8 @@ class ClientStats:
     failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    truncated: int = 0
+    """Answers cut to the answer cap, sent this run or from the cache (each is used cut)."""
     first_sent_at: float | None = None
     """`time.monotonic()` of the first request sent (for wall-time spans; not reported)."""
     last_done_at: float | None = None
