@@ -25,7 +25,7 @@ def print_json(doc: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nejumi_eval.api.v1alpha1.spec import load_spec
+    from nejumi_eval.api.v1alpha1.spec import load_spec, parse_spec
     from nejumi_eval.demo import embedded_default_spec
     from nejumi_eval.pipeline import run
 
@@ -36,7 +36,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         spec = load_spec(args.config) if args.config else embedded_default_spec(model=args.model)
     if args.model and (args.config or args.spec_env):
-        spec.model.name = args.model
+        # Validated as if written in the config: `--model=--trust-remote-code` is refused by model.name's
+        # rules here, not by the Hub client deep in the run.
+        written = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        written["model"]["name"] = args.model
+        spec = parse_spec(written, source="--model")
     if args.workspace:
         spec.workspace.path = args.workspace
     real_judge = args.judge_endpoint or args.judge_model or args.judge_api_key_env

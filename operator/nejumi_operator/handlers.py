@@ -35,18 +35,31 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
-from nejumi_operator.api.conditions import ACCEPTED, TRUE, find, is_finished
+from nejumi_operator.api.conditions import (
+    ACCEPTED,
+    NAME_CONFLICT,
+    SECRET_NOT_FOUND,
+    SECRET_NOT_USABLE,
+    TRUE,
+    WAITING_FOR_CLEANUP,
+    find,
+    is_finished,
+)
 from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.kube.sync import sync_status
+from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
 from nejumi_operator.reconcile.job import (
     InvalidEvaluation,
     build_job,
     build_workspace_pvc,
+    job_name,
     retain_workspace,
+    validate,
 )
 from nejumi_operator.reconcile.naming import MAX_NAME
+from nejumi_operator.reconcile.ownership import Claim, claim
 from nejumi_operator.reconcile.progress import LABEL_PROGRESS_OF, build_progress_objects
 from nejumi_operator.settings import OperatorConfig
 
@@ -146,8 +159,8 @@ async def resync_forever(
                 logger.warning("resync of %s/%s failed: %s", namespace, name, exc)
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, retries=10, backoff=5)
-@kopf.on.create(GROUP, VERSION, PLURAL, retries=10, backoff=5)
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
 def ensure_job(
     body: kopf.Body,
     name: str,
@@ -158,6 +171,9 @@ def ensure_job(
     logger: logging.Logger,
     **_: Any,
 ) -> None:
+    """Make this generation's Job (and what it needs), or say in status why not. Retried without a
+    limit (every 5 s): the waits — a Secret that does not exist yet, a deleted namesake's objects
+    the garbage collector is removing — end by themselves, and a final refusal is a PermanentError."""
     if is_finished(status):
         return
     generation = int(body.meta.get("generation") or 1)
@@ -171,21 +187,30 @@ def ensure_job(
         # under load: the status already says this generation's Job exists (written after it was
         # created), so there is nothing to create. (A resume, after a restart, checks everything.)
         return
+    existing = calls.read_job(memo.api, namespace, job_name(name, generation))
+    if existing is not None and claim(existing, body)[0] is Claim.OURS:
+        # Admitted under the policy of its day: a later policy (a `helm upgrade`) applies to new
+        # Jobs only and never rewrites what runs or ran.
+        _note_policy_change(body, memo.config, logger)
+        sync_status(memo.api, namespace, name)
+        return
     try:
         job = build_job(body, memo.config)
     except InvalidEvaluation as exc:
         sync_status(memo.api, namespace, name, rejected={"spec_error": str(exc)})
         raise kopf.PermanentError(str(exc)) from None
+    _check_secrets(body, name, namespace, memo)
     # Owner reference → the Job and its pods are garbage-collected with the evaluation, even while
     # the operator is down. (Not kopf.adopt: it would copy the evaluation's labels, e.g. a Kueue
     # queue label, onto the Job.)
     kopf.append_owner_reference(job, owner=body)
     # The workspace PVC first, so the Job's pod never waits on a claim nobody creates. Owned by the
-    # evaluation (collected with it) unless workspace.retain; an existing one is kept as is. Then the
-    # progress channel (ServiceAccount, Role, RoleBinding, ConfigMap): the Job's pods run as that
-    # ServiceAccount, and the pod would not be created without it. The Job last.
+    # evaluation (collected with it) unless workspace.retain. Then the progress channel
+    # (ServiceAccount, Role, RoleBinding, ConfigMap): the Job's pods run as that ServiceAccount, and
+    # the pod would not be created without it. The Job last.
     pvc = build_workspace_pvc(body, memo.config)
-    if pvc is not None and not retain_workspace(body):
+    retained = pvc is not None and retain_workspace(body)
+    if pvc is not None and not retained:
         kopf.append_owner_reference(pvc, owner=body)
     progress = build_progress_objects(body)
     for obj in progress:
@@ -200,11 +225,81 @@ def ensure_job(
             message = _api_message(exc)
             sync_status(memo.api, namespace, name, rejected={"job_rejected": message, "refused": what})
             raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
-        if created and obj is pvc:
+        if not created:
+            unowned = obj["metadata"]["labels"] if obj is pvc and retained else None
+            _check_claim({**made, "kind": obj["kind"]}, body, name, namespace, memo, unowned)
+        elif obj is pvc:
             logger.info("PersistentVolumeClaim %s created", made["metadata"]["name"])
     # the loop ends with the Job: `created` is the Job's
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
     sync_status(memo.api, namespace, name)
+
+
+def _check_claim(
+    existing: dict[str, Any],
+    evaluation: kopf.Body,
+    name: str,
+    namespace: str,
+    memo: kopf.Memo,
+    unowned_labels: dict[str, str] | None,
+) -> None:
+    """An object of the name the operator needs already exists: go on only if it is this
+    evaluation's (reconcile.ownership); wait for a deleted namesake's to be collected; refuse a
+    foreign one (NameConflict) without using, writing or reading it."""
+    found, owner = claim(existing, evaluation, unowned_labels=unowned_labels)
+    if found is Claim.OURS:
+        return
+    what = f"{existing.get('kind') or 'object'} {existing['metadata']['name']}"
+    if found is Claim.COLLECTING:
+        message = f"{what} belongs to {owner}: waiting for the garbage collector to remove it"
+        sync_status(memo.api, namespace, name, rejected={"waiting": (WAITING_FOR_CLEANUP, message)})
+        raise kopf.TemporaryError(message, delay=5)
+    hint = (
+        " (a workspace kept with workspace.retain: set workspace.retain: true to use it again, or delete it)"
+        if existing.get("kind") == "PersistentVolumeClaim" and owner == "no owner"
+        else ""
+    )
+    message = (
+        f"{what} already exists and is not this evaluation's ({owner}); the operator never uses an "
+        f"object it did not make for this evaluation: delete or rename it, or rename the evaluation{hint}"
+    )
+    sync_status(memo.api, namespace, name, rejected={"refusal": (NAME_CONFLICT, message)})
+    raise kopf.PermanentError(message)
+
+
+def _check_secrets(evaluation: kopf.Body, name: str, namespace: str, memo: kopf.Memo) -> None:
+    """Every Secret the spec names must consent to evaluations (nejumi_operator.policy) before any
+    pod exists. A missing one is waited for (it is checked when it appears); reading labels only."""
+    policy = memo.config.policy
+    if not policy.enabled:
+        return
+    spec = validate(evaluation.get("spec"), source=f"{KIND} {namespace}/{name}: spec")
+    names = {secret for _, secret in secret_refs(spec) if secret not in policy.usable_secrets}
+    labels = {secret: calls.secret_labels(memo.api, namespace, secret) for secret in sorted(names)}
+    if problems := policy.secret_problems(spec, labels.get):
+        message = "; ".join(problems)
+        sync_status(memo.api, namespace, name, rejected={"refusal": (SECRET_NOT_USABLE, message)})
+        raise kopf.PermanentError(message)
+    if missing := sorted(secret for secret, found in labels.items() if found is None):
+        fields = [field for field, secret in secret_refs(spec) if secret in missing]
+        message = (
+            f"Secret {', '.join(missing)} ({', '.join(fields)}) not found: create it in namespace "
+            f'{namespace} with label {LABEL_USABLE_BY_EVALUATIONS}="true"; no Job until it exists'
+        )
+        sync_status(memo.api, namespace, name, rejected={"waiting": (SECRET_NOT_FOUND, message)})
+        raise kopf.TemporaryError(message, delay=5)
+
+
+def _note_policy_change(evaluation: kopf.Body, config: OperatorConfig, logger: logging.Logger) -> None:
+    """A Job that exists is never re-judged; say (in the log) when today's policy would refuse it."""
+    try:
+        spec = validate(evaluation.get("spec"))
+    except InvalidEvaluation:
+        return
+    if problems := config.policy.violations(spec):
+        logger.warning(
+            "admitted under an earlier policy; today's would refuse it (it runs on): %s", "; ".join(problems)
+        )
 
 
 def _api_message(exc: ApiException) -> str:

@@ -13,7 +13,20 @@ repository (`--trust-remote-code`). The cluster admin decides, in the chart's `p
 - `vllmExtraArgs`: flags `model.vllm.extraArgs` may use (`--flag`, `--flag=value`, or `--flag value`;
   `_` and `-` are one character to vLLM); default none;
 - `allowTrustRemoteCode`: whether `--trust-remote-code` is allowed at all; default false;
+- `keyHosts`: the hosts an API key may be sent to (`model.endpoint` with `model.apiKeySecretRef`, a
+  judge's `endpoint` with its `apiKeySecretRef`; a judge without an endpoint is the OpenAI API);
+  an exact host or `*.suffix`; default: the well-known LLM APIs and in-cluster Services;
+- `usableSecrets`: Secret names any evaluation may reference without the Secret's own consent
+  (below); default none;
 - `enabled: false` lifts every limit (a cluster whose evaluation creators are all trusted).
+
+Secrets by consent. Whoever may create an evaluation may name a Secret the evaluator then reads
+and sends as `Authorization: Bearer …` — without consent that turns "create evaluations" into "read
+every Secret of the namespace". So a Secret is usable by evaluations only when it says so (label
+`nejumi.wandb.ai/usable-by-evaluations: "true"`, set by whoever may write Secrets) or the chart's
+`policy.usableSecrets` names it; and a key goes only to a host in `policy.keyHosts`. The operator
+checks the label before any pod exists, reading the Secret's metadata only (`secret_problems`);
+the admission policy checks the hosts.
 
 The chart enforces them twice: a ValidatingAdmissionPolicy refuses a spec at admission naming the
 field and the allow-list (templates/policy/), and the operator (this module, the same values in
@@ -24,14 +37,36 @@ without the chart, or a cluster where the admission policy is not installed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from nejumi_eval.api.v1alpha1.spec import EvaluationSpec
+from nejumi_operator.api.names import GROUP
 
 TRUST_REMOTE_CODE = "--trust-remote-code"
+LABEL_USABLE_BY_EVALUATIONS = f"{GROUP}/usable-by-evaluations"
+"""On a Secret: `"true"` = evaluations of its namespace may reference it (the owner's consent)."""
+OPENAI_API_HOST = "api.openai.com"
+"""Where a judge without `endpoint` sends its key (the evaluator's default judge endpoint)."""
+DEFAULT_KEY_HOSTS = (
+    OPENAI_API_HOST,
+    "*.openai.azure.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "api.mistral.ai",
+    "api.deepseek.com",
+    "api.together.xyz",
+    "api.fireworks.ai",
+    "api.groq.com",
+    "openrouter.ai",
+    "*.svc",  # in-cluster Services: <service>.<namespace>.svc
+    "*.svc.cluster.local",
+)
+"""The hosts an API key may go to by default: well-known LLM APIs and in-cluster Services."""
 
 
 class AllowedToleration(BaseModel):
@@ -64,6 +99,8 @@ class Policy(BaseModel):
     workload_priority_class_names: list[str] = Field(default_factory=list)
     vllm_extra_args: list[str] = Field(default_factory=list)
     allow_trust_remote_code: bool = False
+    key_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_KEY_HOSTS))
+    usable_secrets: list[str] = Field(default_factory=list)
 
     @classmethod
     def from_json(cls, raw: str) -> Policy:
@@ -126,10 +163,91 @@ class Policy(BaseModel):
                     f"spec.model.vllm.extraArgs[{i}]: {flag} is not in the operator's policy.vllmExtraArgs "
                     f"(allowed: {', '.join(sorted(flags)) or 'none'})"
                 )
+        out.extend(self._key_host_violations(spec))
+        return out
+
+    def _key_host_violations(self, spec: EvaluationSpec) -> list[str]:
+        """Each API key sent to a host outside `keyHosts` (nothing is checked where no key goes)."""
+        out = []
+        allowed = ", ".join(self.key_hosts) or "none"
+        for field, endpoint, secret in key_destinations(spec):
+            host = endpoint_host(endpoint)
+            if not any(host_matches(host, pattern) for pattern in self.key_hosts):
+                out.append(
+                    f"{field}: the key in Secret {secret} may not be sent to {host or endpoint!r}: "
+                    f"the host is not in the operator's policy.keyHosts (allowed: {allowed})"
+                )
+        return out
+
+    def secret_problems(
+        self, spec: EvaluationSpec, labels_of: Callable[[str], dict[str, str] | None]
+    ) -> list[str]:
+        """One message per referenced Secret that evaluations may not use: it exists, but neither
+        carries the consent label nor is named in `usableSecrets`. `labels_of(name)` gives a
+        Secret's labels (None: it does not exist — not refused here: the caller waits for it)."""
+        if not self.enabled:
+            return []
+        out = []
+        for field, name in secret_refs(spec):
+            if name in self.usable_secrets:
+                continue
+            found = labels_of(name)
+            if found is not None and found.get(LABEL_USABLE_BY_EVALUATIONS) != "true":
+                out.append(
+                    f"{field}: Secret {name} is not usable by evaluations: it has no label "
+                    f'{LABEL_USABLE_BY_EVALUATIONS}="true" and is not in the operator\'s '
+                    "policy.usableSecrets (whoever owns the Secret gives that consent)"
+                )
         return out
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+def secret_refs(spec: EvaluationSpec) -> list[tuple[str, str]]:
+    """(field, Secret name) for every Secret whose value the evaluator reads."""
+    out: list[tuple[str, str]] = []
+    model = spec.model
+    if model.api_key_secret_ref:
+        out.append(("spec.model.apiKeySecretRef", model.api_key_secret_ref.name))
+    if model.hf_token_secret_ref:
+        out.append(("spec.model.hfTokenSecretRef", model.hf_token_secret_ref.name))
+    for bench, judge in spec.benchmarks.judges().items():
+        if judge.api_key_secret_ref:
+            out.append((f"spec.benchmarks.{bench}.judge.apiKeySecretRef", judge.api_key_secret_ref.name))
+    if spec.wandb.enabled and spec.wandb.api_key_secret_ref:
+        out.append(("spec.wandb.apiKeySecretRef", spec.wandb.api_key_secret_ref.name))
+    return out
+
+
+def key_destinations(spec: EvaluationSpec) -> list[tuple[str, str, str]]:
+    """(field, endpoint, Secret name) for every API key the evaluator sends to an endpoint the spec
+    chooses: the model's (an API model) and each judge's (the OpenAI API without an endpoint)."""
+    out: list[tuple[str, str, str]] = []
+    model = spec.model
+    if model.api_key_secret_ref and model.endpoint:
+        out.append(("spec.model.endpoint", model.endpoint, model.api_key_secret_ref.name))
+    for bench, judge in spec.benchmarks.judges().items():
+        if judge.api_key_secret_ref and not judge.synthetic:
+            endpoint = judge.endpoint or f"https://{OPENAI_API_HOST}/v1"
+            out.append((f"spec.benchmarks.{bench}.judge.endpoint", endpoint, judge.api_key_secret_ref.name))
+    return out
+
+
+def endpoint_host(endpoint: str) -> str:
+    """The host an endpoint URL sends requests to, lower-case ("" if there is none)."""
+    try:
+        return (urlsplit(endpoint).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """`pattern` is a host (`api.openai.com`) or `*.suffix` (any host ending in `.suffix`)."""
+    pattern = pattern.lower()
+    if pattern.startswith("*."):
+        return bool(host) and host.endswith(pattern[1:])
+    return host == pattern
 
 
 def _flag(arg: str) -> str:

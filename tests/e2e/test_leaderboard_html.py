@@ -262,6 +262,26 @@ def test_charts_are_drawn_and_japanese_is_rendered(loaded: webdriver.Chrome) -> 
     assert dark1 != dark2
 
 
+def test_a_group_without_provenance_says_what_is_missing(tmp_path: Path, browser: webdriver.Chrome) -> None:
+    """Issue 16: evaluations ranked apart only for lack of a protocol record are not called
+    measured differently; the group control and its note say what is missing."""
+    for name in ("org/a", "org/b"):
+        write_results(tmp_path, name, jaster=profile(), mtbench=ratings(5))
+    bare = write_results(tmp_path, "org/bare", jaster=profile(QA=0.9), mtbench=ratings(4))
+    (bare / "run.json").unlink()
+    out = tmp_path / "board.html"
+    assert main(["leaderboard", str(tmp_path), "--html", str(out)]) == 0
+    browser.get(out.as_uri())
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return !!window.nejumiLeaderboard"))
+    group = Select(browser.find_element(By.ID, "group"))
+    missing = "has no provenance (no protocol record: no run record)"
+    assert [o.text for o in group.options] == ["A (main)", f"B — {missing}"]
+    group.select_by_value("B")
+    assert row_models(browser) == ["org/bare"]
+    note = browser.find_element(By.ID, "group-note").text
+    assert note == f"Group B {missing}; its ranks are its own."
+
+
 def test_a_real_run_is_shown_question_by_question(tmp_path: Path, browser: webdriver.Chrome) -> None:
     """The page over a results folder the real pipeline wrote (a stub model echoing prompts, a
     scripted judge rating 6), so the drill-down reads the product's tables, not the fixture's."""

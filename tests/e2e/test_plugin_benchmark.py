@@ -80,7 +80,7 @@ def test_a_plugin_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     status = reduce_status({}, Observation(generation=1, job_name="e-g1", job=job, termination=term))
     EvaluationStatus.model_validate(status)
     assert status["scores"]["benchmarks"]["echo"] == {"avg": 1.0, "categories": {}}
-    assert status["failures"] == {"generation": 0, "judge": 0}
+    assert status["failures"] == {"generation": 0, "judge": 0, "truncatedAnswers": 0}
 
 
 def test_an_unknown_benchmark_section_is_bad_input(tmp_path: Path) -> None:

@@ -28,6 +28,8 @@ import pytest
 from kubernetes.client import ApiClient, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
+from nejumi_operator.policy import DEFAULT_KEY_HOSTS
+from nejumi_operator.settings import ENV_POLICY
 from tests.cluster import BinariesMissing, ControlPlane, NodeAgent, StartupError, find_binaries, wait_until
 from tests.cluster.kueue import Kueue, KueueMissing
 from tests.cluster.provisioner import HostPathProvisioner
@@ -211,6 +213,9 @@ def operator_env(kubeconfig: Path, data_mirror: Path, monkeypatch: pytest.Monkey
             }
         ),
     )
+    # The chart's default policy, plus loopback as a host API keys may go to: every stub server of
+    # these tests listens on 127.0.0.1 (a test that sets its own policy replaces this).
+    monkeypatch.setenv(ENV_POLICY, json.dumps({"keyHosts": [*DEFAULT_KEY_HOSTS, "127.0.0.1"]}))
     monkeypatch.setenv("NEJUMI_OPERATOR_SERVER_TIMEOUT", "10")
     monkeypatch.setenv("NEJUMI_OPERATOR_RESYNC_SECONDS", "5")
     return monkeypatch

@@ -166,3 +166,27 @@ def test_the_evaluator_pod_passes_pod_security_restricted(k8s_client: ApiClient,
     assert env["HF_TOKEN"].value_from.secret_key_ref.name == "hf"
     assert "nvidia.com/gpu" not in ((container.resources and container.resources.limits) or {})
     assert batch.read_namespaced_job(name, namespace).spec.active_deadline_seconds == 24 * 3600
+
+
+def test_a_flag_is_not_a_model_name(crd: dict[str, Any], k8s_client: ApiClient, namespace: str) -> None:
+    """Issue 16: `--trust-remote-code` as model.name was admitted, then failed as a traceback in the
+    Hub client; the API server now refuses it, naming the field (the table above has the variants)."""
+    create = creator(k8s_client, namespace)
+    wait_served(create)
+    for spec, message in [
+        ({"model": {"name": "--trust-remote-code"}}, "model.name must be a Hugging Face model id"),
+        (
+            {
+                "model": {
+                    "name": "--trust-remote-code",
+                    "source": "openai-compatible",
+                    "endpoint": "http://x/v1",
+                }
+            },
+            "model.name must be the API's model name",
+        ),
+    ]:
+        with pytest.raises(ApiException) as err:
+            create("flag", spec)
+        assert err.value.status == 422
+        assert f'spec.model.name: Invalid value: "object": {message}' in api_message(err.value)

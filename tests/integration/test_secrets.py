@@ -60,10 +60,16 @@ def test_no_api_key_appears_anywhere_but_its_secret(
 ) -> None:
     keys = {name: f"sk-nejumi-{name}-{secrets.token_hex(12)}" for name in ("model", "judge", "wandb")}
     core = CoreV1Api(k8s_client)
+    consent = {"nejumi.wandb.ai/usable-by-evaluations": "true"}
     for name, key in keys.items():
         core.create_namespaced_secret(
-            namespace, {"metadata": {"name": f"{name}-key"}, "stringData": {"k": key}}
+            namespace, {"metadata": {"name": f"{name}-key", "labels": consent}, "stringData": {"k": key}}
         )
+    # One more key that never consented: the operator reads its labels (metadata only) and refuses.
+    keys["unconsented"] = f"sk-nejumi-unconsented-{secrets.token_hex(12)}"
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "unconsented-key"}, "stringData": {"k": keys["unconsented"]}}
+    )
     data = load_variant("neo", default_mirror())
     caplog.set_level(logging.DEBUG)
     args = ["run", "--standalone", "--verbose", "--namespace", namespace, str(HANDLERS)]
@@ -101,7 +107,11 @@ def test_no_api_key_appears_anywhere_but_its_secret(
             "resources": {"gpus": 0},
         }
         create(k8s_client, namespace, "leak-check", spec)
+        refused = {**spec, "model": {**spec["model"], "apiKeySecretRef": ref("unconsented")}}
+        create(k8s_client, namespace, "refused", refused)
         status = seen.wait_for("leak-check", "Succeeded", None, timeout=240)
+        denial = seen.wait_for("refused", "Failed", "SecretNotUsable")
+    assert "Secret unconsented-key is not usable" in denial["message"], denial
     assert (operator.exit_code, operator.exception) == (0, None), operator.output
     # Each key was really handed to the evaluator and used, so its absence below means something.
     assert model.authorizations == {f"Bearer {keys['model']}"}

@@ -142,7 +142,7 @@ def test_pending_and_queued_say_why_then_the_phase_only_moves_forward(
     with StubServer(delay_s=2.0) as stub, Recorder(k8s_client, namespace) as seen:
         # more GPUs than the node has (8): the scheduler's reason, never Running
         create(k8s_client, namespace, "gpu-wait", spec(stub.base_url, resources={"gpus": 16}))
-        # a Secret that does not exist yet: the kubelet's reason names it
+        # a Secret that does not exist yet: the operator waits for it (no Job) and names it
         key_ref = {"apiKeySecretRef": {"name": "model-key", "key": "token"}}
         create(k8s_client, namespace, "no-secret", spec(stub.base_url, model=key_ref, resources={"gpus": 0}))
         # a queue: the Job is created suspended (Kueue would admit it; there is none here)
@@ -153,9 +153,11 @@ def test_pending_and_queued_say_why_then_the_phase_only_moves_forward(
         gpu = seen.wait_for("gpu-wait", "Pending", "Unschedulable")
         assert "Insufficient nvidia.com/gpu" in gpu["message"], gpu["message"]
         assert "16 nvidia.com/gpu" in gpu["message"] and "spec.resources.gpus" in gpu["message"]
-        missing = seen.wait_for("no-secret", "Pending", "CreateContainerConfigError")
-        assert 'secret "model-key" not found' in missing["message"], missing["message"]
-        assert "create Secret model-key" in missing["message"]
+        missing = seen.wait_for("no-secret", "Pending", "SecretNotFound")
+        assert "Secret model-key (spec.model.apiKeySecretRef) not found" in missing["message"], missing
+        assert 'nejumi.wandb.ai/usable-by-evaluations="true"' in missing["message"]
+        jobs = BatchV1Api(k8s_client).list_namespaced_job(namespace).items
+        assert "no-secret-g1" not in {j.metadata.name for j in jobs}  # no Job before its Secret
         queued = seen.wait_for("queued", "Queued", "Suspended")
         assert "LocalQueue gpu-queue" in queued["message"]
 
@@ -163,14 +165,17 @@ def test_pending_and_queued_say_why_then_the_phase_only_moves_forward(
         assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "PROGRESS", "AGE"]
         rows = {line.split()[0]: line.split() for line in lines[1:]}
         assert rows["gpu-wait"][1:4] == ["stub-model", "Pending", "Unschedulable"]
-        assert rows["no-secret"][2:4] == ["Pending", "CreateContainerConfigError"]
+        assert rows["no-secret"][2:4] == ["Pending", "SecretNotFound"]
         assert rows["queued"][2:4] == ["Queued", "Suspended"]
         wide = kubectl(kubeconfig, "get", "nejumi", "gpu-wait", "-n", namespace, "-o", "wide")
         assert "MESSAGE" in wide.splitlines()[0] and "Insufficient nvidia.com/gpu" in wide
 
-        # the Secret appears: the evaluation runs to Succeeded, each phase at or after the last
+        # the Secret appears, with its owner's consent: the evaluation runs to Succeeded, each
+        # phase at or after the last
+        consent = {"nejumi.wandb.ai/usable-by-evaluations": "true"}
         core.create_namespaced_secret(
-            namespace, {"metadata": {"name": "model-key"}, "stringData": {"token": "sk-test"}}
+            namespace,
+            {"metadata": {"name": "model-key", "labels": consent}, "stringData": {"token": "sk-test"}},
         )
         done = seen.wait_for("no-secret", "Succeeded", "EvaluationCompleted", timeout=120)
         assert done["attempt"] == 1 and "overallDisplay" not in done  # jaster alone: no Overall
@@ -185,9 +190,9 @@ def test_pending_and_queued_say_why_then_the_phase_only_moves_forward(
 
     succeeded = events_of(k8s_client, namespace, "no-secret")
     reasons = [reason for _, reason, _ in succeeded]
-    assert reasons[0] == "JobCreated" and reasons[-1] == "Succeeded", succeeded
-    assert {"CreateContainerConfigError", "Started"} <= set(reasons), succeeded
-    warning = next(e for e in succeeded if e[1] == "CreateContainerConfigError")
+    assert reasons[0] == "SecretNotFound" and reasons[-1] == "Succeeded", succeeded
+    assert {"JobCreated", "Started"} <= set(reasons), succeeded
+    warning = next(e for e in succeeded if e[1] == "SecretNotFound")
     assert warning[0] == "Warning" and "model-key" in warning[2]
     assert [r for _, r, _ in events_of(k8s_client, namespace, "gpu-wait")] == ["JobCreated", "Unschedulable"]
     assert [r for _, r, _ in events_of(k8s_client, namespace, "queued")] == ["JobCreated", "Queued"]

@@ -38,6 +38,11 @@ def test_the_crd_carries_each_models_rules_verbatim(path: tuple[str, ...], model
         ({"model": {"name": "m", "source": "openai-compatible"}}, "model.endpoint is required"),
         ({"model": {"name": "m", "endpoint": "http://x/v1"}}, "model.endpoint is only valid"),
         ({"model": {"name": "m", "vllm": {"extraArgs": ["--max-num-seqs=8"]}}}, "use model.vllm.maxNumSeqs"),
+        ({"model": {"name": "--trust-remote-code"}}, "model.name must be a Hugging Face model id"),
+        (
+            {"model": {"name": "--x", "source": "openai-compatible", "endpoint": "http://x/v1"}},
+            "model.name must be the API's model name",
+        ),
         (
             {
                 "model": {"name": "m"},
@@ -63,4 +68,7 @@ def test_cluster_only_and_transition_rules_are_left_to_the_api_server() -> None:
 def test_valid_specs_still_pass() -> None:
     parse_spec({"model": {"name": "m", "vllm": {"extraArgs": ["--enforce-eager"]}}})
     parse_spec({"model": {"name": "m", "source": "openai-compatible", "endpoint": "http://x/v1"}})
+    parse_spec({"model": {"name": "org/m"}})
+    parse_spec({"model": {"name": "./m", "source": "transformers"}})
+    parse_spec({"model": {"name": "a/b/c", "source": "openai-compatible", "endpoint": "http://x/v1"}})
     parse_spec({"model": {"name": "m"}, "benchmarks": {"mtbench": {"judge": {"synthetic": True}}}})

@@ -105,3 +105,16 @@ def test_a_local_model_without_chat_template_is_a_config_error(tmp_path: Path) -
         check_chat_template(
             parse_spec({"model": {**doc["model"], "chatTemplate": str(tmp_path / "nope.jinja")}})
         )
+
+
+def test_a_flag_given_as_model_is_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--model` on the command line obeys model.name's rules, as the same value in a config would:
+    refused before the run, not by the Hub client deep inside it (issue 16)."""
+    from nejumi_eval.cli import main
+
+    config = tmp_path / "evaluation.yaml"
+    config.write_text("model:\n  name: org/m\n", encoding="utf-8")
+    assert main(["run", str(config), "--model=--trust-remote-code"]) == 2
+    assert "model.name must be a Hugging Face model id" in capsys.readouterr().err

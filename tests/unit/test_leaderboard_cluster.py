@@ -98,6 +98,32 @@ def test_a_workspace_copy_brings_questions_intervals_and_provenance(
     assert strong.group != weak.group
 
 
+def test_a_status_without_its_folder_lacks_provenance_not_measured_differently(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 16: a status-only evaluation is ranked apart because its protocol is unknown, and the
+    board says so; it never says it was measured differently."""
+    root = tmp_path / "copies"
+    objects = []
+    for name, model in (("strong", "org/strong-7b"), ("weak", "org/weak-1b")):
+        copy_workspace(runs[name], root, "team-a", name)
+        objects.append(evaluation_object(name, model, operator_status(runs[name])))
+    lone = write_results(tmp_path / "pods", "org/lone-3b", jaster=spread(3), mtbench=ratings(5))
+    objects.append(evaluation_object("lone", "org/lone-3b", operator_status(lone)))  # not copied
+    board = compare.build(evaluations_from_objects(objects, root), resamples=0).leaderboard
+    lone_entry = board.entry("team-a/lone")
+    assert lone_entry.state == "ranked" and lone_entry.provenance.missing == "status only"
+    assert board.entry("team-a/strong").provenance.missing is None
+    group = next(g for g in board.groups if g.id == lone_entry.group)
+    assert not group.main and group.differs == [] and group.missing
+    assert group.note == "has no provenance (no protocol record: status only)"
+    (warning,) = [w for w in board.warnings if w.startswith("protocol group")]
+    assert warning == (
+        f"protocol group {group.id} (1 ranked evaluation(s)) has no provenance (no protocol record: "
+        "status only); ranked separately, never against group A"
+    )
+
+
 def test_the_status_is_checked_against_the_copy(runs: dict[str, Path], tmp_path: Path) -> None:
     status = operator_status(runs["strong"])
     status["scores"]["overall"] = 0.1

@@ -74,9 +74,13 @@ def test_another_protocol_is_ranked_apart_and_flagged(two_workspaces: tuple[Path
     main = next(g for g in lb.groups if g.main)
     assert epsilon.group != main.id and epsilon.state == "ranked" and epsilon.rank == 1
     other = next(g for g in lb.groups if g.id == epsilon.group)
-    assert other.differs == ["jaster.template", "jaster.template_sha256"]
+    assert other.differs == ["jaster.template", "jaster.template_sha256"] and other.missing == []
+    assert (
+        other.note
+        == f"was measured differently from group {main.id} (jaster.template, jaster.template_sha256)"
+    )
     assert all(e.group == main.id for e in lb.ranked())
-    assert any(f"protocol group {other.id}" in w and "jaster.template" in w for w in lb.warnings)
+    assert any(f"protocol group {other.id}" in w and "measured differently" in w for w in lb.warnings)
     # evaluations of different groups are never compared
     assert not [c for c in lb.comparisons if epsilon.id in (c.a, c.b)]
 
@@ -87,6 +91,57 @@ def test_a_different_judge_is_a_different_protocol(tmp_path: Path) -> None:
     lb = compare.build(sources.from_results_folders([tmp_path]), resamples=0).leaderboard
     assert len(lb.groups) == 2
     assert lb.groups[1].differs == ["mtbench.judge"]
+
+
+def _edit_run_record(folder: Path, edit) -> None:
+    path = folder / "run.json"
+    run = json.loads(path.read_text())
+    edit(run)
+    path.write_text(json.dumps(run))
+
+
+def test_missing_provenance_is_said_apart_from_different_provenance(tmp_path: Path) -> None:
+    """Issue 16: an evaluation that lacks a protocol record (or a field of one) is not known to be
+    measured differently; the board says what is missing, and what differs only where it differs."""
+    for name in ("org/a", "org/b"):
+        write_results(tmp_path, name, jaster=constant(0.5), mtbench=ratings(5))
+    bare = write_results(tmp_path, "org/bare", jaster=constant(0.25), mtbench=ratings(4))
+    (bare / "run.json").unlink()
+    older = write_results(tmp_path, "org/older", jaster=constant(0.25), mtbench=ratings(4), judge="gpt-x")
+    _edit_run_record(older, lambda run: run["mtbench"]["judge"].pop("temperature"))
+    lb = compare.build(sources.from_results_folders([tmp_path]), resamples=0).leaderboard
+    main = next(g for g in lb.groups if g.main)
+    group = {lb.entry(e).model: g for g in lb.groups for e in g.entries}
+
+    none = group["org/bare"]
+    assert none.differs == [] and "jaster.template" in none.missing
+    assert none.note == "has no provenance (no protocol record: no run record)"
+    assert lb.entry(none.entries[0]).provenance.missing == "no run record"
+    partly = group["org/older"]
+    assert partly.differs == ["mtbench.judge"] and partly.missing == ["mtbench.judge_temperature"]
+    assert partly.note == (
+        f"was measured differently from group {main.id} (mtbench.judge); "
+        f"lacks provenance group {main.id} records (mtbench.judge_temperature)"
+    )
+    warnings = [w for w in lb.warnings if w.startswith("protocol group")]
+    assert len(warnings) == 2
+    (bare_warning,) = [w for w in warnings if w.startswith(f"protocol group {none.id} ")]
+    assert "no protocol record: no run record" in bare_warning and "measured differently" not in bare_warning
+    assert f"ranked separately, never against group {main.id}" in bare_warning
+
+
+def test_a_main_group_without_provenance_is_named_as_the_one_lacking(tmp_path: Path) -> None:
+    for name in ("org/a", "org/b"):
+        folder = write_results(tmp_path, name, jaster=constant(0.5), mtbench=ratings(5))
+        (folder / "run.json").unlink()
+    write_results(tmp_path, "org/c", jaster=constant(0.5), mtbench=ratings(5))
+    lb = compare.build(sources.from_results_folders([tmp_path]), resamples=0).leaderboard
+    main, other = lb.groups
+    assert main.main and other.differs == [] and other.missing
+    assert (
+        other.note
+        == f"has provenance group {main.id} lacks (group {main.id} has no protocol record: no run record)"
+    )
 
 
 def test_include_all_ranks_smoke_tests_still_marked(two_workspaces: tuple[Path, Path]) -> None:

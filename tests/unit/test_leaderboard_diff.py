@@ -262,3 +262,17 @@ def test_fixture_scores_are_what_its_rows_say(evaluations: list[sources.Evaluati
     mt = board.leaderboard.entry(B_ID).benchmarks["mtbench"]
     assert mt.categories["math"] == pytest.approx((7 + 5 * 3) / 4)
     assert PROTOCOL.categories["math"].first_id > 0
+
+
+def test_a_side_without_a_protocol_record_is_said_to_lack_it(tmp_path: Path) -> None:
+    write_results(tmp_path, "org/m", jaster=constant(0.5), mtbench=ratings(5), folder="a")
+    write_results(
+        tmp_path, "org/m", started=T0.replace(hour=10), jaster=constant(0.5), mtbench=ratings(5), folder="b"
+    )
+    evaluations = sources.from_results_folders([tmp_path])
+    a, b = (diff.resolve(ref, evaluations) for ref in ("a", "b"))
+    b.entry.provenance.missing = "status only"
+    b.entry.provenance.key = ""
+    d = diff.compute(a, b, resamples=0)
+    assert any(w.startswith("B (status only) has no protocol record") for w in d.warnings), d.warnings
+    assert not any("different protocols" in w for w in d.warnings), d.warnings

@@ -125,7 +125,7 @@ def test_status_schema_and_printer_columns(version: dict[str, Any]) -> None:
     scores = status["properties"]["scores"]["properties"]
     assert set(scores) == {"overall", "benchmarks"}  # per benchmark by name: a new one needs no CRD change
     assert set(scores["benchmarks"]["additionalProperties"]["properties"]) == {"avg", "categories"}
-    assert set(status["properties"]["failures"]["properties"]) == {"generation", "judge"}
+    assert set(status["properties"]["failures"]["properties"]) == {"generation", "judge", "truncatedAnswers"}
     assert "judgeTokens" in status["properties"]["usage"]["properties"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert columns["Succeeded"]["jsonPath"] == '.status.conditions[?(@.type=="Succeeded")].status'

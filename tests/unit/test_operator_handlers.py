@@ -4,8 +4,20 @@ tests/integration/test_status_truth.py and test_reliability.py)."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import kopf
 import pytest
 
+from nejumi_operator import handlers
+from nejumi_operator.api.conditions import (
+    NAME_CONFLICT,
+    SECRET_NOT_FOUND,
+    SECRET_NOT_USABLE,
+    WAITING_FOR_CLEANUP,
+)
+from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, Policy
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
 from nejumi_operator.reconcile.status import Observation, reduce_status
 from nejumi_operator.settings import OperatorConfig
@@ -28,3 +40,107 @@ def test_invalid_spec_is_refused_and_becomes_a_failed_status() -> None:
     assert (conds["Accepted"]["status"], conds["Accepted"]["reason"]) == ("False", "InvalidSpec")
     assert conds["Succeeded"]["reason"] == "InvalidSpec" and status["phase"] == "Failed"
     assert "must be at least model.vllm.tensorParallelSize" in conds["Accepted"]["message"]
+
+
+# ---- the create handler's trust checks (tests/integration/test_trust.py on the real cluster) ----
+
+
+def evaluation(spec: dict[str, Any], uid: str = "u-now") -> kopf.Body:
+    return kopf.Body(
+        {
+            "apiVersion": "nejumi.wandb.ai/v1alpha1",
+            "kind": "NejumiEvaluation",
+            "metadata": {"name": "e", "namespace": "ns", "generation": 1, "uid": uid},
+            "spec": spec,
+        }
+    )
+
+
+API_MODEL = {"name": "m", "source": "openai-compatible", "endpoint": "http://m.ns.svc/v1"}
+SPOT = {"key": "spot", "operator": "Exists", "effect": "NoSchedule"}
+
+
+class Cluster:
+    """The calls the create handler makes, answered from a dict of existing objects."""
+
+    def __init__(
+        self, monkeypatch: pytest.MonkeyPatch, existing: dict[str, dict[str, Any]], secrets=None
+    ) -> None:
+        self.existing, self.secrets = existing, secrets or {}
+        self.created: list[str] = []
+        self.statuses: list[dict[str, Any] | None] = []
+        monkeypatch.setattr(handlers.calls, "read_job", lambda api, ns, name: self.existing.get(name))
+        monkeypatch.setattr(handlers.calls, "create_or_get", self.create_or_get)
+        monkeypatch.setattr(handlers.calls, "secret_labels", lambda api, ns, name: self.secrets.get(name))
+        monkeypatch.setattr(
+            handlers, "sync_status", lambda api, ns, name, rejected=None: self.statuses.append(rejected)
+        )
+
+    def create_or_get(self, api: Any, namespace: str, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        name = obj["metadata"]["name"]
+        if name in self.existing:
+            return self.existing[name], False
+        self.created.append(f"{obj['kind']} {name}")
+        return obj, True
+
+    def run(self, body: kopf.Body, policy: Policy | None = None) -> None:
+        memo = kopf.Memo(api=object(), config=OperatorConfig(policy=policy or Policy()))
+        handlers.ensure_job(
+            body=body,
+            name="e",
+            namespace="ns",
+            status=body.status,
+            reason=kopf.Reason.RESUME,
+            memo=memo,
+            logger=logging.getLogger("test"),
+        )
+
+
+def owned(uid: str, obj: str, owner: str = "e") -> dict[str, Any]:
+    ref = {"apiVersion": "nejumi.wandb.ai/v1alpha1", "kind": "NejumiEvaluation", "name": owner, "uid": uid}
+    return {"metadata": {"name": obj, "ownerReferences": [ref]}}
+
+
+def test_a_job_that_exists_is_never_rejudged_by_a_later_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Cluster(monkeypatch, {"e-g1": owned("u-now", "e-g1")})
+    body = evaluation({"model": API_MODEL, "resources": {"tolerations": [SPOT]}})
+    cluster.run(body)  # today's default policy refuses the toleration: the Job runs on
+    assert cluster.statuses == [None] and cluster.created == []
+    with pytest.raises(kopf.PermanentError, match="spot Exists NoSchedule is not in"):
+        Cluster(monkeypatch, {}).run(body)  # a new one is refused
+
+
+def test_a_foreign_object_of_the_expected_name_is_never_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Cluster(monkeypatch, {"e-evaluator": {"metadata": {"name": "e-evaluator"}}})
+    with pytest.raises(kopf.PermanentError, match="ServiceAccount e-evaluator already exists"):
+        cluster.run(evaluation({"model": API_MODEL}))
+    (refusal,) = cluster.statuses
+    assert refusal is not None and refusal["refusal"][0] == NAME_CONFLICT
+    assert "(no owner)" in refusal["refusal"][1]
+    assert cluster.created == ["PersistentVolumeClaim e-workspace"]  # and nothing after it
+
+
+def test_a_deleted_namesakes_objects_are_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Cluster(
+        monkeypatch, {"e-g1": owned("u-old", "e-g1"), "e-workspace": owned("u-old", "e-workspace")}
+    )
+    with pytest.raises(kopf.TemporaryError, match="belongs to a deleted NejumiEvaluation e"):
+        cluster.run(evaluation({"model": API_MODEL}))
+    (waiting,) = cluster.statuses
+    assert waiting is not None and waiting["waiting"][0] == WAITING_FOR_CLEANUP
+
+
+def test_secrets_are_checked_before_anything_is_created(monkeypatch: pytest.MonkeyPatch) -> None:
+    keyed = {"model": {**API_MODEL, "apiKeySecretRef": {"name": "k", "key": "v"}}}
+    cluster = Cluster(monkeypatch, {})
+    with pytest.raises(kopf.TemporaryError, match=r"Secret k \(spec.model.apiKeySecretRef\) not found"):
+        cluster.run(evaluation(keyed))
+    assert cluster.statuses[0] is not None and cluster.statuses[0]["waiting"][0] == SECRET_NOT_FOUND
+    cluster = Cluster(monkeypatch, {}, secrets={"k": {"team": "a"}})
+    with pytest.raises(kopf.PermanentError, match="Secret k is not usable by evaluations"):
+        cluster.run(evaluation(keyed))
+    assert cluster.statuses[0] is not None and cluster.statuses[0]["refusal"][0] == SECRET_NOT_USABLE
+    assert cluster.created == []
+    cluster = Cluster(monkeypatch, {}, secrets={"k": {LABEL_USABLE_BY_EVALUATIONS: "true"}})
+    cluster.run(evaluation(keyed))
+    assert cluster.created[-1] == "Job e-g1" and cluster.statuses == [None]

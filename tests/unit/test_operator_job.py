@@ -33,7 +33,7 @@ SECRETS_SPEC = {
     "model": {
         "name": "gpt-x",
         "source": "openai-compatible",
-        "endpoint": "https://api.example/v1",
+        "endpoint": "https://llm.team-a.svc/v1",
         "apiKeySecretRef": {"name": "model-creds", "key": "token"},
     },
     "benchmarks": {

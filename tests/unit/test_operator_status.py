@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary, Usage
@@ -89,7 +90,7 @@ def test_success_summary_gives_scores_and_succeeded() -> None:
             "mtbench": {"avg": 5.0, "categories": {"coding": 5.0}},
         },
     }
-    assert st["failures"] == {"generation": 0, "judge": 1}
+    assert st["failures"] == {"generation": 0, "judge": 1, "truncatedAnswers": 0}
     assert st["usage"]["judgeTokens"] == 7 and st["usage"]["requestsSent"] == 3
     assert st["runtime"] == {
         "generateSeconds": 1.5,
@@ -131,6 +132,14 @@ def test_failed_job_without_a_pod_says_why() -> None:
     st = reduce_status({}, obs(job=job(done="Failed")), at=T2)
     assert cond(st, "Succeeded")["reason"] == "JobFailed"
     assert "BackoffLimitExceeded" in cond(st, "Succeeded")["message"]
+
+
+def test_answers_cut_to_the_size_cap_are_counted_in_status() -> None:
+    cut = json.loads(summary())
+    cut["truncatedAnswers"] = 4
+    term = Termination(exit_code=0, message=json.dumps(cut), reason="Completed", finished_at=T1)
+    st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
+    assert st["failures"]["truncatedAnswers"] == 4 and st["phase"] == "Succeeded"
 
 
 def test_degraded_summary_sets_degraded() -> None:

@@ -332,6 +332,54 @@ REJECTED = [
         'spec.resources.gpus: Invalid value: "object": resources.gpus must be at least',
         None,  # pod resources: a local run ignores them (the Job builder still refuses it)
     ),
+    # ---- model names: a Hub id or a path for served models, the API's name; never a flag -------
+    *(
+        case(
+            f"served-name-{name_id}",
+            with_model(name=name, source=source),
+            'spec.model.name: Invalid value: "object": model.name must be a Hugging Face model id',
+            "model.name must be a Hugging Face model id",
+        )
+        for name_id, name, source in [
+            ("flag", "--trust-remote-code", "vllm"),
+            ("flag-transformers", "--trust-remote-code", "transformers"),
+            ("dash", "-m", "vllm"),
+            ("org-dash", "org/-m", "vllm"),
+            ("double-dash", "org/a--b", "vllm"),
+            ("double-dot", "org/a..b", "vllm"),
+            ("dot-git", "org/m.git", "vllm"),
+            ("leading-dot", ".m", "vllm"),
+            ("trailing-dash", "org/m-", "vllm"),
+            ("three-parts", "a/b/c", "vllm"),
+            ("part-too-long", "org/" + "m" * 97, "vllm"),
+            ("space", "org/my model", "vllm"),
+            ("newline", "org/m\n", "vllm"),
+            ("windows-path", "C:\\models\\m", "vllm"),
+            ("path-control-char", "/models/m\x01", "vllm"),
+        ]
+    ),
+    *(
+        case(
+            f"api-name-{name_id}",
+            {"model": {**API_MODEL, "name": name}},
+            'spec.model.name: Invalid value: "object": model.name must be the API\'s model name',
+            "model.name must be the API's model name",
+        )
+        for name_id, name in [
+            ("flag", "--trust-remote-code"),
+            ("dash", "-gpt"),
+            ("space", "gpt 4o"),
+            ("tab", "gpt-4o\t"),
+            ("newline", "gpt-4o\n"),
+            ("too-long", "m" * (api.MAX_API_MODEL_NAME + 1)),
+        ]
+    ),
+    case(
+        "name-too-long",
+        with_model(name="/" + "m" * api.MAX_MODEL_NAME),
+        "spec.model.name: Too long",
+        "model.name: String should have at most 4096 characters",
+    ),
     # ---- the Job's deadline --------------------------------------------------------------------
     case(
         "deadline-zero",
@@ -431,6 +479,32 @@ ACCEPTED = [
         },
     ),
     good("hf-token", with_model(hfTokenSecretRef={"name": "hf", "key": "token"})),
+    *(
+        good(f"served-name-{name_id}", with_model(name=name, source=source))
+        for name_id, name, source in [
+            ("hub-id", "llm-jp/llm-jp-3-1.8b-instruct", "vllm"),
+            ("hub-id-dots", "meta-llama/Llama-3.1-8B-Instruct", "vllm"),
+            ("hub-id-underscore", "org_x/m.v2_1", "transformers"),
+            ("hub-name-only", "gpt2", "vllm"),
+            ("hub-parts-96", "o" * 96 + "/" + "m" * 96, "vllm"),
+            ("absolute-path", "/models/llm-jp 3 (1.8b)", "vllm"),
+            ("dot-path", "./models/m", "transformers"),
+            ("parent-path", "../models/m--v2..old", "transformers"),
+            ("home-path", "~/models/m", "vllm"),
+        ]
+    ),
+    *(
+        good(f"api-name-{name_id}", {"model": {**API_MODEL, "name": name}})
+        for name_id, name in [
+            ("openai", "gpt-4o-2024-08-06"),
+            ("fireworks", "accounts/fireworks/models/x"),
+            ("hub-id", "meta-llama/Llama-3.1-8B-Instruct"),
+            ("vertex", "claude-3-5-sonnet@20240620"),
+            ("gemini", "models/gemini-1.5-pro"),
+            ("fine-tuned", "ft:gpt-4o-mini:org::abc123"),
+            ("longest", "m" * api.MAX_API_MODEL_NAME),
+        ]
+    ),
 ]
 
 

@@ -32,6 +32,14 @@ FAIL_FAST = {
 }
 
 
+OWNED_BY_EVALUATION = {
+    "apiVersion": "nejumi.wandb.ai/v1alpha1",
+    "kind": "NejumiEvaluation",
+    "name": "e",
+    "uid": "u-1",
+}
+
+
 def job(
     *,
     active: int = 0,
@@ -54,7 +62,8 @@ def job(
     if conds:
         status["conditions"] = conds
     spec = {"suspend": suspend, "backoffLimit": 2, "podFailurePolicy": FAIL_FAST}
-    return {"metadata": {"name": "e-g1", "uid": "job-uid"}, "spec": spec, "status": status}
+    meta = {"name": "e-g1", "uid": "job-uid", "ownerReferences": [OWNED_BY_EVALUATION]}
+    return {"metadata": meta, "spec": spec, "status": status}
 
 
 def pod(
@@ -77,7 +86,12 @@ def pod(
     if node:
         spec["nodeName"] = node
     return {
-        "metadata": {"name": name, "namespace": "ns", "creationTimestamp": created},
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "creationTimestamp": created,
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "e-g1", "uid": "job-uid"}],
+        },
         "spec": spec,
         "status": status,
     }

@@ -142,6 +142,13 @@ in a Role per namespace otherwise. Only what nejumi_operator and kopf actually c
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["create", "get"]
+# Secrets, one by name, metadata only: before a Job exists the operator reads the labels of each
+# Secret a spec names (the consent label, nejumi_operator/policy.py), asking the API server for
+# PartialObjectMetadata. RBAC cannot grant metadata without data: `get` is the least there is; no
+# list or watch, and the operator never requests or logs a Secret's data.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 # Events: posted on the NejumiEvaluation for every transition (and by kopf about handler errors);
 # listed to read why a Job cannot create its pod (FailedCreate: quota, PodSecurity, a webhook).
 - apiGroups: [""]

@@ -8,6 +8,7 @@ two; the result is marked capped and synthetic-judge everywhere: a smoke test, n
 
 from __future__ import annotations
 
+import os
 import shutil
 
 from nejumi_eval.api.v1alpha1.spec import EvaluationSpec, parse_spec
@@ -29,9 +30,14 @@ def embedded_default_spec(model: str | None = None) -> EvaluationSpec:
         from nejumi_eval.runtime.serve.tiny import build_tiny_model
 
         tiny = build_tiny_model()
+        # Absolute: model.name takes a path as /…, ./… or ../… (a relative $NEJUMI_CACHE_DIR is neither).
         return parse_spec(
             {
-                "model": {"name": str(tiny.path), "revision": tiny.fingerprint, "source": "transformers"},
+                "model": {
+                    "name": os.path.abspath(tiny.path),
+                    "revision": tiny.fingerprint,
+                    "source": "transformers",
+                },
                 "benchmarks": {
                     "jaster": {"testSamples": EMBEDDED_TEST_SAMPLES, "devSamples": EMBEDDED_DEV_SAMPLES},
                     "mtbench": {

@@ -203,6 +203,7 @@ def evaluation_from_resource(resource: Resource, workspace_root: Path | None = N
             started_at=status.start_time or resource.metadata.creation_timestamp,
         )
         entry.ended_at = status.completion_time
+        entry.provenance.missing = "status only"  # what the board says of its protocol group
         if status.phase == "Succeeded":  # unfinished ones have no scores to qualify
             entry.warnings.append(NO_QUESTIONS.format(why=why))
         evaluation = Evaluation(entry=entry)

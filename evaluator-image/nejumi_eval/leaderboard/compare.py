@@ -12,7 +12,9 @@ The rules, in order:
 3. **One protocol per ranking.** Evaluations are grouped by protocol identity (prompt template,
    data hashes, MT-bench variant and files, judge model; `sources._identity`). Ranks are computed
    within a group; the group most ranked entries belong to is the main one, and every other group
-   is reported with the fields in which it differs, never merged silently.
+   is reported with the fields in which it differs, never merged silently. A field one group does
+   not record (a status without its results folder records none) is reported as missing, not as a
+   difference: such evaluations are not known to be measured alike, nor differently.
 
 Bootstrap intervals come from `bootstrap`: per entry for every benchmark with per-question data
 and for Overall; paired comparisons for every two evaluations of a group.
@@ -110,17 +112,69 @@ def _groups(entries: list[Entry]) -> list[Group]:
         return (len(ranked), len(rows), latest)
 
     keys = sorted(members, key=weight, reverse=True)
-    main_identity = _flat(members[keys[0]][0].provenance.identity) if keys else {}
+    main_flat = _flat(members[keys[0]][0].provenance.identity) if keys else {}
+    main_why = _why_unrecorded(members[keys[0]]) if keys else ""
     groups = []
     for i, key in enumerate(keys):
         gid = _group_id(i)
         identity = members[key][0].provenance.identity
         flat = _flat(identity)
-        differs = sorted(k for k in set(flat) | set(main_identity) if flat.get(k) != main_identity.get(k))
+        fields = sorted(set(flat) | set(main_flat))
+        # A field one side does not record is missing, not different: a status without its results
+        # folder is not known to be measured differently, only not known to be measured alike.
+        missing = [k for k in fields if (flat.get(k) is None) != (main_flat.get(k) is None)]
+        differs = [k for k in fields if k not in missing and flat.get(k) != main_flat.get(k)]
         for entry in members[key]:
             entry.group = gid
-        groups.append(Group(id=gid, key=key, main=i == 0, identity=identity, differs=differs))
+        note = (
+            ""
+            if i == 0
+            else _note(
+                _group_id(0), flat, main_flat, differs, missing, _why_unrecorded(members[key]), main_why
+            )
+        )
+        groups.append(
+            Group(
+                id=gid, key=key, main=i == 0, identity=identity, differs=differs, missing=missing, note=note
+            )
+        )
     return groups
+
+
+def _recorded(flat: dict[str, Any]) -> bool:
+    return any(v is not None for v in flat.values())
+
+
+def _why_unrecorded(rows: list[Entry]) -> str:
+    """The entries' own account of their missing protocol record (`status only`), if any."""
+    return ", ".join(sorted({e.provenance.missing for e in rows if e.provenance.missing})) or "not recorded"
+
+
+def _note(
+    main: str,
+    flat: dict[str, Any],
+    main_flat: dict[str, Any],
+    differs: list[str],
+    missing: list[str],
+    why: str,
+    main_why: str,
+) -> str:
+    """How a group stands against the main one, in words: what is missing said apart from what
+    differs, so an evaluation that only lacks provenance is never called measured differently."""
+    if not _recorded(flat) and _recorded(main_flat):
+        return f"has no provenance (no protocol record: {why})"
+    if _recorded(flat) and not _recorded(main_flat):
+        return f"has provenance group {main} lacks (group {main} has no protocol record: {main_why})"
+    parts = []
+    if differs:
+        parts.append(f"was measured differently from group {main} ({', '.join(differs)})")
+    lacks = [k for k in missing if flat.get(k) is None]
+    if lacks:
+        parts.append(f"lacks provenance group {main} records ({', '.join(lacks)})")
+    extra = [k for k in missing if flat.get(k) is not None]
+    if extra:
+        parts.append(f"records provenance group {main} lacks ({', '.join(extra)})")
+    return "; ".join(parts) or f"has another protocol identity than group {main}"
 
 
 def _group_id(i: int) -> str:
@@ -209,11 +263,9 @@ def build(
             if overall is not None and overall.distinguishable is not None:
                 below.tied_with_above = not overall.distinguishable
         if not group.main and ranked:
-            differs = ", ".join(group.differs) or "its provenance"
             warnings.append(
-                f"protocol group {group.id}: {len(ranked)} ranked evaluation(s) measured differently "
-                f"from group {groups[0].id} ({differs}); ranked separately, "
-                f"never against group {groups[0].id}"
+                f"protocol group {group.id} ({len(ranked)} ranked evaluation(s)) {group.note}; "
+                f"ranked separately, never against group {groups[0].id}"
             )
     for entry in entries:
         warnings.extend(f"{entry.id}: {w}" for w in entry.warnings)

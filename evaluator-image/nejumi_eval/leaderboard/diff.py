@@ -402,7 +402,17 @@ def compute(
             distinguishable=c.distinguishable,
         )
     same = a.entry.provenance.key == b.entry.provenance.key
-    if not same:
+    lacking = [
+        f"{side} ({entry.provenance.missing})"
+        for side, entry in (("A", a.entry), ("B", b.entry))
+        if entry.provenance.missing
+    ]
+    if lacking:
+        warnings.append(
+            f"{' and '.join(lacking)} has no protocol record: whether A and B were measured alike "
+            "(prompt template, data, judge, …) is not known"
+        )
+    elif not same:
         warnings.append(
             "A and B were measured under different protocols (prompt template, data, judge, …): "
             "the differences mix the model's with the protocol's"

@@ -48,6 +48,11 @@ class Provenance(BaseModel):
     identity: dict[str, dict[str, Any]] = Field(default_factory=dict, description="By benchmark.")
     details: dict[str, Any] = Field(default_factory=dict)
     key: str = Field("", description="Digest of `identity`: equal keys, comparable evaluations.")
+    missing: str | None = Field(
+        None,
+        description="Why no protocol record was read (`status only`, `no run record`); null when one was. "
+        "An evaluation without one is not known to be measured differently, only not known to be alike.",
+    )
 
 
 class TokenUsage(BaseModel):
@@ -108,7 +113,18 @@ class Group(BaseModel):
     main: bool = Field(description="The group most ranked entries belong to.")
     identity: dict[str, dict[str, Any]]
     differs: list[str] = Field(
-        default_factory=list, description="Identity fields that differ from the main group's."
+        default_factory=list,
+        description="Identity fields both this group and the main one record, with different values.",
+    )
+    missing: list[str] = Field(
+        default_factory=list,
+        description="Identity fields only one of this group and the main one records: not known to "
+        "differ, only not known to agree (a status without its results folder records none).",
+    )
+    note: str = Field(
+        "",
+        description="How it stands against the main group, in words (what differs, what is missing); "
+        "every output shows this text.",
     )
     entries: list[str] = Field(default_factory=list, description="Entry ids, ranked first in rank order.")
 

@@ -85,9 +85,7 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
         ranked = board.ranked(group.id)
         if not ranked:
             continue
-        title = f"protocol group {group.id}" + (
-            "" if group.main else f" (differs: {', '.join(group.differs)})"
-        )
+        title = f"protocol group {group.id}" + ("" if group.main else f": {group.note}")
         table = Table(title=title, title_justify="left", show_edge=False)
         table.add_column("#", justify="right")
         table.add_column("model", overflow="fold")

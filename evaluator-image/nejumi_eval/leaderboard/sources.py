@@ -293,7 +293,12 @@ def entry_from_summary(
         degraded=summary.degraded,
         capped=summary.capped,
         synthetic_judge=summary.synthetic_judge,
-        provenance=Provenance(identity=identity, details=_details(run), key=_digest(identity)),
+        provenance=Provenance(
+            identity=identity,
+            details=_details(run),
+            key=_digest(identity),
+            missing=None if any(run.get(name) for name in identity) else "no run record",
+        ),
         warnings=warnings,
     )
 

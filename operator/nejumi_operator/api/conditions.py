@@ -64,6 +64,17 @@ COMPLETED = "Completed"
 FAILED = "Failed"
 EVALUATION_COMPLETED = "EvaluationCompleted"
 INVALID_SPEC = "InvalidSpec"
+NAME_CONFLICT = "NameConflict"
+"""An object the operator needs (its Job, workspace PVC, ServiceAccount, Role, RoleBinding or progress
+ConfigMap) exists under the expected name and is not this evaluation's: final, nothing is used."""
+SECRET_NOT_USABLE = "SecretNotUsable"
+"""A referenced Secret has not consented to being used by evaluations (nejumi_operator.policy): final."""
+SECRET_NOT_FOUND = "SecretNotFound"
+"""A referenced Secret does not exist (yet): no Job until it does and its consent is checked."""
+WAITING_FOR_CLEANUP = "WaitingForCleanup"
+"""A deleted evaluation of the same name still has objects the garbage collector is removing."""
+BEFORE_JOB_WAITS = (SECRET_NOT_FOUND, WAITING_FOR_CLEANUP)
+"""Pending reasons the create handler writes before the Job exists (a resync leaves them be)."""
 INFRASTRUCTURE_FAILURE = "InfrastructureFailure"
 EVALUATOR_ERROR = "EvaluatorError"
 JOB_FAILED = "JobFailed"
@@ -78,6 +89,7 @@ NO_FAILURES = "NoFailures"
 NOT_EVALUATED = "NotEvaluated"
 
 PENDING_PROBLEMS = (
+    SECRET_NOT_FOUND,
     POD_CREATION_FAILED,
     UNSCHEDULABLE,
     CREATE_CONTAINER_CONFIG_ERROR,

@@ -47,6 +47,12 @@ class Scores(_Status):
 class Failures(_Status):
     generation: int = Field(0, ge=0, description="Model requests that failed after retries.")
     judge: int = Field(0, ge=0, description="Units a scorer could not score (e.g. invalid judgments).")
+    truncated_answers: int = Field(
+        0,
+        ge=0,
+        description="Answers over the answer-size cap (a server ignoring max_tokens), cut to it before "
+        "anything stored, judged or scored them.",
+    )
 
 
 class ProgressCounter(_Status):

@@ -3,6 +3,7 @@ hands bodies to handlers), so the pure code in `reconcile` sees one shape."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -48,6 +49,25 @@ def create_or_get(api: ApiClient, namespace: str, obj: Mapping[str, Any]) -> tup
             raise
     existing = getattr(client, f"read_namespaced_{stem}")(obj["metadata"]["name"], namespace)
     return _plain(api, existing), False
+
+
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""Accept header that makes the API server answer with an object's metadata only."""
+
+
+def secret_labels(api: ApiClient, namespace: str, name: str) -> dict[str, str] | None:
+    """A Secret's labels, or None when it does not exist. Asks for metadata only (`METADATA_ONLY`):
+    the operator never receives a Secret's data."""
+    try:
+        response = CoreV1Api(api).read_namespaced_secret(
+            name, namespace, _preload_content=False, _headers={"Accept": METADATA_ONLY}
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    meta = json.loads(response.data or b"{}").get("metadata") or {}
+    return dict(meta.get("labels") or {})
 
 
 def read_configmap(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:

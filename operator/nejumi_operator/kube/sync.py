@@ -18,10 +18,11 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from nejumi_operator.api.conditions import is_finished
+from nejumi_operator.api.conditions import ACCEPTED, BEFORE_JOB_WAITS, find, is_finished
 from nejumi_operator.api.names import API_VERSION, KIND, LABEL_QUEUE
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
+from nejumi_operator.reconcile.ownership import owned_by
 from nejumi_operator.reconcile.progress import parse_report, progress_configmap_name
 from nejumi_operator.reconcile.status import (
     MESSAGE_LIMIT,
@@ -44,8 +45,12 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
     namespace = meta["namespace"]
     generation = int(meta.get("generation") or 1)
     name = job_name(meta["name"], generation)
+    uid = str(meta.get("uid"))
     job = calls.read_job(api, namespace, name)
-    pods = calls.job_pods(api, namespace, name) if job else []
+    if job is not None and not owned_by(job, uid):
+        job = None  # a namesake's (a deleted predecessor's, or squatted): never read for status
+    job_uid = str(((job or {}).get("metadata") or {}).get("uid"))
+    pods = [p for p in calls.job_pods(api, namespace, name) if owned_by(p, job_uid)] if job else []
     events: list[dict[str, Any]] = []
     if job and needs_job_events(job, pods):
         events = calls.job_events(api, namespace, name, (job.get("metadata") or {}).get("uid"))
@@ -56,7 +61,8 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
         workload = calls.job_workload(api, namespace, str((job.get("metadata") or {}).get("uid")))
     report = None
     if any(_evaluator_running(pod) for pod in pods):
-        report = parse_report(calls.read_configmap(api, namespace, progress_configmap_name(meta["name"])))
+        configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
+        report = parse_report(configmap) if owned_by(configmap, uid) else None
     return Observation(
         generation=generation,
         job_name=name,
@@ -91,13 +97,14 @@ def job_gpus(job: Mapping[str, Any]) -> int:
 
 
 def sync_status(
-    api: ApiClient, namespace: str, name: str, rejected: Mapping[str, str | None] | None = None
+    api: ApiClient, namespace: str, name: str, rejected: Mapping[str, Any] | None = None
 ) -> dict[str, Any] | None:
     """Bring the evaluation's status up to date; returns it (None: the evaluation is gone).
     A finished evaluation's status is final and is left alone. `rejected` (the operator refused the
-    spec, or the API server what it needs: `Observation.spec_error` / `job_rejected` + `refused`)
-    replaces the observation of a Job that will never exist; it goes through the same guarded
-    write, so two replicas that both refuse an evaluation post its Event once."""
+    spec or what it needs, or the API server did, or the create handler waits: `Observation`'s
+    `spec_error`, `refusal`, `job_rejected` + `refused`, `waiting`) replaces the observation of a Job
+    that does not exist; it goes through the same guarded write, so two replicas that both refuse
+    an evaluation post its Event once."""
     for _ in range(ATTEMPTS):
         evaluation = calls.read_evaluation(api, namespace, name)
         if evaluation is None or evaluation["metadata"].get("deletionTimestamp"):
@@ -110,9 +117,13 @@ def sync_status(
             obs = Observation(generation=generation, job_name=job_name(name, generation), **rejected)
         else:
             obs = observe(api, evaluation)
-            if obs.job is None and not old.get("conditions"):
+            if obs.job is None and (
+                not old.get("conditions")
+                or (find(old.get("conditions"), ACCEPTED) or {}).get("reason") in BEFORE_JOB_WAITS
+            ):
                 # The create handler has not made the Job yet (an early event or resync round): it
-                # writes the first status itself, so a queued evaluation never shows Pending first.
+                # writes the first status itself, so a queued evaluation never shows Pending first,
+                # and what it waits for (a Secret, a deleted namesake's objects) stays said.
                 return old
         new = reduce_status(old, obs)
         if new == old:

@@ -88,6 +88,16 @@ def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> Evaluation
         parsed = parse_spec(dict(spec or {}), source=source, path_prefix="spec")
     except ConfigError as exc:
         raise InvalidEvaluation(str(exc)) from None
+    env_fields = [("model.apiKeyEnv", parsed.model.api_key_env)] + [
+        (f"benchmarks.{name}.judge.apiKeyEnv", judge.api_key_env)
+        for name, judge in parsed.benchmarks.judges().items()
+    ]
+    for field, value in env_fields:
+        if value:  # the CRD refuses these too; an operator may run beside an older CRD
+            raise InvalidEvaluation(
+                f"{source}: {field} is for local runs (nejumi-eval run); in the cluster name the key's "
+                "Secret with apiKeySecretRef (an environment variable of the evaluator is the operator's)"
+            )
     if (
         parsed.model.source == ModelSource.VLLM
         and parsed.resources.gpus < parsed.model.vllm.tensor_parallel_size

@@ -95,6 +95,11 @@ class Observation:
     `JobRejected`)."""
     refused: str | None = None
     """What was refused when not the Job itself: `PersistentVolumeClaim x`, `ServiceAccount y`, …"""
+    refusal: tuple[str, str] | None = None
+    """(reason, message): the operator refused to make the Job (`NameConflict`, `SecretNotUsable`):
+    final, like `spec_error`."""
+    waiting: tuple[str, str] | None = None
+    """(reason, message): the create handler waits before making the Job (`BEFORE_JOB_WAITS`)."""
     workload: Mapping[str, Any] | None = None
     """Kueue's Workload for a suspended Job in a queue (why it waits, or that it was preempted)."""
     progress: ProgressReport | None = None
@@ -350,6 +355,7 @@ def _summary_fields(summary: Summary) -> dict[str, Any]:
         "failures": {
             "generation": sum(b.failures for b in benchmarks),
             "judge": sum(b.invalid for b in benchmarks),
+            "truncatedAnswers": summary.truncated_answers,
         },
         "usage": summary.usage.model_dump(by_alias=True),
         "runtime": {f"{to_camel(k)}Seconds": v for k, v in summary.runtime_seconds.items()},
@@ -871,6 +877,24 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
         conds[c.SUCCEEDED] = (c.FALSE, c.INVALID_SPEC, msg)
         conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
         fields["progress"] = "rejected: invalid spec"
+        return conds, fields
+
+    if obs.refusal and obs.job is None:
+        reason, msg = obs.refusal[0], _clip(obs.refusal[1])
+        conds[c.ACCEPTED] = (c.FALSE, reason, msg)
+        conds[c.RUNNING] = (c.FALSE, reason, "no Job is created")
+        conds[c.SUCCEEDED] = (c.FALSE, reason, msg)
+        conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
+        fields["progress"] = f"rejected: {reason}"
+        return conds, fields
+
+    if obs.waiting and obs.job is None:
+        reason, msg = obs.waiting[0], _clip(obs.waiting[1])
+        conds[c.ACCEPTED] = (c.UNKNOWN, reason, msg)
+        conds[c.RUNNING] = (c.FALSE, reason, msg)
+        conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+        conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+        fields["progress"] = "waiting before the Job"
         return conds, fields
 
     if obs.job_rejected and obs.job is None:

@@ -180,13 +180,40 @@ _API = ModelSource.OPENAI_COMPATIBLE.value
 _SOURCE = f"(has(self.source) ? self.source : '{DEFAULT_SOURCE.value}')"
 """`model.source` as CEL sees it (the stored object has no defaults)."""
 
+# ---- model names ------------------------------------------------------------------------------
+# `model.name` ends up as an argument of `vllm serve` / `transformers serve` and in Hub requests: a
+# value that is neither a Hub id nor a path (`--trust-remote-code`) would be read as a flag, or fail
+# deep in huggingface_hub, long after admission. So it is checked by its source's syntax.
+
+_HF_PART = r"[A-Za-z0-9_]([-A-Za-z0-9_.]{0,94}[A-Za-z0-9_])?"
+HF_REPO_ID = f"^({_HF_PART}/)?{_HF_PART}$"
+"""A Hugging Face Hub id, `name` or `org/name` (huggingface_hub's validate_repo_id): letters, digits,
+'-', '_', '.', ≤96 per part, no '-' or '.' at either end; '--', '..' and a '.git' end are refused
+by the rule beside it (RE2 has no look-ahead)."""
+LOCAL_MODEL_PATH = r"^(/|\./|\.\./|~/)[^\x00-\x1f\x7f]*$"
+"""A local model folder, written as a path: absolute, `./…`, `../…` or `~/…` (what preflight reads
+as local); no control characters."""
+API_MODEL_NAME = r"^[^-\x00-\x20\x7f][^\x00-\x20\x7f]*$"
+"""An API's model name (`gpt-4o-2024-08-06`, `accounts/fireworks/models/x`, `claude-3-5-sonnet@…`):
+anything printable without whitespace, not starting with '-'."""
+MAX_API_MODEL_NAME = 256
+MAX_MODEL_NAME = 4096
+"""A path's bound (PATH_MAX); Hub ids and API names are shorter by their own rules."""
+_NAME = "self.name"
+_SERVED_NAME = (
+    f"{_NAME}.matches({_cel_string(LOCAL_MODEL_PATH)}) || ({_NAME}.matches({_cel_string(HF_REPO_ID)}) "
+    f"&& !{_NAME}.contains('--') && !{_NAME}.contains('..') && !{_NAME}.endsWith('.git'))"
+)
+
 
 class ModelSpec(Spec):
     """The model under test."""
 
     name: str = Field(
         min_length=1,
-        description="Hugging Face model id or local path (served models), or the API's model name.",
+        max_length=MAX_MODEL_NAME,
+        description="Served models (vllm, transformers): a Hugging Face model id (org/name) or a local "
+        "path (/…, ./…, ../…, ~/…). openai-compatible: the API's model name. Never a flag.",
     )
     revision: str | None = Field(None, description="Model revision (commit/tag); part of the cache key.")
     source: ModelSource = Field(DEFAULT_SOURCE, description="vllm, transformers (CPU) or openai-compatible.")
@@ -213,6 +240,20 @@ class ModelSpec(Spec):
     vllm: VllmSettings = Field(default_factory=VllmSettings)
 
     cel_rules = (
+        Rule(
+            rule=f"{_SOURCE} == '{_API}' || {_SERVED_NAME}",
+            message="model.name must be a Hugging Face model id (name or org/name: letters, digits, "
+            "'-', '_', '.', at most 96 each, no '--', '..' or '.git' end) or a local path "
+            "(/…, ./…, ../…, ~/…) when model.source is vllm or transformers; a flag is not a model",
+            field_path=".name",
+        ),
+        Rule(
+            rule=f"{_SOURCE} != '{_API}' || (size({_NAME}) <= {MAX_API_MODEL_NAME} "
+            f"&& {_NAME}.matches({_cel_string(API_MODEL_NAME)}))",
+            message=f"model.name must be the API's model name when model.source is {_API}: at most "
+            f"{MAX_API_MODEL_NAME} characters, no whitespace or control characters, no leading '-'",
+            field_path=".name",
+        ),
         Rule(
             rule=f"{_SOURCE} != '{_API}' || (has(self.endpoint) && size(self.endpoint) > 0)",
             message=f"model.endpoint is required when model.source is {_API}",
@@ -596,6 +637,25 @@ class EvaluationSpec(Spec):
             message="resources.gpus must be at least model.vllm.tensorParallelSize for a vllm model",
             field_path=".resources.gpus",
             local=False,  # pod resources: the evaluator ignores them
+        ),
+        # In the cluster an environment variable is the operator's (the chart's evaluator.env), not
+        # the evaluation creator's: naming one would read a key its creator was never given.
+        Rule(
+            rule="!has(self.model.apiKeyEnv)",
+            message="model.apiKeyEnv is for local runs (nejumi-eval run); in the cluster name the "
+            "key's Secret with model.apiKeySecretRef",
+            field_path=".model.apiKeyEnv",
+            reason="FieldValueForbidden",
+            local=False,
+        ),
+        Rule(
+            rule="!has(self.benchmarks) || !has(self.benchmarks.mtbench) || "
+            "!has(self.benchmarks.mtbench.judge) || !has(self.benchmarks.mtbench.judge.apiKeyEnv)",
+            message="benchmarks.mtbench.judge.apiKeyEnv is for local runs (nejumi-eval run); in the "
+            "cluster name the key's Secret with judge.apiKeySecretRef",
+            field_path=".benchmarks.mtbench.judge.apiKeyEnv",
+            reason="FieldValueForbidden",
+            local=False,
         ),
     )
 

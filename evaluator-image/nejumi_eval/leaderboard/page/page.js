@@ -163,7 +163,7 @@
     const note = document.getElementById("group-note");
     note.textContent =
       group && !group.main
-        ? "Group " + group.id + " was measured differently from the main group (" + group.differs.join(", ") + "); its ranks are its own."
+        ? "Group " + group.id + " " + group.note + "; its ranks are its own."
         : "";
   }
 
@@ -737,7 +737,7 @@
     if (BOARD.groups.length > 1) {
       document.getElementById("group-control").hidden = false;
       const sel = document.getElementById("group");
-      sel.replaceChildren(...BOARD.groups.map((g) => el("option", { value: g.id, text: g.id + (g.main ? " (main)" : " (differs: " + g.differs.join(", ") + ")") })));
+      sel.replaceChildren(...BOARD.groups.map((g) => el("option", { value: g.id, text: g.id + (g.main ? " (main)" : " — " + g.note) })));
       sel.value = state.group;
       sel.addEventListener("change", () => { state.group = sel.value; renderTable(); renderScatter(); renderTokens(); });
     }
