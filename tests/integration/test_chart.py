@@ -193,7 +193,10 @@ def test_cluster_wide_install(
                 ("list", "pods", ns, True),
                 ("create", "events", ns, True),
                 ("list", "events", ns, True),
-                # Never: spec writes, deletes, status PUTs, secrets, pods, logs.
+                # A named Secret's labels (consent, read as metadata): get, never list or watch.
+                ("get", "secrets", ns, True),
+                ("watch", "secrets", ns, False),
+                # Never: spec writes, deletes, status PUTs, Secret listings, pods, logs.
                 ("create", PLURAL, ns, False),
                 ("update", PLURAL, ns, False),
                 ("delete", PLURAL, ns, False),
@@ -203,7 +206,6 @@ def test_cluster_wide_install(
                 ("delete", "pods", ns, False),
                 ("create", "pods", ns, False),
                 ("get", "pods/log", ns, False),
-                ("get", "secrets", ns, False),
                 ("list", "secrets", ns, False),
                 ("create", "configmaps", ns, True),  # progress ConfigMaps (reconcile.progress)
                 ("delete", "configmaps", ns, False),
@@ -300,10 +302,16 @@ def test_watch_namespaces_install(
             ("list", "pods", ns, True),
             ("create", "events", ns, True),
             ("list", "events", ns, True),
-            ("get", "secrets", ns, False),
+            ("get", "secrets", ns, True),  # a named Secret's consent label
+            ("list", "secrets", ns, False),
         ]
     for ns in (namespace, "default"):  # its own namespace is not watched, nor any other
-        expected += [("watch", PLURAL, ns, False), ("create", "jobs", ns, False), ("list", "pods", ns, False)]
+        expected += [
+            ("watch", PLURAL, ns, False),
+            ("create", "jobs", ns, False),
+            ("list", "pods", ns, False),
+            ("get", "secrets", ns, False),
+        ]
     expected += [
         ("list", PLURAL, None, False),
         ("list", "namespaces", None, True),  # kopf follows the watched namespaces
