@@ -26,10 +26,10 @@ bench: setup browser
 CRD_FILE := crds/nejumi.wandb.ai_nejumievaluations.yaml
 CHART_CRD_FILE := charts/nejumi-operator/$(CRD_FILE)
 crd: setup
-	$(BIN)/python -m nejumi_operator.api.crd
+	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd
 	cp $(CRD_FILE) $(CHART_CRD_FILE)
 crd-check: setup
-	$(BIN)/python -m nejumi_operator.api.crd --check
+	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd --check
 	@cmp -s $(CRD_FILE) $(CHART_CRD_FILE) || { echo "$(CHART_CRD_FILE) differs from $(CRD_FILE): run \`make crd\`" >&2; exit 1; }
 
 ## Helm for the chart tests, built from source with Go (no-op when present; cold ~2 min on 2 cores).

@@ -34,8 +34,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
-from nejumi_operator.api.conditions import (
+from nejumi_eval.api.v1alpha1.conditions import (
     ACCEPTED,
     NAME_CONFLICT,
     SECRET_NOT_FOUND,
@@ -45,7 +44,8 @@ from nejumi_operator.api.conditions import (
     find,
     is_finished,
 )
-from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.kube.sync import sync_status

@@ -35,7 +35,7 @@ import yaml
 from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, AppsV1Api, BatchV1Api, CoreV1Api
 
-from nejumi_operator.api.names import API_VERSION, KIND, LABEL_EVALUATION
+from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_EVALUATION
 from nejumi_operator.reconcile.job import job_name
 from nejumi_operator.settings import ENV_POLICY
 from tests.cluster import NodeAgent, wait_until

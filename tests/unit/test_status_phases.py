@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from nejumi_eval.api.v1alpha1 import conditions as c
 from nejumi_eval.api.v1alpha1.summary import SUMMARY_MAX_BYTES, BenchmarkSummary, Summary
-from nejumi_operator.api import conditions as c
 from nejumi_operator.kube import sync
 from nejumi_operator.reconcile.status import (
     Observation,

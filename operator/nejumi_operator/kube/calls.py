@@ -11,7 +11,7 @@ from typing import Any
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import GROUP, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)

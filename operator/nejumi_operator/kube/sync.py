@@ -18,8 +18,8 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from nejumi_operator.api.conditions import ACCEPTED, BEFORE_JOB_WAITS, find, is_finished
-from nejumi_operator.api.names import API_VERSION, KIND, LABEL_QUEUE
+from nejumi_eval.api.v1alpha1.conditions import ACCEPTED, BEFORE_JOB_WAITS, find, is_finished
+from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_QUEUE
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
 from nejumi_operator.reconcile.ownership import owned_by

@@ -35,10 +35,10 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1 import conditions as c
 from nejumi_eval.api.v1alpha1.progress import ProgressReport
+from nejumi_eval.api.v1alpha1.status import EvaluationStatus
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary
-from nejumi_operator.api import conditions as c
-from nejumi_operator.api.status import EvaluationStatus
 from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE
 
 MESSAGE_LIMIT = 1024
