@@ -46,9 +46,9 @@ from nejumi_eval.api.v1alpha1.conditions import (
 )
 from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
+from nejumi_operator.controller import sync_status
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
-from nejumi_operator.kube.sync import sync_status
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
 from nejumi_operator.reconcile.job import (
     InvalidEvaluation,

@@ -366,7 +366,7 @@ def test_two_replicas_never_double_a_job_or_an_event_and_hand_over(
     assert all(pods_of[n] == 1 for n in evaluations), pods_of
 
     # Exactly one Event per transition: JobCreated, Started, Succeeded. (At most one in general: a
-    # transition's Events are posted after its status write wins (kube/sync.py), so a writer killed
+    # transition's Events are posted after its status write wins (controller.py), so a writer killed
     # between the two — or with the write's response still in flight — leaves that transition
     # without an Event, and no later writer posts it: it sees no change.)
     for name in evaluations:

@@ -7,7 +7,7 @@ from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary, Usage
-from nejumi_operator.reconcile.status import (
+from nejumi_operator.status import (
     Observation,
     Termination,
     last_termination,

@@ -1,7 +1,7 @@
 """The NejumiEvaluation `status`: what the operator observed. Its CRD schema is generated from here.
 
 Only the operator writes it (through the `/status` subresource); the reducer in
-`nejumi_operator.reconcile.status` produces it as camelCase JSON (`model_dump(by_alias=True)`).
+`nejumi_operator.status` produces it as camelCase JSON (`model_dump(by_alias=True)`).
 """
 
 from __future__ import annotations
