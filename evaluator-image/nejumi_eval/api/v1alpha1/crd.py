@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from nejumi_eval.api.v1alpha1.conditions import SUCCEEDED
 from nejumi_eval.api.v1alpha1.formula import OVERALL
@@ -37,7 +38,7 @@ HEADER = (
 )
 
 # JSON-schema keywords copied as they are (same meaning in OpenAPI v3 / Kubernetes structural schemas).
-_COPIED = ("type", "description", "enum", "format", "pattern", "minimum", "maximum")
+_COPIED: tuple[str, ...] = ("type", "description", "enum", "format", "pattern", "minimum", "maximum")
 _COPIED += ("minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "x-kubernetes-validations")
 _COPIED += ("minProperties", "maxProperties")
 # A Kubernetes quantity (cpu: 4 or cpu: "500m"): an int-or-string node, which has no `type`; its
@@ -113,7 +114,7 @@ def structural(schema: Mapping[str, Any], defs: Mapping[str, Any], where: str = 
     return out
 
 
-def _model_schema(model: type, where: str) -> dict[str, Any]:
+def _model_schema(model: type[BaseModel], where: str) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True)
     return structural(raw, raw.get("$defs", {}), where)
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -302,7 +302,10 @@ def _jaster_dataset_names() -> tuple[str, ...]:
     return tuple(json.loads(text)["tasks"])
 
 
-JasterDataset = Literal[_jaster_dataset_names()]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    JasterDataset = str  # a Literal built at import is no static type
+else:
+    JasterDataset = Literal[_jaster_dataset_names()]
 """The 16 datasets of profile `neo` (an enum in the CRD), read from the task table."""
 
 
