@@ -9,7 +9,11 @@ ifneq ($(wildcard ../shared/datasets/raw),)
 export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
 endif
 
-.PHONY: setup setup-demo test unit lint fmt demo bench crd crd-check clean
+.PHONY: help setup setup-demo test unit check fmt demo bench crd crd-check clean
+
+## Every target with what it does (the first line of the `##` comment above it).
+help:
+	@awk '/^## /{if (!doc) doc = substr($$0, 4); next} /^[a-z][-a-z0-9]*:/{if (doc) {split($$0, t, ":"); printf "  %-14s %s\n", t[1], doc}; doc = ""}' $(MAKEFILE_LIST)
 
 ## The README's main command: the embedded default evaluation (tiny model, CPU, offline, MT-bench
 ## rated by the synthetic judge). `make demo MODEL=org/name` evaluates a real model instead.
@@ -26,10 +30,10 @@ bench: setup browser
 CRD_FILE := crds/nejumi.wandb.ai_nejumievaluations.yaml
 CHART_CRD_FILE := charts/nejumi-operator/$(CRD_FILE)
 crd: setup
-	$(BIN)/python -m nejumi_operator.api.crd
+	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd
 	cp $(CRD_FILE) $(CHART_CRD_FILE)
 crd-check: setup
-	$(BIN)/python -m nejumi_operator.api.crd --check
+	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd --check
 	@cmp -s $(CRD_FILE) $(CHART_CRD_FILE) || { echo "$(CHART_CRD_FILE) differs from $(CRD_FILE): run \`make crd\`" >&2; exit 1; }
 
 ## Helm for the chart tests, built from source with Go (no-op when present; cold ~2 min on 2 cores).
@@ -122,14 +126,18 @@ test: setup k8s-bin helm-bin kueue-bin browser
 unit: setup helm-bin
 	$(BIN)/pytest -q tests/unit
 
-lint: setup
+## ruff (lint + format) and mypy over the product (`[tool.mypy]` in pyproject.toml); CI runs it.
+check: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
+## Fix what ruff can (imports, format).
 fmt: setup
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+## Remove the venv and every cache (built binaries included: the next test run builds them again).
 clean:
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
 

@@ -15,11 +15,7 @@ import sys
 
 from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED
 from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify, unwrap
-
-
-def print_json(doc: object) -> None:
-    print(json.dumps(doc, ensure_ascii=False, indent=2))
-
+from nejumi_eval.report.text import print_json
 
 # ---- run ------------------------------------------------------------------------------------
 
@@ -115,8 +111,8 @@ def _score(value: float | None) -> str:
 
 
 def _human_summary(summary) -> str:
+    from nejumi_eval.api.v1alpha1.formula import OVERALL
     from nejumi_eval.benchmarks import registry
-    from nejumi_eval.leaderboard import OVERALL
 
     lines = [f"model: {summary.model}"]
     for name, b in summary.benchmarks.items():

@@ -1,9 +1,13 @@
 """Which failures are whose: the map from exceptions to `nejumi-eval` exit codes.
 
 The operator reads the exit code (and the summary) to set the resource's condition reason, so the
-classes below are the contract: configuration (the user must change the resource), infrastructure
-(data, server, an endpoint that does not answer: retrying or fixing the environment may help),
-and bugs. An endpoint that answers but does not know the model, or refuses the key, is configuration.
+classes are the contract: configuration (the user must change the resource), infrastructure (data,
+server, an endpoint that does not answer: retrying or fixing the environment may help), and bugs.
+An endpoint that answers but does not know the model, or refuses the key, is configuration.
+
+Each typed error says its own exit code (class attribute `EXIT_CODE_ATTR`, next to where it is
+defined: the spec's ConfigError, the client's errors, the data fetcher's), so this module imports
+nothing above it and needs no list of them; an exception without one is a bug.
 """
 
 from __future__ import annotations
@@ -22,12 +26,20 @@ __all__ = [
 ]
 
 
+EXIT_CODE_ATTR = "nejumi_exit_code"
+"""The class attribute a typed error carries its exit code in."""
+
+
 class InputError(ValueError):
     """A user-supplied file or value that cannot be used."""
+
+    nejumi_exit_code = EXIT_CONFIG
 
 
 class InfrastructureError(RuntimeError):
     """The environment failed the run: a model server that would not start, a lost endpoint."""
+
+    nejumi_exit_code = EXIT_INFRA
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -44,14 +56,4 @@ def classify(exc: BaseException) -> int:
     """Exit code for an exception that ended a run (task groups unwrapped)."""
     if isinstance(exc, BaseExceptionGroup):
         return classify(unwrap(exc))
-    from nejumi_eval.api.v1alpha1.spec import ConfigError
-    from nejumi_eval.runtime.client.errors import EndpointAuthError, InferenceClientError, ModelNotFoundError
-    from nejumi_eval.runtime.fetch import DataError
-
-    # A model name the endpoint does not serve, a wrong base URL path or a rejected key is the
-    # spec's (or its Secret's) fault: no retry of the pod can fix it, so it fails the Job at once.
-    if isinstance(exc, ConfigError | InputError | ModelNotFoundError | EndpointAuthError):
-        return EXIT_CONFIG
-    if isinstance(exc, DataError | InferenceClientError | InfrastructureError):
-        return EXIT_INFRA
-    return EXIT_BUG
+    return int(getattr(type(exc), EXIT_CODE_ATTR, EXIT_BUG))

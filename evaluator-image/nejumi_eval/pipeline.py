@@ -443,7 +443,7 @@ def _report(
     """Results folder first (the durable record), then W&B (a view of it).
 
     `truncated`: answers (model and judges) cut to the answer cap this run, for the summary."""
-    from nejumi_eval.leaderboard import OVERALL
+    from nejumi_eval.api.v1alpha1.formula import OVERALL
 
     folder = ResultsFolder(results_dir)
     model = spec.model.name

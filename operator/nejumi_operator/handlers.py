@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import logging
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -34,8 +33,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
-from nejumi_operator.api.conditions import (
+from nejumi_eval.api.v1alpha1.conditions import (
     ACCEPTED,
     NAME_CONFLICT,
     SECRET_NOT_FOUND,
@@ -45,10 +43,11 @@ from nejumi_operator.api.conditions import (
     find,
     is_finished,
 )
-from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
+from nejumi_operator.controller import sync_status
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
-from nejumi_operator.kube.sync import sync_status
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
 from nejumi_operator.reconcile.job import (
     InvalidEvaluation,
@@ -72,10 +71,11 @@ from evaluations an older operator (with a resync timer) put it on."""
 async def configure(
     settings: kopf.OperatorSettings,
     memo: kopf.Memo,
-    logger: logging.Logger,
-    unfinished_evaluations: kopf.Index,
-    **_: Any,
+    logger: kopf.Logger,
+    **kwargs: Any,
 ) -> None:
+    # kopf passes every index by its name among the kwargs (its handler protocol names none).
+    unfinished_evaluations: kopf.Index[tuple[str, str], bool] = kwargs["unfinished_evaluations"]
     config = OperatorConfig.from_env()
     # Our own group for kopf's bookkeeping; progress in annotations only (status has a strict schema).
     settings.persistence.finalizer = FINALIZER
@@ -132,10 +132,11 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.index(GROUP, VERSION, PLURAL)
 def unfinished_evaluations(
-    namespace: str, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
+    namespace: str | None, name: str, meta: kopf.Meta, status: kopf.Status, **_: Any
 ) -> dict[tuple[str, str], bool]:
     """(namespace, name) → True for each evaluation the resync loop visits: not finished and not being
     deleted. `{}` (not None) for the others, so that kopf drops what it indexed for them before."""
+    namespace = _namespaced(namespace)
     if is_finished(status) or meta.get("deletionTimestamp"):
         return {}
     return {(namespace, name): True}
@@ -145,7 +146,7 @@ async def resync_forever(
     interval: float,
     unfinished: Iterable[tuple[str, str]],
     sync: Callable[[str, str], object],
-    logger: logging.Logger,
+    logger: kopf.Logger,
 ) -> None:
     """Every `interval` seconds, `sync(namespace, name)` for each (namespace, name) that `unfinished`
     (a live view: read anew every round) yields. The calls block, so they run in a thread, one at a
@@ -164,16 +165,17 @@ async def resync_forever(
 def ensure_job(
     body: kopf.Body,
     name: str,
-    namespace: str,
+    namespace: str | None,
     status: kopf.Status,
-    reason: kopf.Reason,
+    reason: str,
     memo: kopf.Memo,
-    logger: logging.Logger,
+    logger: kopf.Logger,
     **_: Any,
 ) -> None:
     """Make this generation's Job (and what it needs), or say in status why not. Retried without a
     limit (every 5 s): the waits — a Secret that does not exist yet, a deleted namesake's objects
     the garbage collector is removing — end by themselves, and a final refusal is a PermanentError."""
+    namespace = _namespaced(namespace)
     if is_finished(status):
         return
     generation = int(body.meta.get("generation") or 1)
@@ -290,7 +292,7 @@ def _check_secrets(evaluation: kopf.Body, name: str, namespace: str, memo: kopf.
         raise kopf.TemporaryError(message, delay=5)
 
 
-def _note_policy_change(evaluation: kopf.Body, config: OperatorConfig, logger: logging.Logger) -> None:
+def _note_policy_change(evaluation: kopf.Body, config: OperatorConfig, logger: kopf.Logger) -> None:
     """A Job that exists is never re-judged; say (in the log) when today's policy would refuse it."""
     try:
         spec = validate(evaluation.get("spec"))
@@ -310,14 +312,19 @@ def _api_message(exc: ApiException) -> str:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EVALUATION: kopf.PRESENT})
-def job_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
-    _sync_owner(body.meta.get("ownerReferences"), namespace, memo, logger)
+def job_changed(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
+    _sync_owner(body.meta.get("ownerReferences"), _namespaced(namespace), memo, logger)
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_EVALUATION: kopf.PRESENT})
-def pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+def pod_changed(
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
     """A pod scheduled, blocked (image pull, a missing Secret), started or ended: the status says so
     now, not at the next resync. The pod's owner is its Job; the label names the evaluation."""
+    namespace = _namespaced(namespace)
     evaluation = _evaluation_of(body.meta.get("labels"), namespace, memo)
     if evaluation is not None:
         _sync(namespace, evaluation, memo, logger)
@@ -325,16 +332,24 @@ def pod_changed(body: kopf.Body, namespace: str, memo: kopf.Memo, logger: loggin
 
 @kopf.on.event("", "v1", "configmaps", labels={LABEL_PROGRESS_OF: kopf.PRESENT})
 def progress_reported(
-    body: kopf.Body, namespace: str, memo: kopf.Memo, logger: logging.Logger, **_: Any
+    body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
 ) -> None:
     """The evaluator wrote its progress ConfigMap (reconcile.progress): the status shows it. (Not
     for the empty ConfigMap the operator itself creates.)"""
     if (body.get("data") or {}).get(PROGRESS_KEY):
-        _sync_owner(body.meta.get("ownerReferences"), namespace, memo, logger)
+        _sync_owner(body.meta.get("ownerReferences"), _namespaced(namespace), memo, logger)
+
+
+def _namespaced(namespace: str | None) -> str:
+    """kopf types `namespace` optional (cluster-scoped resources have none); everything watched here
+    is namespaced."""
+    if not namespace:
+        raise kopf.PermanentError("a namespaced object without a namespace")
+    return namespace
 
 
 def _sync_owner(
-    refs: list[dict[str, Any]] | None, namespace: str, memo: kopf.Memo, logger: logging.Logger
+    refs: list[dict[str, Any]] | None, namespace: str, memo: kopf.Memo, logger: kopf.Logger
 ) -> None:
     owner = next(
         (
@@ -362,7 +377,7 @@ def _evaluation_of(pod_labels: dict[str, str] | None, namespace: str, memo: kopf
     return owner["name"] if owner else None
 
 
-def _sync(namespace: str, name: str, memo: kopf.Memo, logger: logging.Logger) -> None:
+def _sync(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Logger) -> None:
     try:
         sync_status(memo.api, namespace, name)
     except calls.Conflict as exc:  # event handlers are not retried; the resync loop catches up

@@ -44,8 +44,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.names import GROUP
 from nejumi_eval.api.v1alpha1.spec import EvaluationSpec
-from nejumi_operator.api.names import GROUP
 
 TRUST_REMOTE_CODE = "--trust-remote-code"
 LABEL_USABLE_BY_EVALUATIONS = f"{GROUP}/usable-by-evaluations"

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -98,7 +99,10 @@ class OperatorConfig:
         )
 
 
-def _json(env: Mapping[str, str], name: str, kind: type) -> object:
+T = TypeVar("T")
+
+
+def _json(env: Mapping[str, str], name: str, kind: type[T]) -> T | None:
     raw = env.get(name)
     if not raw:
         return None

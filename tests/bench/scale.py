@@ -60,7 +60,7 @@ from kubernetes import watch
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from tests.bench.fake_evaluator import SECONDS_ENV, SUMMARY_ENV, summary_json
 from tests.cluster import ControlPlane, NodeAgent, find_binaries, wait_until
 from tests.cluster.controlplane import REPO, Process, free_ports

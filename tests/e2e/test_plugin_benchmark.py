@@ -11,11 +11,11 @@ from pathlib import Path
 
 import yaml
 
+from nejumi_eval.api.v1alpha1.status import EvaluationStatus
 from nejumi_eval.api.v1alpha1.summary import Summary
 from nejumi_eval.errors import EXIT_CONFIG, EXIT_OK
 from nejumi_eval.report.results import read_table
-from nejumi_operator.api.status import EvaluationStatus
-from nejumi_operator.reconcile.status import Observation, Termination, reduce_status
+from nejumi_operator.status import Observation, Termination, reduce_status
 from tests.fixtures.openai_stub import StubServer
 from tests.support import wandb_offline
 

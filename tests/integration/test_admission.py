@@ -16,7 +16,7 @@ import pytest
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import KIND
+from nejumi_eval.api.v1alpha1.names import KIND
 from nejumi_operator.kube import calls
 from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile.job import build_job, job_name
@@ -85,7 +85,7 @@ class CustomObjects:
         self.api = CustomObjectsApi(client)
 
     def delete(self, namespace: str, name: str) -> None:
-        from nejumi_operator.api.names import GROUP, PLURAL, VERSION
+        from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 
         self.api.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 

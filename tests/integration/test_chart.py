@@ -27,7 +27,7 @@ from kubernetes.client import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import CRD_NAME, GROUP, PLURAL
+from nejumi_eval.api.v1alpha1.names import CRD_NAME, GROUP, PLURAL
 from tests.cluster import wait_until
 from tests.support.helm import CHART, helm
 

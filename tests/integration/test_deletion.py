@@ -21,7 +21,7 @@ from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from nejumi_operator.handlers import FINALIZER
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until

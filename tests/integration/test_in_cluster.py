@@ -35,7 +35,7 @@ import yaml
 from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, AppsV1Api, BatchV1Api, CoreV1Api
 
-from nejumi_operator.api.names import API_VERSION, KIND, LABEL_EVALUATION
+from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_EVALUATION
 from nejumi_operator.reconcile.job import job_name
 from nejumi_operator.settings import ENV_POLICY
 from tests.cluster import NodeAgent, wait_until
@@ -366,7 +366,7 @@ def test_two_replicas_never_double_a_job_or_an_event_and_hand_over(
     assert all(pods_of[n] == 1 for n in evaluations), pods_of
 
     # Exactly one Event per transition: JobCreated, Started, Succeeded. (At most one in general: a
-    # transition's Events are posted after its status write wins (kube/sync.py), so a writer killed
+    # transition's Events are posted after its status write wins (controller.py), so a writer killed
     # between the two — or with the write's response still in flight — leaves that transition
     # without an Event, and no later writer posts it: it sees no change.)
     for name in evaluations:

@@ -20,8 +20,8 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 
-from nejumi_operator.api.names import GROUP as NEJUMI
-from nejumi_operator.api.names import PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP as NEJUMI
+from nejumi_eval.api.v1alpha1.names import PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.cluster.kueue import API_VERSION, GROUP, Kueue
 from tests.fixtures.openai_stub import StubServer

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
+from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from nejumi_eval.cli import main
 from nejumi_eval.leaderboard import cluster, compare
-from nejumi_operator.api.names import GROUP, PLURAL, VERSION
 from tests.fixtures.leaderboard_results import copy_workspace, operator_status, ratings, write_results
 from tests.support.kube import apply_crd, create_evaluation, delete_crd
 

@@ -17,8 +17,8 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 import nejumi_operator.handlers
-from nejumi_operator.api.crd import build_crd
-from nejumi_operator.api.names import API_VERSION, GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.crd import build_crd
+from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer

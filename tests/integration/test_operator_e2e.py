@@ -15,10 +15,10 @@ import yaml
 from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 
+from nejumi_eval.api.v1alpha1.crd import CRD_PATH
+from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from nejumi_eval.runtime.serve.tiny import build_tiny_model
-from nejumi_operator.api.crd import CRD_PATH
-from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.scripted_judge import ScriptedJudge

@@ -28,7 +28,7 @@ import pytest
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import GROUP, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
 from tests.integration.test_status_truth import spec

@@ -22,7 +22,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 import nejumi_operator.handlers
-from nejumi_operator.api.names import GROUP, KIND, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND, PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import Reply, StubServer
 from tests.support.kube import apply_crd, delete_crd, kubectl

@@ -25,7 +25,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import new_client_from_config
 
-from nejumi_operator.api.names import GROUP, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from nejumi_operator.policy import DEFAULT_KEY_HOSTS, LABEL_USABLE_BY_EVALUATIONS
 from tests.cluster import ControlPlane, NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer

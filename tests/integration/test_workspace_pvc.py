@@ -19,7 +19,7 @@ from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.reconcile.job import job_name, workspace_claim_name
 from tests.cluster import NodeAgent, wait_until
 from tests.cluster.provisioner import STORAGE_CLASS, HostPathProvisioner

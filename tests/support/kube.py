@@ -43,8 +43,8 @@ def apply_crd(api: Any) -> dict[str, Any]:
     import yaml
     from kubernetes.client import ApiextensionsV1Api
 
-    from nejumi_operator.api.crd import CRD_PATH
-    from nejumi_operator.api.names import CRD_NAME
+    from nejumi_eval.api.v1alpha1.crd import CRD_PATH
+    from nejumi_eval.api.v1alpha1.names import CRD_NAME
     from tests.cluster import wait_until
 
     ext = ApiextensionsV1Api(api)
@@ -82,7 +82,7 @@ def delete_crd(api: Any, wait: bool = True) -> None:
     apply down with it."""
     from kubernetes.client import ApiextensionsV1Api
 
-    from nejumi_operator.api.names import CRD_NAME
+    from nejumi_eval.api.v1alpha1.names import CRD_NAME
     from tests.cluster import wait_until
 
     ext = ApiextensionsV1Api(api)
@@ -102,7 +102,7 @@ def delete_crd(api: Any, wait: bool = True) -> None:
 def create_evaluation(client: ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
     """Create a NejumiEvaluation as a user would, retrying while its REST mapping lags the CRD's
     Established condition by a moment (404)."""
-    from nejumi_operator.api.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+    from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
     from tests.cluster import wait_until
 
     body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}

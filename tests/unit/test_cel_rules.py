@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from nejumi_eval.api.v1alpha1 import spec as api
+from nejumi_eval.api.v1alpha1.crd import build_crd
 from nejumi_eval.api.v1alpha1.spec import ConfigError, parse_spec
-from nejumi_operator.api.crd import build_crd
 
 
 def _schema() -> dict[str, Any]:

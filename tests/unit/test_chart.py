@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import nejumi_operator.__main__ as operator_main
-from nejumi_operator.api.crd import CRD_PATH
-from nejumi_operator.api.names import GROUP, PLURAL
+from nejumi_eval.api.v1alpha1.crd import CRD_PATH
+from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL
 from nejumi_operator.settings import DEFAULT_COMMAND, DEFAULT_IMAGE, OperatorConfig
 from tests.support.helm import CHART, REPO, find, helm, set_args, template
 

@@ -8,12 +8,12 @@ import statistics
 import numpy as np
 import pytest
 
+from nejumi_eval.api.v1alpha1.formula import OVERALL
 from nejumi_eval.benchmarks.jaster.scoring import rollup
 from nejumi_eval.benchmarks.jaster.tasks import task_table
 from nejumi_eval.benchmarks.mtbench.protocol import CATEGORIES
 from nejumi_eval.benchmarks.mtbench.scoring import aggregate
 from nejumi_eval.leaderboard.bootstrap import Bootstrap, Design
-from nejumi_eval.leaderboard.formula import OVERALL
 
 DATASETS = list(task_table().tasks)
 JASTER_CATEGORIES = {c: tuple(m) for c, m in task_table().categories.items()}

@@ -48,14 +48,6 @@ def objects(runs: dict[str, Path]) -> list[dict]:
     ]
 
 
-def test_the_api_constants_are_the_operators() -> None:
-    from nejumi_operator.api.names import GROUP, PLURAL, VERSION
-    from nejumi_operator.reconcile.job import WORKSPACE_MOUNT
-
-    assert (cluster.GROUP, cluster.VERSION, cluster.PLURAL) == (GROUP, VERSION, PLURAL)
-    assert cluster.WORKSPACE_MOUNT == WORKSPACE_MOUNT
-
-
 def test_status_scores_rank_finished_evaluations_and_list_the_rest(objects: list[dict]) -> None:
     board = compare.build(evaluations_from_objects(objects), resamples=200).leaderboard
     ranked = board.ranked()

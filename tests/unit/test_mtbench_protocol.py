@@ -1,4 +1,4 @@
-"""MT-bench-jp `neo` protocol (shared/docs/protocol-mtbench.md): data pins and checks, generation
+"""MT-bench-jp `neo` protocol (benchmarks/mtbench/protocol-mtbench.md): data pins and checks, generation
 settings, the exact judge messages, the rating parse and aggregation."""
 
 from __future__ import annotations

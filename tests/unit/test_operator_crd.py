@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import yaml
 
-from nejumi_operator.api import crd
-from nejumi_operator.api.names import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
+from nejumi_eval.api.v1alpha1 import crd
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 
 
 def walk(node: Any, path: str = "") -> Any:

@@ -10,17 +10,17 @@ from typing import Any
 import kopf
 import pytest
 
-from nejumi_operator import handlers
-from nejumi_operator.api.conditions import (
+from nejumi_eval.api.v1alpha1.conditions import (
     NAME_CONFLICT,
     SECRET_NOT_FOUND,
     SECRET_NOT_USABLE,
     WAITING_FOR_CLEANUP,
 )
+from nejumi_operator import handlers
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, Policy
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
-from nejumi_operator.reconcile.status import Observation, reduce_status
 from nejumi_operator.settings import OperatorConfig
+from nejumi_operator.status import Observation, reduce_status
 
 
 def test_invalid_spec_is_refused_and_becomes_a_failed_status() -> None:

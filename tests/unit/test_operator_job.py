@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from nejumi_eval.api.v1alpha1.names import LABEL_EVALUATION, LABEL_QUEUE
 from nejumi_eval.api.v1alpha1.spec import parse_spec
-from nejumi_operator.api.names import LABEL_EVALUATION, LABEL_QUEUE
 from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile import job as builder
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name

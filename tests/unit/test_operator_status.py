@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from nejumi_eval.api.v1alpha1 import conditions as c
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary, Usage
-from nejumi_operator.api import conditions as c
-from nejumi_operator.reconcile.status import (
+from nejumi_operator.status import (
     Observation,
     Termination,
     last_termination,

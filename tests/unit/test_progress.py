@@ -17,7 +17,7 @@ from nejumi_operator.reconcile.progress import (
     parse_report,
     progress_configmap_name,
 )
-from nejumi_operator.reconcile.status import reduce_status
+from nejumi_operator.status import reduce_status
 from tests.unit.test_status_phases import T0, job, running, see
 
 REPORT = {

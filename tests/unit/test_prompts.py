@@ -21,7 +21,9 @@ DOC_DEFAULT_TEXT = (
     "\n\n### 指示:\n{instruction}\n\n### 入力:\n{input}\n\n### 応答:\n"
 )
 
-TASKS = json.loads(resources.files("nejumi_eval.benchmarks.jaster").joinpath("tasks.json").read_text("utf-8"))
+TASKS = json.loads(
+    resources.files("nejumi_eval.api.v1alpha1").joinpath("jaster_tasks.json").read_text("utf-8")
+)
 
 # Recorded with every run; a change here means the template text changed and needs a new name.
 RECORDED_SHA256 = {

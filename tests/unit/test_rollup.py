@@ -11,7 +11,7 @@ import pytest
 from nejumi_eval.benchmarks.jaster.scoring import dataset_metric, rollup, select, task_table
 
 RAW_TABLE = json.loads(
-    resources.files("nejumi_eval.benchmarks.jaster").joinpath("tasks.json").read_text("utf-8")
+    resources.files("nejumi_eval.api.v1alpha1").joinpath("jaster_tasks.json").read_text("utf-8")
 )
 
 CATEGORIES = {

@@ -567,7 +567,7 @@ def test_gpus_default_by_source() -> None:
 
 def test_the_crd_schema_says_what_pydantic_says() -> None:
     """Quantities are int-or-string with Kubernetes' pattern; names carry the DNS pattern."""
-    from nejumi_operator.api.crd import build_crd
+    from nejumi_eval.api.v1alpha1.crd import build_crd
 
     spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     resources = spec["properties"]["resources"]["properties"]

@@ -8,8 +8,8 @@ from typing import Any
 from nejumi_eval.api.v1alpha1.spec import parse_spec
 from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile.job import build_job
-from nejumi_operator.reconcile.status import reduce_status, transitions
 from nejumi_operator.settings import OperatorConfig
+from nejumi_operator.status import reduce_status, transitions
 from tests.unit.test_status_phases import T0, job, running, see
 
 NO_QUOTA = (

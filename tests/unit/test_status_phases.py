@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from nejumi_eval.api.v1alpha1 import conditions as c
 from nejumi_eval.api.v1alpha1.summary import SUMMARY_MAX_BYTES, BenchmarkSummary, Summary
-from nejumi_operator.api import conditions as c
-from nejumi_operator.kube import sync
-from nejumi_operator.reconcile.status import (
+from nejumi_operator import controller as sync
+from nejumi_operator.status import (
     Observation,
     last_termination,
     needs_job_events,
@@ -515,7 +515,7 @@ def test_sync_writes_then_posts_events_naming_the_resource(
     monkeypatch.setattr(sync.calls, "job_events", lambda *a: pytest.fail("a pod is live: no event listing"))
     monkeypatch.setattr(sync.calls, "patch_status", lambda api, ns, name, st, rv: patches.append(st))
     monkeypatch.setattr(sync.calls, "create_event", lambda api, ns, body: posted.append(body) or True)
-    with caplog.at_level("INFO", logger="nejumi_operator.kube.sync"):
+    with caplog.at_level("INFO", logger="nejumi_operator.controller"):
         new = sync.sync_status(object(), "ns", "e")  # type: ignore[arg-type]
     assert new is not None and new["reason"] == "Unschedulable" and patches
     assert [(e["type"], e["reason"]) for e in posted] == [

@@ -10,7 +10,7 @@ from nejumi_eval.benchmarks.mtbench.judge import parse_rating
 from nejumi_eval.cli import _human_summary
 from nejumi_eval.demo import embedded_default_spec
 from nejumi_eval.demo.synthetic_judge import SYNTHETIC_JUDGE_MODEL, _completion, synthetic_rating
-from nejumi_operator.reconcile.status import Observation, Termination, reduce_status
+from nejumi_operator.status import Observation, Termination, reduce_status
 
 
 def test_ratings_are_deterministic_parseable_and_spread() -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from importlib import metadata
 from typing import TYPE_CHECKING, TypeVar
+
+from nejumi_eval.api.v1alpha1 import spec
 
 if TYPE_CHECKING:
     from nejumi_eval.benchmarks.base import Benchmark
@@ -76,3 +79,11 @@ def get(name: str) -> Benchmark:
         return _registered[name]
     except KeyError:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(names())}") from None
+
+
+def plugin_spec_models() -> Mapping[str, type[spec.BenchmarkSpec]]:
+    """Each plugin's spec section model, by name (what `benchmarks.<plugin>` is validated with)."""
+    return {name: get(name).spec_model for name in plugin_names()}
+
+
+spec.use_plugin_sections(plugin_spec_models)

@@ -36,7 +36,7 @@ from statistics import fmean
 
 import numpy as np
 
-from nejumi_eval.leaderboard.formula import Formula
+from nejumi_eval.api.v1alpha1.formula import Formula
 from nejumi_eval.leaderboard.model import Comparison, Interval
 
 CONFIDENCE = 0.95

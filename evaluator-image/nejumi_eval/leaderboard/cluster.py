@@ -27,6 +27,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.contract import WORKSPACE_MOUNT
+from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary
 from nejumi_eval.errors import InfrastructureError, InputError
 from nejumi_eval.leaderboard.sources import (
@@ -39,14 +41,6 @@ from nejumi_eval.leaderboard.sources import (
 
 log = logging.getLogger(__name__)
 
-GROUP = "nejumi.wandb.ai"
-VERSION = "v1alpha1"
-PLURAL = "nejumievaluations"
-"""The API the operator serves (`nejumi_operator.api.names`; a unit test keeps them equal). Copied,
-not imported, so reading the cluster does not import the operator."""
-WORKSPACE_MOUNT = "/workspace"
-"""Where the evaluation pod mounts its workspace (`nejumi_operator.reconcile.job.WORKSPACE_MOUNT`):
-an absolute `resultsDir` under it is that path relative to the workspace."""
 PAGE = 200
 """Resources per list call (a large cluster is read in pages, not in one response)."""
 

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
+from nejumi_eval.api.v1alpha1.formula import OVERALL, Formula
 from nejumi_eval.leaderboard.bootstrap import Bootstrap, Design
-from nejumi_eval.leaderboard.formula import OVERALL, Formula
 from nejumi_eval.leaderboard.model import Comparison, Entry, Group, Leaderboard
 from nejumi_eval.leaderboard.sources import Evaluation
 

@@ -32,9 +32,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
+from nejumi_eval.api.v1alpha1.formula import OVERALL, Formula
 from nejumi_eval.errors import InputError
 from nejumi_eval.leaderboard.bootstrap import CONFIDENCE, Bootstrap, Design
-from nejumi_eval.leaderboard.formula import OVERALL, Formula
 from nejumi_eval.leaderboard.model import Comparison, Entry, Interval
 from nejumi_eval.leaderboard.questions import QuestionRow
 from nejumi_eval.leaderboard.sources import Evaluation

@@ -23,8 +23,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nejumi_eval.api.v1alpha1.formula import OVERALL
 from nejumi_eval.leaderboard.compare import Board
-from nejumi_eval.leaderboard.formula import OVERALL
 from nejumi_eval.runtime.files import atomic_write_text
 
 _TOKEN = re.compile(r"__(PLOTLY|CSS|JS|BOARD|QUESTIONS|TITLE)__")

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from nejumi_eval.api.v1alpha1.formula import OVERALL, Formula
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.errors import InputError
-from nejumi_eval.leaderboard.formula import OVERALL, Formula
 from nejumi_eval.leaderboard.model import BenchmarkResult, Entry, Provenance, TokenUsage
 from nejumi_eval.leaderboard.questions import BenchmarkQuestions, read_questions
 

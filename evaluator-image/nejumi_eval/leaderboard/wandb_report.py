@@ -42,8 +42,8 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from nejumi_eval.api.v1alpha1.formula import OVERALL
 from nejumi_eval.errors import InfrastructureError, InputError
-from nejumi_eval.leaderboard.formula import OVERALL
 
 TITLE = "Nejumi LLM Leaderboard Neo"
 RADAR_PRESET = "nejumi/radar"

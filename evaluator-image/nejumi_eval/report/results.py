@@ -27,10 +27,10 @@ class ResultsFolder:
         self.tables: dict[str, list[dict[str, Any]]] = {}
 
     def write_table(self, name: str, rows: Iterable[Mapping[str, Any]]) -> Path:
-        rows = [dict(r) for r in rows]
-        self.tables[name] = rows
+        table = [dict(r) for r in rows]
+        self.tables[name] = table
         target = self.path / f"{name}.jsonl"
-        atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        atomic_write_text(target, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in table))
         return target
 
     def write_json(self, name: str, doc: Any) -> Path:

@@ -1,8 +1,15 @@
-"""Plain-text tables for the terminal (no dependency: `nejumi-eval list` must stay light)."""
+"""Plain text for the terminal: tables and JSON documents (no dependency: `nejumi-eval list` must
+stay light)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+
+
+def print_json(doc: object) -> None:
+    """A JSON document as the CLI prints it: indented, Japanese left readable."""
+    print(json.dumps(doc, ensure_ascii=False, indent=2))
 
 
 def text_table(

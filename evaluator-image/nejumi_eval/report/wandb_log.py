@@ -25,7 +25,7 @@ def _table(rows: list[dict[str, Any]]) -> Any:
     for row in rows:
         columns.extend(k for k in row if k not in columns)
     data = [[_cell(row.get(c)) for c in columns] for row in rows]
-    return wandb.Table(columns=columns, data=data)
+    return wandb.Table(columns=list[str | int](columns), data=data)
 
 
 def _cell(value: Any) -> Any:

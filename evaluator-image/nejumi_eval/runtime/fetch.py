@@ -21,7 +21,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, model_validator
 from tqdm import tqdm
 
-from nejumi_eval.api.v1alpha1.contract import CACHE_ENV
+from nejumi_eval.api.v1alpha1.contract import CACHE_ENV, EXIT_INFRA
 from nejumi_eval.api.v1alpha1.contract import DATA_MIRROR_ENV as MIRROR_ENV
 from nejumi_eval.runtime.client.retry import (
     Retry,
@@ -42,7 +42,9 @@ _CHUNK = 1 << 20
 
 
 class DataError(RuntimeError):
-    """A raw data file could not be obtained or is not the file the manifest pins."""
+    """A raw data file could not be obtained or is not the file the manifest pins (exit 3)."""
+
+    nejumi_exit_code = EXIT_INFRA
 
 
 class RemoteFile(BaseModel):

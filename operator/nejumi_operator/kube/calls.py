@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
 from kubernetes.client.exceptions import ApiException
 
-from nejumi_operator.api.names import GROUP, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def secret_labels(api: ApiClient, namespace: str, name: str) -> dict[str, str] |
         if exc.status == 404:
             return None
         raise
-    meta = json.loads(response.data or b"{}").get("metadata") or {}
+    meta = json.loads(cast(bytes, response.data) or b"{}").get("metadata") or {}
     return dict(meta.get("labels") or {})
 
 
@@ -96,7 +96,8 @@ def job_pods(api: ApiClient, namespace: str, job_name: str) -> list[dict[str, An
 
 def read_evaluation(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        found = CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        return cast(dict[str, Any], found)
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -110,9 +111,10 @@ def patch_status(
     (else `Conflict`), so a writer never overwrites a status computed from newer observations."""
     body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
     try:
-        return CustomObjectsApi(api).patch_namespaced_custom_object_status(
+        patched = CustomObjectsApi(api).patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
         )
+        return cast(dict[str, Any], patched)
     except ApiException as exc:
         if exc.status == 409:
             raise Conflict(str(exc.reason)) from None
@@ -157,7 +159,7 @@ def job_workload(api: ApiClient, namespace: str, job_uid: str) -> dict[str, Any]
                 )
                 return None
             raise
-        items = found.get("items") or []
+        items = cast(dict[str, Any], found).get("items") or []
         return dict(items[0]) if items else None
     return None
 
@@ -188,7 +190,8 @@ def create_event(api: ApiClient, namespace: str, event: Mapping[str, Any]) -> bo
     """Post a core/v1 Event; False (and a log line) when the API refuses it: an Event is never worth
     failing a status write for."""
     try:
-        CoreV1Api(api).create_namespaced_event(namespace, dict(event))
+        # A plain dict is what the API takes (the client serialises it as it is).
+        CoreV1Api(api).create_namespaced_event(namespace, dict(event))  # type: ignore[arg-type]
     except ApiException as exc:
         where = f"{namespace}/{event.get('involvedObject', {}).get('name', '')}"
         if exc.status in (401, 403):

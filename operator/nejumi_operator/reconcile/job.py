@@ -34,9 +34,10 @@ from nejumi_eval.api.v1alpha1.contract import (
     PREPARED_DIRS_ENV,
     SPEC_ENV,
     WANDB_API_KEY_ENV,
+    WORKSPACE_MOUNT,
 )
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_QUEUE, LABEL_WORKLOAD_PRIORITY
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
-from nejumi_operator.api.names import GROUP, KIND, LABEL_QUEUE, LABEL_WORKLOAD_PRIORITY
 from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
 from nejumi_operator.reconcile.progress import evaluator_account_name, progress_env
 from nejumi_operator.settings import OperatorConfig
@@ -44,7 +45,6 @@ from nejumi_operator.settings import OperatorConfig
 CONTAINER = "evaluator"
 TERMINATION_PATH = "/dev/termination-log"
 WORKSPACE_VOLUME = "workspace"
-WORKSPACE_MOUNT = "/workspace"
 WORKSPACE_CLAIM_SUFFIX = "-workspace"
 GPU_RESOURCE = "nvidia.com/gpu"
 CACHE_IN_WORKSPACE = ".cache"  # relative to the working dir, the workspace volume

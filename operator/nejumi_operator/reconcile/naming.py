@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from nejumi_operator.api.names import LABEL_EVALUATION
+from nejumi_eval.api.v1alpha1.names import LABEL_EVALUATION
 
 MAX_NAME = 63
 """Names the operator makes end up in label values (a Job's in its pods' job-name label): ≤63."""

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from nejumi_operator.api.names import GROUP, KIND
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND
 
 
 class Claim(StrEnum):

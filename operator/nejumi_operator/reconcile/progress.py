@@ -24,8 +24,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from nejumi_eval.api.v1alpha1.contract import POD_NAME_ENV, POD_NAMESPACE_ENV, PROGRESS_CONFIGMAP_ENV
+from nejumi_eval.api.v1alpha1.names import GROUP, LABEL_EVALUATION
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY, ProgressReport
-from nejumi_operator.api.names import GROUP, LABEL_EVALUATION
 from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
 
 LABEL_PROGRESS_OF = f"{GROUP}/progress-of"

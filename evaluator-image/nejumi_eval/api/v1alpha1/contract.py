@@ -8,6 +8,11 @@ from here; nothing keeps two copies equal.
 
 from __future__ import annotations
 
+# ---- the pod --------------------------------------------------------------------------------
+WORKSPACE_MOUNT = "/workspace"
+"""Where the evaluation pod mounts its workspace (its working directory): an absolute `resultsDir`
+in a status is under it, and relative to the workspace volume once the mount is taken off."""
+
 # ---- exit codes: what kind of failure ended a run --------------------------------------------
 EXIT_OK = 0
 EXIT_BUG = 1

@@ -18,10 +18,11 @@ import difflib
 import json
 import types
 import typing
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -36,6 +37,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from nejumi_eval.api.v1alpha1.cel import Rule, failures
+from nejumi_eval.api.v1alpha1.contract import EXIT_CONFIG
 
 
 def _schema_extra(schema: dict[str, Any], cls: type) -> None:
@@ -289,13 +291,21 @@ class ModelSpec(Spec):
         return "chat" if self.source == ModelSource.OPENAI_COMPATIBLE else "completion"
 
 
+JASTER_TASKS = "jaster_tasks.json"
+"""jaster's task table (datasets, categories, metrics, templates): protocol data, so part of the API
+— the dataset names are this version's enum — and read by the jaster benchmark from here."""
+
+
 def _jaster_dataset_names() -> tuple[str, ...]:
     """The dataset names of the jaster task table (the one place they are written down)."""
-    text = resources.files("nejumi_eval.benchmarks.jaster").joinpath("tasks.json").read_text("utf-8")
+    text = resources.files("nejumi_eval.api.v1alpha1").joinpath(JASTER_TASKS).read_text("utf-8")
     return tuple(json.loads(text)["tasks"])
 
 
-JasterDataset = Literal[_jaster_dataset_names()]  # type: ignore[valid-type]
+if TYPE_CHECKING:
+    JasterDataset = str  # a Literal built at import is no static type
+else:
+    JasterDataset = Literal[_jaster_dataset_names()]
 """The 16 datasets of profile `neo` (an enum in the CRD), read from the task table."""
 
 
@@ -391,6 +401,18 @@ class MtbenchSpec(BenchmarkSpec):
         self.questions_per_category = min(n, 10)
 
 
+PluginSections = Callable[[], Mapping[str, type[BenchmarkSpec]]]
+_plugin_sections: PluginSections | None = None
+
+
+def use_plugin_sections(catalog: PluginSections) -> None:
+    """Install where plugin benchmarks' spec sections come from: name → the plugin's spec model.
+    The benchmark registry installs itself when it is imported, so the API validates a plugin's
+    section with the plugin's own model and never imports the registry (nor any benchmark)."""
+    global _plugin_sections
+    _plugin_sections = catalog
+
+
 def _benchmarks_schema_extra(schema: dict[str, Any], cls: type) -> None:
     _schema_extra(schema, cls)
     schema["additionalProperties"] = False  # the CRD knows the built-ins only
@@ -425,13 +447,12 @@ class BenchmarksSpec(Spec):
         extra = self.__pydantic_extra__ or {}
         if not extra:
             return self
-        from nejumi_eval.benchmarks import registry
-
-        known = registry.plugin_names()
+        plugins = dict(_plugin_sections()) if _plugin_sections is not None else {}
         for name, value in extra.items():
-            if name not in known:
-                raise ValueError(f"unknown benchmark {name!r}; known: {', '.join(registry.names())}")
-            extra[name] = registry.get(name).spec_model.model_validate(value)
+            if name not in plugins:
+                known = ", ".join([*type(self).model_fields, *plugins])
+                raise ValueError(f"unknown benchmark {name!r}; known: {known}")
+            extra[name] = plugins[name].model_validate(value)
         return self
 
     @model_validator(mode="after")
@@ -693,7 +714,9 @@ class EvaluationSpec(Spec):
 
 
 class ConfigError(ValueError):
-    """A config that cannot be run; the message names the offending field."""
+    """A config that cannot be run; the message names the offending field (exit 2)."""
+
+    nejumi_exit_code = EXIT_CONFIG
 
 
 def _field_path(loc: tuple[int | str, ...], prefix: str = "") -> str:

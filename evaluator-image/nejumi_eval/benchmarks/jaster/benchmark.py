@@ -319,7 +319,7 @@ class Jaster:
     def apply_run_options(self, section: JasterSpec, args: Any) -> bool:
         if not getattr(args, "datasets", None):
             return False
-        section.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]  # type: ignore[misc]
+        section.datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
         return True
 
     def add_commands(self, sub: Any) -> None:

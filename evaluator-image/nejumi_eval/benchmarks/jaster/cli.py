@@ -8,8 +8,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from nejumi_eval.cli import print_json
 from nejumi_eval.errors import EXIT_OK, InputError
+from nejumi_eval.report.text import print_json
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:

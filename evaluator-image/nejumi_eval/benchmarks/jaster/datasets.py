@@ -2,7 +2,7 @@
 
 A declaration names the dataset, its raw source (a manifest under ``nejumi_eval/benchmarks/jaster/
 manifests``) and its converter; everything the protocol fixes per dataset (instruction, output length,
-metric, category, labels) comes from the task table ``benchmarks/jaster/tasks.json`` so it is written
+metric, category, labels) comes from the task table ``api/v1alpha1/jaster_tasks.json`` so it is written
 down once. Adding a dataset = adding its row to the task table and one ``_declare`` line here.
 """
 

@@ -2,7 +2,7 @@
 
 A template is chosen by name, and the name carries the version: a changed text must get a new name,
 so a run that records ``(name, sha256)`` says exactly which prompt its models saw. The texts live in
-``tasks.json`` (``prompt_templates``), the single source of truth for the task table; this
+``jaster_tasks.json`` (``prompt_templates``), the single source of truth for the task table; this
 module only names them and renders them.
 """
 
@@ -17,7 +17,7 @@ from nejumi_eval.benchmarks.jaster.tasks import task_table
 
 DEFAULT_TEMPLATE = "alpaca-ja-v1.3.0"
 
-# Template name -> key under tasks.json `prompt_templates`.
+# Template name -> key under jaster_tasks.json `prompt_templates`.
 _TEMPLATE_KEYS: dict[str, str] = {
     "alpaca-ja-v1.3.0": "v1_3_0_default_zero_shot",
     "alpaca-v1.1.x": "v1_1_x_snapshot_default_zero_shot",

@@ -1,7 +1,7 @@
 """jaster scoring: per-sample rows, dataset scores, sample selection and the category roll-up.
 
 Which metric a dataset uses, its score key, its category and how many test samples are scored
-all come from ``tasks.json`` (loaded once), so this module holds no second copy of the task
+all come from ``jaster_tasks.json`` (loaded once), so this module holds no second copy of the task
 table. The rules are protocol-jaster.md §6-§8.
 """
 
@@ -17,7 +17,7 @@ from nejumi_eval.benchmarks.jaster.metrics import METRICS, char_f1, exact_match,
 from nejumi_eval.benchmarks.jaster.postprocess import normalize_gold, postprocess_output
 from nejumi_eval.benchmarks.jaster.tasks import JasterTask, task_table
 
-# §8: the dev output table holds the first 20 dev samples of every dataset. tasks.json has no
+# §8: the dev output table holds the first 20 dev samples of every dataset. jaster_tasks.json has no
 # field for it (it records only what is scored).
 DEV_TABLE_SAMPLES = 20
 

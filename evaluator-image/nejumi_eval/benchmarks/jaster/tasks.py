@@ -1,4 +1,5 @@
-"""The jaster task table (`tasks.json`): one source of truth for what the protocol fixes per
+"""The jaster task table (`nejumi_eval/api/v1alpha1/jaster_tasks.json`: protocol data, versioned with
+the API, whose dataset names it also gives the spec): one source of truth for what the protocol fixes per
 dataset (instruction, output length, metric, category, labels, test samples scored), the 7
 categories and the prompt templates. Parsed once per process; every module reads it from here.
 """
@@ -10,6 +11,8 @@ from functools import cache
 from importlib import resources
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from nejumi_eval.api.v1alpha1.spec import JASTER_TASKS
 
 
 class JasterTask(BaseModel):
@@ -39,5 +42,5 @@ class TaskTable(BaseModel):
 
 @cache
 def task_table() -> TaskTable:
-    text = resources.files("nejumi_eval.benchmarks.jaster").joinpath("tasks.json").read_text("utf-8")
+    text = resources.files("nejumi_eval.api.v1alpha1").joinpath(JASTER_TASKS).read_text("utf-8")
     return TaskTable.model_validate(json.loads(text))

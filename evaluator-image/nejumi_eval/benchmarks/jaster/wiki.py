@@ -180,7 +180,7 @@ def _text_with_parentheses(sentences: list[Sentence]) -> str:
         if _PAREN_REMOVED in sentence.misc_comment:
             inner = next(walk, None)
             place = _PAREN_PLACE.search(inner.misc_comment) if inner is not None else None
-            if place is None:
+            if inner is None or place is None:
                 raise ValueError(f"{sentence.sid}: 括弧削除 is not followed by a 括弧始 sentence")
             opening, closing, offset = place[1], place[2], int(place[3])
             text = text[:offset] + opening + inner.text + closing + text[offset:]
@@ -288,7 +288,10 @@ def _depends_on(candidate: BasePhrase, head: BasePhrase) -> bool:
             return True
         if index == -1:
             return False
-        index = base_phrases[index].parent_index
+        parent = base_phrases[index].parent_index
+        if parent is None:
+            return False
+        index = parent
     return False
 
 

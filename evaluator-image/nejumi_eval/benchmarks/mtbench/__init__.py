@@ -1,4 +1,4 @@
-"""MT-bench-jp, protocol `neo` (shared/docs/protocol-mtbench.md): the pure, protocol-level parts.
+"""MT-bench-jp, protocol `neo` (benchmarks/mtbench/protocol-mtbench.md): the pure, protocol-level parts.
 
 Data (variants, sha256 pins, §3 checks), the model-under-test conversation and sampling, the exact
 judge messages, the rating parse and the aggregation. No network, no model calls: the pipeline

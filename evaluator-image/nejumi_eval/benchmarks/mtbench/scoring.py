@@ -77,8 +77,8 @@ def _category_means(judgments: list[JudgmentScore]) -> dict[str, float | None]:
 
 def _mtbench_score(category_means: dict[str, float | None]) -> float | None:
     """Unweighted mean of the 8 category means; null if any category has none."""
-    means = list(category_means.values())
-    return None if None in means else fmean(means)
+    means = [m for m in category_means.values() if m is not None]
+    return fmean(means) if len(means) == len(category_means) else None
 
 
 def aggregate(judgments: list[dict]) -> dict[str, float | None]:

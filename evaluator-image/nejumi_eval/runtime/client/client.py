@@ -426,7 +426,7 @@ class _PrioritySlots:
         self._free += 1
 
 
-class _BoundedStream(_httpx.AsyncByteStream):  # type: ignore[misc]  # httpx or httpx2, chosen at import
+class _BoundedStream(_httpx.AsyncByteStream):  # httpx or httpx2, chosen at import
     """A response's byte stream that raises :class:`ResponseTooLargeError` once more than `limit`
     bytes have come, so an oversized body is abandoned, not buffered."""
 

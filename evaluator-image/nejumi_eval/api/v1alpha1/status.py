@@ -1,7 +1,7 @@
 """The NejumiEvaluation `status`: what the operator observed. Its CRD schema is generated from here.
 
 Only the operator writes it (through the `/status` subresource); the reducer in
-`nejumi_operator.reconcile.status` produces it as camelCase JSON (`model_dump(by_alias=True)`).
+`nejumi_operator.status` produces it as camelCase JSON (`model_dump(by_alias=True)`).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.formula import OVERALL
 from nejumi_eval.api.v1alpha1.summary import Usage  # the evaluator's counters, reported as they are
-from nejumi_eval.leaderboard import OVERALL
 
 
 class _Status(BaseModel):
@@ -20,7 +20,7 @@ class _Status(BaseModel):
 
 
 class Condition(_Status):
-    """One observed state, keyed by `type` (see nejumi_operator.api.conditions)."""
+    """One observed state, keyed by `type` (see nejumi_eval.api.v1alpha1.conditions)."""
 
     type: str = Field(min_length=1, description="Accepted, Running, Succeeded or Degraded.")
     status: Literal["True", "False", "Unknown"]

@@ -141,4 +141,4 @@ def phase_of(conditions: Sequence[Mapping[str, Any]]) -> str:
 def is_finished(status: Mapping[str, Any] | None) -> bool:
     """Whether Succeeded is True or False (the evaluation will not change any more)."""
     succeeded = find((status or {}).get("conditions"), SUCCEEDED)
-    return bool(succeeded) and succeeded.get("status") in (TRUE, FALSE)
+    return succeeded is not None and succeeded.get("status") in (TRUE, FALSE)

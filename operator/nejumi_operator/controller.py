@@ -1,5 +1,6 @@
-"""The one status writer: read the evaluation, its Job, pods (and, when no pod is live, the Job's
-events), reduce, write `/status`, and post a Kubernetes Event for each transition.
+"""The controller: the one status writer. Read the evaluation, its Job, pods (and, when no pod is
+live, the Job's events), reduce (`nejumi_operator.status`), write `/status`, and post a Kubernetes
+Event for each transition. The kopf handlers (`handlers`) only decide when; this decides what.
 
 Several triggers call it (the create handler, Job events, the resync loop); the write carries the
 `resourceVersion` it was computed from, so a status derived from older observations never
@@ -18,13 +19,13 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from nejumi_operator.api.conditions import ACCEPTED, BEFORE_JOB_WAITS, find, is_finished
-from nejumi_operator.api.names import API_VERSION, KIND, LABEL_QUEUE
+from nejumi_eval.api.v1alpha1.conditions import ACCEPTED, BEFORE_JOB_WAITS, find, is_finished
+from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_QUEUE
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
 from nejumi_operator.reconcile.ownership import owned_by
 from nejumi_operator.reconcile.progress import parse_report, progress_configmap_name
-from nejumi_operator.reconcile.status import (
+from nejumi_operator.status import (
     MESSAGE_LIMIT,
     Observation,
     Transition,
@@ -146,7 +147,7 @@ def record_transition(
     new: Mapping[str, Any],
 ) -> None:
     """Log the phase change (naming the resource, `namespace/name`) and post one Event on the
-    evaluation per transition (`reconcile.status.transitions`). For every writer of the status:
+    evaluation per transition (`status.transitions`). For every writer of the status:
     `sync_status` calls it; a handler that writes the status itself (e.g. a rejected spec or Job)
     calls it with the status it writes. Never raises for an Event the API refuses."""
     meta = evaluation.get("metadata") or {}

@@ -51,7 +51,7 @@ class Formula(BaseModel):
 
 @cache
 def _load() -> Formula:
-    text = resources.files("nejumi_eval.leaderboard").joinpath("overall.json").read_text("utf-8")
+    text = resources.files("nejumi_eval.api.v1alpha1").joinpath("overall.json").read_text("utf-8")
     return Formula.model_validate(json.loads(text))
 
 

@@ -1,0 +1,416 @@
+"""Observations → status: a pure reducer.
+
+What the operator sees (the Job, its pods with their container states, the Job's events, the
+evaluator container's last termination with its message = the evaluator's `Summary` JSON, or a
+spec it cannot run) becomes the whole `status`: four conditions (set from the first visit on),
+the phase derived from them, the reason and message of the condition that decides the phase, and
+scores, failures, usage and runtimes from the summary. `lastTransitionTime` changes only when a
+condition's status does, so writing the same observation twice is a no-op.
+
+In progress, the Running condition says what the evaluator is doing, from the most specific
+evidence there is (a condition message names what to fix):
+
+- the Job is suspended → Queued (`Suspended`: waiting for admission, e.g. Kueue);
+- the current pod's evaluator container has started (`state.running`) → Running (`JobRunning`);
+- it exited, the Job is not marked yet → still Running (`Finishing`), or Pending (`Retrying`) when
+  the Job controller will start another attempt;
+- the pod cannot start: the scheduler's reason (`Unschedulable`, e.g. `0/1 nodes are available: 1
+  Insufficient nvidia.com/gpu`), the kubelet's (`CreateContainerConfigError` for a missing
+  Secret, `ImagePullError`, `ContainerWaiting`), or the Job controller's `FailedCreate` event when
+  no pod can be created at all (`PodCreationFailed`: PodSecurity, quota, a webhook);
+- otherwise `PodStarting` or `JobPending` (a pod is on its way).
+
+The Job's `active` count is not evidence of running: it counts pending pods too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from nejumi_eval.api.v1alpha1 import conditions as c
+from nejumi_eval.api.v1alpha1.status import EvaluationStatus
+from nejumi_operator.status.blockers import (
+    creation_failure_text,
+    pod_blocker,
+    pod_creation_failure,
+    queued_reason,
+)
+from nejumi_operator.status.observation import (
+    NOT_STARTED_REASONS,
+    Observation,
+    current_pod,
+    evaluator_status,
+    job_condition,
+    job_finished,
+    job_suspended,
+    now,
+    parse_time,
+    pod_ended,
+    pod_name,
+    terminations,
+)
+from nejumi_operator.status.results import (
+    degraded_reason,
+    failure_cause,
+    failure_message,
+    no_score_problems,
+    not_scored_notes,
+    overall_display,
+    parse_summary,
+    summary_data,
+    summary_fields,
+)
+from nejumi_operator.status.retries import backoff_limit, counted_failures, failed_attempts, fails_the_job
+from nejumi_operator.status.text import clip
+
+Conds = dict[str, tuple[str, str, str]]
+
+
+def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
+    """The Running condition and progress of an unfinished Job."""
+    job = obs.job or {}
+    pods = list(obs.pods)
+    term = obs.termination
+    summary = parse_summary(term.message) if term else None
+    failures = failed_attempts(job, pods)
+    attempt = failures + 1
+    total = backoff_limit(job) + 1
+    fields["attempt"] = attempt
+    retry = (
+        f" (attempt {attempt} of {total}; the last {failure_cause(term, summary)})"
+        if failures and term
+        else ""
+    )
+    pod = current_pod(pods)
+    name = obs.job_name
+    conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+    conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+
+    def running(status: str, reason: str, message: str, progress: str) -> None:
+        conds[c.RUNNING] = (status, reason, clip(message))
+        fields["progress"] = progress
+
+    if job_suspended(job):
+        if obs.queue_name:
+            reason, message = queued_reason(name, obs.queue_name, obs.workload)
+        else:
+            reason, message = (
+                c.SUSPENDED,
+                f"Job {name} is suspended (spec.suspend): it starts when it is resumed",
+            )
+        return running(c.FALSE, reason, message + retry, "preempted" if reason == c.PREEMPTED else "queued")
+
+    if pod is not None and pod_ended(pod):
+        ev = evaluator_status(pod)
+        ended = (ev.get("state") or {}).get("terminated") or {}
+        code = int(ended.get("exitCode", -1)) if ended else -1
+        pod_phase = (pod.get("status") or {}).get("phase")
+        succeeded = (ended and code == 0) or (not ended and pod_phase == "Succeeded")
+        ran = bool(ended) and ended.get("reason") not in NOT_STARTED_REASONS
+        pname = pod_name(pod)
+        if succeeded or job_condition(job, "SuccessCriteriaMet"):
+            return running(
+                c.TRUE,
+                c.FINISHING,
+                f"the evaluator in pod {pname} exited 0; waiting for Job {name} to be marked complete",
+                "finishing",
+            )
+        policy = fails_the_job(job, pod, code)
+        final = (
+            job_condition(job, "FailureTarget") is not None
+            or policy is True
+            or (policy is None and counted_failures(job, pods) > backoff_limit(job))
+        )
+        own = max(terminations(pod), key=lambda item: item[0], default=None)
+        cause = failure_cause(own[1], parse_summary(own[1].message)) if own else f"ended ({pod_phase})"
+        if final:
+            return running(
+                c.TRUE if ran else c.FALSE,
+                c.FINISHING,
+                f"the evaluator in pod {pname} {cause}; waiting for Job {name} to be marked failed",
+                "finishing",
+            )
+        creation = pod_creation_failure(obs.job_events, parse_time(ended.get("finishedAt")))
+        if creation is not None:
+            return running(
+                c.FALSE,
+                c.POD_CREATION_FAILED,
+                f"Job {name} cannot create the pod for attempt {attempt} of {total}: "
+                + creation_failure_text(creation),
+                "pending",
+            )
+        return running(
+            c.FALSE,
+            c.RETRYING,
+            f"attempt {attempt - 1} of {total} (pod {pname}) {cause}; Job {name} starts attempt {attempt}",
+            f"retrying (attempt {attempt})",
+        )
+
+    if pod is not None:
+        pname = pod_name(pod)
+        if "running" in (evaluator_status(pod).get("state") or {}):
+            node = (pod.get("spec") or {}).get("nodeName")
+            where = f" on node {node}" if node else ""
+            on_attempt = f" (attempt {attempt} of {total})" if failures else ""
+            report = obs.progress if obs.progress is not None and obs.progress.pod == pname else None
+            if report is not None:  # only the running pod's own report: never a previous attempt's
+                fields["liveProgress"] = {
+                    "pod": report.pod,
+                    "step": report.step,
+                    "counters": [ctr.model_dump(by_alias=True) for ctr in report.counters],
+                    "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+            return running(
+                c.TRUE,
+                c.JOB_RUNNING,
+                f"the evaluator is running in pod {pname}{where}{on_attempt}",
+                (report.line() if report is not None else "evaluating")
+                + (f" (attempt {attempt})" if failures else ""),
+            )
+        blocked = pod_blocker(pod, obs.gpus)
+        if blocked:
+            return running(c.FALSE, blocked[0], blocked[1] + retry, "pending")
+        node = (pod.get("spec") or {}).get("nodeName")
+        message = (
+            f"pod {pname} is starting on node {node}" if node else f"pod {pname} is waiting to be scheduled"
+        )
+        return running(c.FALSE, c.POD_STARTING, message + retry, "pending")
+
+    creation = pod_creation_failure(obs.job_events, None)
+    if creation is not None:
+        return running(
+            c.FALSE,
+            c.POD_CREATION_FAILED,
+            f"Job {name} cannot create its pod: {creation_failure_text(creation)}{retry}",
+            "pending",
+        )
+    jstatus = job.get("status") or {}
+    if int(jstatus.get("succeeded") or 0) or (jstatus.get("uncountedTerminatedPods") or {}).get("succeeded"):
+        return running(
+            c.TRUE,
+            c.FINISHING,
+            f"the evaluator exited 0; waiting for Job {name} to be marked complete",
+            "finishing",
+        )
+    running(c.FALSE, c.JOB_PENDING, f"Job {name}: waiting for a pod{retry}", "pending")
+
+
+def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
+    job = obs.job or {}
+    jstatus = job.get("status") or {}
+    term = obs.termination
+    data = summary_data(term.message) if term else None
+    summary = parse_summary(term.message) if term else None
+    complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
+    name = obs.job_name
+
+    end = jstatus.get("completionTime") or (failed or complete or {}).get("lastTransitionTime")
+    fields["completionTime"] = end
+    fields["attempt"] = max(1, failed_attempts(job, list(obs.pods)) + (1 if complete else 0))
+    start, stop = parse_time(jstatus.get("startTime")), parse_time(end)
+    if summary and summary.status == "completed":
+        fields.update(summary_fields(summary))
+        if data and data.get("truncated"):
+            fields["summaryTruncated"] = True
+    if start and stop and obs.gpus:
+        fields.setdefault("runtime", {})["gpuSeconds"] = round((stop - start).total_seconds() * obs.gpus, 3)
+
+    if complete and summary and summary.status == "completed":
+        conds[c.RUNNING] = (c.FALSE, c.COMPLETED, f"Job {name} completed")
+        if summary.degraded:
+            conds[c.DEGRADED] = (c.TRUE, *degraded_reason(summary))
+        else:
+            conds[c.DEGRADED] = (c.FALSE, c.NO_FAILURES, "")
+        notes = [summary.error or "", *not_scored_notes(summary)]
+        if fields.get("summaryTruncated"):
+            where = f" in {summary.results_dir}" if summary.results_dir else ""
+            notes.append(f"the summary was shortened to fit the termination message: full results{where}")
+        problems = no_score_problems(summary)
+        if problems:
+            conds[c.SUCCEEDED] = (
+                c.FALSE,
+                c.NO_SCORE,
+                clip(
+                    "; ".join(problems)
+                    + ": the evaluation has no result for it. If it is judged, check its judge "
+                    "(benchmarks.<name>.judge: endpoint, model, API key) in the evaluator log; "
+                    "a rerun on the same workspace reuses the cached answers"
+                ),
+            )
+            fields["progress"] = "failed: no score"
+            return
+        conds[c.SUCCEEDED] = (c.TRUE, c.EVALUATION_COMPLETED, clip("; ".join(n for n in notes if n)))
+        marks = [
+            m for m, key in (("capped", "capped"), ("synthetic judge", "syntheticJudge")) if fields.get(key)
+        ]
+        fields["progress"] = "completed" + (
+            f" ({', '.join(marks)}: a smoke test, not a leaderboard score)" if marks else ""
+        )
+        return
+
+    if complete:  # exit 0 without a readable summary: the evaluator broke its contract
+        reason, message = c.EVALUATOR_ERROR, "the evaluator exited 0 without a readable summary"
+    elif failed and failed.get("reason") == "DeadlineExceeded":
+        deadline = (job.get("spec") or {}).get("activeDeadlineSeconds")
+        limit = f" ({deadline} s)" if deadline else ""
+        reason = c.DEADLINE_EXCEEDED
+        message = (
+            f"Job {name} ran longer than its activeDeadlineSeconds{limit} and was stopped"
+            + (f"; the evaluator: {failure_message(term, summary)}" if term else "")
+            + ": find out why it hangs (the evaluator log), or allow more time"
+        )
+    elif term:
+        reason, message = c.failure_reason(term.exit_code), failure_message(term, summary)
+    else:
+        reason = c.JOB_FAILED
+        message = f"Job {name} failed: {(failed or {}).get('reason', '')} {(failed or {}).get('message', '')}"
+    conds[c.RUNNING] = (c.FALSE, c.FAILED, f"Job {name} failed")
+    conds[c.SUCCEEDED] = (c.FALSE, reason, clip(message))
+    conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
+    fields["progress"] = "failed"
+
+
+def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
+    """Condition type → (status, reason, message), and the other status fields."""
+    conds: Conds = {}
+    fields: dict[str, Any] = {}
+
+    if obs.spec_error:
+        msg = clip(obs.spec_error)
+        conds[c.ACCEPTED] = (c.FALSE, c.INVALID_SPEC, msg)
+        conds[c.RUNNING] = (c.FALSE, c.INVALID_SPEC, "no Job is created for an invalid spec")
+        conds[c.SUCCEEDED] = (c.FALSE, c.INVALID_SPEC, msg)
+        conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
+        fields["progress"] = "rejected: invalid spec"
+        return conds, fields
+
+    if obs.refusal and obs.job is None:
+        reason, msg = obs.refusal[0], clip(obs.refusal[1])
+        conds[c.ACCEPTED] = (c.FALSE, reason, msg)
+        conds[c.RUNNING] = (c.FALSE, reason, "no Job is created")
+        conds[c.SUCCEEDED] = (c.FALSE, reason, msg)
+        conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
+        fields["progress"] = f"rejected: {reason}"
+        return conds, fields
+
+    if obs.waiting and obs.job is None:
+        reason, msg = obs.waiting[0], clip(obs.waiting[1])
+        conds[c.ACCEPTED] = (c.UNKNOWN, reason, msg)
+        conds[c.RUNNING] = (c.FALSE, reason, msg)
+        conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+        conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+        fields["progress"] = "waiting before the Job"
+        return conds, fields
+
+    if obs.job_rejected and obs.job is None:
+        what = obs.refused or f"Job {obs.job_name}"
+        msg = clip(f"the API server refused {what}: {obs.job_rejected}")
+        conds[c.ACCEPTED] = (c.FALSE, c.JOB_REJECTED, msg)
+        conds[c.RUNNING] = (c.FALSE, c.JOB_REJECTED, "no Job could be created")
+        conds[c.SUCCEEDED] = (c.FALSE, c.JOB_REJECTED, msg)
+        conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
+        fields["progress"] = f"rejected: {what.split()[0]} refused"
+        return conds, fields
+
+    if obs.job is None:
+        conds[c.ACCEPTED] = (c.UNKNOWN, c.JOB_NOT_FOUND, f"Job {obs.job_name} does not exist (yet)")
+        conds[c.RUNNING] = (c.FALSE, c.JOB_NOT_FOUND, "")
+        conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+        conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+        fields["progress"] = "waiting for the Job"
+        return conds, fields
+
+    jstatus = obs.job.get("status") or {}
+    fields["jobName"] = obs.job_name
+    fields["startTime"] = jstatus.get("startTime")
+    conds[c.ACCEPTED] = (c.TRUE, c.JOB_CREATED, f"Job {obs.job_name} created")
+    if job_finished(obs.job):
+        _finished_job(obs, conds, fields)
+    else:
+        _in_progress(obs, conds, fields)
+    return conds, fields
+
+
+_NOT_STARTED = (c.JOB_PENDING, c.POD_STARTING)
+
+
+def _never_backwards(old: Mapping[str, Any], conds: Conds, fields: Mapping[str, Any]) -> None:
+    """Keep Running while the same attempt shows no evidence of stopping: an attempt whose
+    evaluator has started does not go back to "waiting for a pod" (e.g. in the gap between the
+    pod's exit and the Job's Complete, should the pod be out of sight). A new attempt (Retrying),
+    a suspension (Queued) or a pod that cannot run are evidence, and do change the phase."""
+    if old.get("phase") != c.PHASE_RUNNING or conds[c.SUCCEEDED][0] != c.UNKNOWN:
+        return
+    status, reason, _ = conds[c.RUNNING]
+    if status == c.TRUE or reason not in _NOT_STARTED:
+        return
+    if (old.get("attempt") or 1) != fields.get("attempt", 1):
+        return
+    previous = c.find(old.get("conditions"), c.RUNNING)
+    if previous and previous.get("status") == c.TRUE:
+        conds[c.RUNNING] = (c.TRUE, str(previous.get("reason")), str(previous.get("message") or ""))
+
+
+def _deciding(conditions: Sequence[Mapping[str, Any]], phase: str) -> Mapping[str, Any] | None:
+    """The condition whose reason and message explain `phase`."""
+    if phase == c.PHASE_SUCCEEDED:
+        degraded = c.find(conditions, c.DEGRADED)
+        if degraded and degraded.get("status") == c.TRUE:
+            return degraded
+        return c.find(conditions, c.SUCCEEDED)
+    if phase == c.PHASE_FAILED:
+        return c.find(conditions, c.SUCCEEDED)
+    if phase == c.PHASE_PENDING:
+        accepted = c.find(conditions, c.ACCEPTED)
+        if accepted and accepted.get("status") != c.TRUE:
+            return accepted
+    return c.find(conditions, c.RUNNING)
+
+
+def reduce_status(old: Mapping[str, Any] | None, obs: Observation, at: str | None = None) -> dict[str, Any]:
+    """The new `status` (camelCase JSON, no nulls) for observation `obs`, given the current one."""
+    old = old or {}
+    old_conds = {cond.get("type"): cond for cond in old.get("conditions") or []}
+    stamp = at or now()
+    observed, fields = _observe(obs)
+    _never_backwards(old, observed, fields)
+    conditions = []
+    for type_ in c.CONDITION_TYPES:
+        status, reason, message = observed[type_]
+        previous = old_conds.get(type_)
+        same = (
+            previous is not None and previous.get("status") == status and previous.get("lastTransitionTime")
+        )
+        conditions.append(
+            {
+                "type": type_,
+                "status": status,
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": previous["lastTransitionTime"] if same else stamp,  # type: ignore[index]
+                "observedGeneration": obs.generation,
+            }
+        )
+    phase = c.phase_of(conditions)
+    deciding = _deciding(conditions, phase) or {}
+    overall = (fields.get("scores") or {}).get("overall")
+    doc = {
+        **fields,
+        "phase": phase,
+        "reason": deciding.get("reason"),
+        "message": deciding.get("message") or None,
+        "overallDisplay": overall_display(overall, fields),
+        "conditions": conditions,
+        "observedGeneration": obs.generation,
+    }
+    # Validate against the status model (= the CRD schema) and drop nulls.
+    return EvaluationStatus.model_validate(doc).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch turning `old` into `new` (removed top-level fields become null)."""
+    patch: dict[str, Any] = {k: None for k in (old or {}) if k not in new}
+    patch.update(new)
+    return patch
