@@ -27,7 +27,11 @@ def _cli(config: Path, cwd: Path, env: dict[str, str]) -> subprocess.CompletedPr
     return subprocess.run(
         [sys.executable, "-m", "nejumi_eval.cli", "-q", "run", str(config), "--json"],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO), **env},
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=300,

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
+from nejumi_eval.benchmarks.jaster.reading import COLUMNS as JASTER_COLUMNS
 from nejumi_eval.benchmarks.jaster.tasks import task_table
 from nejumi_eval.benchmarks.mtbench.protocol import CATEGORIES
+from nejumi_eval.benchmarks.mtbench.reading import COLUMNS as MTBENCH_COLUMNS
 from nejumi_eval.cli import main
 from nejumi_eval.leaderboard import wandb_report
 from nejumi_eval.leaderboard.wandb_report import (
-    JASTER_COLUMNS,
-    MTBENCH_COLUMNS,
     build_report,
     filter_expression,
     panel_table,

@@ -8,6 +8,8 @@ client, so the server batches requests from every benchmark together; stops the 
 
 Nothing in the pipeline, the report writer, the CLI summary or the operator's status names a
 benchmark: they loop over the registry (`nejumi_eval.benchmarks.registry`) and over these outputs.
+Nor does the leaderboard: the tables a benchmark writes are read back through its `reading`
+(`nejumi_eval.benchmarks.reading`), declared beside the code that writes them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from nejumi_eval.api.v1alpha1.spec import BenchmarkSpec, EvaluationSpec, JudgeSp
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary
 
 if TYPE_CHECKING:
+    from nejumi_eval.benchmarks.reading import Reading
     from nejumi_eval.runtime.client.client import InferenceClient
 
 
@@ -82,6 +85,10 @@ class Benchmark(Protocol):
     chats: ClassVar[bool]
     """Whether it sends chat requests to the model under test whatever `model.mode` says (then a
     served model needs a chat template)."""
+    reading: ClassVar[Reading | None]
+    """How its tables are read back: per-question data (bootstrap design, drill-down), the
+    comparability identity, labels. None: the leaderboard ranks it by its recorded score alone,
+    without an interval, drill-down or diff. Required (the registry refuses a class without it)."""
 
     def plan(self, section: Any, ctx: RunContext) -> BenchmarkRun:
         """Everything the run will send, from its spec section (called in a worker thread)."""

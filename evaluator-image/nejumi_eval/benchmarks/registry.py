@@ -16,6 +16,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, TypeVar
 
 from nejumi_eval.api.v1alpha1 import spec
+from nejumi_eval.benchmarks.reading import Labels, Reading
 
 if TYPE_CHECKING:
     from nejumi_eval.benchmarks.base import Benchmark
@@ -36,8 +37,14 @@ B = TypeVar("B")
 
 
 def register(cls: type[B]) -> type[B]:
-    """Class decorator: register one benchmark under its `name`."""
+    """Class decorator: register one benchmark under its `name`. A class that declares no
+    `reading` is refused here, at import, rather than when a leaderboard first reads it."""
     name = cls.name  # type: ignore[attr-defined]
+    if not hasattr(cls, "reading"):
+        raise TypeError(
+            f"benchmark {name!r} ({cls.__module__}) declares no `reading` "
+            "(nejumi_eval.benchmarks.reading; None: ranked by its recorded score alone)"
+        )
     existing = _registered.get(name)
     if existing is not None and type(existing) is not cls:
         raise ValueError(
@@ -79,6 +86,21 @@ def get(name: str) -> Benchmark:
         return _registered[name]
     except KeyError:
         raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(names())}") from None
+
+
+def reading(name: str) -> Reading | None:
+    """How `name`'s tables are read back; None for a benchmark without a reader, or one this
+    process does not know (a summary written with a plugin that is not installed here)."""
+    try:
+        return get(name).reading
+    except KeyError:
+        return None
+
+
+def labels(name: str) -> Labels:
+    """How people read `name`'s per-question results; generic ones where it has no reader."""
+    found = reading(name)
+    return found.labels if found is not None else Labels(heading=name)
 
 
 def plugin_spec_models() -> Mapping[str, type[spec.BenchmarkSpec]]:

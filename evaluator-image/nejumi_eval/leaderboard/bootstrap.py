@@ -5,20 +5,16 @@ same kind would give another number. The percentile bootstrap estimates how far:
 questions with replacement, recompute the score exactly as the protocol builds it, repeat, and
 report the 2.5th and 97.5th percentiles of the recomputed scores.
 
-"Exactly as the protocol builds it" matters, because the protocols do not take a flat mean:
-
-- jaster (protocol-jaster.md §8): dataset score = mean over its samples; category = unweighted
-  mean of its member datasets; AVG = unweighted mean of the 7 categories. So a sample of jsquad
-  (RC has one dataset) weighs five times a sample of jamp (NLI has five). Resampling is stratified
-  by dataset (each dataset keeps its sample count) and the roll-up is recomputed on every resample.
-- MT-bench (protocol-mtbench.md §6): category mean = mean of the valid ratings of its questions
-  over both turns (invalid ones excluded); score = mean of the 8 category means. The unit is the
-  question (its two turns share a conversation, so they are not independent), stratified by
-  category; a category mean is the pooled ratio Σ valid ratings / Σ valid judgments.
-
-Both fit one shape, a `Design`: units (questions) in strata (datasets, categories), strata in
-categories, score = mean over categories of mean over their strata of Σsum/Σcount. Overall is
-recomputed per resample from the benchmarks' resampled scores with the leaderboard formula.
+"Exactly as the protocol builds it" matters, because protocols do not take a flat mean: a dataset's
+score may be the mean over its samples, a category the unweighted mean of its member datasets, the
+benchmark the mean of its categories, so a sample of a category with one dataset weighs more than a
+sample of one with five. Each benchmark declares that structure in the `Design` its reader returns
+(`nejumi_eval.benchmarks.reading`, the reader beside each benchmark says how its protocol maps on
+it): units (questions) in strata, strata in categories, score = mean over categories of the mean
+over their strata of the pooled Σsum/Σcount (a question judged per turn is one unit whose sum and
+count are its valid ratings). Resampling is stratified (each stratum keeps its size) and the
+roll-up is recomputed on every resample. Overall is recomputed per resample from the benchmarks'
+resampled scores with the leaderboard formula.
 
 The draws are reproducible and shared: the indices for a stratum depend only on the seed, the
 benchmark, the stratum and its size. So two evaluations of the same questions are resampled with
@@ -32,51 +28,16 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from statistics import fmean
 
 import numpy as np
 
 from nejumi_eval.api.v1alpha1.formula import Formula
+from nejumi_eval.benchmarks.reading import Design
 from nejumi_eval.leaderboard.model import Comparison, Interval
 
+__all__ = ["CONFIDENCE", "Bootstrap", "Design", "Distribution"]
+
 CONFIDENCE = 0.95
-
-
-@dataclass(frozen=True)
-class Design:
-    """A benchmark's questions as its protocol averages them.
-
-    `units[stratum][unit_id] = (sum, count)`: a jaster sample is `(score, 1)`; an MT-bench question
-    is `(sum of its valid ratings, number of valid ratings)`. `categories` is the protocol's whole
-    structure (category → member strata), not only what the run has: a category with a missing or
-    empty member has no score, and then neither has the benchmark (as in the protocol's roll-up).
-    """
-
-    benchmark: str
-    categories: Mapping[str, Sequence[str]]
-    units: Mapping[str, Mapping[str, tuple[float, int]]]
-
-    @property
-    def questions(self) -> int:
-        return sum(len(u) for u in self.units.values())
-
-    def point(
-        self, keep: Mapping[str, Sequence[str]] | None = None
-    ) -> tuple[float | None, dict[str, float | None]]:
-        """The score and category scores recomputed from the units (optionally only `keep`)."""
-        means: dict[str, float | None] = {}
-        for stratum, units in self.units.items():
-            ids = keep.get(stratum, ()) if keep is not None else units.keys()
-            total = sum(units[i][0] for i in ids)
-            count = sum(units[i][1] for i in ids)
-            means[stratum] = total / count if count else None
-        categories: dict[str, float | None] = {}
-        for category, members in self.categories.items():
-            values = [means.get(m) for m in members]
-            categories[category] = None if not values or None in values else fmean(values)  # type: ignore[arg-type]
-        scores = list(categories.values())
-        avg = None if not scores or None in scores else fmean(scores)  # type: ignore[arg-type]
-        return avg, categories
 
 
 @dataclass
@@ -148,8 +109,8 @@ class Bootstrap:
         return self._means[key][1]
 
     def interval(self, draws: np.ndarray | None) -> Interval | None:
-        """The percentile interval; null without draws or when most draws are undefined (an MT-bench
-        category whose resampled questions were all invalid)."""
+        """The percentile interval; null without draws or when most draws are undefined (a category
+        whose resampled questions all lack a valid rating)."""
         if draws is None or self.resamples == 0:
             return None
         finite = draws[np.isfinite(draws)]

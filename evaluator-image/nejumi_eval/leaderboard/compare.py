@@ -10,9 +10,10 @@ The rules, in order:
    earlier ones are kept on the board as `superseded`, with the id of the one that replaced them.
    A newer smoke test therefore never pushes a model's real score off the board.
 3. **One protocol per ranking.** Evaluations are grouped by protocol identity (prompt template,
-   data hashes, MT-bench variant and files, judge model; `sources._identity`). Ranks are computed
-   within a group; the group most ranked entries belong to is the main one, and every other group
-   is reported with the fields in which it differs, never merged silently. A field one group does
+   data hashes, judge model, …: what each benchmark Overall is made of declares in its
+   `Reading.identity`; `sources._identity`). Ranks are computed within a group; the group most
+   ranked entries belong to is the main one, and every other group is reported with the fields
+   in which it differs, never merged silently. A field one group does
    not record (a status without its results folder records none) is reported as missing, not as a
    difference: such evaluations are not known to be measured alike, nor differently.
 

@@ -5,16 +5,14 @@ keeps superseded evaluations, so every earlier run is there to compare with). A 
 B the other one: *improved* means B scored higher than A on that question, *regressed* lower.
 
 What is compared is each benchmark's bootstrap unit (`questions`), scored as its protocol scores
-it:
+it: the unit's Σsum/Σcount, e.g. a sample's metric value (0–1), or a judged question's mean of its
+valid turn ratings (1–10; an invalid judgment is left out, as in the category mean). Each
+benchmark's reader says what its unit is (`Labels.unit`). A question without a score in one of the
+two is not compared (counted in `only_a` / `only_b`).
 
-- jaster: one test sample, its dataset's metric value (`score`, 0–1: exact match, char F1, …).
-- MT-bench: one question (both turns are one conversation), the mean of its valid turn ratings
-  (1–10; an invalid judgment is left out, as in the category mean). A question without a valid
-  rating in one of the two is not compared (counted in `only_a` / `only_b`).
-
-Per stratum (jaster dataset, MT-bench category): the questions both scored (`shared`), how many
-improved, regressed or stayed equal (within `TOLERANCE`), the stratum's score of A and of B on the
-shared questions (Σ/Σ, as the protocol pools it), and every flipped question with both scores. Per
+Per stratum (a dataset, a category): the questions both scored (`shared`), how many improved,
+regressed or stayed equal (within `TOLERANCE`), the stratum's score of A and of B on the shared
+questions (Σ/Σ, as the protocol pools it), and every flipped question with both scores. Per
 benchmark: the totals and its score on the shared questions, with the paired bootstrap interval of
 B − A (the board's own `Bootstrap.compare`), and the same for Overall.
 
@@ -33,21 +31,17 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from nejumi_eval.api.v1alpha1.formula import OVERALL, Formula
+from nejumi_eval.benchmarks import registry
+from nejumi_eval.benchmarks.reading import QuestionRow
 from nejumi_eval.errors import InputError
 from nejumi_eval.leaderboard.bootstrap import CONFIDENCE, Bootstrap, Design
 from nejumi_eval.leaderboard.model import Comparison, Entry, Interval
-from nejumi_eval.leaderboard.questions import QuestionRow
 from nejumi_eval.leaderboard.sources import Evaluation
 from nejumi_eval.runtime.files import atomic_write_text
 
 TOLERANCE = 1e-9
 """Two question scores closer than this are equal (char F1 is a float)."""
 
-UNITS = {
-    "jaster": "per test sample: its dataset's metric value (0-1)",
-    "mtbench": "per question: the mean of its valid turn ratings (1-10)",
-}
-"""What one compared score is, by benchmark (a plugin's: `score` per question)."""
 
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
@@ -71,7 +65,7 @@ class FlippedQuestion(BaseModel):
     a: float
     b: float
     a_turns: list[float | None] | None = Field(
-        None, description="MT-bench: A's rating per turn (null: invalid)."
+        None, description="A question judged per turn: A's rating per turn (null: invalid)."
     )
     b_turns: list[float | None] | None = None
 
@@ -81,10 +75,12 @@ class FlippedQuestion(BaseModel):
 
 
 class StratumDiff(BaseModel):
-    """One jaster dataset or MT-bench category (or a benchmark's total: `stratum` "all")."""
+    """One stratum, a dataset or a category (or a benchmark's total: `stratum` "all")."""
 
     stratum: str
-    category: str | None = Field(None, description="jaster: the dataset's category.")
+    category: str | None = Field(
+        None, description="The stratum's category, where that is not the stratum itself."
+    )
     shared: int = Field(0, description="Questions both evaluations scored.")
     only_a: int = Field(0, description="Scored by A only (not answered, or no valid rating, in B).")
     only_b: int = 0
@@ -246,7 +242,7 @@ def _scores(design: Design, stratum: str) -> dict[str, float]:
 
 
 def _turns(rows: list[QuestionRow]) -> dict[tuple[str, str], list[float | None]]:
-    """MT-bench rows → (category, question id) → rating per turn (None: invalid)."""
+    """Rows judged per turn → (stratum, question id) → rating per turn (None: invalid)."""
     out: dict[tuple[str, str], list[float | None]] = {}
     for row in rows:
         turns = row.answer.get("turns")
@@ -357,9 +353,7 @@ def compute(
     benchmarks = []
     for name in names:
         da, db = qa[name].design, qb[name].design
-        category_of = (
-            {m: c for c, members in da.categories.items() for m in members} if name == "jaster" else {}
-        )
+        category_of = {m: c for c, members in da.categories.items() for m in members if m != c}
         turns_a, turns_b = _turns(qa[name].rows), _turns(qb[name].rows)
         strata = [_stratum(s, category_of.get(s), da, db, turns_a, turns_b) for s in _strata(da, db)]
         point_a, _ = shared[name][0].point()
@@ -380,7 +374,7 @@ def compute(
             BenchmarkDiff(
                 name=name,
                 title=_title(a.entry, name),
-                unit=UNITS.get(name, "per question: its score"),
+                unit=registry.labels(name).unit,
                 strata=strata,
                 total=total,
                 delta=c.diff if c else None,
@@ -479,7 +473,7 @@ def terminal(diff: EvaluationDiff, width: int | None = None, flipped: int = 10) 
     for bench in diff.benchmarks:
         table = Table(title=f"{bench.title}: {bench.unit}", title_justify="left", show_edge=False)
         for column, justify in (
-            ("dataset" if bench.name == "jaster" else "category", "left"),
+            (registry.labels(bench.name).stratum, "left"),
             ("shared", "right"),
             ("improved", "right"),
             ("regressed", "right"),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.formula import OVERALL
+from nejumi_eval.benchmarks import registry
 from nejumi_eval.leaderboard.compare import Board
 from nejumi_eval.runtime.files import atomic_write_text
 
@@ -59,8 +60,10 @@ def _plotly_js() -> str:
 
 
 def benchmark_columns(board: Board) -> list[dict[str, Any]]:
-    """Per benchmark: name, title, its categories in first-seen order and its score scale (a term
-    of the formula is on the scale of its divisor: jaster 0–1, MT-bench 0–10)."""
+    """Per benchmark: name, title, its categories in first-seen order, its score scale (a term of
+    the formula is on the scale of its divisor, e.g. 0–1 or 0–10), and what its reader says people
+    call a stratum and a question's score, and which provenance details it shows beside a model.
+    The page renders whatever this says: it names no benchmark."""
     lb = board.leaderboard
     scale = {t.benchmark: t.divide_by for t in OVERALL.terms} if lb.formula == OVERALL.name else {}
     names = list(lb.formula_benchmarks)
@@ -75,7 +78,18 @@ def benchmark_columns(board: Board) -> list[dict[str, Any]]:
                 continue
             title = result.title
             categories.extend(c for c in result.categories if c not in categories)
-        out.append({"name": name, "title": title, "categories": categories, "scale": scale.get(name, 1)})
+        labels = registry.labels(name)
+        out.append(
+            {
+                "name": name,
+                "title": title,
+                "categories": categories,
+                "scale": scale.get(name, 1),
+                "stratum": labels.stratum,
+                "unit": labels.unit,
+                "shown": [{"key": key, "label": label} for key, label in labels.shown],
+            }
+        )
     return out
 
 
@@ -83,7 +97,9 @@ def questions_document(board: Board) -> dict[str, Any]:
     """Questions (each once, in the order first met) and every entry's answers by question index.
 
     A question is identified by benchmark, stratum (dataset or category) and id. Its prompt is the
-    first entry's; an entry that saw another prompt for it (another template) carries its own."""
+    first entry's; an entry that saw another prompt for it (another template) carries its own. Each
+    answer carries `u`, the question's `[sum, count]` as the benchmark's design pools it (null
+    without a score): the page's diff and spread order use it, whatever the benchmark."""
     index: dict[str, int] = {}
     questions: list[dict[str, Any]] = []
     answers: dict[str, dict[str, Any]] = {}
@@ -104,7 +120,8 @@ def questions_document(board: Board) -> dict[str, Any]:
                             "turns": row.turns,
                         }
                     )
-                answer = dict(row.answer)
+                answer: dict[str, Any] = dict(row.answer)
+                answer["u"] = list(row.unit) if row.unit is not None and row.unit[1] else None
                 if row.prompt != questions[index[row.key]]["prompt"]:
                     answer["prompt"] = row.prompt
                 mine[str(index[row.key])] = answer

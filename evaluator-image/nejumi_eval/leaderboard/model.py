@@ -30,7 +30,7 @@ class BenchmarkResult(BaseModel):
     title: str
     avg: float | None = None
     categories: dict[str, float | None] = Field(default_factory=dict)
-    scores: dict[str, float] = Field(default_factory=dict, description="Finer scores (jaster: per dataset).")
+    scores: dict[str, float] = Field(default_factory=dict, description="Finer scores (e.g. per dataset).")
     samples: int = 0
     degraded: bool = False
     capped: bool = False
@@ -42,7 +42,7 @@ class BenchmarkResult(BaseModel):
 
 class Provenance(BaseModel):
     """How an evaluation was measured. `identity` is the part two evaluations must share to be
-    ranked against each other (template, data hashes, MT-bench variant and files, judge model);
+    ranked against each other (template, data hashes, a judge model: each benchmark's own);
     `details` is recorded for people (generation mode, the judge's returned model, versions)."""
 
     identity: dict[str, dict[str, Any]] = Field(default_factory=dict, description="By benchmark.")
@@ -61,7 +61,7 @@ class TokenUsage(BaseModel):
 
     prompt_tokens: int = Field(0, description="The model's prompt tokens, every benchmark.")
     completion_tokens: int = Field(0, description="The model's completion tokens.")
-    judge_tokens: int = Field(0, description="The judge's prompt + completion tokens (MT-bench).")
+    judge_tokens: int = Field(0, description="The judge's prompt + completion tokens (judged benchmarks).")
     requests_sent: int = Field(0, description="Requests sent to the model and the judge.")
     cache_hits: int = Field(0, description="Requests answered from the response cache.")
 

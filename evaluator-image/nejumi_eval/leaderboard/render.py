@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from nejumi_eval.benchmarks import registry
 from nejumi_eval.leaderboard.model import Entry, Interval, Leaderboard
 from nejumi_eval.runtime.files import atomic_write_text
 
@@ -120,8 +121,9 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
 
 def rows(board: Leaderboard) -> list[dict[str, Any]]:
     """One flat row per evaluation (CSV): placement, scores with intervals, categories, runtime and
-    tokens, provenance."""
+    tokens, provenance (the details each benchmark's reader shows beside a model)."""
     names = _columns(board)
+    shown = list(dict.fromkeys(key for name in names for key, _ in registry.labels(name).shown))
     categories: dict[str, list[str]] = {n: [] for n in names}
     for entry in board.entries:
         for name, result in entry.benchmarks.items():
@@ -158,8 +160,7 @@ def rows(board: Leaderboard) -> list[dict[str, Any]]:
                 "tied_with_above": entry.tied_with_above,
                 "started_at": entry.started_at.isoformat() if entry.started_at else None,
                 "protocol_key": entry.provenance.key,
-                "judge": entry.provenance.details.get("judge"),
-                "jaster_template": entry.provenance.details.get("jaster_template"),
+                **{key: entry.provenance.details.get(key) for key in shown},
                 "id": entry.id,
                 "source": entry.source,
             }

@@ -10,7 +10,6 @@ and its entry is ranked without an interval.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -25,9 +24,11 @@ from pydantic import ValidationError
 
 from nejumi_eval.api.v1alpha1.formula import OVERALL, Formula
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
+from nejumi_eval.benchmarks import registry
+from nejumi_eval.benchmarks.reading import BenchmarkQuestions, digest, recorded_identity
 from nejumi_eval.errors import InputError
 from nejumi_eval.leaderboard.model import BenchmarkResult, Entry, Provenance, TokenUsage
-from nejumi_eval.leaderboard.questions import BenchmarkQuestions, read_questions
+from nejumi_eval.leaderboard.questions import read_questions
 
 log = logging.getLogger(__name__)
 
@@ -163,53 +164,23 @@ def load_results_folder(folder: str | Path) -> Evaluation:
 # ---- summary + run record → Entry --------------------------------------------------------------
 
 
-def _digest(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _identity(name: str, record: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a benchmark's run record that decide whether two scores are comparable.
-
-    jaster: protocol, prompt template (name and sha256 of its text), the dataset hashes and the
-    decoding. MT-bench: protocol, variant, the sha256 of questions, references and judge prompts,
-    and the judge model requested (a different judge rates differently). Any other benchmark: its
-    `protocol` and `variant` where recorded."""
-    ident: dict[str, Any] = {"protocol": record.get("protocol")}
-    if name == "jaster":
-        template = record.get("template") or {}
-        ident["template"] = template.get("name")
-        ident["template_sha256"] = template.get("sha256")
-        datasets = record.get("datasets_sha256")
-        ident["datasets_sha256"] = _digest(datasets) if datasets else None
-        ident["decoding"] = record.get("decoding")
-    elif name == "mtbench":
-        ident["variant"] = record.get("variant")
-        files = record.get("files") or {}
-        for part in ("questions", "references", "judge_prompts"):
-            ident[f"{part}_sha256"] = (files.get(part) or {}).get("sha256")
-        judge = record.get("judge") or {}
-        ident["judge"] = judge.get("requested")
-        ident["judge_temperature"] = judge.get("temperature")
-    elif "variant" in record:
-        ident["variant"] = record.get("variant")
-    return ident
+    """The fields of a benchmark's run record that decide whether two scores are comparable: what
+    its reader declares (`Reading.identity`), or for a benchmark without one its `protocol` and
+    `variant` where recorded."""
+    reading = registry.reading(name)
+    return reading.identity(record) if reading is not None else recorded_identity(record)
 
 
-def _details(run: dict[str, Any]) -> dict[str, Any]:
-    """Provenance recorded for people, not for comparability."""
+def _details(run: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """Provenance recorded for people, not for comparability: each benchmark's own
+    (`Reading.details`), then the versions."""
     details: dict[str, Any] = {}
-    jaster = run.get("jaster") or {}
-    mtbench = run.get("mtbench") or {}
-    if jaster:
-        details["jaster_mode"] = jaster.get("mode")
-        details["jaster_template"] = (jaster.get("template") or {}).get("name")
-    if mtbench:
-        judge = mtbench.get("judge") or {}
-        details["mtbench_variant"] = mtbench.get("variant")
-        details["judge"] = judge.get("requested")
-        details["judge_returned"] = judge.get("returned")
-        details["mtbench_chat_template"] = mtbench.get("chat_template")
+    for name in names:
+        record = run.get(name)
+        reading = registry.reading(name)
+        if isinstance(record, dict) and record and reading is not None:
+            details.update(reading.details(record))
     if run.get("versions"):
         details["versions"] = run["versions"]
     return {k: v for k, v in details.items() if v is not None}
@@ -247,8 +218,6 @@ def entry_from_summary(
     protocol group. Overall is recomputed with
     the board's formula (the formula is data; a summary written under another formula still ranks
     by this one), and a disagreement with the recorded Overall is kept as a warning."""
-    from nejumi_eval.benchmarks import registry
-
     benchmarks: dict[str, BenchmarkResult] = {}
     for name, b in summary.benchmarks.items():
         try:
@@ -295,8 +264,8 @@ def entry_from_summary(
         synthetic_judge=summary.synthetic_judge,
         provenance=Provenance(
             identity=identity,
-            details=_details(run),
-            key=_digest(identity),
+            details=_details(run, summary.benchmarks),
+            key=digest(identity),
             missing=None if any(run.get(name) for name in identity) else "no run record",
         ),
         warnings=warnings,

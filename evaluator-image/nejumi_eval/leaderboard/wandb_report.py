@@ -2,17 +2,17 @@
 (`nejumi-eval leaderboard --wandb-report ENTITY/PROJECT [--publish]`).
 
 Nejumi Neo's report was assembled by hand in the W&B UI over the runs of one project. This builds
-the same layout from the names `report.wandb_log.WandbRun` logs, so it follows the tables as they
-are written and can be rebuilt for any project:
+the same layout from the tables each benchmark declares it writes (`Reading.tables`, beside the
+code that writes them), so it follows the tables as they are written, can be rebuilt for any
+project, and has a section for every registered benchmark, a plugin's too:
 
 1. title and introduction (the Overall formula, what is left out and why);
 2. the leaderboard: `leaderboard_table` of every run of the run set, concatenated (one row per run);
-3. radar charts of `jaster_radar_table` and `mtbench_radar_table` (category, score);
-4. jaster: `jaster_leaderboard_table`, then `jaster_output_table` once per dataset, each filtered
-   with `row["target_dataset"] == "<dataset>"` as Neo's readers filtered it;
-5. MT-bench: `mtbench_leaderboard_table`, then `mtbench_output_table` per category
-   (`row["category"] == "<category>"`);
-6. runtime (the run's duration) against Overall, a scatter plot over the runs.
+3. a radar chart per benchmark that writes a radar table (category, score);
+4. per benchmark: its leaderboard table, then its per-question table once per stratum, each
+   filtered on the stratum column (e.g. `row["target_dataset"] == "<dataset>"`, as Neo's readers
+   filtered it), showing the columns its reader names;
+5. runtime (the run's duration) against Overall, a scatter plot over the runs.
 
 Every panel grid reads one run set: the project's evaluation runs that finished, minus smoke tests
 (capped or synthetic-judge runs) and degraded ones unless `include_all` (the same rule as
@@ -39,18 +39,17 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.formula import OVERALL
+from nejumi_eval.benchmarks import registry
+from nejumi_eval.benchmarks.reading import Reading
 from nejumi_eval.errors import InfrastructureError, InputError
 
 TITLE = "Nejumi LLM Leaderboard Neo"
 RADAR_PRESET = "nejumi/radar"
 """Vega preset id of the radar charts (theta = category, r = score); see the module docstring."""
-JASTER_COLUMNS = ("target_dataset", "id", "input", "raw_output", "pred", "true", "metric", "score")
-MTBENCH_COLUMNS = ("category", "question_id", "turn", "question", "answer", "judgment", "score", "valid")
-_COLUMN_TYPES = {"question_id": "number", "turn": "number", "score": "number", "valid": "boolean"}
 
 
 def reports_api() -> Any:
@@ -75,26 +74,30 @@ def split_project(path: str, flag: str = "--wandb-report") -> tuple[str, str]:
 # ---- weave expressions ----------------------------------------------------------------------------
 
 
-def _row_type(columns: Sequence[str]) -> dict[str, Any]:
-    return {"type": "typedDict", "propertyTypes": {c: _COLUMN_TYPES.get(c, "string") for c in columns}}
+Types = Mapping[str, str]
+"""Column → weave type (`number`, `boolean`); every other column is a `string`."""
 
 
-def _pick(column: str, columns: Sequence[str]) -> dict[str, Any]:
+def _row_type(columns: Sequence[str], types: Types) -> dict[str, Any]:
+    return {"type": "typedDict", "propertyTypes": {c: types.get(c, "string") for c in columns}}
+
+
+def _pick(column: str, columns: Sequence[str], types: Types) -> dict[str, Any]:
     """`row["<column>"]` as a weave node."""
     return {
         "nodeType": "output",
-        "type": _COLUMN_TYPES.get(column, "string"),
+        "type": types.get(column, "string"),
         "fromOp": {
             "name": "pick",
             "inputs": {
-                "obj": {"nodeType": "var", "type": _row_type(columns), "varName": "row"},
+                "obj": {"nodeType": "var", "type": _row_type(columns, types), "varName": "row"},
                 "key": {"nodeType": "const", "type": "string", "val": column},
             },
         },
     }
 
 
-def row_equals(column: str, value: str, columns: Sequence[str]) -> dict[str, Any]:
+def row_equals(column: str, value: str, columns: Sequence[str], types: Types | None = None) -> dict[str, Any]:
     """`row["<column>"] == "<value>"` as a weave node (op `string-equal`)."""
     return {
         "nodeType": "output",
@@ -102,7 +105,7 @@ def row_equals(column: str, value: str, columns: Sequence[str]) -> dict[str, Any
         "fromOp": {
             "name": "string-equal",
             "inputs": {
-                "lhs": _pick(column, columns),
+                "lhs": _pick(column, columns, types or {}),
                 "rhs": {"nodeType": "const", "type": "string", "val": value},
             },
         },
@@ -127,14 +130,14 @@ def expression(node: dict[str, Any]) -> str:
     return f"{op['name']}({args})"
 
 
-def _table_state(columns: Sequence[str], where: dict[str, Any]) -> dict[str, Any]:
+def _table_state(columns: Sequence[str], where: dict[str, Any], types: Types) -> dict[str, Any]:
     ids = [f"col-{i}" for i in range(len(columns))]
     return {
         "autoColumns": False,
         "columns": {cid: {"panelId": "", "panelConfig": None} for cid in ids},
         "preFilterFunction": where,
         "columnNames": dict.fromkeys(ids, ""),
-        "columnSelectFunctions": {cid: _pick(c, columns) for cid, c in zip(ids, columns, strict=True)},
+        "columnSelectFunctions": {cid: _pick(c, columns, types) for cid, c in zip(ids, columns, strict=True)},
         "order": ids,
         "groupBy": [],
         "sort": [],
@@ -143,7 +146,9 @@ def _table_state(columns: Sequence[str], where: dict[str, Any]) -> dict[str, Any
     }
 
 
-def filtered_table(table: str, column: str, value: str, columns: Sequence[str], layout: Any) -> Any:
+def filtered_table(
+    table: str, column: str, value: str, columns: Sequence[str], layout: Any, types: Types | None = None
+) -> Any:
     """A table panel of `table` over the run set showing only `row[column] == value`.
 
     The expression is `WeavePanelSummaryTable`'s own (`runs.summary["<table>"]`); the runs' tables
@@ -157,7 +162,11 @@ def filtered_table(table: str, column: str, value: str, columns: Sequence[str], 
             "panelId": "merge.table",
             "panelConfig": {
                 "compareMethod": "concatenating",
-                "childConfig": {"tableState": _table_state(columns, row_equals(column, value, columns))},
+                "childConfig": {
+                    "tableState": _table_state(
+                        columns, row_equals(column, value, columns, types), types or {}
+                    )
+                },
             },
         }
     )
@@ -197,7 +206,7 @@ def runset_filters(include_all: bool = False) -> str:
     return " and ".join(parts)
 
 
-def _intro(include_all: bool) -> str:
+def _intro(include_all: bool, readings: Mapping[str, Reading]) -> str:
     left_out = (
         "every finished evaluation run is shown, smoke tests and degraded runs included (marked in "
         "the table's `capped`, `synthetic_judge` and `degraded` columns)"
@@ -205,16 +214,28 @@ def _intro(include_all: bool) -> str:
         else "capped runs (smoke tests), synthetic-judge runs and degraded runs (failed requests, "
         "invalid judgments) are left out"
     )
+    per = " and ".join(f"{r.labels.stratum} ({r.labels.heading})" for r in readings.values())
     return (
         f"**{OVERALL.name} = {OVERALL.description}**, the mean of the benchmarks' scores on a 0–1 "
         "scale. Each row below is one evaluation run of `nejumi-eval run` in this project; "
         f"{left_out}.\n\n"
-        "The per-question tables show each dataset (jaster) and category (MT-bench) on its own: "
-        "prompt, gold answer, the model's output and its metric values, and for MT-bench each "
-        "turn's answer, judgment and rating.\n\n"
-        "Ranks, confidence intervals and which differences are distinguishable from noise are in "
+        + (
+            f"The per-question tables show each {per} on its own: prompt, gold answer, the model's "
+            "output and its metric values, and where a judge scored it each turn's answer, judgment "
+            "and rating.\n\n"
+            if per
+            else ""
+        )
+        + "Ranks, confidence intervals and which differences are distinguishable from noise are in "
         "the leaderboard page (`nejumi-eval leaderboard --html`): a W&B run set cannot express them."
     )
+
+
+def report_readings(benchmarks: Sequence[str] | None = None) -> dict[str, Reading]:
+    """The benchmarks the report has sections for: every registered one (default) that can be read
+    back, in registry order (built-ins first, then plugins)."""
+    names = registry.names() if benchmarks is None else benchmarks
+    return {name: reading for name in names if (reading := registry.reading(name)) is not None}
 
 
 def build_report(
@@ -224,16 +245,14 @@ def build_report(
     title: str = TITLE,
     include_all: bool = False,
     radar_preset: str = RADAR_PRESET,
-    datasets: Sequence[str] | None = None,
-    categories: Sequence[str] | None = None,
+    benchmarks: Sequence[str] | None = None,
+    strata: Mapping[str, Sequence[str]] | None = None,
 ) -> Any:
-    """The report object (`wandb_workspaces.reports.v2.Report`), not saved."""
-    from nejumi_eval.benchmarks.jaster.tasks import task_table
-    from nejumi_eval.benchmarks.mtbench.protocol import CATEGORIES
-
+    """The report object (`wandb_workspaces.reports.v2.Report`), not saved. `benchmarks`: which
+    ones get sections (default: every registered one); `strata`: per benchmark, which strata get a
+    per-question table (default: the protocol's, `Reading.strata`)."""
     wr = reports_api()
-    datasets = list(datasets if datasets is not None else task_table().tasks)
-    categories = list(categories if categories is not None else CATEGORIES)
+    readings = report_readings(benchmarks)
     filters = runset_filters(include_all)
 
     def runset(name: str) -> Any:
@@ -242,52 +261,63 @@ def build_report(
     def grid(name: str, panels: list[Any]) -> Any:
         return wr.PanelGrid(runsets=[runset(name)], panels=panels)
 
-    def per_question(table: str, column: str, values: list[str], columns: Sequence[str]) -> list[Any]:
+    def per_question(reading: Reading, values: Sequence[str]) -> list[Any]:
+        tables = reading.tables
+        if tables.stratum_column is None:
+            return [wr.WeavePanelSummaryTable(table_name=tables.questions, layout=wr.Layout(w=24, h=10))]
         return [
-            filtered_table(table, column, v, columns, wr.Layout(x=(i % 2) * 12, y=(i // 2) * 10, w=12, h=10))
+            filtered_table(
+                tables.questions,
+                tables.stratum_column,
+                v,
+                tables.columns,
+                wr.Layout(x=(i % 2) * 12, y=(i // 2) * 10, w=12, h=10),
+                tables.column_types,
+            )
             for i, v in enumerate(values)
         ]
 
-    def radar(table: str, x: int) -> Any:
+    def radar(table: str, i: int) -> Any:
         return wr.CustomChart(
             query={"summaryTable": {"tableKey": table}},
             chart_name=radar_preset,
             chart_fields={"theta": "category", "r": "score"},
-            layout=wr.Layout(x=x, y=0, w=12, h=12),
+            layout=wr.Layout(x=(i % 2) * 12, y=(i // 2) * 12, w=12, h=12),
         )
 
     blocks = [
-        wr.MarkdownBlock(text=_intro(include_all)),
+        wr.MarkdownBlock(text=_intro(include_all, readings)),
         wr.H1(text="Leaderboard"),
         grid(
             "Leaderboard",
             [wr.WeavePanelSummaryTable(table_name="leaderboard_table", layout=wr.Layout(w=24, h=14))],
         ),
-        wr.H1(text="Categories"),
-        wr.P(text="jaster (left, 0–1) and MT-bench (right, 1–10) category scores of the runs."),
-        grid("Radar", [radar("jaster_radar_table", 0), radar("mtbench_radar_table", 12)]),
-        wr.H1(text="jaster"),
-        grid(
-            "jaster",
-            [wr.WeavePanelSummaryTable(table_name="jaster_leaderboard_table", layout=wr.Layout(w=24, h=10))],
-        ),
-        wr.H2(text="jaster: question by question"),
-        wr.P(text="One table per dataset: " + ", ".join(f'row["target_dataset"] == "{d}"' for d in datasets)),
-        grid(
-            "jaster questions",
-            per_question("jaster_output_table", "target_dataset", datasets, JASTER_COLUMNS),
-        ),
-        wr.H1(text="MT-bench"),
-        grid(
-            "MT-bench",
-            [wr.WeavePanelSummaryTable(table_name="mtbench_leaderboard_table", layout=wr.Layout(w=24, h=10))],
-        ),
-        wr.H2(text="MT-bench: question by question"),
-        wr.P(text="One table per category: " + ", ".join(f'row["category"] == "{c}"' for c in categories)),
-        grid(
-            "MT-bench questions",
-            per_question("mtbench_output_table", "category", categories, MTBENCH_COLUMNS),
-        ),
+    ]
+    radars = {name: r for name, r in readings.items() if r.tables.radar is not None}
+    if radars:
+        scales = ", ".join(f"{r.labels.heading} ({r.labels.scale})" for r in radars.values())
+        blocks += [
+            wr.H1(text="Categories"),
+            wr.P(text=f"Category scores of the runs: {scales}."),
+            grid("Radar", [radar(str(r.tables.radar), i) for i, r in enumerate(radars.values())]),
+        ]
+    for name, reading in readings.items():
+        heading, tables = reading.labels.heading, reading.tables
+        blocks.append(wr.H1(text=heading))
+        if tables.leaderboard is not None:
+            blocks.append(
+                grid(
+                    heading,
+                    [wr.WeavePanelSummaryTable(table_name=tables.leaderboard, layout=wr.Layout(w=24, h=10))],
+                )
+            )
+        values = list((strata or {}).get(name) or reading.strata())
+        blocks.append(wr.H2(text=f"{heading}: question by question"))
+        if tables.stratum_column is not None:
+            where = ", ".join(f'row["{tables.stratum_column}"] == "{v}"' for v in values)
+            blocks.append(wr.P(text=f"One table per {reading.labels.stratum}: {where}"))
+        blocks.append(grid(f"{heading} questions", per_question(reading, values)))
+    blocks += [
         wr.H1(text=f"Runtime vs {OVERALL.name}"),
         grid(
             "Runtime",

@@ -6,8 +6,8 @@ A run is what `report.wandb_log.WandbRun` logged for one evaluation: its config 
 folder's `run.json` without the timeline (so provenance, and with it the protocol groups, are the
 same as a results folder's), its summary holds every score as `<benchmark>/<key>` plus Overall and
 the flags, and its tables carry the same names and rows as the folder's `*.jsonl` files
-(`leaderboard_table`, `jaster_output_table`, `mtbench_output_table`, …). So a run becomes the
-summary the results folder would have held, and the per-question readers (`questions`) read its
+(`leaderboard_table` and each benchmark's own, named by its `Reading.tables`). So a run becomes the
+summary the results folder would have held, and each benchmark's per-question reader reads its
 tables unchanged: a W&B run gets intervals and drill-down like a results folder.
 
 Reading offline runs needs no network and no W&B account. `wandb` 0.31 ships no reader for its
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary
+from nejumi_eval.benchmarks import registry
 from nejumi_eval.errors import InfrastructureError, InputError
 from nejumi_eval.leaderboard.questions import read_questions
 from nejumi_eval.leaderboard.sources import Evaluation, entry_from_summary, from_sources
@@ -236,7 +237,8 @@ def _benchmark(name: str, run: RunData, board: dict[str, Any]) -> BenchmarkSumma
         and key not in _COUNTERS
         and (number := _number(value)) is not None
     }
-    output = run.summary.get(f"{name}_output_table")
+    reading = registry.reading(name)
+    output = run.summary.get(reading.tables.questions if reading is not None else f"{name}_output_table")
     return BenchmarkSummary(
         scored=bool(record.get("judged", True)),
         avg=avg,

@@ -23,6 +23,14 @@ from nejumi_eval.benchmarks.base import BenchmarkOutput, RunContext
 from nejumi_eval.benchmarks.jaster.datasets import DATASETS, task_table
 from nejumi_eval.benchmarks.jaster.prepare import SplitUnavailable, load
 from nejumi_eval.benchmarks.jaster.prompts import PromptTemplate, get_template, render
+from nejumi_eval.benchmarks.jaster.reading import (
+    LEADERBOARD_TABLE,
+    OUTPUT_TABLE,
+    OUTPUT_TABLE_DEV,
+    RADAR_TABLE,
+    READING,
+    JasterReading,
+)
 from nejumi_eval.benchmarks.jaster.scoring import rollup, score_sample, select
 from nejumi_eval.benchmarks.jaster.sources import load_manifest
 from nejumi_eval.benchmarks.registry import register
@@ -276,10 +284,10 @@ class JasterRun:
                 truncated_answers=result.n_truncated,
             ),
             tables={
-                "jaster_output_table": result.test_rows,
-                "jaster_output_table_dev": result.dev_rows,
-                "jaster_leaderboard_table": [leaderboard_row(model, result)],
-                "jaster_radar_table": radar_rows(result),
+                OUTPUT_TABLE: result.test_rows,
+                OUTPUT_TABLE_DEV: result.dev_rows,
+                LEADERBOARD_TABLE: [leaderboard_row(model, result)],
+                RADAR_TABLE: radar_rows(result),
             },
             record={
                 **provenance(result),
@@ -300,6 +308,7 @@ class Jaster:
     chats: ClassVar[bool] = False
     title: ClassVar[str] = "jaster AVG"
     spec_model: ClassVar[type[JasterSpec]] = JasterSpec
+    reading: ClassVar[JasterReading] = READING
 
     def describe(self) -> dict[str, Any]:
         from nejumi_eval.benchmarks.jaster.catalog import describe

@@ -34,6 +34,15 @@ from nejumi_eval.benchmarks.mtbench.protocol import (
     judge_prompt_name,
     uses_reference,
 )
+from nejumi_eval.benchmarks.mtbench.reading import (
+    ANSWERS_TABLE,
+    LEADERBOARD_TABLE,
+    OUTPUT_TABLE,
+    QUESTION_TABLE,
+    RADAR_TABLE,
+    READING,
+    MtbenchReading,
+)
 from nejumi_eval.benchmarks.mtbench.scoring import INVALID_SCORE, MtbenchScores, summarize
 from nejumi_eval.benchmarks.registry import register
 from nejumi_eval.errors import unwrap
@@ -365,8 +374,8 @@ class MtbenchRun:
                 synthetic_judge=scores is not None and bool(self.spec.judge and self.spec.judge.synthetic),
             ),
             tables={
-                "mtbench_answers": self.answer_rows(model),
-                "mtbench_question_table": self.question_rows(),
+                ANSWERS_TABLE: self.answer_rows(model),
+                QUESTION_TABLE: self.question_rows(),
             },
             record={
                 **self.provenance(self.chat_template),
@@ -376,16 +385,16 @@ class MtbenchRun:
             },
         )
         if failure is not None:
-            out.tables["mtbench_output_table"] = self.output_rows()  # the judgments made, unscored
+            out.tables[OUTPUT_TABLE] = self.output_rows()  # the judgments made, unscored
             out.record["error"] = str(failure)
         if scores is not None:
             means = scores.category_means
-            out.tables["mtbench_output_table"] = self.output_rows()
+            out.tables[OUTPUT_TABLE] = self.output_rows()
             board = {"model_name": model, **means, "AVG": scores.mtbench_score}
             if out.summary.synthetic_judge:  # never a bare number that reads as a real judge's
                 board["synthetic_judge"] = True
-            out.tables["mtbench_leaderboard_table"] = [board]
-            out.tables["mtbench_radar_table"] = [{"category": c, "score": v} for c, v in means.items()]
+            out.tables[LEADERBOARD_TABLE] = [board]
+            out.tables[RADAR_TABLE] = [{"category": c, "score": v} for c, v in means.items()]
             out.record.update(scores.model_dump())
             synthetic = out.summary.synthetic_judge
             out.leaderboard = {
@@ -405,6 +414,7 @@ class Mtbench:
     chats: ClassVar[bool] = True
     title: ClassVar[str] = "MT-bench"
     spec_model: ClassVar[type[MtbenchSpec]] = MtbenchSpec
+    reading: ClassVar[MtbenchReading] = READING
 
     def describe(self) -> dict[str, Any]:
         from nejumi_eval.benchmarks.mtbench.catalog import describe

@@ -5,7 +5,9 @@
 (function () {
   const DOC = JSON.parse(document.getElementById("board-data").textContent);
   const BOARD = DOC.board;
-  const BENCHMARKS = DOC.benchmarks; // [{name, title, categories, scale}]
+  // [{name, title, categories, scale, stratum, unit, shown: [{key, label}]}]: what each benchmark's
+  // reader declares (leaderboard/html.py); nothing below names a benchmark.
+  const BENCHMARKS = DOC.benchmarks;
   const ENTRIES = new Map(BOARD.entries.map((e) => [e.id, e]));
   const MAIN_GROUP = (BOARD.groups.find((g) => g.main) || BOARD.groups[0] || {}).id;
   const FONT = getComputedStyle(document.documentElement).fontFamily;
@@ -92,14 +94,27 @@
     return cols;
   }
 
+  // The provenance details each benchmark shows beside a model ("<label> <value>"), each key once.
+  function shownDetails(details) {
+    const seen = new Set();
+    const out = [];
+    for (const b of BENCHMARKS) {
+      for (const d of b.shown || []) {
+        if (seen.has(d.key)) continue;
+        seen.add(d.key);
+        if (details[d.key] !== null && details[d.key] !== undefined) out.push(d.label + " " + details[d.key]);
+      }
+    }
+    return out;
+  }
+
   function modelCell(entry) {
     const p = entry.provenance.details;
     const about = [
       "evaluation " + entry.id,
       entry.revision ? "revision " + entry.revision : null,
       entry.started_at ? "started " + entry.started_at : null,
-      p.jaster_template ? "jaster template " + p.jaster_template : null,
-      p.judge ? "MT-bench judge " + p.judge : null,
+      ...shownDetails(p),
       "protocol group " + entry.group,
       entry.source,
     ].filter(Boolean).join("\n");
@@ -359,10 +374,8 @@
   }
 
   function answerScore(q, answer) {
-    if (!answer) return null;
-    if (answer.metrics && answer.metrics.score !== undefined) return answer.metrics.score;
-    const valid = (answer.turns || []).filter((t) => t.valid);
-    return valid.length ? valid.reduce((s, t) => s + t.rating, 0) / valid.length : null;
+    const u = answerUnits(answer);
+    return u ? u[0] / u[1] : null;
   }
 
   function matchingQuestions() {
@@ -544,13 +557,11 @@
     document.getElementById("diff-b").value = b;
   }
 
-  // A question's score as [sum, count] (jaster: the metric value, 1; MT-bench: the valid ratings
-  // and how many), or null where the evaluation has no score for it.
+  // A question's score as [sum, count], as its benchmark's design pools it (a sample's metric
+  // value and 1; a judged question's valid ratings and how many), or null where the evaluation has
+  // no score for it: the `u` the page's data carries with every answer.
   function answerUnits(answer) {
-    if (!answer) return null;
-    if (answer.metrics && answer.metrics.score !== undefined && answer.metrics.score !== null) return [Number(answer.metrics.score), 1];
-    const valid = (answer.turns || []).filter((t) => t.valid && t.rating !== null && t.rating !== undefined);
-    return valid.length ? [valid.reduce((s, t) => s + Number(t.rating), 0), valid.length] : null;
+    return answer && answer.u ? answer.u : null;
   }
 
   // A → B per benchmark and stratum: [{name, strata: [{stratum, shared, only_a, only_b, improved,
@@ -623,7 +634,8 @@
       host.append(el("p", { class: "note", text: "No per-question data shared by these two evaluations." }));
       return;
     }
-    const head = el("tr", {}, ...["benchmark", "dataset / category", "shared", "improved", "regressed", "unchanged", "A", "B", "Δ (B − A)"]
+    const strataNoun = [...new Set(result.map((x) => (BENCHMARKS.find((m) => m.name === x.name) || { stratum: "category" }).stratum))].join(" / ");
+    const head = el("tr", {}, ...["benchmark", strataNoun, "shared", "improved", "regressed", "unchanged", "A", "B", "Δ (B − A)"]
       .map((t, k) => el("th", { class: k < 2 ? "stratum" : null, text: t })));
     const table = el("table", { id: "diff-table" }, el("thead", {}, head));
     const body = el("tbody");
@@ -726,6 +738,11 @@
 
   // ---- page ------------------------------------------------------------------------------------
 
+  function renderUnits() {
+    const parts = BENCHMARKS.filter((b) => b.unit).map((b) => b.title + ": " + b.unit);
+    document.getElementById("diff-units").textContent = parts.length ? " (" + parts.join("; ") + ")" : "";
+  }
+
   function renderHeader() {
     document.getElementById("formula").textContent =
       BOARD.formula + " = " + BOARD.formula_description + ". Intervals: " + Math.round(BOARD.confidence * 100) +
@@ -746,6 +763,7 @@
   function init() {
     state.selected = BOARD.entries.filter((e) => e.state === "ranked" && e.group === MAIN_GROUP).slice(0, 3).map((e) => e.id);
     renderHeader();
+    renderUnits();
     renderTable();
     renderRadars();
     renderVerdict();
