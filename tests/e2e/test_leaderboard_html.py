@@ -262,6 +262,17 @@ def test_charts_are_drawn_and_japanese_is_rendered(loaded: webdriver.Chrome) -> 
     assert dark1 != dark2
 
 
+def test_token_charts_without_token_data_say_so(loaded: webdriver.Chrome, page: Path) -> None:
+    """These evaluations record no usage: the charts' places say there is no token data, and no
+    empty axes are drawn (tests/e2e/test_leaderboard_html_diff.py draws them with data)."""
+    assert all(not any((e.get("usage") or {}).values()) for e in board(page)["entries"])
+    for chart, what in (("judge-tokens", "Judge tokens"), ("model-tokens", "Model tokens")):
+        text = loaded.execute_script(f"return document.getElementById('{chart}').textContent")
+        assert text.startswith(what) and "no token data" in text, text
+        drawn = loaded.execute_script(f"return document.querySelectorAll('#{chart} .main-svg').length")
+        assert drawn == 0, chart
+
+
 def test_a_group_without_provenance_says_what_is_missing(tmp_path: Path, browser: webdriver.Chrome) -> None:
     """Issue 16: evaluations ranked apart only for lack of a protocol record are not called
     measured differently; the group control and its note say what is missing."""

@@ -123,12 +123,13 @@ class Bootstrap:
     @staticmethod
     def overall(formula: Formula, parts: Mapping[str, np.ndarray | None]) -> np.ndarray | None:
         """Overall per resample: the formula's mean of scaled terms, null when a term has no draws."""
-        arrays = [parts.get(t.benchmark) for t in formula.terms]
-        if any(a is None for a in arrays):
-            return None
-        return np.mean(
-            np.stack([a / t.divide_by for a, t in zip(arrays, formula.terms, strict=True)]), axis=0
-        )  # type: ignore[operator]
+        scaled = []
+        for term in formula.terms:
+            draws = parts.get(term.benchmark)
+            if draws is None:
+                return None
+            scaled.append(draws / term.divide_by)
+        return np.mean(np.stack(scaled), axis=0)
 
     def compare(
         self,

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -247,10 +248,14 @@ def _turns(rows: list[QuestionRow]) -> dict[tuple[str, str], list[float | None]]
     for row in rows:
         turns = row.answer.get("turns")
         if isinstance(turns, list):
-            out[(row.stratum, row.id)] = [
-                float(t["rating"]) if t.get("valid") and t.get("rating") is not None else None for t in turns
-            ]
+            out[(row.stratum, row.id)] = [_rating(t) for t in turns]
     return out
+
+
+def _rating(turn: Mapping[str, Any]) -> float | None:
+    """A judged turn's rating; None when the judgment was invalid."""
+    rating = turn.get("rating")
+    return float(rating) if turn.get("valid") and rating is not None else None
 
 
 def _strata(a: Design, b: Design) -> list[str]:

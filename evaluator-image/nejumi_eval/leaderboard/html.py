@@ -71,7 +71,7 @@ def benchmark_columns(board: Board) -> list[dict[str, Any]]:
         names.extend(n for n in entry.benchmarks if n not in names)
     out = []
     for name in names:
-        title, categories = name, []
+        title, categories = name, list[str]()
         for entry in lb.entries:
             result = entry.benchmarks.get(name)
             if result is None:

@@ -126,8 +126,8 @@ def rows(board: Leaderboard) -> list[dict[str, Any]]:
     shown = list(dict.fromkeys(key for name in names for key, _ in registry.labels(name).shown))
     categories: dict[str, list[str]] = {n: [] for n in names}
     for entry in board.entries:
-        for name, result in entry.benchmarks.items():
-            categories[name].extend(c for c in result.categories if c not in categories[name])
+        for name, recorded in entry.benchmarks.items():
+            categories[name].extend(c for c in recorded.categories if c not in categories[name])
     out = []
     for entry in board.entries:
         row: dict[str, Any] = {

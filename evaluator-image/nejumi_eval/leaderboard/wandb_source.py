@@ -98,7 +98,7 @@ def read_records(path: str | Path) -> Iterator[Any]:
         else:
             raise InputError(f"{path}: unknown chunk type {kind} at byte {pos}")
         if kind in (_FULL, _LAST):
-            record = pb.Record()
+            record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf: no stubs
             record.ParseFromString(pending)
             yield record
             pending = b""

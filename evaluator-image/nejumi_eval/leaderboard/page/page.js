@@ -484,6 +484,20 @@
     });
   }
 
+  function clearNote(id) {
+    for (const note of document.getElementById(id).querySelectorAll(".no-data")) note.remove();
+  }
+
+  function noTokens(id, text) {
+    const el = document.getElementById(id);
+    Plotly.purge(el);
+    el.textContent = "";
+    const p = document.createElement("p");
+    p.className = "note no-data";
+    p.textContent = text;
+    el.appendChild(p);
+  }
+
   function renderTokens() {
     const shown = visibleEntries();
     const rows = shown.filter((e) => e.usage);
@@ -499,18 +513,32 @@
       showlegend: false,
     });
     const config = { displaylogo: false, responsive: true };
-    Plotly.react("judge-tokens", [{
-      type: "bar", name: "judge tokens", x: x, y: rows.map((e) => e.usage.judge_tokens), customdata: hover,
-      marker: { color: colors }, hovertemplate: "%{customdata}<br>judge tokens %{y:,}<extra></extra>",
-    }], layout("Judge tokens (prompt + completion)"), config);
-    const model = layout("Model tokens (prompt + completion, stacked)");
-    model.barmode = "stack";
-    model.showlegend = true;
-    model.legend = { orientation: "h", y: 1.08 };
-    Plotly.react("model-tokens", [
-      { type: "bar", name: "prompt", x: x, y: rows.map((e) => e.usage.prompt_tokens), customdata: hover, marker: { color: "#2f5fd0" }, hovertemplate: "%{customdata}<br>prompt tokens %{y:,}<extra></extra>" },
-      { type: "bar", name: "completion", x: x, y: rows.map((e) => e.usage.completion_tokens), customdata: hover, marker: { color: "#d0562f" }, hovertemplate: "%{customdata}<br>completion tokens %{y:,}<extra></extra>" },
-    ], model, config);
+    // A chart of nothing but zeros is no chart: where no evaluation shown records these tokens, the
+    // place says so instead of drawing empty axes.
+    const judged = rows.some((e) => e.usage.judge_tokens > 0);
+    clearNote("judge-tokens");
+    clearNote("model-tokens");
+    if (judged) {
+      Plotly.react("judge-tokens", [{
+        type: "bar", name: "judge tokens", x: x, y: rows.map((e) => e.usage.judge_tokens), customdata: hover,
+        marker: { color: colors }, hovertemplate: "%{customdata}<br>judge tokens %{y:,}<extra></extra>",
+      }], layout("Judge tokens (prompt + completion)"), config);
+    } else {
+      noTokens("judge-tokens", "Judge tokens: no evaluation shown records any (no token data).");
+    }
+    const modelTokens = rows.some((e) => e.usage.prompt_tokens > 0 || e.usage.completion_tokens > 0);
+    if (modelTokens) {
+      const model = layout("Model tokens (prompt + completion, stacked)");
+      model.barmode = "stack";
+      model.showlegend = true;
+      model.legend = { orientation: "h", y: 1.08 };
+      Plotly.react("model-tokens", [
+        { type: "bar", name: "prompt", x: x, y: rows.map((e) => e.usage.prompt_tokens), customdata: hover, marker: { color: "#2f5fd0" }, hovertemplate: "%{customdata}<br>prompt tokens %{y:,}<extra></extra>" },
+        { type: "bar", name: "completion", x: x, y: rows.map((e) => e.usage.completion_tokens), customdata: hover, marker: { color: "#d0562f" }, hovertemplate: "%{customdata}<br>completion tokens %{y:,}<extra></extra>" },
+      ], model, config);
+    } else {
+      noTokens("model-tokens", "Model tokens: no evaluation shown records any (no token data).");
+    }
     const missing = shown.length - rows.length;
     document.getElementById("tokens-note").textContent =
       "One bar per evaluation shown in the table (tick “show evaluations that are not ranked” for all), as its summary's usage records them; ticked models in their colour." +
