@@ -57,14 +57,15 @@ def _apply_benchmark_options(spec, args: argparse.Namespace):
     option's value gets the same checks and messages as the same field in a config)."""
     from nejumi_eval.api.v1alpha1.spec import parse_spec
     from nejumi_eval.benchmarks import registry
+    from nejumi_eval.benchmarks.base import HasRunOptions
 
     touched = args.limit is not None
     for name, section in spec.benchmarks.sections().items():
         if args.limit is not None:
             section.limit(args.limit)
-        apply = getattr(registry.get(name), "apply_run_options", None)
-        if apply is not None:
-            touched |= bool(apply(section, args))
+        bench = registry.get(name)
+        if isinstance(bench, HasRunOptions):
+            touched |= bool(bench.apply_run_options(section, args))
     if not touched:
         return spec
     return parse_spec(spec.model_dump(mode="json", by_alias=True, exclude_unset=True), source="command line")
@@ -184,20 +185,23 @@ def _scores_table(title: str, scores: dict[str, float]) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     """What can be run: benchmarks with their datasets, metrics, categories, templates, variants."""
     from nejumi_eval.benchmarks import registry
+    from nejumi_eval.benchmarks.base import Describes
 
     docs = {}
     for name in registry.names():
         bench = registry.get(name)
-        describe = getattr(bench, "describe", None)
-        docs[name] = describe() if describe is not None else {"benchmark": name}
+        docs[name] = bench.describe() if isinstance(bench, Describes) else {"benchmark": name}
     if args.json:
         print_json(docs)
         return EXIT_OK
     for name, doc in docs.items():
         bench = registry.get(name)
-        render = getattr(bench, "format_description", None)
         print(f"== {name} ({bench.title})")
-        print(render(doc) if render is not None else json.dumps(doc, ensure_ascii=False, indent=2))
+        print(
+            bench.format_description(doc)
+            if isinstance(bench, Describes)
+            else json.dumps(doc, ensure_ascii=False, indent=2)
+        )
         print()
     return EXIT_OK
 
@@ -248,16 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     from nejumi_eval.benchmarks import registry
+    from nejumi_eval.benchmarks.base import HasCommands, HasRunOptions
 
     for name in registry.names():  # each benchmark's own `run` options (e.g. jaster's --datasets)
-        add_run_options = getattr(registry.get(name), "add_run_options", None)
-        if add_run_options is not None:
-            add_run_options(run)
+        bench = registry.get(name)
+        if isinstance(bench, HasRunOptions):
+            bench.add_run_options(run)
 
     for name in registry.names():  # each benchmark's own subcommands (e.g. `jaster prepare`)
-        add_commands = getattr(registry.get(name), "add_commands", None)
-        if add_commands is not None:
-            add_commands(sub)
+        bench = registry.get(name)
+        if isinstance(bench, HasCommands):
+            bench.add_commands(sub)
 
     listing = sub.add_parser(
         "list", help="benchmarks, datasets (metric, category, samples), templates, variants"

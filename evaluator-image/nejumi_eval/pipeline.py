@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from nejumi_eval.api.v1alpha1.progress import Step
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
+from nejumi_eval.benchmarks.base import CountsProgress, DescribesPlan
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
 from nejumi_eval.errors import EXIT_BUG, classify, unwrap
 from nejumi_eval.report.progress import ProgressPublisher
@@ -355,7 +356,8 @@ class Steps:
     def counts(self) -> dict[str, tuple[int, int]]:
         counts: dict[str, tuple[int, int]] = {}
         for run in self.runs.values():
-            counts.update(getattr(run, "counts", dict)())
+            if isinstance(run, CountsProgress):
+                counts.update(run.counts())
         return counts
 
     async def enter(self, step: Step, runs: dict[str, Any] | None = None) -> None:
@@ -400,8 +402,7 @@ class _NoTask:
 
 
 def _plan_line(run: Any) -> str:
-    describe = getattr(run, "describe_plan", None)
-    return describe() if describe is not None else "ready"
+    return run.describe_plan() if isinstance(run, DescribesPlan) else "ready"
 
 
 def _span(stats: list[Any]) -> float | None:

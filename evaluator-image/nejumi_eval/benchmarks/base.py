@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from nejumi_eval.api.v1alpha1.spec import BenchmarkSpec, EvaluationSpec, JudgeSpec
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary
@@ -93,6 +93,46 @@ class Benchmark(Protocol):
     def plan(self, section: Any, ctx: RunContext) -> BenchmarkRun:
         """Everything the run will send, from its spec section (called in a worker thread)."""
 
-    # Optional: `add_commands(subparsers)` (its own `nejumi-eval <name> …`), `describe()` and
-    # `format_description(doc)` (`nejumi-eval list`), `add_run_options(parser)` and
-    # `apply_run_options(section, args) -> bool` (its own `nejumi-eval run` flags).
+
+# ---- optional capabilities: a benchmark (or its run) has one by defining its methods; callers ask
+# with isinstance (runtime-checkable Protocols), so each is declared here, typed, in one place.
+
+
+@runtime_checkable
+class HasCommands(Protocol):
+    """Its own subcommands, `nejumi-eval <name> …` (e.g. `jaster prepare`)."""
+
+    def add_commands(self, subparsers: Any) -> None: ...
+
+
+@runtime_checkable
+class Describes(Protocol):
+    """What it can run, for `nejumi-eval list` (`--json`: `describe()`; text: `format_description`)."""
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def format_description(self, doc: dict[str, Any]) -> str: ...
+
+
+@runtime_checkable
+class HasRunOptions(Protocol):
+    """Its own `nejumi-eval run` flags (e.g. jaster's `--datasets`), applied to its spec section
+    (`apply_run_options` says whether it changed anything, so the spec is validated again)."""
+
+    def add_run_options(self, parser: Any) -> None: ...
+
+    def apply_run_options(self, section: Any, args: Any) -> bool: ...
+
+
+@runtime_checkable
+class CountsProgress(Protocol):
+    """A run that reports progress: counter name → (done, total), e.g. `jaster` or `judged`."""
+
+    def counts(self) -> dict[str, tuple[int, int]]: ...
+
+
+@runtime_checkable
+class DescribesPlan(Protocol):
+    """A run that says in one line what it will send (the `plan:` step line)."""
+
+    def describe_plan(self) -> str: ...
