@@ -41,7 +41,7 @@ crd-check: setup
 ## client-go (read from helm's go.mod) as the default for `helm template`/`helm lint` capabilities.
 HELM_VERSION := v3.22.0
 HELM_BIN_DIR := .cache/helm-bin/$(HELM_VERSION)
-# tests/unit/test_chart.py and tests/integration/test_chart.py find helm through this.
+# tests/unit/charts/test_chart.py and tests/integration/test_chart.py find helm through this.
 export NEJUMI_HELM := $(abspath $(HELM_BIN_DIR))/helm
 .PHONY: helm-bin
 helm-bin: $(HELM_BIN_DIR)/helm

@@ -3,7 +3,7 @@ evaluator would refuse later, naming the field, and stores every valid one as wr
 operator builds passes PodSecurity `restricted` (the API server's PodSecurity admission plugin is on
 by default), where the same pod without its securityContext is refused.
 
-The cases are `tests/unit/test_spec_admission.py`'s: there the evaluator's side of each, here the
+The cases are `tests/unit/api/test_spec_admission.py`'s: there the evaluator's side of each, here the
 API server's."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from nejumi_operator.settings import OperatorConfig
 from tests.cluster import wait_until
 from tests.integration.test_operator import api_message, creator, wait_served
 from tests.support.kube import apply_crd, delete_crd
-from tests.unit.test_spec_admission import ACCEPTED, REJECTED
+from tests.unit.api.test_spec_admission import ACCEPTED, REJECTED
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -123,7 +123,7 @@ def test_the_evaluator_pod_passes_pod_security_restricted(k8s_client: ApiClient,
             "imagePullSecrets": [{"name": "reg"}],
         },
     }
-    # The pod's shape, not the placement policy (tests/unit/test_policy.py): nodeSelector allowed.
+    # The pod's shape, not the placement policy (tests/unit/operator/test_policy.py): nodeSelector allowed.
     placement = Policy(nodeSelector={"nejumi.test/no-such-node": ["true"]})
     job = build_job(evaluation("restricted", namespace, spec), OperatorConfig(policy=placement))
     bare = copy.deepcopy(job)  # the same pod, without its securityContext: what restricted refuses

@@ -18,7 +18,7 @@ from nejumi_operator.reconcile.progress import (
     progress_configmap_name,
 )
 from nejumi_operator.status import reduce_status
-from tests.unit.test_status_phases import T0, job, running, see
+from tests.unit.operator.test_status_phases import T0, job, running, see
 
 REPORT = {
     "version": 1,

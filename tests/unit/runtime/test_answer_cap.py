@@ -30,8 +30,9 @@ from nejumi_eval.runtime.client.limits import (
     answer_cap,
     truncate_utf8,
 )
+from tests.support.paths import FIXTURES
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+sys.path.insert(0, str(FIXTURES))
 from openai_stub import Reply, StubServer
 
 FAST = RetryPolicy(max_attempts=3, initial_delay_s=0.001, max_delay_s=0.01)

@@ -26,8 +26,9 @@ from nejumi_eval.runtime.serve import (
     vllm_command,
 )
 from nejumi_eval.runtime.serve.tiny import MARKER, TinyModelSpec, build_tiny_model, tiny_model_dir
+from tests.support.paths import FIXTURES
 
-FAKE = Path(__file__).resolve().parents[1] / "fixtures" / "fake_model_server.py"
+FAKE = FIXTURES / "fake_model_server.py"
 
 
 # ---- command lines --------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from nejumi_eval.api.v1alpha1.spec import ConfigError, JasterDataset, load_spec, parse_spec
 from nejumi_eval.benchmarks.jaster.datasets import DATASETS
+from tests.support.paths import REPO
 
 
 def test_spec_dataset_enum_is_the_registry() -> None:
@@ -61,12 +62,12 @@ def test_manifest_and_plain_yaml_load_alike(tmp_path) -> None:
 
 
 def test_shipped_example_is_valid() -> None:
-    spec = load_spec(Path(__file__).resolve().parents[2] / "evaluator-image" / "examples" / "evaluation.yaml")
+    spec = load_spec(REPO / "evaluator-image" / "examples" / "evaluation.yaml")
     assert spec.model.source == "vllm" and spec.benchmarks.mtbench.judge is not None
 
 
 def test_shipped_custom_resource_example_is_valid() -> None:
-    spec = load_spec(Path(__file__).resolve().parents[2] / "operator" / "examples" / "llm-jp-3-1.8b.yaml")
+    spec = load_spec(REPO / "operator" / "examples" / "llm-jp-3-1.8b.yaml")
     assert spec.resources.gpus >= spec.model.vllm.tensor_parallel_size
     assert spec.benchmarks.mtbench.judge is not None and spec.benchmarks.mtbench.judge.api_key_secret_ref
 

@@ -7,7 +7,6 @@ the API server's side on the real control plane, each with the message it must n
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ import yaml
 
 from nejumi_eval.api.v1alpha1 import spec as api
 from nejumi_eval.api.v1alpha1.spec import ConfigError, parse_spec
+from tests.support.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 API_MODEL = {"name": "gpt-x", "source": "openai-compatible", "endpoint": "https://api.example/v1"}
 SECRET = {"name": "creds", "key": "token"}
 

@@ -25,8 +25,9 @@ from nejumi_eval.runtime.client import (
     cache_key,
 )
 from nejumi_eval.runtime.client.retry import parse_retry_after
+from tests.support.paths import FIXTURES
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+sys.path.insert(0, str(FIXTURES))
 from openai_stub import Reply, StubServer
 
 FAST = RetryPolicy(max_attempts=4, initial_delay_s=0.001, max_delay_s=0.01, max_retry_after_s=5.0)

@@ -14,8 +14,7 @@ from nejumi_eval.cli import main
 from nejumi_eval.leaderboard.html import read_questions
 from nejumi_eval.leaderboard.model import Leaderboard
 from tests.fixtures.leaderboard_results import constant, ratings, write_results
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.paths import REPO
 
 
 def spread(period: int):

@@ -14,7 +14,7 @@ from nejumi_operator.reconcile import job as builder
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
 from nejumi_operator.settings import DEFAULT_COMMAND, OperatorConfig, SettingsError
 
-# The Job's shape: the placement policy is lifted here (tests/unit/test_policy.py covers it).
+# The Job's shape: the placement policy is lifted here (tests/unit/operator/test_policy.py covers it).
 CONFIG = OperatorConfig(
     image="registry.test/evaluator:1", command=("nejumi-eval", "run"), policy=Policy(enabled=False)
 )

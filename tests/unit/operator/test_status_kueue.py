@@ -10,7 +10,7 @@ from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile.job import build_job
 from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status import reduce_status, transitions
-from tests.unit.test_status_phases import T0, job, running, see
+from tests.unit.operator.test_status_phases import T0, job, running, see
 
 NO_QUOTA = (
     "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor "
