@@ -86,7 +86,10 @@ def test_a_server_answering_2_mb_per_request_is_capped(tmp_path: Path) -> None:
             capture_output=True,
             text=True,
             timeout=300,
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+            },
         )
         model_calls, prompts = model.calls, list(getattr(judge, "prompts", []))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -95,6 +98,9 @@ def test_a_server_answering_2_mb_per_request_is_capped(tmp_path: Path) -> None:
 
     # the workspace: uncapped, every answer is stored 5 to 14 times (~400 MB here); capped, a few MB
     size = _du(workspace)
+    print(
+        f"\nworkspace: {size:,} bytes for {answers} answers of {len(ANSWER.encode()):,} bytes (cap {CAP:,})"
+    )
     assert size < 12 * answers * CAP, f"workspace holds {size:,} bytes"
     assert size < 20_000_000
 

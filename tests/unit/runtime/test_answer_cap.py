@@ -86,6 +86,17 @@ def test_lone_surrogates_are_measured_not_refused() -> None:
 # ---- in the client ----------------------------------------------------------------------
 
 
+def _chat_body(text: str) -> dict[str, object]:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "stub-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 4, "total_tokens": 5},
+    }
+
+
 def _big(text: str) -> Reply:
     return Reply(
         body={
@@ -205,3 +216,32 @@ async def test_a_body_without_length_is_read_only_up_to_the_limit(size: int, ok:
         assert "over the 50,000-byte limit: not read further" in (result.error or "")
         assert "Content-Length" not in (result.error or "")
     assert handler.posts == 1  # an oversized body is not asked for again
+
+
+async def test_the_cache_stores_each_answer_once_and_no_request_text(
+    stub: StubServer, tmp_path: Path
+) -> None:
+    """A second turn carries the first answer in its request: the cache keeps the answers (once each)
+    and a digest of each request, so no answer is stored again inside a later request."""
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+    first_answer = "FIRST-ANSWER-" + "x" * 200
+    stub.script.append(Reply(body=_chat_body(first_answer)))
+    stub.script.append(Reply(body=_chat_body("second")))
+    async with InferenceClient(_settings(stub.base_url), cache=cache) as client:
+        turn1 = [ChatMessage(role="user", content="QUESTION-ONE")]
+        one = await client.generate(ChatRequest(messages=turn1, max_tokens=64))
+        turn2 = [
+            *turn1,
+            ChatMessage(role="assistant", content=one.text),
+            ChatMessage(role="user", content="Q2"),
+        ]
+        two = await client.generate(ChatRequest(messages=turn2, max_tokens=64))
+    assert one.text == first_answer and two.text == "second"
+    cache.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT request, result FROM responses").fetchall()
+    assert len(rows) == 2 and all(request.startswith("sha256:") for request, _ in rows)
+    stored = "".join(request + result for request, result in rows)
+    assert stored.count("FIRST-ANSWER-") == 1  # the answer, once; not again inside turn 2's request
+    assert "QUESTION-ONE" not in stored

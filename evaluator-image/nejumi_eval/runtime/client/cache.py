@@ -6,6 +6,11 @@ requests in flight; the restarted pod repeats no finished request. WAL with ``sy
 makes a commit cheap (no fsync per row) and still survives a killed process (not a power cut).
 
 Only successful answers are stored: a failure must be retried by the next run, not replayed.
+
+Each answer is stored once, here, as its row's `result`; a request is recorded by its digest only
+(`request_digest`). The request's text is the benchmark's to record (its tables keep each prompt
+once, beside the answer), and storing it here would copy every earlier answer again: MT-bench's
+second turn carries the first answer, and each judge request carries both answers and the reference.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def request_digest(body: dict[str, Any]) -> str:
+    """What the cache keeps of a request: `sha256:` and the digest of its exact JSON."""
+    return "sha256:" + hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
 def cache_key(*, source: AnswerSource, endpoint: str, body: dict[str, Any], attempt: int = 0) -> str:
     """sha256 over who answers (`source`), the endpoint path and the exact request JSON.
 
@@ -53,7 +63,7 @@ CREATE TABLE IF NOT EXISTS {_TABLE} (
     key TEXT PRIMARY KEY,
     source TEXT NOT NULL,
     endpoint TEXT NOT NULL,
-    request TEXT NOT NULL,
+    request TEXT NOT NULL, -- request_digest(body); rows written before it hold the request's JSON
     result TEXT NOT NULL,
     created_at REAL NOT NULL
 )
@@ -104,7 +114,7 @@ class ResponseCache:
                 key,
                 canonical_json(source.model_dump(mode="json", exclude_defaults=True)),
                 endpoint,
-                canonical_json(body),
+                request_digest(body),
                 stored.model_dump_json(),
                 time.time(),
             ),
