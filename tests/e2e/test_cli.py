@@ -20,6 +20,7 @@ from nejumi_eval.errors import EXIT_CONFIG, EXIT_INFRA, EXIT_OK
 from nejumi_eval.pipeline import run
 from tests.fixtures.openai_stub import StubServer
 from tests.support import wandb_offline
+from tests.support.procs import children, cmdline, group_members, wait_group_gone
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -134,6 +135,44 @@ def test_killed_run_resumes_from_the_cache(tmp_path: Path) -> None:
     assert summary.usage.cache_hits == done
     jaster = summary.benchmarks["jaster"]
     assert jaster.samples == 32 and jaster.failures == 0
+
+
+@pytest.mark.slow
+def test_sigkilled_evaluator_takes_its_model_server_along(tmp_path: Path) -> None:
+    """kill -9 (or the OOM killer) on `nejumi-eval run` while its real `transformers serve` runs:
+    the server, and any process it spawned, goes too (issue 17: one was found under init after
+    `make test`, holding its cores; on a GPU node it would hold the GPU)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nejumi_eval.cli", "run", "--workspace", str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    groups: list[int] = []
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # the step lines; the server is started beside data preparation
+            seen.append(line)
+            if "serve ready" in line:
+                break
+        assert proc.poll() is None, f"the run ended before its server was up:\n{''.join(seen[-40:])}"
+        leaders = [pid for pid in children(proc.pid) if pid in group_members(pid)]  # W&B's service is one
+        groups = [
+            pid for pid in leaders if any("transformers serve" in cmdline(m) for m in group_members(pid))
+        ]
+        (pgid,) = groups
+
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+        left = wait_group_gone(pgid)
+        assert not left, f"outlived the evaluator: {[cmdline(pid) for pid in left]}"
+    finally:
+        proc.kill()
+        proc.wait()
+        for pid in (member for group in groups for member in group_members(group)):  # no leftovers
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from nejumi_eval.runtime.serve import (
 )
 from nejumi_eval.runtime.serve.tiny import MARKER, TinyModelSpec, build_tiny_model, tiny_model_dir
 from tests.support.paths import FIXTURES
+from tests.support.procs import cmdline, group_members, wait_group_gone
 
 FAKE = FIXTURES / "fake_model_server.py"
 
@@ -228,3 +231,62 @@ async def test_missing_executable_is_a_clear_error(tmp_path: Path):
     )
     with pytest.raises(ServerExitedError, match="/nonexistent/vllm"):
         await server.start()
+
+
+# ---- the server dies with its evaluator, whatever kills the evaluator -------------------------
+
+# An evaluator in miniature: starts a (fake) server that spawns a worker of its own, says where they
+# are, and waits to be killed; nothing of it gets to run a `finally` or an `__aexit__`.
+_EVALUATOR = """
+import asyncio, sys
+from pathlib import Path
+from nejumi_eval.runtime.serve import ModelServer, free_port
+
+async def main():
+    port = free_port()
+    server = ModelServer(
+        [sys.executable, sys.argv[1], "--port", str(port), "--spawn-child"],
+        base_url=f"http://127.0.0.1:{port}/v1", health_url=f"http://127.0.0.1:{port}/health",
+        model_name="fake", log_path=Path(sys.argv[2]), startup_timeout_s=60, stop_grace_s=2,
+        poll_interval_s=0.1,
+    )
+    await server.start()
+    print(server.pid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_the_server_group_dies_with_its_evaluator(tmp_path: Path, sig: signal.Signals):
+    """SIGKILL (kill -9, the OOM killer) skips every cleanup in the evaluator; SIGTERM's default
+    action as well (no handler in this evaluator). Either way the server, and the worker it
+    spawned, must not live on (issue 17: a `transformers serve` left running under init)."""
+    log_path = tmp_path / "serve.log"
+    evaluator = subprocess.Popen(
+        [sys.executable, "-c", _EVALUATOR, str(FAKE), str(log_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    pgid: int | None = None
+    try:
+        assert evaluator.stdout is not None
+        line = evaluator.stdout.readline()  # after the server is healthy
+        assert line.strip().isdigit(), f"the evaluator did not start its server: {log_path.read_text()}"
+        pgid = int(line)
+        worker = int(re.search(r"child pid (\d+)", log_path.read_text()).group(1))
+        members = group_members(pgid)
+        assert pgid in members and worker in members, members
+        assert any(str(FAKE) in cmdline(pid) for pid in members)
+
+        evaluator.send_signal(sig)
+        assert evaluator.wait(timeout=60) == -sig
+        left = wait_group_gone(pgid)
+        assert not left, f"outlived the evaluator: {[cmdline(pid) for pid in left]}"
+        assert "parent gone" in log_path.read_text()
+    finally:
+        evaluator.kill()
+        evaluator.wait()
+        for pid in group_members(pgid) if pgid is not None else []:  # no leftovers for later tests
+            os.kill(pid, signal.SIGKILL)

@@ -2,6 +2,9 @@
 
 The server runs in its own session (process group) so that stopping it also stops what it spawned
 (vLLM's engine and tensor-parallel workers): SIGTERM to the group, SIGKILL after a grace period.
+That group is led by a small watchdog (:mod:`.watchdog`) that starts the server and brings the
+whole group down when the evaluator dies without stopping it (SIGKILL, the OOM killer): a server
+that outlived its evaluator would hold the GPU, or a CPU test machine's cores, for nobody.
 Its stdout/stderr go to a log file in the workspace; when it dies or never becomes healthy the
 error carries the log's last lines, which is where the real cause (OOM, bad flag) is.
 """
@@ -12,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -32,6 +36,7 @@ from nejumi_eval.runtime.serve.commands import (
 log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 50
+WATCHDOG = Path(__file__).with_name("watchdog.py")
 _TAIL_BYTES = 64 * 1024
 
 
@@ -106,6 +111,8 @@ class ModelServer:
         self.cwd = cwd
         self.startup_s: float | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        """The watchdog: the group's leader, whose pid is the group's id and whose exit status is
+        the server's."""
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, *, log_dir: Path) -> ModelServer:
@@ -129,6 +136,8 @@ class ModelServer:
 
     @property
     def pid(self) -> int | None:
+        """The process group's id: the watchdog that leads it, which lives exactly as long as the
+        server (it exits with the server's status)."""
         return self._proc.pid if self._proc else None
 
     @property
@@ -148,6 +157,9 @@ class ModelServer:
         """Launch and wait until ``health_url`` answers 200; on failure stop it and raise."""
         if self._proc is not None:
             raise RuntimeError("server already started")
+        env = {**os.environ, **self.env}
+        if shutil.which(self.command[0], path=env.get("PATH")) is None:
+            raise ServerExitedError(f"cannot start model server: {self.command[0]} not found")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with self.log_path.open("ab") as log_file:
@@ -155,17 +167,17 @@ class ModelServer:
             log_file.flush()
             try:
                 self._proc = await asyncio.create_subprocess_exec(
-                    *self.command,
+                    *self.watched_command(),
                     stdin=asyncio.subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=asyncio.subprocess.STDOUT,
                     start_new_session=True,
-                    env={**os.environ, **self.env},
+                    env=env,
                     cwd=self.cwd,
                 )
             except FileNotFoundError as exc:
                 raise ServerExitedError(f"cannot start model server: {exc.filename} not found") from exc
-        log.info("started model server pid %s: %s (log: %s)", self._proc.pid, self.command, self.log_path)
+        log.info("started model server, group %s: %s (log: %s)", self._proc.pid, self.command, self.log_path)
         try:
             await self._wait_healthy(started)
         except BaseException:
@@ -173,6 +185,13 @@ class ModelServer:
             raise
         self.startup_s = time.monotonic() - started
         log.info("model server healthy at %s after %.1fs", self.base_url, self.startup_s)
+
+    def watched_command(self) -> list[str]:
+        """The command line actually launched: the server's, under the watchdog that ends it with
+        this process. ``-I -S``: the watchdog needs the standard library only, not the venv's
+        site-packages nor ``PYTHONPATH``."""
+        watchdog = [sys.executable, "-I", "-S", str(WATCHDOG), str(os.getpid()), f"{self.stop_grace_s:g}"]
+        return [*watchdog, "--", *self.command]
 
     async def _wait_healthy(self, started: float) -> None:
         assert self._proc is not None
@@ -202,7 +221,7 @@ class ModelServer:
         proc = self._proc
         if proc is None:
             return
-        pgid = proc.pid  # start_new_session: the server leads its own group
+        pgid = proc.pid  # start_new_session: the watchdog leads the server's group
         self._signal_group(pgid, signal.SIGTERM)
         try:
             await asyncio.wait_for(proc.wait(), self.stop_grace_s)
