@@ -118,3 +118,34 @@ async def test_transformers_serve_end_to_end(tmp_path: Path):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert "Uvicorn running" in server.log_path.read_text()
+
+
+async def test_transformers_serve_answers_under_a_deep_tmpdir(tmp_path: Path):
+    """A pod sandbox's TMPDIR (~105 characters on the test cluster) is too deep for the Unix socket
+    `transformers serve` 5.x hands each request to its model's process through: it logged
+    ``AF_UNIX path too long`` and never answered (issue 17 §3: the operator's end-to-end test
+    waited 420 s). The server is now given a short path to the same folder, and answers."""
+    import httpx
+
+    deep = tmp_path / ("sandbox-" + "x" * max(0, 100 - len(str(tmp_path)))) / "tmp"
+    deep.mkdir(parents=True)
+    tiny = build_tiny_model()
+    settings = ServerSettings(
+        backend="transformers",
+        model=str(tiny.path),
+        device="cpu",
+        port=0,
+        startup_timeout_s=240,
+        env={"TMPDIR": str(deep)},
+    )
+    async with (
+        ModelServer.from_settings(settings, log_dir=tmp_path / "logs") as server,
+        httpx.AsyncClient(timeout=120, trust_env=False) as http,  # the bug hangs: no answer ever
+    ):
+        response = await http.post(
+            f"{server.base_url}/completions",
+            json={"model": server.model_name, "prompt": PROMPT, "max_tokens": 4, "temperature": 0},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["usage"]["completion_tokens"] == 4
+    assert "AF_UNIX path too long" not in server.log_path.read_text()

@@ -202,17 +202,15 @@ def operator_env(kubeconfig: Path, data_mirror: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     evaluator = Path(sys.executable).parent / "nejumi-eval"
     monkeypatch.setenv("NEJUMI_OPERATOR_EVALUATOR_COMMAND", json.dumps([str(evaluator), "run"]))
-    monkeypatch.setenv(
-        "NEJUMI_OPERATOR_EVALUATOR_ENV",
-        json.dumps(
-            {
-                "NEJUMI_DATA_MIRROR": str(data_mirror),
-                "NEJUMI_CACHE_DIR": os.environ["NEJUMI_CACHE_DIR"],
-                "HF_HUB_OFFLINE": "1",
-                "WANDB_MODE": "offline",
-            }
-        ),
-    )
+    evaluator_env = {
+        "NEJUMI_DATA_MIRROR": str(data_mirror),
+        "NEJUMI_CACHE_DIR": os.environ["NEJUMI_CACHE_DIR"],
+        "HF_HUB_OFFLINE": "1",
+        "WANDB_MODE": "offline",
+    }
+    if os.environ.get("PYTHONPATH"):  # a checkout beside the venv's editable one (a git worktree)
+        evaluator_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    monkeypatch.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(evaluator_env))
     # The chart's default policy, plus loopback as a host API keys may go to: every stub server of
     # these tests listens on 127.0.0.1 (a test that sets its own policy replaces this).
     monkeypatch.setenv(ENV_POLICY, json.dumps({"keyHosts": [*DEFAULT_KEY_HOSTS, "127.0.0.1"]}))

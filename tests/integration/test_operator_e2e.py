@@ -23,9 +23,15 @@ from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.integration.test_operator import HANDLERS
-from tests.support.kube import job_finished, kubectl
+from tests.support.kube import job_finished, kubectl, wait_while_progressing
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
+
+STALL_S = 240
+"""The longest the evaluation may show no progress (its status unchanged) before the test fails.
+Idle, the quietest stretch is the pod's start: model server start beside cold data preparation,
+~30 s on 2 cores. A fixed 420 s for the whole run once failed and was put down to load; it was a
+server that never answered (a TMPDIR too deep for its Unix socket), which this catches sooner."""
 
 
 def test_kubectl_apply_to_scores_in_status(
@@ -87,7 +93,25 @@ def test_kubectl_apply_to_scores_in_status(
                 assert runner._thread.is_alive(), f"the operator stopped:\n{runner.output}"
                 return job_finished(batch, namespace, job_name(name, 1))
 
-            outcome = wait_until(finished, 420, "the evaluation Job to finish")
+            def progress() -> object:
+                status = (
+                    custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get("status")
+                    or {}
+                )
+                return status.get("phase"), status.get("progress"), status.get("conditions")
+
+            def evaluator_log() -> str:
+                tails = []
+                for pod in CoreV1Api(k8s_client).list_namespaced_pod(namespace).items:
+                    sandbox = node_agent.pod_dir(namespace, pod.metadata.name)
+                    log = sandbox / "evaluator.log" if sandbox else None
+                    if log is not None and log.is_file():
+                        tails.append(f"{log}:\n{log.read_text(errors='replace')[-3000:]}")
+                return "\n".join(tails)
+
+            outcome = wait_while_progressing(
+                finished, progress, STALL_S, "the evaluation Job to finish", explain=evaluator_log
+            )
 
             def settled() -> dict[str, Any] | None:
                 status = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name).get(

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes.client import ApiClient, BatchV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
+
+T = TypeVar("T")
 
 
 def kubectl(kubeconfig: Path, *args: str) -> str:
@@ -32,6 +36,44 @@ def job_finished(batch: BatchV1Api, namespace: str, name: str) -> str | None:
         if cond.type in ("Complete", "Failed") and cond.status == "True":
             return str(cond.type)
     return None
+
+
+def wait_while_progressing(
+    done: Callable[[], T | None],
+    progress: Callable[[], object],
+    stall_s: float,
+    what: str,
+    *,
+    explain: Callable[[], str] = lambda: "",
+    interval: float = 0.5,
+) -> T:
+    """Poll ``done`` until it returns something truthy; give up only after ``stall_s`` without any
+    change in ``progress()`` (an evaluation's status: phase, progress line, conditions).
+
+    Why not a fixed deadline: how long a run takes depends on what else the machine does (a
+    second cluster on the same 2 cores), while a run that stopped moving is stuck however idle the
+    machine is. The deadline moves with the evidence; the test's own timeout caps the whole.
+    ``explain`` adds what to look at (an evaluator log's tail) to the error.
+    """
+    last_change, seen = time.monotonic(), None
+    while True:
+        error: Exception | None = None
+        try:
+            if result := done():
+                return result
+            now = progress()
+        except AssertionError:  # the test's own check failed (e.g. the operator stopped): at once
+            raise
+        except Exception as exc:  # an API hiccup: no progress, not yet a failure
+            now, error = seen, exc
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+        elif time.monotonic() - last_change >= stall_s:
+            cause = f" (last error: {error!r})" if error else ""
+            raise TimeoutError(
+                f"{what}: no progress for {stall_s:.0f}s, stuck at {seen!r}{cause}\n{explain()}"
+            )
+        time.sleep(interval)
 
 
 def apply_crd(api: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from nejumi_eval.runtime.serve import (
     transformers_command,
     vllm_command,
 )
+from nejumi_eval.runtime.serve.process import MAX_TMPDIR_CHARS, socket_safe_tmpdir
 from nejumi_eval.runtime.serve.tiny import MARKER, TinyModelSpec, build_tiny_model, tiny_model_dir
 from tests.support.paths import FIXTURES
 from tests.support.procs import cmdline, group_members, wait_group_gone
@@ -143,7 +144,13 @@ def test_tiny_model_never_overwrites_a_foreign_folder(tmp_path: Path):
 # ---- lifecycle with a fake server process ---------------------------------------------------
 
 
-def fake_server(tmp_path: Path, *flags: str, timeout_s: float = 20.0, grace_s: float = 5.0) -> ModelServer:
+def fake_server(
+    tmp_path: Path,
+    *flags: str,
+    timeout_s: float = 20.0,
+    grace_s: float = 5.0,
+    env: dict[str, str] | None = None,
+) -> ModelServer:
     port = free_port()
     return ModelServer(
         [sys.executable, str(FAKE), "--port", str(port), *flags],
@@ -154,6 +161,7 @@ def fake_server(tmp_path: Path, *flags: str, timeout_s: float = 20.0, grace_s: f
         startup_timeout_s=timeout_s,
         stop_grace_s=grace_s,
         poll_interval_s=0.1,
+        env=env,
     )
 
 
@@ -290,3 +298,44 @@ def test_the_server_group_dies_with_its_evaluator(tmp_path: Path, sig: signal.Si
         evaluator.wait()
         for pid in group_members(pgid) if pgid is not None else []:  # no leftovers for later tests
             os.kill(pid, signal.SIGKILL)
+
+
+# ---- a temporary folder the server can bind Unix sockets in ------------------------------------
+
+
+def _deep(tmp_path: Path) -> Path:
+    """A TMPDIR as deep as a test cluster pod's sandbox (~105 characters): too deep for
+    multiprocessing's ``<tmp>/pymp-XXXXXXXX/listener-XXXXXXXX`` in a Unix socket's 107 bytes."""
+    deep = tmp_path / ("sandbox-" + "x" * max(0, 100 - len(str(tmp_path)))) / "tmp"
+    deep.mkdir(parents=True)
+    return deep
+
+
+def test_a_short_tmpdir_is_left_alone(tmp_path: Path):
+    assert socket_safe_tmpdir({"TMPDIR": "/tmp"}) == ("/tmp", None)
+    assert socket_safe_tmpdir({"TMP": "/var/tmp"}) == ("/var/tmp", None)
+
+
+def test_a_deep_tmpdir_is_reached_through_a_short_symlink(tmp_path: Path):
+    deep = _deep(tmp_path)
+    short, holder = socket_safe_tmpdir({"TMPDIR": str(deep)}, scratch=str(tmp_path))
+    assert holder is not None and Path(holder).parent == tmp_path and short == str(Path(holder) / "tmp")
+    assert len(str(deep)) > MAX_TMPDIR_CHARS
+    assert Path(short).is_symlink() and Path(short).resolve() == deep.resolve()
+    (Path(short) / "f").write_text("x")
+    assert (deep / "f").read_text() == "x"  # the files stay where the environment put them
+
+
+async def test_a_server_under_a_deep_tmpdir_can_bind_unix_sockets(tmp_path: Path):
+    """issue 17 §3: `transformers serve` 5.x under a pod sandbox's TMPDIR hung every request
+    (``AF_UNIX path too long`` when handing it to its model's process), and the operator's
+    end-to-end test waited 420 s for a tiny evaluation. The server now sees a short TMPDIR."""
+    deep = _deep(tmp_path)
+    server = fake_server(tmp_path, "--unix-socket-in-tmpdir", env={"TMPDIR": str(deep)})
+    async with server:
+        log = server.log_path.read_text()
+        bound = re.search(r"unix socket bound at (\S+)", log).group(1)
+        assert len(bound) < 108 and Path(bound).parent.parent.resolve() == deep.resolve(), log
+        holder = server._tmp_holder
+        assert holder is not None and Path(holder).is_dir()
+    assert not Path(holder).exists() and deep.is_dir()  # only the symlink's folder goes

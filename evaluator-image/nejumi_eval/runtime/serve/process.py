@@ -7,6 +7,8 @@ whole group down when the evaluator dies without stopping it (SIGKILL, the OOM k
 that outlived its evaluator would hold the GPU, or a CPU test machine's cores, for nobody.
 Its stdout/stderr go to a log file in the workspace; when it dies or never becomes healthy the
 error carries the log's last lines, which is where the real cause (OOM, bad flag) is.
+
+The server's temporary folder is kept short enough for Unix sockets (:func:`socket_safe_tmpdir`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +40,12 @@ log = logging.getLogger(__name__)
 
 LOG_TAIL_LINES = 50
 WATCHDOG = Path(__file__).with_name("watchdog.py")
+
+MAX_TMPDIR_CHARS = 64
+"""Longest ``TMPDIR`` handed to a server as is. A Unix socket's path holds at most 107 bytes, and
+servers bind theirs in the temporary folder: Python's multiprocessing ``<tmp>/pymp-XXXXXXXX/
+listener-XXXXXXXX`` (32 more; ``transformers serve`` >= 5 passes every request to its model's
+process through one), vLLM's ``<tmp>/<uuid4>`` IPC sockets (37 more)."""
 _TAIL_BYTES = 64 * 1024
 
 
@@ -78,6 +87,33 @@ def read_log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
+def socket_safe_tmpdir(env: Mapping[str, str], *, scratch: str = "/tmp") -> tuple[str, str | None]:
+    """The ``TMPDIR`` for a server launched with ``env``, and a folder to remove after it (or None).
+
+    Why: a server whose temporary folder is too long to bind Unix sockets in does not fail, it
+    hangs: ``transformers serve`` 5.x drops each request it cannot hand to its model's process
+    (``OSError: AF_UNIX path too long`` in its log) and the client waits out its request timeout,
+    10 minutes per attempt (the test cluster's pod sandboxes, ~110 characters deep, did exactly
+    that). So a folder longer than :data:`MAX_TMPDIR_CHARS` is reached through a short symlink
+    in ``scratch`` instead: the files stay where the environment put them (a pod's volume, its
+    size limit, caches kept across runs), only the path the server sees is short. Where no
+    symlink can be made the folder is left as it was (and a warning logged).
+    """
+    current = next((env[k] for k in ("TMPDIR", "TEMP", "TMP") if env.get(k)), tempfile.gettempdir())
+    if len(current) <= MAX_TMPDIR_CHARS:
+        return current, None
+    try:
+        holder = tempfile.mkdtemp(prefix="nejumi-serve-", dir=scratch)
+    except OSError as exc:
+        log.warning(
+            "TMPDIR %s is too long for Unix sockets and %s is not writable: %s", current, scratch, exc
+        )
+        return current, None
+    link = os.path.join(holder, "tmp")
+    os.symlink(os.path.abspath(current), link)
+    return link, holder
+
+
 class ModelServer:
     """An OpenAI-compatible server child process; ``async with`` starts it healthy and stops it.
 
@@ -110,6 +146,7 @@ class ModelServer:
         self.env = dict(env or {})
         self.cwd = cwd
         self.startup_s: float | None = None
+        self._tmp_holder: str | None = None
         self._proc: asyncio.subprocess.Process | None = None
         """The watchdog: the group's leader, whose pid is the group's id and whose exit status is
         the server's."""
@@ -160,6 +197,10 @@ class ModelServer:
         env = {**os.environ, **self.env}
         if shutil.which(self.command[0], path=env.get("PATH")) is None:
             raise ServerExitedError(f"cannot start model server: {self.command[0]} not found")
+        tmpdir, self._tmp_holder = socket_safe_tmpdir(env)
+        if self._tmp_holder is not None:
+            log.info("model server TMPDIR: %s, a short symlink to %s", tmpdir, os.readlink(tmpdir))
+            env["TMPDIR"] = tmpdir
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with self.log_path.open("ab") as log_file:
@@ -176,6 +217,7 @@ class ModelServer:
                     cwd=self.cwd,
                 )
             except FileNotFoundError as exc:
+                self._remove_tmp_holder()
                 raise ServerExitedError(f"cannot start model server: {exc.filename} not found") from exc
         log.info("started model server, group %s: %s (log: %s)", self._proc.pid, self.command, self.log_path)
         try:
@@ -231,6 +273,13 @@ class ModelServer:
             await proc.wait()
         # children that outlived the leader (workers) go too
         self._signal_group(pgid, signal.SIGKILL)
+        self._remove_tmp_holder()
+
+    def _remove_tmp_holder(self) -> None:
+        """The short symlink's folder (:func:`socket_safe_tmpdir`); what it points to stays."""
+        if self._tmp_holder is not None:
+            shutil.rmtree(self._tmp_holder, ignore_errors=True)  # unlinks the symlink, follows nothing
+            self._tmp_holder = None
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:
