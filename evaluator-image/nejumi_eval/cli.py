@@ -21,7 +21,7 @@ from nejumi_eval.report.text import print_json
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nejumi_eval.api.v1alpha1.spec import load_spec, parse_spec
+    from nejumi_eval.api.v1alpha1.spec import load_spec
     from nejumi_eval.demo import embedded_default_spec
     from nejumi_eval.pipeline import run
 
@@ -31,12 +31,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         spec = _spec_from_env(args.spec_env)
     else:
         spec = load_spec(args.config) if args.config else embedded_default_spec(model=args.model)
-    if args.model and (args.config or args.spec_env):
-        # Validated as if written in the config: `--model=--trust-remote-code` is refused by model.name's
-        # rules here, not by the Hub client deep in the run.
-        written = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
-        written["model"]["name"] = args.model
-        spec = parse_spec(written, source="--model")
+    model_given = bool(args.model and (args.config or args.spec_env))
+    if model_given:
+        # Validated with the other command-line values (`_apply_command_line`), as if written in the
+        # config: `--model=--trust-remote-code` is refused by model.name's rules, not deep in the run.
+        spec.model.name = args.model
     if args.workspace:
         spec.workspace.path = args.workspace
     real_judge = args.judge_endpoint or args.judge_model or args.judge_api_key_env
@@ -46,20 +45,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _set_judges(spec, args)
     if args.summary:
         spec.summary_path = args.summary
-    spec = _apply_benchmark_options(spec, args)
+    spec = _apply_command_line(spec, args, changed=model_given)
     summary = run(spec, progress=not args.quiet)
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
 
 
-def _apply_benchmark_options(spec, args: argparse.Namespace):
-    """`--limit` and each benchmark's own run options, then the whole spec validated again (an
-    option's value gets the same checks and messages as the same field in a config)."""
+def _apply_command_line(spec, args: argparse.Namespace, changed: bool = False):
+    """`--limit` and each benchmark's own run options, then — when they or an earlier flag
+    (`changed`) set something — the whole spec validated again (a command-line value gets the same
+    checks and messages as the same field in a config)."""
     from nejumi_eval.api.v1alpha1.spec import parse_spec
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.benchmarks.base import HasRunOptions
 
-    touched = args.limit is not None
+    touched = changed or args.limit is not None
     for name, section in spec.benchmarks.sections().items():
         if args.limit is not None:
             section.limit(args.limit)
