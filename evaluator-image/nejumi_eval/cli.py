@@ -45,7 +45,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         _set_judges(spec, args)
     if args.summary:
         spec.summary_path = args.summary
-    spec = _apply_command_line(spec, args, changed=model_given)
+    if args.results_uri:  # the endpoint, region and keys: the standard AWS variables
+        spec.results.uri = args.results_uri
+    spec = _apply_command_line(spec, args, changed=model_given or bool(args.results_uri))
     summary = run(spec, progress=not args.quiet)
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
@@ -68,7 +70,26 @@ def _apply_command_line(spec, args: argparse.Namespace, changed: bool = False):
             touched |= bool(bench.apply_run_options(section, args))
     if not touched:
         return spec
+    _mark_written(spec)
     return parse_spec(spec.model_dump(mode="json", by_alias=True, exclude_unset=True), source="command line")
+
+
+def _mark_written(model) -> bool:
+    """Mark every section holding a value set on the command line as written, up to the spec (a
+    flag that sets `workspace.path` in a config without `workspace` must survive the re-parse of
+    the spec as written). True when `model` holds such a value."""
+    from pydantic import BaseModel
+
+    written = bool(model.model_fields_set)
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, dict):
+            value = list(value.values())
+        for child in value if isinstance(value, list) else [value]:
+            if isinstance(child, BaseModel) and _mark_written(child):
+                model.model_fields_set.add(name)
+                written = True
+    return written
 
 
 def _set_judges(spec, args: argparse.Namespace) -> None:
@@ -156,6 +177,13 @@ def _human_summary(summary) -> str:
         if b.scores:  # per dataset, also for subset runs whose average is null
             lines.append(_scores_table(registry.get(name).title, b.scores))
     lines.append(f"results: {summary.results_dir}")
+    if summary.results is not None:
+        stored = summary.results
+        if stored.stored:
+            lines.append(f"stored: {stored.uri} (manifest {stored.manifest_sha256})")
+        else:
+            lines.append(f"NOT stored in {stored.uri}: {stored.error}")
+            lines.append("  rerun the same command on the same workspace to store them (answers are cached)")
     if summary.wandb_run_path:
         lines.append(f"W&B run: {summary.wandb_run_path}")
         if os.path.isdir(summary.wandb_run_path):  # offline: a run folder to upload later
@@ -230,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", help="model id or path (overrides the config's model.name)")
     run.add_argument("--workspace", help="workspace folder (cache + results)")
     run.add_argument("--summary", help="write the compact JSON summary here")
+    run.add_argument(
+        "--results-uri",
+        metavar="s3://BUCKET[/PREFIX]",
+        help="also store the results in this S3-compatible store, under <model>/<time>/ (endpoint, "
+        "region and keys: $AWS_ENDPOINT_URL, $AWS_REGION, $AWS_ACCESS_KEY_ID, $AWS_SECRET_ACCESS_KEY, "
+        "$AWS_CA_BUNDLE)",
+    )
     run.add_argument("--judge-endpoint", help="MT-bench judge: OpenAI-compatible base URL (…/v1)")
     run.add_argument("--judge-model", "--judge", help="the judge's model (default gpt-4-0613)")
     run.add_argument(

@@ -34,6 +34,7 @@ from nejumi_eval.errors import EXIT_BUG, classify, unwrap
 from nejumi_eval.report.progress import ProgressPublisher
 from nejumi_eval.report.results import ResultsFolder
 from nejumi_eval.report.wandb_log import WandbRun
+from nejumi_eval.storage.upload import destination
 
 if TYPE_CHECKING:
     from nejumi_eval.benchmarks.base import BenchmarkOutput
@@ -137,9 +138,11 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         (f"benchmarks.{name}.judge", judge_settings(spec, judge, f"benchmarks.{name}.judge"))
         for name, judge in spec.benchmarks.judges().items()
     ]
+    store = destination(spec, _slug(spec.model.name), stamp, evaluator=_versions().get("nejumi"))
     with timeline.phase("preflight"):
-        await preflight(spec, endpoint, judges_to_check)
-    steps.say(f"preflight: ok in {timeline.phases['preflight']:.1f} s (model, judges, W&B)")
+        await preflight(spec, endpoint, judges_to_check, store)
+    checked = "model, judges, W&B" + (", results store" if store else "")
+    steps.say(f"preflight: ok in {timeline.phases['preflight']:.1f} s ({checked})")
     wandb_run = WandbRun()
     if spec.wandb.enabled:  # opened now: the W&B run's start, end and runtime are the evaluation's
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +157,9 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
             tags=_tags(smoke),
         )
     try:
-        return await _evaluate(spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run)
+        summary = await _evaluate(
+            spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run
+        )
     except BaseException as exc:
         if results_dir.exists():  # never a results folder that does not say how its run ended
             message = str(unwrap(exc)) or type(exc).__name__
@@ -163,9 +168,32 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
                 "summary", failed.model_dump(mode="json", by_alias=True, exclude_none=True)
             )
         wandb_run.close(failed=True)
+        await steps.close()
         raise
+    try:
+        if store is not None:
+            with timeline.phase("store"):
+                summary.results = await asyncio.to_thread(store.upload, results_dir, summary)
+            steps.say(_stored_line(summary, results_dir, timeline.phases["store"]))
+            summary.runtime_seconds["store"] = round(timeline.phases["store"], 3)
+        return summary
     finally:
         await steps.close()
+
+
+def _stored_line(summary: Summary, results_dir: Path, seconds: float) -> str:
+    stored = summary.results
+    if stored is None:
+        return ""
+    if not stored.stored:
+        return (
+            f"results: NOT stored in {stored.uri}: {stored.error}. They are in {results_dir}; rerun the "
+            "same command on the same workspace to store them (every answer comes from the cache)"
+        )
+    return (
+        f"results: stored in {stored.uri} ({stored.objects} objects, {stored.bytes / 1e6:.2f} MB; "
+        f"{stored.uploaded} written, manifest {stored.manifest_sha256}) in {seconds:.1f} s"
+    )
 
 
 def smoke_test_flags(spec: EvaluationSpec) -> dict[str, bool]:
@@ -184,7 +212,9 @@ def _tags(flags: dict[str, bool]) -> list[str]:
 def evaluation_id(spec: EvaluationSpec) -> str:
     """Names one evaluation: the same model, benchmarks and protocol settings give the same id,
     whatever the workspace, the W&B settings, the pod resources or the client's pacing."""
-    doc = spec.model_dump(mode="json", by_alias=True, exclude={"workspace", "summary_path", "wandb"})
+    doc = spec.model_dump(
+        mode="json", by_alias=True, exclude={"workspace", "summary_path", "wandb", "results"}
+    )
     for placement in ("resources", "queueName", "workloadPriorityClassName"):
         doc.pop(placement, None)
     for pacing in ("concurrency", "requestTimeoutSeconds", "maxRetries"):

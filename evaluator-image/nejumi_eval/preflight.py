@@ -156,13 +156,21 @@ async def check_reachable(settings: list[ClientSettings]) -> None:
 
 
 async def preflight(
-    spec: EvaluationSpec, endpoint: ModelEndpoint, judges: list[tuple[str, ClientSettings]]
+    spec: EvaluationSpec,
+    endpoint: ModelEndpoint,
+    judges: list[tuple[str, ClientSettings]],
+    store: Any = None,
 ) -> None:
-    """Everything that can be known in seconds; raises the first problem found."""
+    """Everything that can be known in seconds; raises the first problem found. `store`: the
+    results destination (`pipeline.ResultsDestination`), checked by writing its `started.json`."""
     check_backend(spec)
     check_model_location(spec)
     check_wandb(spec.wandb)
     check_judge_keys(judges)
+    if store is not None:
+        import asyncio
+
+        await asyncio.to_thread(store.check)
     apis: list[Any] = [s for _, s in judges if not (s.source and s.source.base_url == SYNTHETIC_JUDGE_SOURCE)]
     if not endpoint.served:
         from nejumi_eval.endpoints import model_settings

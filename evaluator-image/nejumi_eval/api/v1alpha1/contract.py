@@ -52,3 +52,8 @@ POD_NAME_ENV = "NEJUMI_POD_NAME"
 """The pod's name (downward API): a progress report names the attempt that wrote it."""
 POD_NAMESPACE_ENV = "NEJUMI_POD_NAMESPACE"
 """The pod's namespace (downward API)."""
+RESULTS_KEY_ENV = "NEJUMI_RESULTS_KEY"
+"""The evaluation's key under `results.uri` (`api.v1alpha1.results.cluster_key`: namespace/name/
+generation), set by the operator; unset (a local run): `<model>/<time>`."""
+RESULTS_CA_MOUNT = "/etc/nejumi/results-ca"
+"""Where the pod mounts `results.caBundleRef` (the file is `$AWS_CA_BUNDLE`)."""

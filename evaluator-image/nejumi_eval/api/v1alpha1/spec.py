@@ -508,6 +508,91 @@ class WandbSpec(Spec):
     api_key_secret_ref: SecretKeyRef | None = None
 
 
+class ResultsCredentialsRef(Spec):
+    """A Secret holding an S3 access key pair (the store's keys are only ever referenced)."""
+
+    name: DnsSubdomain = Field(description="Secret name, in the evaluation's namespace.")
+    access_key_id_key: str = Field(
+        "AWS_ACCESS_KEY_ID",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIG_KEY,
+        description="Key of the access key id in the Secret.",
+    )
+    secret_access_key_key: str = Field(
+        "AWS_SECRET_ACCESS_KEY",
+        min_length=1,
+        max_length=253,
+        pattern=CONFIG_KEY,
+        description="Key of the secret access key in the Secret.",
+    )
+
+
+class ConfigMapKeyRef(Spec):
+    """A key of a ConfigMap in the evaluation's namespace."""
+
+    name: DnsSubdomain
+    key: str = Field("ca.crt", min_length=1, max_length=253, pattern=CONFIG_KEY)
+
+
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s?#]*)?$"
+"""s3://bucket[/prefix]: an S3 bucket name (3–63 lower-case letters, digits, '.', '-') and a prefix."""
+
+
+class ResultsSpec(Spec):
+    """Where the results of record go: an S3-compatible object store (AWS S3, MinIO, Ceph RGW,
+    versitygw…). The workspace keeps its copy; the store is what the leaderboard reads once the
+    evaluation and its volume are gone. Unset `uri`: the operator's default (the chart's
+    `results`), else the workspace only. The layout under `uri` is `nejumi_eval.api.v1alpha1.results`."""
+
+    uri: str | None = Field(
+        None,
+        max_length=1024,
+        pattern=S3_URI,
+        description="s3://bucket[/prefix]. Each evaluation gets its own prefix under it "
+        "(<namespace>/<name>/<generation> in the cluster, <model>/<time> for local runs).",
+    )
+    endpoint: str | None = Field(
+        None,
+        max_length=MAX_URL,
+        description="The S3 API's URL for a store other than AWS (MinIO, Ceph…): http(s)://host[:port]. "
+        "Unset: AWS S3 (locally: $AWS_ENDPOINT_URL).",
+    )
+    region: str | None = Field(
+        None, max_length=64, pattern=r"^[a-z0-9-]+$", description="Unset: $AWS_REGION, else us-east-1."
+    )
+    credentials_secret_ref: ResultsCredentialsRef | None = Field(
+        None,
+        description="The Secret with the access key pair (operator: mounted as $AWS_ACCESS_KEY_ID and "
+        "$AWS_SECRET_ACCESS_KEY; a local run reads those variables itself).",
+    )
+    ca_bundle_ref: ConfigMapKeyRef | None = Field(
+        None,
+        description="A ConfigMap key holding the PEM CA bundle of a store with a private CA (operator: "
+        "mounted as $AWS_CA_BUNDLE; a local run reads $AWS_CA_BUNDLE itself).",
+    )
+    path_style: bool | None = Field(
+        None,
+        description="Path-style addressing (https://host/bucket/key), as MinIO and Ceph need. Unset: "
+        "path-style with an endpoint, virtual-hosted style on AWS.",
+    )
+
+    cel_rules = (
+        Rule(
+            rule="has(self.uri) || !(has(self.endpoint) || has(self.region) "
+            "|| has(self.credentialsSecretRef) || has(self.caBundleRef) || has(self.pathStyle))",
+            message="results: endpoint, region, credentialsSecretRef, caBundleRef and pathStyle go with "
+            "uri (without uri the operator's default destination is used as a whole)",
+            field_path=".uri",
+        ),
+        Rule(
+            rule=f"!has(self.endpoint) || {url_cel('self.endpoint')}",
+            message="results.endpoint: an http(s) URL, http(s)://host[:port]",
+            field_path=".endpoint",
+        ),
+    )
+
+
 class WorkspaceSpec(Spec):
     """Where the response cache and results live (a PVC in the cluster: survives pod retries)."""
 
@@ -685,6 +770,7 @@ class EvaluationSpec(Spec):
     generation: GenerationSpec = Field(default_factory=GenerationSpec)
     wandb: WandbSpec = Field(default_factory=WandbSpec)
     workspace: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+    results: ResultsSpec = Field(default_factory=ResultsSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     queue_name: str | None = Field(
         None,

@@ -71,6 +71,16 @@ class LiveProgress(_Status):
     updated_at: str = Field(json_schema_extra={"format": "date-time"}, description="When it was reported.")
 
 
+class ResultsStatus(_Status):
+    """The results of record (`spec.results`): the evaluation's prefix and its manifest."""
+
+    uri: str = Field(description="s3://bucket/prefix/<namespace>/<name>/<generation>/.")
+    stored: bool = Field(description="The manifest was written: the results are complete there.")
+    manifest_sha256: str | None = Field(None, description="sha256:<hex> of the stored manifest.")
+    objects: int | None = Field(None, ge=0, description="Objects the manifest lists.")
+    bytes: int | None = Field(None, ge=0, description="Their total size.")
+
+
 class EvaluationStatus(_Status):
     """Observed state of one evaluation."""
 
@@ -130,5 +140,8 @@ class EvaluationStatus(_Status):
         None, description="A score comes from the synthetic judge (a fixed rule): a smoke test, not a score."
     )
     results_dir: str | None = Field(None, description="Results folder inside the workspace.")
+    results: ResultsStatus | None = Field(
+        None, description="The results of record in object storage (spec.results or the operator's default)."
+    )
     wandb_run_url: str | None = Field(None, description="The W&B run (online mode).")
     wandb_run_path: str | None = Field(None, description="The W&B run path or offline run folder.")

@@ -53,6 +53,18 @@ class Usage(_Camel):
     cache_hits: int = 0
 
 
+class StoredResults(_Camel):
+    """Where the results of record went (`results.uri`): stored, or why not."""
+
+    uri: str = Field(description="The evaluation's prefix, s3://bucket/prefix/<key>/.")
+    stored: bool = Field(False, description="Every object and the manifest were written.")
+    manifest_sha256: str | None = Field(None, description="sha256:<hex> of the manifest as stored.")
+    objects: int = Field(0, description="Objects the manifest lists.")
+    bytes: int = Field(0, description="Their total size.")
+    uploaded: int = Field(0, description="Objects written by this run (the rest were already stored).")
+    error: str | None = Field(None, description="Not stored: why (the results stay in the workspace).")
+
+
 class Summary(_Camel):
     """One evaluation's outcome, small enough for a termination message."""
 
@@ -73,6 +85,7 @@ class Summary(_Camel):
     usage: Usage = Field(default_factory=Usage)
     runtime_seconds: dict[str, float] = Field(default_factory=dict)
     results_dir: str | None = None
+    results: StoredResults | None = Field(None, description="The results of record in object storage.")
     wandb_run_path: str | None = None
     error: str | None = None
 
