@@ -1,12 +1,14 @@
 """NejumiEvaluation resources as a leaderboard source: `nejumi-eval leaderboard --cluster`.
 
-What a resource offers is its `status` (scores, flags, runtime, `resultsDir`, the W&B run) and its
-`spec` (the model). Per-question data, and with it the bootstrap intervals and the drill-down, lives
-in the results folder on the evaluation's workspace volume, which this command cannot read through
-the API. So a local copy of the workspaces may be named (`--workspace-root DIR`: the workspace of
-`<namespace>/<name>` at `DIR/<namespace>/<name>/`); an evaluation whose results folder is found there
-is read from it (scores, provenance, per-question rows), and the status is checked against it. One
-without it is ranked by its status scores alone, says so in a warning, and gets no interval: an
+What a resource offers is its `status` (scores, flags, runtime, the results it stored, the W&B run)
+and its `spec` (the model). Per-question data, and with it the bootstrap intervals and the
+drill-down, is in the results of record: `status.results.uri` names the evaluation's prefix in the
+results store, and the board reads it there (the manifest's digest checked against the status), with
+the standard AWS variables for credentials; read permission is enough. So the board needs nothing
+but the API and the store, and an evaluation deleted since (a GitOps prune, its volume gone) keeps
+its place on it through the store. An evaluation whose results were not stored may still be read
+from a local copy of its workspace (`--workspace-root DIR`: `DIR/<namespace>/<name>/`). One with
+neither is ranked by its status scores alone, says so in a warning, and gets no interval: an
 interval needs the questions, and the board never makes one up.
 
 Only a Succeeded evaluation can be ranked. Queued, Pending, Running and Failed ones are listed with
@@ -82,6 +84,12 @@ class _Scores(_Lenient):
     benchmarks: dict[str, _BenchmarkScores] = Field(default_factory=dict)
 
 
+class _Results(_Lenient):
+    uri: str
+    stored: bool = False
+    manifest_sha256: str | None = None
+
+
 class _Status(_Lenient):
     phase: str | None = None
     reason: str | None = None
@@ -94,6 +102,7 @@ class _Status(_Lenient):
     capped: bool = False
     synthetic_judge: bool = False
     results_dir: str | None = None
+    results: _Results | None = None
     wandb_run_path: str | None = None
     wandb_run_url: str | None = None
 
@@ -175,17 +184,46 @@ def _status_summary(resource: Resource) -> Summary:
     )
 
 
-def evaluation_from_resource(resource: Resource, workspace_root: Path | None = None) -> Evaluation:
-    """One resource as an evaluation: from its results folder's local copy when there is one (the
-    status is then a cross-check), else from its status alone (no per-question data)."""
+def _from_store(resource: Resource, store: Any) -> tuple[Evaluation | None, str, str]:
+    """The evaluation from the results store the status names: (evaluation, where, why not)."""
+    results = resource.status.results
+    if results is None:
+        return None, "", "the status names no stored results"
+    if not results.stored:
+        return None, "", f"its results were not stored in {results.uri}"
+    from nejumi_eval.leaderboard.store_source import load_stored
+    from nejumi_eval.storage.store import ObjectStore, StoreError
+
+    try:
+        evaluation, digest = load_stored(store or ObjectStore(), results.uri, entry_id=resource.key)
+        evaluation.questions  # noqa: B018  (read now: a store error is this entry's, not the board's)
+    except (StoreError, ValueError, ValidationError) as exc:
+        return None, "", f"{results.uri} is not readable: {exc}"
+    if results.manifest_sha256 and digest != results.manifest_sha256:
+        evaluation.entry.warnings.append(
+            f"the manifest in {results.uri} ({digest}) is not the one the status names "
+            f"({results.manifest_sha256}): stored again since?"
+        )
+    return evaluation, results.uri, ""
+
+
+def evaluation_from_resource(
+    resource: Resource, workspace_root: Path | None = None, store: Any = None
+) -> Evaluation:
+    """One resource as an evaluation: from the results store its status names (the record), else
+    from its results folder's local copy when there is one (the status is then a cross-check),
+    else from its status alone (no per-question data). `store`: an ObjectStore to read with
+    (default: one from the standard AWS variables)."""
     status = resource.status
-    folder, why = local_results_folder(resource, workspace_root)
-    evaluation: Evaluation | None = None
-    if folder is not None:
-        try:
-            evaluation = load_results_folder(folder)
-        except (OSError, ValueError, ValidationError) as exc:
-            why = f"{folder} is not readable: {exc}"
+    evaluation, where, why = _from_store(resource, store)
+    if evaluation is None:
+        folder, folder_why = local_results_folder(resource, workspace_root)
+        why = "; ".join(w for w in (why, folder_why) if w)
+        if folder is not None:
+            try:
+                evaluation, where = load_results_folder(folder), str(folder)
+            except (OSError, ValueError, ValidationError) as exc:
+                why = f"{folder} is not readable: {exc}"
     if evaluation is None:
         model = resource.spec.model
         run = {"model": {"name": model.name, "revision": model.revision, "source": model.source}}
@@ -204,7 +242,7 @@ def evaluation_from_resource(resource: Resource, workspace_root: Path | None = N
     else:
         entry = evaluation.entry
         entry.id = resource.key
-        entry.source = f"NejumiEvaluation {resource.key} ({folder})"
+        entry.source = f"NejumiEvaluation {resource.key} ({where})"
         # The status is what the operator observed; flags set there hold even if the copy lacks them.
         entry.capped = entry.capped or status.capped
         entry.synthetic_judge = entry.synthetic_judge or status.synthetic_judge
@@ -212,8 +250,8 @@ def evaluation_from_resource(resource: Resource, workspace_root: Path | None = N
         recorded = (status.scores or _Scores()).overall
         if recorded is not None and entry.overall is not None and abs(recorded - entry.overall) > 1e-9:
             entry.warnings.append(
-                f"the status reports Overall {recorded:.6f} but the results folder at {folder} gives "
-                f"{entry.overall:.6f}: is the workspace copy of another run?"
+                f"the status reports Overall {recorded:.6f} but the results at {where} give "
+                f"{entry.overall:.6f}: are they of another run?"
             )
     entry.status = _entry_status(status.phase)
     details = entry.provenance.details
@@ -227,11 +265,15 @@ def evaluation_from_resource(resource: Resource, workspace_root: Path | None = N
 
 
 def evaluations_from_objects(
-    objects: list[dict[str, Any]], workspace_root: Path | None = None
+    objects: list[dict[str, Any]], workspace_root: Path | None = None, store: Any = None
 ) -> list[Evaluation]:
     """Resources as the API lists them (dicts) → evaluations; an unreadable one is skipped with a
     warning (one malformed resource must not hide the others)."""
     out = []
+    if store is None and any(((o.get("status") or {}).get("results") or {}).get("stored") for o in objects):
+        from nejumi_eval.storage.store import ObjectStore
+
+        store = ObjectStore()  # one client for every resource's stored results
     for obj in objects:
         try:
             resource = Resource.model_validate(obj)
@@ -239,7 +281,7 @@ def evaluations_from_objects(
             meta = obj.get("metadata") or {}
             log.warning("skipping NejumiEvaluation %s/%s: %s", meta.get("namespace"), meta.get("name"), exc)
             continue
-        out.append(evaluation_from_resource(resource, workspace_root))
+        out.append(evaluation_from_resource(resource, workspace_root, store))
     return from_sources([out])
 
 

@@ -15,16 +15,22 @@ DEFAULT_PATHS = ("workspace",)
 def add_command(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "leaderboard",
-        help="rank models from results folders, the cluster or W&B: table, CSV/JSON, HTML, W&B report",
-        description="Rank the evaluations found under PATHS (results folders, <workspace>/results, or "
-        "workspaces), on the cluster (--cluster) and in W&B (--wandb-project, --wandb-dir); with no "
-        "source given, ./workspace. The latest evaluation of each model is ranked; capped, "
+        help="rank models from results folders, the results store, the cluster or W&B: table, CSV/JSON, "
+        "HTML, W&B report",
+        description="Rank the evaluations found under PATHS (results folders, <workspace>/results, "
+        "workspaces, or s3://bucket/prefix in the results store), on the cluster (--cluster) and in "
+        "W&B (--wandb-project, --wandb-dir); with no source given, ./workspace. The latest "
+        "evaluation of each model is ranked; capped, "
         "synthetic-judge and degraded runs are listed but not ranked unless --include-all; "
         "unfinished and failed ones are listed, never ranked; evaluations measured under different "
         "protocols are ranked in separate groups.",
     )
     parser.add_argument(
-        "paths", nargs="*", metavar="PATH", help=f"where to look (default: {' '.join(DEFAULT_PATHS)})"
+        "paths",
+        nargs="*",
+        metavar="PATH",
+        help="results folders, workspaces, or s3://bucket/prefix of the results store (credentials, "
+        f"endpoint, region: the standard AWS variables; default: {' '.join(DEFAULT_PATHS)})",
     )
     cluster = parser.add_argument_group("NejumiEvaluation resources")
     cluster.add_argument("--cluster", action="store_true", help="read NejumiEvaluations through the API")
@@ -36,8 +42,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     cluster.add_argument(
         "--workspace-root",
         metavar="DIR",
-        help="local copies of the workspaces, DIR/<namespace>/<name>/: per-question data and intervals "
-        "(without it: status scores only)",
+        help="local copies of the workspaces, DIR/<namespace>/<name>/, for evaluations whose results "
+        "were not stored (each status's results URI is followed first; without either: status scores only)",
     )
     wandb = parser.add_argument_group("W&B runs")
     wandb.add_argument(
@@ -137,11 +143,16 @@ def _check(args: argparse.Namespace) -> None:
 
 def _evaluations(args: argparse.Namespace) -> list[Any]:
     from nejumi_eval.leaderboard import sources
+    from nejumi_eval.leaderboard.store_source import from_store, is_store_uri
 
     collected: list[list[Any]] = []
-    others = args.cluster or args.wandb_project or args.wandb_dir
-    if args.paths or not others:
-        collected.append(sources.from_results_folders(args.paths or list(DEFAULT_PATHS)))
+    stores = [p for p in args.paths if is_store_uri(p)]
+    folders = [p for p in args.paths if not is_store_uri(p)]
+    others = args.cluster or args.wandb_project or args.wandb_dir or stores
+    if folders or not others:
+        collected.append(sources.from_results_folders(folders or list(DEFAULT_PATHS)))
+    for uri in stores:
+        collected.append(from_store(uri))
     if args.cluster:
         from nejumi_eval.leaderboard import cluster
 

@@ -1,7 +1,8 @@
 """Where evaluations come from: each source is one function that yields `Evaluation`s, so ranking
-never knows which. Results folders on disk are here (`from_results_folders`); NejumiEvaluation
-resources are in `cluster` (status scores, per-question data only from a local workspace copy) and
-W&B runs in `wandb_source` (the same tables by name, so the same per-question data).
+never knows which. Results folders on disk are here (`from_results_folders`); the results store
+(s3://…) is in `store_source`, NejumiEvaluation resources in `cluster` (through each status's stored
+results, else status scores only) and W&B runs in `wandb_source` (the same tables by name, so the
+same per-question data). Every source but W&B reads one evaluation through `load_results`.
 
 An `Evaluation` is an `Entry` (scores, flags, provenance; no placement yet) plus its per-question
 data, read lazily: a source that can only offer scores (a NejumiEvaluation's status) gives none,
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -112,18 +113,34 @@ def _read_json(path: Path) -> dict[str, Any]:
     return doc if isinstance(doc, dict) else {}
 
 
-def _table_reader(folder: Path) -> Callable[[str], list[dict[str, Any]] | None]:
-    def read(name: str) -> list[dict[str, Any]] | None:
-        path = folder / f"{name}.jsonl"
+class FolderFiles:
+    """A results folder's documents and tables (what `load_results` reads), from disk."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def json(self, name: str) -> dict[str, Any]:
+        return _read_json(self.folder / name)
+
+    def table(self, name: str) -> list[dict[str, Any]] | None:
+        path = self.folder / f"{name}.jsonl"
         if not path.is_file():
             return None
         with path.open(encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
 
-    return read
+
+class ResultsFiles(Protocol):
+    """Where one evaluation's results are read from: a folder, or a prefix in the results store
+    (`nejumi_eval.storage.reading.StoredEvaluation`, which checks each object against its manifest)."""
+
+    def json(self, name: str) -> dict[str, Any]: ...
+
+    def table(self, name: str) -> list[dict[str, Any]] | None: ...
 
 
-def _time(value: Any) -> datetime | None:
+def parse_time(value: Any) -> datetime | None:
+    """An ISO 8601 time as recorded (run.json, a W&B config); naive means UTC; None if it is not one."""
     if not isinstance(value, str):
         return None
     try:
@@ -135,7 +152,7 @@ def _time(value: Any) -> datetime | None:
 
 def _started(folder: Path, run: dict[str, Any]) -> datetime:
     """When the evaluation started: run.json, else the folder name's UTC stamp, else its mtime."""
-    started = _time(run.get("started_at"))
+    started = parse_time(run.get("started_at"))
     if started is not None:
         return started
     match = _FOLDER_TIME.search(folder.name)
@@ -147,18 +164,28 @@ def _started(folder: Path, run: dict[str, Any]) -> datetime:
 def load_results_folder(folder: str | Path) -> Evaluation:
     """One results folder: summary.json for scores and flags, run.json for provenance."""
     folder = Path(folder)
-    summary = Summary.model_validate(_read_json(folder / SUMMARY))
-    run = _read_json(folder / RUN)
-    entry = entry_from_summary(
-        summary,
-        run,
+    return load_results(
+        FolderFiles(folder),
         entry_id=folder.name,
         source=str(folder),
-        started_at=_started(folder, run),
+        started=lambda run: _started(folder, run),
     )
-    tables = _table_reader(folder)
+
+
+def load_results(
+    files: ResultsFiles,
+    *,
+    entry_id: str,
+    source: str,
+    started: Callable[[dict[str, Any]], datetime | None],
+) -> Evaluation:
+    """One evaluation's results, wherever they are: the summary for scores and flags, the run record
+    for provenance, the per-question tables read on first use. `started(run)`: when it started."""
+    summary = Summary.model_validate(files.json(SUMMARY))
+    run = files.json(RUN)
+    entry = entry_from_summary(summary, run, entry_id=entry_id, source=source, started_at=started(run))
     names = list(entry.benchmarks)
-    return Evaluation(entry=entry, load_questions=lambda: read_questions(names, tables))
+    return Evaluation(entry=entry, load_questions=lambda: read_questions(names, files.table))
 
 
 # ---- summary + run record → Entry --------------------------------------------------------------
@@ -254,7 +281,7 @@ def entry_from_summary(
         model_source=model.get("source"),
         status=summary.status,
         started_at=started_at,
-        ended_at=_time(run.get("ended_at")),
+        ended_at=parse_time(run.get("ended_at")),
         overall=overall,
         benchmarks=benchmarks,
         runtime_seconds=summary.runtime_seconds.get("total"),

@@ -30,7 +30,7 @@ from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary
 from nejumi_eval.benchmarks import registry
 from nejumi_eval.errors import InfrastructureError, InputError
 from nejumi_eval.leaderboard.questions import read_questions
-from nejumi_eval.leaderboard.sources import Evaluation, entry_from_summary, from_sources
+from nejumi_eval.leaderboard.sources import Evaluation, entry_from_summary, from_sources, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -190,16 +190,6 @@ def _rows(table: dict[str, Any]) -> list[dict[str, Any]]:
 # ---- run → evaluation ---------------------------------------------------------------------------
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -267,8 +257,8 @@ def evaluation_from_run(run: RunData) -> Evaluation:
         (config.get("model") or {}).get("name") or spec_model or board.get("model_name") or run.name or run.id
     )
     names = [k for k, v in config.items() if isinstance(v, dict) and v.get("benchmark") == k]
-    started = _time(config.get("started_at")) or run.started_at
-    ended = _time(config.get("ended_at"))
+    started = parse_time(config.get("started_at")) or run.started_at
+    ended = parse_time(config.get("ended_at"))
     runtime = {"total": (ended - started).total_seconds()} if started and ended else {}
     recorded = config.get("status")
     summary = Summary(
@@ -343,7 +333,7 @@ def _online_run(run: Any, cache: Path) -> RunData:
         config=dict(run.config or {}),
         summary=summary,
         tables=tables,
-        started_at=_time(getattr(run, "created_at", None)),
+        started_at=parse_time(getattr(run, "created_at", None)),
         url=getattr(run, "url", None),
         job_type=getattr(run, "job_type", None),
     )
