@@ -151,8 +151,7 @@ def _evaluations(args: argparse.Namespace) -> list[Any]:
     others = args.cluster or args.wandb_project or args.wandb_dir or stores
     if folders or not others:
         collected.append(sources.from_results_folders(folders or list(DEFAULT_PATHS)))
-    for uri in stores:
-        collected.append(from_store(uri))
+    stored = [from_store(uri) for uri in stores]
     if args.cluster:
         from nejumi_eval.leaderboard import cluster
 
@@ -166,6 +165,11 @@ def _evaluations(args: argparse.Namespace) -> list[Any]:
             where = "any namespace" if args.all_namespaces else f"namespace {args.namespace or '(current)'}"
             print(f"no NejumiEvaluation in {where}", file=sys.stderr)
         collected.append(found)
+        # `--cluster s3://…`: the live resources and, from the store, those deleted since (a GitOps
+        # prune); a resource's stored results are its entry, never a second one.
+        followed = {e.entry.provenance.details.get("results") for e in found} - {None}
+        stored = [[e for e in s if e.entry.provenance.details.get("results") not in followed] for s in stored]
+    collected.extend(stored)
     if args.wandb_project or args.wandb_dir:
         from nejumi_eval.leaderboard import wandb_source
 
