@@ -14,8 +14,9 @@ repository (`--trust-remote-code`). The cluster admin decides, in the chart's `p
   `_` and `-` are one character to vLLM); default none;
 - `allowTrustRemoteCode`: whether `--trust-remote-code` is allowed at all; default false;
 - `keyHosts`: the hosts an API key may be sent to (`model.endpoint` with `model.apiKeySecretRef`, a
-  judge's `endpoint` with its `apiKeySecretRef`; a judge without an endpoint is the OpenAI API);
-  an exact host or `*.suffix`; default: the well-known LLM APIs and in-cluster Services;
+  judge's `endpoint` with its `apiKeySecretRef`, a judge without an endpoint is the OpenAI API;
+  `results.endpoint` with `results.credentialsSecretRef`, a store without an endpoint is AWS S3);
+  an exact host or `*.suffix`; default: the well-known LLM APIs, AWS S3 and in-cluster Services;
 - `usableSecrets`: Secret names any evaluation may reference without the Secret's own consent
   (below); default none;
 - `enabled: false` lifts every limit (a cluster whose evaluation creators are all trusted).
@@ -26,7 +27,10 @@ every Secret of the namespace". So a Secret is usable by evaluations only when i
 `nejumi.wandb.ai/usable-by-evaluations: "true"`, set by whoever may write Secrets) or the chart's
 `policy.usableSecrets` names it; and a key goes only to a host in `policy.keyHosts`. The operator
 checks the label before any pod exists, reading the Secret's metadata only (`secret_problems`);
-the admission policy checks the hosts.
+the admission policy checks the hosts. The operator's default results destination (the chart's
+`results`, used when a spec names no `results.uri`) is not the spec's: the platform admin named its
+Secret and its endpoint together, so neither is checked here — but a spec that names that Secret
+for a destination of its own needs the Secret's consent like any other.
 
 The chart enforces them twice: a ValidatingAdmissionPolicy refuses a spec at admission naming the
 field and the allow-list (templates/policy/), and the operator (this module, the same values in
@@ -52,6 +56,11 @@ LABEL_USABLE_BY_EVALUATIONS = f"{GROUP}/usable-by-evaluations"
 """On a Secret: `"true"` = evaluations of its namespace may reference it (the owner's consent)."""
 OPENAI_API_HOST = "api.openai.com"
 """Where a judge without `endpoint` sends its key (the evaluator's default judge endpoint)."""
+AWS_S3_HOST = "s3.amazonaws.com"
+"""Where a results store without `endpoint` sends its key pair: AWS S3, in whichever region
+(boto3 picks the regional host from `results.region`; this, S3's global endpoint, names them all).
+No `*.amazonaws.com`: that suffix is also every EC2 instance's, load balancer's and API Gateway's
+public name, hosts anyone can run a server on."""
 DEFAULT_KEY_HOSTS = (
     OPENAI_API_HOST,
     "*.openai.azure.com",
@@ -63,10 +72,11 @@ DEFAULT_KEY_HOSTS = (
     "api.fireworks.ai",
     "api.groq.com",
     "openrouter.ai",
+    AWS_S3_HOST,
     "*.svc",  # in-cluster Services: <service>.<namespace>.svc
     "*.svc.cluster.local",
 )
-"""The hosts an API key may go to by default: well-known LLM APIs and in-cluster Services."""
+"""The hosts an API key may go to by default: well-known LLM APIs, AWS S3 and in-cluster Services."""
 
 
 class AllowedToleration(BaseModel):
@@ -217,12 +227,18 @@ def secret_refs(spec: EvaluationSpec) -> list[tuple[str, str]]:
             out.append((f"spec.benchmarks.{bench}.judge.apiKeySecretRef", judge.api_key_secret_ref.name))
     if spec.wandb.enabled and spec.wandb.api_key_secret_ref:
         out.append(("spec.wandb.apiKeySecretRef", spec.wandb.api_key_secret_ref.name))
+    results = spec.results
+    if results.uri and results.credentials_secret_ref:
+        out.append(("spec.results.credentialsSecretRef", results.credentials_secret_ref.name))
     return out
 
 
 def key_destinations(spec: EvaluationSpec) -> list[tuple[str, str, str]]:
     """(field, endpoint, Secret name) for every API key the evaluator sends to an endpoint the spec
-    chooses: the model's (an API model) and each judge's (the OpenAI API without an endpoint)."""
+    chooses: the model's (an API model), each judge's (the OpenAI API without an endpoint) and the
+    results store's (AWS S3 without an endpoint). A store gets requests signed with the secret key
+    rather than the key itself, but a signed request can be replayed to the real store for minutes
+    and names the access key id: the same rule as an API key."""
     out: list[tuple[str, str, str]] = []
     model = spec.model
     if model.api_key_secret_ref and model.endpoint:
@@ -231,6 +247,10 @@ def key_destinations(spec: EvaluationSpec) -> list[tuple[str, str, str]]:
         if judge.api_key_secret_ref and not judge.synthetic:
             endpoint = judge.endpoint or f"https://{OPENAI_API_HOST}/v1"
             out.append((f"spec.benchmarks.{bench}.judge.endpoint", endpoint, judge.api_key_secret_ref.name))
+    results = spec.results
+    if results.uri and results.credentials_secret_ref:
+        endpoint = results.endpoint or f"https://{AWS_S3_HOST}"
+        out.append(("spec.results.endpoint", endpoint, results.credentials_secret_ref.name))
     return out
 
 

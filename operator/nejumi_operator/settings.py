@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from nejumi_eval.api.v1alpha1.spec import ResultsSpec
 from nejumi_operator.policy import Policy
 
 ENV_IMAGE = "NEJUMI_OPERATOR_EVALUATOR_IMAGE"
@@ -40,6 +41,11 @@ ENV_DEFAULT_QUEUE = "NEJUMI_OPERATOR_DEFAULT_QUEUE_NAME"
 # The allow-lists for placement and code execution (JSON, camelCase: nejumi_operator.policy.Policy,
 # the chart's `policy` values); unset = the chart's defaults (the GPU toleration, nothing else).
 ENV_POLICY = "NEJUMI_OPERATOR_POLICY"
+# The results destination of evaluations whose spec sets no `results.uri` (JSON, camelCase: exactly
+# a `results` section of a spec, `uri` required, e.g. {"uri": "s3://bucket/prefix",
+# "credentialsSecretRef": {"name": "nejumi-results"}}; the chart's `results` values); unset or empty
+# = none: such evaluations keep their results in the workspace only.
+ENV_RESULTS = "NEJUMI_OPERATOR_RESULTS"
 
 
 def _version() -> str:
@@ -70,6 +76,9 @@ class OperatorConfig:
     workspace_storage_class: str = ""
     policy: Policy = field(default_factory=Policy)
     default_queue_name: str = ""
+    default_results: ResultsSpec | None = None
+    """Used as a whole (never merged with a spec's own `results`), so its credentials only ever go to
+    the destination the platform admin named with them."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -87,6 +96,7 @@ class OperatorConfig:
         return cls(
             policy=policy,
             default_queue_name=(env.get(ENV_DEFAULT_QUEUE) or "").strip(),
+            default_results=_results(env),
             image=env.get(ENV_IMAGE) or DEFAULT_IMAGE,
             command=tuple(command),
             evaluator_env=dict(extra),
@@ -100,6 +110,26 @@ class OperatorConfig:
 
 
 T = TypeVar("T")
+
+
+def _results(env: Mapping[str, str]) -> ResultsSpec | None:
+    """The default destination, checked at startup as a spec's `results` would be at admission: an
+    operator that would hand every evaluator a bad destination does not start."""
+    data = _json(env, ENV_RESULTS, dict)
+    if data is None:
+        return None
+    try:
+        results = ResultsSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'results'}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"{ENV_RESULTS}: {problems}") from None
+    if not results.uri:
+        raise SettingsError(
+            f"{ENV_RESULTS}: uri is required (s3://bucket[/prefix]); unset the variable for none"
+        )
+    return results
 
 
 def _json(env: Mapping[str, str], name: str, kind: type[T]) -> T | None:

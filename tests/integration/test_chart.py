@@ -394,6 +394,7 @@ def test_the_policy_refuses_placement_a_creator_could_not_get_itself(
     def vllm(*args: str) -> dict[str, Any]:
         return {"model": {"name": "org/model", "vllm": {"extraArgs": list(args)}}}
 
+    store = {"uri": "s3://nejumi-results/x", "credentialsSecretRef": {"name": "s3-creds"}}
     any_taint = spec(tolerations=[{"operator": "Exists"}])
     # the policy is loaded asynchronously after the install
     wait_until(
@@ -411,6 +412,11 @@ def test_the_policy_refuses_placement_a_creator_could_not_get_itself(
         "trust": (vllm("--trust-remote-code"), "policy.allowTrustRemoteCode is false"),
         "trust_": (vllm("--trust_remote_code=true"), "policy.allowTrustRemoteCode is false"),
         "flag": (vllm("--max-model-len", "4096"), "policy.vllmExtraArgs (allowed: none)"),
+        "results": (
+            {**base, "results": {**store, "endpoint": "https://collector.example.net"}},
+            "spec.results.endpoint: the key pair in spec.results.credentialsSecretRef may not be sent to "
+            "collector.example.net: the host is not in the operator's policy.keyHosts",
+        ),
     }
     for case, (body, expected) in refused.items():
         message = _try_create(k8s_client, namespace, body)
@@ -418,6 +424,9 @@ def test_the_policy_refuses_placement_a_creator_could_not_get_itself(
     gpu = spec(tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
     assert _try_create(k8s_client, namespace, gpu) is None
     assert _try_create(k8s_client, namespace, base) is None
+    # A store's key pair: to AWS S3 (no endpoint) or an in-cluster store; without one, anywhere.
+    for results in (store, {**store, "endpoint": "http://minio.team.svc:9000"}, {"uri": store["uri"]}):
+        assert _try_create(k8s_client, namespace, {**base, "results": results}) is None, results
 
     # The cluster admin widens the lists: the same specs are admitted.
     release.helm(

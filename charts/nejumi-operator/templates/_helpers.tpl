@@ -72,6 +72,25 @@ The operator's ServiceAccount name.
 {{- end }}
 
 {{/*
+The default results destination (`results` values) as the JSON of a spec's `results` section
+(nejumi_eval.api.v1alpha1.spec.ResultsSpec, camelCase): `credentialsSecret` becomes
+`credentialsSecretRef.name` (the Secret's keys are AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY),
+`caBundleConfigMap`/`caBundleKey` become `caBundleRef`; empty values are left out.
+*/}}
+{{- define "nejumi-operator.resultsJson" -}}
+{{- $r := .Values.results }}
+{{- $out := dict "uri" $r.uri }}
+{{- with $r.endpoint }}{{ $_ := set $out "endpoint" . }}{{ end }}
+{{- with $r.region }}{{ $_ := set $out "region" . }}{{ end }}
+{{- with $r.credentialsSecret }}{{ $_ := set $out "credentialsSecretRef" (dict "name" .) }}{{ end }}
+{{- with $r.caBundleConfigMap }}
+{{- $_ := set $out "caBundleRef" (dict "name" . "key" ($r.caBundleKey | default "ca.crt")) }}
+{{- end }}
+{{- if not (kindIs "invalid" $r.pathStyle) }}{{ $_ := set $out "pathStyle" $r.pathStyle }}{{ end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
 Images: the tag defaults to the chart's appVersion.
 */}}
 {{- define "nejumi-operator.image" -}}

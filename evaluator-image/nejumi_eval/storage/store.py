@@ -13,6 +13,7 @@ and says what went wrong in one line that names the URI and never a key:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -118,7 +119,8 @@ class ObjectStore:
 
     def get(self, bucket: str, key: str) -> bytes:
         with self._errors(bucket, key):
-            return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            data: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        return data
 
     def get_if_exists(self, bucket: str, key: str) -> bytes | None:
         try:
@@ -133,7 +135,7 @@ class ObjectStore:
         may only write: the caller then writes, which is idempotent)."""
         try:
             with self._errors(bucket, key):
-                return dict(self.client.head_object(Bucket=bucket, Key=key).get("Metadata") or {})
+                head = self.client.head_object(Bucket=bucket, Key=key)
         except StoreRefused as exc:
             if exc.code == "NoSuchBucket":
                 raise
@@ -142,6 +144,7 @@ class ObjectStore:
             if exc.code in MISSING_CODES:
                 return None
             raise
+        return {str(k): str(v) for k, v in (head.get("Metadata") or {}).items()}
 
     def delete(self, bucket: str, key: str) -> bool:
         """Best effort: False when the key may not delete (the caller goes on without)."""
@@ -164,26 +167,18 @@ class ObjectStore:
 
     # ---- errors --------------------------------------------------------------------------------
 
-    def _errors(self, bucket: str, key: str) -> _Translate:
-        return _Translate(f"s3://{bucket}/{key}", self.settings.where)
-
-
-class _Translate:
-    """Context manager: botocore's exceptions → StoreRefused / StoreUnreachable (cause kept)."""
-
-    def __init__(self, uri: str, where: str) -> None:
-        self.uri, self.where = uri, where
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if exc is None or isinstance(exc, StoreError):
-            return False
-        error = translate(exc, self.uri, self.where)
-        if error is None:
-            return False
-        raise error from exc
+    @contextlib.contextmanager
+    def _errors(self, bucket: str, key: str) -> Iterator[None]:
+        """botocore's exceptions → StoreRefused / StoreUnreachable (the cause kept, not printed)."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except Exception as exc:
+            error = translate(exc, f"s3://{bucket}/{key}", self.settings.where)
+            if error is None:
+                raise
+            raise error from exc
 
 
 def _code(exc: BaseException | None) -> str:

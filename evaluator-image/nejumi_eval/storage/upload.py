@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -42,6 +42,8 @@ BACKOFF_S = (2.0, 4.0, 8.0, 16.0)
 """Pauses between whole-upload attempts after the store was lost (each attempt also retries every
 request itself, boto3's standard mode): about half a minute before giving up."""
 WORKERS = 8
+ERROR_MAX = 500
+"""An error kept in the summary (the termination message has 4 KB for everything)."""
 
 
 class Destination:
@@ -94,7 +96,7 @@ def evaluation_ref(key: str | None) -> EvaluationRef | None:
     return EvaluationRef(namespace=parts[0], name=parts[1], generation=int(parts[2]))
 
 
-def check_writable(store: ObjectStore, location: Location, started: dict[str, object]) -> None:
+def check_writable(store: ObjectStore, location: Location, started: Mapping[str, object]) -> None:
     """Preflight: write `started.json` under the evaluation's key. One request proves the store is
     reachable, the credentials are accepted, the bucket exists and the key may write there (a key
     that may only write its prefix passes; a bucket-level call would not)."""
@@ -131,12 +133,14 @@ def upload(
         except StoreUnreachable as exc:
             if not pauses:
                 tries = len(BACKOFF_S) + 1
-                return StoredResults(uri=location.uri, error=f"{exc} (gave up after {tries} attempts)")
+                return StoredResults(
+                    uri=location.uri, error=f"{exc} (gave up after {tries} attempts)"[:ERROR_MAX]
+                )
             pause = pauses.pop(0)
             log.warning("results upload: %s; again in %.0f s", exc, pause)
             sleep(pause)
         except StoreRefused as exc:
-            return StoredResults(uri=location.uri, error=str(exc))
+            return StoredResults(uri=location.uri, error=str(exc)[:ERROR_MAX])
 
 
 def _upload_once(

@@ -14,6 +14,12 @@ GPUs forever.
 The workspace is a PVC: `workspace.pvcName` (an existing one, never the operator's to delete) or
 the one the operator creates per evaluation (`build_workspace_pvc`, owned by the evaluation unless
 `workspace.retain`), so a retried or preempted pod resumes from the response cache.
+
+The results of record go to `results` (`effective_results`: the spec's, else the operator's
+default, taken whole): the evaluator gets it in its spec, its key under the URI in
+`$NEJUMI_RESULTS_KEY` (namespace/name/generation, so a retried pod rewrites the same objects and a
+new generation never overwrites an older one's), the access key pair as `secretKeyRef`s and the
+CA bundle as a read-only ConfigMap volume.
 """
 
 from __future__ import annotations
@@ -32,12 +38,25 @@ from nejumi_eval.api.v1alpha1.contract import (
     JUDGE_API_KEY_ENV,
     MODEL_API_KEY_ENV,
     PREPARED_DIRS_ENV,
+    RESULTS_ACCESS_KEY_ID_ENV,
+    RESULTS_CA_BUNDLE_ENV,
+    RESULTS_CA_MOUNT,
+    RESULTS_KEY_ENV,
+    RESULTS_SECRET_ACCESS_KEY_ENV,
     SPEC_ENV,
     WANDB_API_KEY_ENV,
     WORKSPACE_MOUNT,
 )
 from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_QUEUE, LABEL_WORKLOAD_PRIORITY
-from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, ModelSource, SecretKeyRef, parse_spec
+from nejumi_eval.api.v1alpha1.results import cluster_key
+from nejumi_eval.api.v1alpha1.spec import (
+    ConfigError,
+    EvaluationSpec,
+    ModelSource,
+    ResultsSpec,
+    SecretKeyRef,
+    parse_spec,
+)
 from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
 from nejumi_operator.reconcile.progress import evaluator_account_name, progress_env
 from nejumi_operator.settings import OperatorConfig
@@ -54,7 +73,19 @@ IMAGE_PREPARED_DIR = "/opt/nejumi/prepared"
 PREPARED_DATA_VOLUME = "prepared-data"
 PREPARED_DATA_MOUNT = "/mnt/nejumi-prepared"
 POD_PATHSEP = ":"  # the evaluator's os.pathsep (a Linux container), whatever the operator runs on
-RESERVED_ENV = (SPEC_ENV, MODEL_API_KEY_ENV, JUDGE_API_KEY_ENV, WANDB_API_KEY_ENV, HF_TOKEN_ENV)
+# Set by the builder only: the operator's evaluator env cannot put a literal key (or another spec)
+# in their place, whether or not the spec names a Secret for them.
+RESERVED_ENV = (
+    SPEC_ENV,
+    MODEL_API_KEY_ENV,
+    JUDGE_API_KEY_ENV,
+    WANDB_API_KEY_ENV,
+    HF_TOKEN_ENV,
+    RESULTS_ACCESS_KEY_ID_ENV,
+    RESULTS_SECRET_ACCESS_KEY_ENV,
+    RESULTS_KEY_ENV,
+)
+RESULTS_CA_VOLUME = "results-ca"
 # Read-only root filesystem: the writable places (PodSecurity `restricted` allows emptyDir).
 TMP_VOLUME = "tmp"
 TMP_MOUNT = "/tmp"
@@ -109,12 +140,24 @@ def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> Evaluation
     return parsed
 
 
-def evaluator_spec(spec: EvaluationSpec) -> EvaluationSpec:
+def effective_results(spec: EvaluationSpec, config: OperatorConfig) -> ResultsSpec | None:
+    """Where the evaluation's results of record go: `spec.results` when it names a `uri`, else the
+    operator's default (the chart's `results`), else nowhere (the workspace only). Never a mix: a
+    spec's own destination never borrows the default's credentials, and the default's never go
+    anywhere but the destination the platform admin named with them."""
+    if spec.results.uri:
+        return spec.results
+    return config.default_results
+
+
+def evaluator_spec(spec: EvaluationSpec, config: OperatorConfig) -> EvaluationSpec:
     """The spec the evaluator runs: workspace = the pod's working dir (the mounted volume), summary
-    = the termination message."""
+    = the termination message, results = `effective_results`."""
     out = spec.model_copy(deep=True)
     out.workspace.path = "."
     out.summary_path = TERMINATION_PATH
+    if (results := effective_results(spec, config)) is not None:
+        out.results = results.model_copy(deep=True)
     return out
 
 
@@ -137,7 +180,31 @@ def _judge_secret_ref(spec: EvaluationSpec) -> SecretKeyRef | None:
     return next(iter(refs.values()), None)
 
 
-def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
+def _results_env(results: ResultsSpec | None, key: str) -> list[dict[str, Any]]:
+    """The evaluation's key under `results.uri`, and its access key pair as references."""
+    if results is None:
+        return []
+    env: list[dict[str, Any]] = [{"name": RESULTS_KEY_ENV, "value": key}]
+    creds = results.credentials_secret_ref
+    if creds is not None:
+        for name, secret_key in (
+            (RESULTS_ACCESS_KEY_ID_ENV, creds.access_key_id_key),
+            (RESULTS_SECRET_ACCESS_KEY_ENV, creds.secret_access_key_key),
+        ):
+            env.append(_secret_env(name, SecretKeyRef(name=creds.name, key=secret_key)))
+    return env
+
+
+def _results_ca_volumes(results: ResultsSpec | None) -> list[dict[str, Any]]:
+    """`results.caBundleRef`: that one key of the ConfigMap, nothing else of it."""
+    if results is None or results.ca_bundle_ref is None:
+        return []
+    ref = results.ca_bundle_ref
+    items = [{"key": ref.key, "path": ref.key}]
+    return [{"name": RESULTS_CA_VOLUME, "configMap": {"name": ref.name, "items": items}}]
+
+
+def _env(spec: EvaluationSpec, config: OperatorConfig, results_key: str) -> list[dict[str, Any]]:
     # Downloaded data and built models live in the workspace too, so a retried pod on the same
     # PVC neither downloads nor parses again (the operator's settings may point elsewhere).
     # Hugging Face weights too (HF_HOME): a retried pod on the same PVC does not download them again.
@@ -152,8 +219,12 @@ def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
         # (local disk, fastest) unless the operator's evaluator env already says which roots.
         roots = extra.get(PREPARED_DIRS_ENV) or IMAGE_PREPARED_DIR
         extra[PREPARED_DIRS_ENV] = POD_PATHSEP.join([roots, PREPARED_DATA_MOUNT])
+    results = effective_results(spec, config)
+    if results is not None and results.ca_bundle_ref is not None:
+        # The destination's own CA replaces any bundle the operator's evaluator env names.
+        extra[RESULTS_CA_BUNDLE_ENV] = f"{RESULTS_CA_MOUNT}/{results.ca_bundle_ref.key}"
     env = [{"name": k, "value": v} for k, v in sorted(extra.items()) if k not in RESERVED_ENV]
-    payload = evaluator_spec(spec).model_dump(mode="json", by_alias=True)
+    payload = evaluator_spec(spec, config).model_dump(mode="json", by_alias=True)
     env.append({"name": SPEC_ENV, "value": json.dumps(payload, ensure_ascii=False, separators=(",", ":"))})
     if spec.model.api_key_secret_ref:
         env.append(_secret_env(MODEL_API_KEY_ENV, spec.model.api_key_secret_ref))
@@ -164,6 +235,7 @@ def _env(spec: EvaluationSpec, config: OperatorConfig) -> list[dict[str, Any]]:
         env.append(_secret_env(WANDB_API_KEY_ENV, spec.wandb.api_key_secret_ref))
     if spec.model.hf_token_secret_ref:
         env.append(_secret_env(HF_TOKEN_ENV, spec.model.hf_token_secret_ref))
+    env.extend(_results_env(results, results_key))
     return env
 
 
@@ -248,12 +320,14 @@ def _scratch_volumes(spec: EvaluationSpec) -> list[dict[str, Any]]:
     ]
 
 
-def _volume_mounts(config: OperatorConfig) -> list[dict[str, Any]]:
+def _volume_mounts(config: OperatorConfig, results: ResultsSpec | None) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT}]
     if config.prepared_data_pvc:
         mounts.append({"name": PREPARED_DATA_VOLUME, "mountPath": PREPARED_DATA_MOUNT, "readOnly": True})
     mounts.append({"name": TMP_VOLUME, "mountPath": TMP_MOUNT})
     mounts.append({"name": SHM_VOLUME, "mountPath": SHM_MOUNT})
+    if _results_ca_volumes(results):
+        mounts.append({"name": RESULTS_CA_VOLUME, "mountPath": RESULTS_CA_MOUNT, "readOnly": True})
     return mounts
 
 
@@ -291,6 +365,8 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
     spec = validate(evaluation.get("spec"), source=f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip())
     if problems := config.policy.violations(spec):  # the confused-deputy limits (nejumi_operator.policy)
         raise InvalidEvaluation("; ".join(problems))
+    results = effective_results(spec, config)
+    results_key = cluster_key(str(meta.get("namespace") or "default"), name, generation)
     pod_labels = labels(name)
     job_labels = dict(pod_labels)
     queue = queue_name(spec, config)
@@ -304,9 +380,9 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "imagePullPolicy": "IfNotPresent",
         "command": list(config.command),
         "args": ["--spec-env", SPEC_ENV, "--summary", TERMINATION_PATH],
-        "env": [*_env(spec, config), *progress_env(name)],
+        "env": [*_env(spec, config, results_key), *progress_env(name)],
         "workingDir": WORKSPACE_MOUNT,
-        "volumeMounts": _volume_mounts(config),
+        "volumeMounts": _volume_mounts(config, results),
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
@@ -322,7 +398,12 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "enableServiceLinks": False,
         "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
         "containers": [container],
-        "volumes": [_workspace_volume(name, spec), *_prepared_data_volumes(config), *_scratch_volumes(spec)],
+        "volumes": [
+            _workspace_volume(name, spec),
+            *_prepared_data_volumes(config),
+            *_scratch_volumes(spec),
+            *_results_ca_volumes(results),
+        ],
     }
     r = spec.resources
     if r.node_selector:

@@ -59,6 +59,7 @@ from nejumi_operator.status.results import (
     not_scored_notes,
     overall_display,
     parse_summary,
+    results_not_stored,
     summary_data,
     summary_fields,
 )
@@ -219,7 +220,20 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
 
     if complete and summary and summary.status == "completed":
         conds[c.RUNNING] = (c.FALSE, c.COMPLETED, f"Job {name} completed")
-        if summary.degraded:
+        # Degraded: the scores' own reason, unless the results were not stored — the one a person
+        # must act on for the evaluation to count (the message then says both). `degraded` in
+        # status stays the scores' flag.
+        unstored = results_not_stored(summary)
+        if unstored and summary.degraded:
+            scores = degraded_reason(summary)[1]
+            conds[c.DEGRADED] = (
+                c.TRUE,
+                c.RESULTS_NOT_STORED,
+                clip(f"{unstored}. The scores are also degraded: {scores}"),
+            )
+        elif unstored:
+            conds[c.DEGRADED] = (c.TRUE, c.RESULTS_NOT_STORED, clip(unstored))
+        elif summary.degraded:
             conds[c.DEGRADED] = (c.TRUE, *degraded_reason(summary))
         else:
             conds[c.DEGRADED] = (c.FALSE, c.NO_FAILURES, "")
@@ -245,9 +259,10 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
         marks = [
             m for m, key in (("capped", "capped"), ("synthetic judge", "syntheticJudge")) if fields.get(key)
         ]
-        fields["progress"] = "completed" + (
-            f" ({', '.join(marks)}: a smoke test, not a leaderboard score)" if marks else ""
-        )
+        notes = [f"{', '.join(marks)}: a smoke test, not a leaderboard score"] if marks else []
+        if unstored:
+            notes.append("results not stored")
+        fields["progress"] = "completed" + (f" ({'; '.join(notes)})" if notes else "")
         return
 
     if complete:  # exit 0 without a readable summary: the evaluator broke its contract

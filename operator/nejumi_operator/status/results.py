@@ -1,6 +1,7 @@
 """What a finished evaluator reports, read into the status: its summary (the pod's termination
-message), the scores, failures and usage that go into `status`, and why a completed run is no
-result (`NoScore`) or not a clean one (`Degraded`)."""
+message), the scores, failures and usage that go into `status`, the results it stored, and why a
+completed run is no result (`NoScore`) or not a clean one (`Degraded`: its scores, or its results
+not stored)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from nejumi_eval.api.v1alpha1 import conditions as c
-from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary
+from nejumi_eval.api.v1alpha1.status import ResultsStatus
+from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, StoredResults, Summary
 from nejumi_operator.status.observation import Termination
 from nejumi_operator.status.text import clip, readable, sentence
 
@@ -68,9 +70,46 @@ def summary_fields(summary: Summary) -> dict[str, Any]:
         "capped": summary.capped or any(b.capped for b in benchmarks),
         "syntheticJudge": summary.synthetic_judge or any(b.synthetic_judge for b in benchmarks),
         "resultsDir": summary.results_dir,
+        "results": results_fields(summary.results),
         "wandbRunPath": summary.wandb_run_path,
         "wandbRunUrl": _wandb_url(summary.wandb_run_path),
     }
+
+
+def results_fields(stored: StoredResults | None) -> dict[str, Any] | None:
+    """`status.results`: where the results of record are and the manifest that proves them complete
+    (the leaderboard's `--cluster` follows it). Counts only with a manifest: without one there is
+    nothing a reader would take."""
+    if stored is None:
+        return None
+    if not stored.stored:
+        return ResultsStatus(uri=stored.uri, stored=False).model_dump(by_alias=True, exclude_none=True)
+    status = ResultsStatus(
+        uri=stored.uri,
+        stored=True,
+        manifest_sha256=stored.manifest_sha256,
+        objects=stored.objects,
+        bytes=stored.bytes,
+    )
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def results_not_stored(summary: Summary) -> str | None:
+    """Why a completed evaluation's results are not in its store, and what to do (None: stored, or
+    no store). The scores stand; only the record is missing, and a rerun on the same workspace
+    costs no request: every answer and judgment is in the response cache."""
+    stored = summary.results
+    if stored is None or stored.stored:
+        return None
+    where = f"the workspace at {summary.results_dir}" if summary.results_dir else "the workspace"
+    why = sentence(stored.error or "no reason given").rstrip(".")
+    return (
+        f"the results were not stored in {stored.uri}: {why}. "
+        f"The scores stand, and the results are in {where}; to store them, run the evaluation again "
+        "on the same workspace (workspace.retain: true keeps the operator's PVC when the evaluation is "
+        "deleted; workspace.pvcName names an existing one): every answer and judgment comes from the "
+        "response cache, so no model or judge request is sent"
+    )
 
 
 def _has_number(b: BenchmarkSummary) -> bool:

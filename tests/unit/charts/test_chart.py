@@ -20,6 +20,7 @@ import yaml
 import nejumi_operator.__main__ as operator_main
 from nejumi_eval.api.v1alpha1.crd import CRD_PATH
 from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL
+from nejumi_eval.api.v1alpha1.spec import ResultsSpec
 from nejumi_operator.settings import DEFAULT_COMMAND, DEFAULT_IMAGE, OperatorConfig
 from tests.support.helm import CHART, REPO, find, helm, set_args, template
 
@@ -565,3 +566,90 @@ def test_evaluator_image_bakes_prepared_data_at_its_searched_path() -> None:
     assert f"rm -rf {IMAGE_PREPARED_DIR}/raw" in prepare
     baked = next(i for i, (w, a) in enumerate(steps) if w == "RUN" and "jaster prepare" in a)
     assert baked < [w for w, _ in steps].index("ENTRYPOINT")
+
+
+# ---- the default results destination (issue 18) ---------------------------------------------------
+
+
+def test_no_default_results_without_a_uri(default_docs: list[dict[str, Any]], home: Path) -> None:
+    assert "NEJUMI_OPERATOR_RESULTS" not in env_of(default_docs)
+    # The other keys mean nothing without a uri: nothing is rendered for them either.
+    docs = template(home, "--set", "results.credentialsSecret=s3-creds", "--set", "results.region=eu-west-1")
+    assert "NEJUMI_OPERATOR_RESULTS" not in env_of(docs)
+    assert OperatorConfig.from_env(env_of(docs)).default_results is None
+
+
+def test_the_default_results_reach_the_evaluator_jobs(home: Path, tmp_path: Path) -> None:
+    from nejumi_operator.reconcile.job import build_job
+
+    values = {
+        "results": {
+            "uri": "s3://nejumi-results/cluster-a",
+            "endpoint": "https://minio.storage.svc:9000",
+            "region": "eu-1",
+            "credentialsSecret": "nejumi-s3",
+            "caBundleConfigMap": "store-ca",
+            "pathStyle": False,
+        }
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
+    env = env_of(template(home, "-f", str(tmp_path / "values.yaml")))
+    # Exactly a spec's `results` section, as JSON.
+    assert json.loads(env["NEJUMI_OPERATOR_RESULTS"]) == {
+        "uri": "s3://nejumi-results/cluster-a",
+        "endpoint": "https://minio.storage.svc:9000",
+        "region": "eu-1",
+        "credentialsSecretRef": {"name": "nejumi-s3"},
+        "caBundleRef": {"name": "store-ca", "key": "ca.crt"},
+        "pathStyle": False,
+    }
+    config = OperatorConfig.from_env(env)
+    assert (
+        config.default_results is not None and config.default_results.uri == "s3://nejumi-results/cluster-a"
+    )
+    job = build_job(
+        {"metadata": {"name": "e", "namespace": "team-a"}, "spec": {"model": {"name": "m"}}}, config
+    )
+    (c,) = job["spec"]["template"]["spec"]["containers"]
+    by_name = {e["name"]: e for e in c["env"]}
+    assert by_name["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "nejumi-s3",
+        "key": "AWS_SECRET_ACCESS_KEY",
+    }
+    assert by_name["NEJUMI_RESULTS_KEY"]["value"] == "team-a/e/1"
+    # Only the uri: the rest left out, not sent empty.
+    only = env_of(template(home, "--set", "results.uri=s3://nejumi-results"))
+    assert json.loads(only["NEJUMI_OPERATOR_RESULTS"]) == {"uri": "s3://nejumi-results"}
+    assert OperatorConfig.from_env(only).default_results == ResultsSpec(uri="s3://nejumi-results")
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"results.uri": "https://bucket/x"}, "/results/uri"),
+        ({"results.uri": "s3://Bucket"}, "/results/uri"),
+        ({"results.endpoint": "minio:9000"}, "/results/endpoint"),
+        ({"results.credentialsSecret": "Not_A_Name"}, "/results/credentialsSecret"),
+        ({"results.pathStyle": "yes"}, "/results/pathStyle"),
+        ({"results.secret": "x"}, "additional properties 'secret' not allowed"),
+    ],
+)
+def test_schema_rejects_bad_results_values(home: Path, values: dict[str, str], where: str) -> None:
+    out = helm(["template", "x", str(CHART), *set_args(values)], home, check=False)
+    assert out.returncode != 0, out.stdout
+    assert where in out.stderr, out.stderr
+
+
+def test_admission_policy_checks_the_results_endpoint(default_docs: list[dict[str, Any]]) -> None:
+    """The chart's CEL mirrors policy.key_destinations: a store without an endpoint is AWS S3."""
+    from nejumi_operator.policy import AWS_S3_HOST
+
+    (vap,) = find(default_docs, "ValidatingAdmissionPolicy")
+    variables = {v["name"]: v["expression"] for v in vap["spec"]["variables"]}
+    assert f"'{AWS_S3_HOST}'" in variables["resultsKeyHost"]
+    assert "object.spec.results.credentialsSecretRef" in variables["resultsKeyHost"]
+    (rule,) = [v for v in vap["spec"]["validations"] if "variables.resultsKeyHost ==" in v["expression"]]
+    assert (
+        "'spec.results.endpoint: the key pair in spec.results.credentialsSecretRef"
+        in rule["messageExpression"]
+    )

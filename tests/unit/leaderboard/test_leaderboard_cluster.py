@@ -57,7 +57,10 @@ def test_status_scores_rank_finished_evaluations_and_list_the_rest(objects: list
     assert ranked[0].runtime_seconds == pytest.approx(1800)
     # status only: no per-question data, so no interval at all (never a made-up one)
     assert all(e.overall_ci is None and e.benchmarks["jaster"].ci is None for e in ranked)
-    assert any("per-question data unavailable (the status names no stored results; no --workspace-root given)" in w for w in board.warnings)
+    assert any(
+        "per-question data unavailable (the status names no stored results; no --workspace-root given)" in w
+        for w in board.warnings
+    )
     states = {e.id: (e.state, e.status, e.reasons) for e in board.entries}
     assert states["team-a/smoke"] == ("excluded", "completed", ["capped (a smoke test)"])
     assert states["team-a/running"][:2] == ("excluded", "running")

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from nejumi_eval.api.v1alpha1.contract import RESULTS_CA_MOUNT
 from nejumi_eval.api.v1alpha1.names import LABEL_EVALUATION, LABEL_QUEUE
-from nejumi_eval.api.v1alpha1.spec import parse_spec
+from nejumi_eval.api.v1alpha1.spec import ResultsSpec, parse_spec
 from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile import job as builder
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
@@ -490,3 +491,152 @@ def test_the_operators_default_queue_applies_unless_the_spec_names_one() -> None
     own = build_job(evaluation({**API_SPEC, "queueName": "mine"}), queued)
     assert own["metadata"]["labels"][LABEL_QUEUE] == "mine"
     assert OperatorConfig.from_env({"NEJUMI_OPERATOR_DEFAULT_QUEUE_NAME": " q "}).default_queue_name == "q"
+
+
+# ---- the results of record (issue 18) --------------------------------------------------------------
+
+RESULTS = {
+    "uri": "s3://nejumi-results/team-a",
+    "endpoint": "https://minio.storage.svc:9000",
+    "credentialsSecretRef": {"name": "s3-creds", "secretAccessKeyKey": "secret"},
+    "caBundleRef": {"name": "store-ca", "key": "bundle.pem"},
+}
+DEFAULT_RESULTS = ResultsSpec.model_validate(
+    {"uri": "s3://platform-results", "credentialsSecretRef": {"name": "platform-s3"}}
+)
+
+
+def spec_results(job: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(env_of(job)["NEJUMI_SPEC"]["value"])["results"]
+
+
+def test_results_of_the_spec_reach_the_evaluator_by_reference() -> None:
+    job = build_job(evaluation({**API_SPEC, "results": RESULTS}, generation=4), CONFIG)
+    env = env_of(job)
+    # Its own key under the URI: a retried pod rewrites it, a new generation gets another.
+    assert env["NEJUMI_RESULTS_KEY"] == {"name": "NEJUMI_RESULTS_KEY", "value": "team-a/llama-eval/4"}
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "name": "AWS_ACCESS_KEY_ID",
+        "valueFrom": {"secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID"}},
+    }
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {
+        "secretKeyRef": {"name": "s3-creds", "key": "secret"}
+    }
+    assert "value" not in env["AWS_ACCESS_KEY_ID"] and "value" not in env["AWS_SECRET_ACCESS_KEY"]
+    # The CA bundle: that one key of the ConfigMap, read-only, and boto3 told where it is.
+    volumes = {v["name"]: v for v in pod_of(job)["volumes"]}
+    assert volumes["results-ca"] == {
+        "name": "results-ca",
+        "configMap": {"name": "store-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]},
+    }
+    assert container(job)["volumeMounts"][-1] == {
+        "name": "results-ca",
+        "mountPath": RESULTS_CA_MOUNT,
+        "readOnly": True,
+    }
+    assert (
+        env["AWS_CA_BUNDLE"]["value"]
+        == f"{RESULTS_CA_MOUNT}/bundle.pem"
+        == "/etc/nejumi/results-ca/bundle.pem"
+    )
+    assert (
+        parse_spec({**API_SPEC, "results": RESULTS}).results
+        == parse_spec({"model": {"name": "m"}, "results": spec_results(job)}).results
+    )
+
+
+def test_a_spec_without_a_uri_gets_the_operators_default_whole() -> None:
+    config = OperatorConfig(policy=Policy(enabled=False), default_results=DEFAULT_RESULTS)
+    job = build_job(evaluation(API_SPEC), config)
+    assert spec_results(job)["uri"] == "s3://platform-results"
+    assert spec_results(job)["credentialsSecretRef"]["name"] == "platform-s3"
+    env = env_of(job)
+    assert env["NEJUMI_RESULTS_KEY"]["value"] == "team-a/llama-eval/1"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {
+        "name": "platform-s3",
+        "key": "AWS_ACCESS_KEY_ID",
+    }
+    assert "AWS_CA_BUNDLE" not in env and "results-ca" not in [v["name"] for v in pod_of(job)["volumes"]]
+    # A spec naming its own destination replaces the default as a whole: none of its credentials.
+    own = {"uri": "s3://team-bucket/x", "endpoint": "http://minio.team-a.svc:9000"}
+    job = build_job(evaluation({**API_SPEC, "results": own}), config)
+    assert (
+        spec_results(job)["uri"] == "s3://team-bucket/x" and spec_results(job)["credentialsSecretRef"] is None
+    )
+    assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & env_of(job).keys()
+    assert env_of(job)["NEJUMI_RESULTS_KEY"]["value"] == "team-a/llama-eval/1"
+
+
+def test_no_results_env_without_a_destination() -> None:
+    job = build_job(evaluation(SECRETS_SPEC), CONFIG)
+    env = env_of(job)
+    assert (
+        not {"NEJUMI_RESULTS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CA_BUNDLE"} & env.keys()
+    )
+    assert spec_results(job)["uri"] is None
+    assert [v["name"] for v in pod_of(job)["volumes"]] == ["workspace", "tmp", "dshm"]
+
+
+def test_the_operators_evaluator_env_cannot_supply_store_keys() -> None:
+    from nejumi_eval.api.v1alpha1 import contract
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "NEJUMI_RESULTS_KEY"):
+        assert name in builder.RESERVED_ENV
+    assert contract.RESULTS_KEY_ENV == "NEJUMI_RESULTS_KEY"
+    leaky = {"AWS_ACCESS_KEY_ID": "AKIALEAK", "AWS_SECRET_ACCESS_KEY": "leak", "NEJUMI_RESULTS_KEY": "x/y/1"}
+    config = OperatorConfig(
+        policy=Policy(enabled=False), evaluator_env={**leaky, "AWS_CA_BUNDLE": "/etc/corp.pem"}
+    )
+    plain = env_of(build_job(evaluation(API_SPEC), config))
+    assert not leaky.keys() & plain.keys()
+    assert plain["AWS_CA_BUNDLE"]["value"] == "/etc/corp.pem"  # not a secret: the admin's CA stays
+    stored = [e for e in container(build_job(evaluation({**API_SPEC, "results": RESULTS}), config))["env"]]
+    names = [e["name"] for e in stored]
+    assert len(names) == len(set(names))  # one value per name: the spec's CA replaced the admin's
+    by_name = {e["name"]: e for e in stored}
+    assert "value" not in by_name["AWS_ACCESS_KEY_ID"] and "value" not in by_name["AWS_SECRET_ACCESS_KEY"]
+    assert by_name["NEJUMI_RESULTS_KEY"]["value"] == "team-a/llama-eval/1"
+    assert by_name["AWS_CA_BUNDLE"]["value"] == f"{RESULTS_CA_MOUNT}/bundle.pem"
+
+
+def test_the_results_ca_volume_passes_pod_security_restricted() -> None:
+    pod = pod_of(build_job(evaluation({**API_SPEC, "results": RESULTS}), CONFIG))
+    # configMap is one of the volume types `restricted` allows
+    assert all(
+        set(v) - {"name"} <= {"emptyDir", "persistentVolumeClaim", "configMap"} for v in pod["volumes"]
+    )
+
+
+def test_default_results_setting() -> None:
+    assert OperatorConfig.from_env({}).default_results is None
+    assert OperatorConfig.from_env({"NEJUMI_OPERATOR_RESULTS": ""}).default_results is None
+    raw = {
+        "uri": "s3://platform-results/x",
+        "endpoint": "https://minio.storage.svc:9000",
+        "region": "eu-1",
+        "credentialsSecretRef": {"name": "platform-s3"},
+        "caBundleRef": {"name": "store-ca", "key": "ca.crt"},
+        "pathStyle": False,
+    }
+    config = OperatorConfig.from_env({"NEJUMI_OPERATOR_RESULTS": json.dumps(raw)})
+    assert config.default_results == ResultsSpec.model_validate(raw)
+    # exactly a spec's `results` section: what it dumps, it reads back
+    dumped = config.default_results.model_dump(mode="json", by_alias=True, exclude_none=True)
+    assert OperatorConfig.from_env({"NEJUMI_OPERATOR_RESULTS": json.dumps(dumped)}) == config
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("s3://bucket", "not valid JSON"),
+        ('["s3://bucket"]', "expected a JSON dict"),
+        ("{}", "uri is required"),
+        ('{"uri": "https://bucket"}', "uri: String should match pattern"),
+        ('{"uri": "s3://bucket", "credentialsSecret": "x"}', "credentialsSecret: Extra inputs"),
+        ('{"uri": "s3://bucket", "endpoint": "minio:9000"}', "results.endpoint: an http(s) URL"),
+    ],
+)
+def test_a_bad_default_results_setting_stops_the_operator(raw: str, message: str) -> None:
+    with pytest.raises(SettingsError, match="NEJUMI_OPERATOR_RESULTS") as caught:
+        OperatorConfig.from_env({"NEJUMI_OPERATOR_RESULTS": raw})
+    assert message in str(caught.value), caught.value

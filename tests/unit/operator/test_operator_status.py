@@ -6,13 +6,14 @@ import json
 from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
-from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary, Usage
+from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, StoredResults, Summary, Usage
 from nejumi_operator.status import (
     Observation,
     Termination,
     last_termination,
     reduce_status,
     status_patch,
+    transitions,
 )
 
 T0, T1, T2 = "2025-01-01T00:00:00Z", "2025-01-01T00:10:00Z", "2025-01-01T00:20:00Z"
@@ -221,3 +222,72 @@ def test_summary_with_a_null_average_parses() -> None:
     assert cond(st, "Succeeded")["status"] == "True"
     assert st["scores"]["benchmarks"]["jaster"] == {"categories": {"NLI": None}}
     assert "overall" not in st["scores"]
+
+
+# ---- the results of record (issue 18) --------------------------------------------------------------
+
+URI = "s3://nejumi-results/team-a/team-a/e/1/"
+SHA = "sha256:" + "ab" * 32
+
+
+def completed(**kw: Any) -> dict[str, Any]:
+    term = Termination(exit_code=0, message=summary(**kw), reason="Completed", finished_at=T1)
+    return reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
+
+
+def test_stored_results_are_named_in_status() -> None:
+    stored = StoredResults(uri=URI, stored=True, manifest_sha256=SHA, objects=5, bytes=12345, uploaded=5)
+    st = completed(results=stored)
+    assert st["results"] == {"uri": URI, "stored": True, "manifestSha256": SHA, "objects": 5, "bytes": 12345}
+    assert (st["phase"], st["reason"]) == ("Succeeded", "EvaluationCompleted")
+    assert (
+        cond(st, "Degraded")["status"] == "False"
+        and st["progress"] == "completed (capped: a smoke test, not a leaderboard score)"
+    )
+    assert "results" not in completed()  # no store, nothing said
+
+
+def test_results_not_stored_degrade_a_success_that_stands() -> None:
+    lost = StoredResults(
+        uri=URI, stored=False, error="s3://nejumi-results/team-a: the store is unreachable (timed out)."
+    )
+    st = completed(results=lost, benchmarks={"jaster": BenchmarkSummary(avg=0.6, samples=2)})
+    assert st["results"] == {"uri": URI, "stored": False}  # no manifest, no counts
+    assert st["phase"] == "Succeeded" and cond(st, "Succeeded")["status"] == "True"  # the scores stand
+    assert st["scores"]["overall"] == 0.55
+    degraded = cond(st, "Degraded")
+    assert (degraded["status"], degraded["reason"]) == ("True", "ResultsNotStored")
+    assert (st["reason"], st["message"]) == ("ResultsNotStored", degraded["message"])
+    assert degraded["message"] == (
+        f"the results were not stored in {URI}: s3://nejumi-results/team-a: the store is unreachable "
+        "(timed out). The scores stand, and the results are in the workspace at /workspace/results/m-1; "
+        "to store them, run the evaluation again on the same workspace (workspace.retain: true keeps the "
+        "operator's PVC when the evaluation is deleted; workspace.pvcName names an existing one): every "
+        "answer and judgment comes from the response cache, so no model or judge request is sent"
+    )
+    assert st["progress"] == "completed (results not stored)"
+    assert st["degraded"] is False and st["overallDisplay"] == "0.5500"  # the scores' flag, still clean
+    was_running = reduce_status({}, obs(job=job(active=1), pods=[RUNNING_POD]), at=T0)
+    (event,) = transitions(was_running, st)
+    assert (event.type, event.reason) == ("Normal", "Succeeded")
+    assert event.message.startswith(
+        "ResultsNotStored (Overall 0.5500, jaster 0.6000): the results were not stored"
+    )
+
+
+def test_results_not_stored_win_over_degraded_scores_and_the_message_says_both() -> None:
+    jaster = BenchmarkSummary(avg=0.4, categories={}, scores={}, samples=2, failures=3, degraded=True)
+    lost = StoredResults(uri=URI, stored=False, error="AccessDenied")
+    st = completed(degraded=True, benchmarks={"jaster": jaster}, results=lost, results_dir=None)
+    degraded = cond(st, "Degraded")
+    assert (degraded["status"], degraded["reason"], st["reason"]) == (
+        "True",
+        "ResultsNotStored",
+        "ResultsNotStored",
+    )
+    assert degraded["message"].startswith(f"the results were not stored in {URI}: AccessDenied. ")
+    assert "the results are in the workspace;" in degraded["message"]  # no resultsDir to name
+    assert degraded["message"].endswith(
+        "The scores are also degraded: jaster: 3 failed requests, 0 of 2 unscorable"
+    )
+    assert st["degraded"] is True and st["overallDisplay"] == "0.5500 (degraded)"

@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from nejumi_eval.api.v1alpha1.spec import parse_spec
-from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, Policy, host_matches, secret_refs
+from nejumi_operator.policy import (
+    AWS_S3_HOST,
+    DEFAULT_KEY_HOSTS,
+    LABEL_USABLE_BY_EVALUATIONS,
+    Policy,
+    host_matches,
+    key_destinations,
+    secret_refs,
+)
 from nejumi_operator.reconcile.job import InvalidEvaluation, validate
 from nejumi_operator.reconcile.ownership import Claim, claim
 
@@ -133,3 +141,65 @@ def test_api_key_env_is_refused_in_the_cluster(field: str) -> None:
     parse_spec(spec)  # a local run may name one
     with pytest.raises(InvalidEvaluation, match=r"apiKeyEnv is for local runs"):
         validate(spec)
+
+
+def results_spec(**results: Any) -> Any:
+    return parse_spec({"model": {"name": "m"}, "results": {"uri": "s3://nejumi-results/x", **results}})
+
+
+S3_KEYS = {"name": "s3-creds"}
+
+
+def test_a_results_store_is_a_key_destination_only_with_credentials() -> None:
+    minio = results_spec(endpoint="https://minio.storage.svc:9000", credentialsSecretRef=S3_KEYS)
+    assert key_destinations(minio) == [
+        ("spec.results.endpoint", "https://minio.storage.svc:9000", "s3-creds")
+    ]
+    # No endpoint: AWS S3, whatever the region.
+    aws = results_spec(region="eu-west-1", credentialsSecretRef=S3_KEYS)
+    assert key_destinations(aws) == [("spec.results.endpoint", f"https://{AWS_S3_HOST}", "s3-creds")]
+    assert AWS_S3_HOST == "s3.amazonaws.com" and AWS_S3_HOST in DEFAULT_KEY_HOSTS
+    # No credentials in the spec, nothing of the cluster's is sent: any endpoint may be named.
+    assert key_destinations(results_spec(endpoint="http://attacker.example:9000")) == []
+    assert key_destinations(parse_spec({"model": {"name": "m"}})) == []
+
+
+def test_a_store_key_goes_only_to_an_allowed_host() -> None:
+    policy = Policy()
+    assert policy.violations(results_spec(credentialsSecretRef=S3_KEYS)) == []  # AWS S3
+    assert (
+        policy.violations(results_spec(endpoint="http://minio.team-a.svc:9000", credentialsSecretRef=S3_KEYS))
+        == []
+    )
+    assert policy.violations(results_spec(endpoint="http://attacker.example:9000")) == []
+    (problem,) = policy.violations(
+        results_spec(endpoint="http://attacker.example:9000", credentialsSecretRef=S3_KEYS)
+    )
+    assert problem.startswith(
+        "spec.results.endpoint: the key in Secret s3-creds may not be sent to 'attacker.example'"
+    )
+    assert "policy.keyHosts (allowed: " in problem
+    # `*.amazonaws.com` is not AWS S3: anyone's EC2 instance or load balancer answers there.
+    ec2 = results_spec(
+        endpoint="https://ec2-203-0-113-9.compute-1.amazonaws.com", credentialsSecretRef=S3_KEYS
+    )
+    assert len(policy.violations(ec2)) == 1
+    # A regional endpoint named explicitly is allowed only when the admin lists it.
+    regional = results_spec(endpoint="https://s3.eu-west-1.amazonaws.com", credentialsSecretRef=S3_KEYS)
+    assert len(policy.violations(regional)) == 1
+    assert Policy(key_hosts=["s3.eu-west-1.amazonaws.com"]).violations(regional) == []
+    # An admin who removes AWS S3 from keyHosts refuses it too.
+    assert len(Policy(key_hosts=["*.svc"]).violations(results_spec(credentialsSecretRef=S3_KEYS))) == 1
+
+
+def test_a_store_secret_needs_consent_like_any_other() -> None:
+    spec = results_spec(credentialsSecretRef={"name": "platform-s3", "accessKeyIdKey": "id"})
+    assert secret_refs(spec) == [("spec.results.credentialsSecretRef", "platform-s3")]
+    (problem,) = Policy().secret_problems(spec, {"platform-s3": {}}.get)
+    assert problem.startswith(
+        "spec.results.credentialsSecretRef: Secret platform-s3 is not usable by evaluations"
+    )
+    assert Policy().secret_problems(spec, {"platform-s3": {LABEL_USABLE_BY_EVALUATIONS: "true"}}.get) == []
+    assert Policy(usable_secrets=["platform-s3"]).secret_problems(spec, {"platform-s3": {}}.get) == []
+    # The operator's default destination is not the spec's: its Secret is the admin's to name.
+    assert secret_refs(parse_spec({"model": {"name": "m"}})) == []

@@ -22,7 +22,9 @@ with the reason it is not running: queued, unschedulable, a missing Secret, an i
 SUCCEEDED = "Succeeded"
 """The evaluation finished: True with scores, False with a failure reason, Unknown while in progress."""
 DEGRADED = "Degraded"
-"""Some requests failed after retries, so the scores are not clean (True), or all went through (False)."""
+"""A finished evaluation is not clean (True): some requests failed after retries or judgments were
+invalid, so the scores are not clean, or the results of record were not stored (`spec.results`);
+False: all went through and everything was stored."""
 CONDITION_TYPES = (ACCEPTED, RUNNING, SUCCEEDED, DEGRADED)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
@@ -85,6 +87,12 @@ NO_SCORE = "NoScore"
 REQUEST_FAILURES = "RequestFailures"
 INVALID_JUDGMENTS = "InvalidJudgments"
 """Degraded because scorer units (judgments) were invalid above the protocol's threshold."""
+RESULTS_NOT_STORED = "ResultsNotStored"
+"""Degraded because the upload to `results.uri` failed after its retries: the scores stand (Succeeded
+stays True) and the results are in the workspace, but not in the store the leaderboard reads; a
+rerun on the same workspace stores them from the response cache, without a model or judge request.
+The reason wins over the scores' own Degraded reasons (the message names both): it is the one a
+person must act on for the evaluation to count."""
 NO_FAILURES = "NoFailures"
 NOT_EVALUATED = "NotEvaluated"
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
@@ -32,7 +32,7 @@ STARTED = "started.json"
 """Written by the evaluator's preflight: the key is writable, an evaluation started there."""
 SHA256_METADATA = "sha256"
 """User metadata key (`x-amz-meta-sha256`) of an uploaded object: its hex sha256."""
-MANIFEST_KIND = "NejumiResults"
+MANIFEST_KIND: Final = "NejumiResults"
 
 _URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 
