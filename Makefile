@@ -21,9 +21,10 @@ demo: setup-demo
 	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
-bench: setup browser
+bench: setup browser versitygw-bin
 	$(BIN)/python -m tests.bench.run_bench
 	$(BIN)/python -m tests.bench.leaderboard_bench
+	$(BIN)/python -m tests.bench.store_bench
 
 ## The NejumiEvaluation CRD, generated from the spec model (crd-check: CI fails on drift).
 ## The chart ships a byte-identical copy in charts/nejumi-operator/crds/ (crd-check fails on a difference).
@@ -81,6 +82,24 @@ $(KUEUE_BIN_DIR)/kueue:
 	  | awk '$$1 == "mod" && $$2 == "sigs.k8s.io/kueue" && $$3 == "$(KUEUE_VERSION)" {ok = 1} END {exit !ok}'
 	rm -rf $(KUEUE_BIN_DIR) && mv $(KUEUE_BIN_DIR).tmp $(KUEUE_BIN_DIR)
 
+## versitygw, the real S3 server (over a local folder) of tests/support/s3.py, built from source
+## with Go (no-op when present; cold ~1 min on 2 cores, plus module download).
+VERSITYGW_VERSION := v1.8.0
+VERSITYGW_BIN_DIR := .cache/versitygw-bin/$(VERSITYGW_VERSION)
+# tests/support/s3.py finds the binary through this (and falls back to the same folder itself).
+export NEJUMI_VERSITYGW := $(abspath $(VERSITYGW_BIN_DIR))/versitygw
+.PHONY: versitygw-bin
+versitygw-bin: $(VERSITYGW_BIN_DIR)/versitygw
+
+$(VERSITYGW_BIN_DIR)/versitygw:
+	@echo "building versitygw $(VERSITYGW_VERSION) into $(VERSITYGW_BIN_DIR) (cold: ~1 min)"
+	rm -rf $(VERSITYGW_BIN_DIR).tmp && mkdir -p $(VERSITYGW_BIN_DIR).tmp
+	GOBIN=$(abspath $(VERSITYGW_BIN_DIR)).tmp GOTOOLCHAIN=local CGO_ENABLED=0 $(GO) install -trimpath \
+	  -ldflags "-s -w" github.com/versity/versitygw/cmd/versitygw@$(VERSITYGW_VERSION)
+	$(GO) version -m $(VERSITYGW_BIN_DIR).tmp/versitygw \
+	  | awk '$$1 == "mod" && $$2 == "github.com/versity/versitygw" && $$3 == "$(VERSITYGW_VERSION)" {ok = 1} END {exit !ok}'
+	rm -rf $(VERSITYGW_BIN_DIR) && mv $(VERSITYGW_BIN_DIR).tmp $(VERSITYGW_BIN_DIR)
+
 ## Chromium for tests/e2e/test_leaderboard_html.py (the HTML leaderboard in a real headless
 ## browser) and Japanese fonts, from Debian (root; `apt-get update` first). No-op when installed.
 BROWSER_PKGS := chromium chromium-driver fonts-noto-cjk
@@ -119,7 +138,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
-test: setup k8s-bin helm-bin kueue-bin browser
+test: setup k8s-bin helm-bin kueue-bin versitygw-bin browser
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).
