@@ -3,7 +3,8 @@ real control plane (operator → Job → evaluator pod → status), each key rea
 see it), and then nothing readable besides the Secrets themselves contains any of them: not the
 resource, its status, Jobs, pods, ConfigMaps, Events, ServiceAccounts or Roles, not the operator's
 log, not the pod's log or termination message, not the workspace (results, W&B offline files, the
-response cache, server logs)."""
+response cache, server logs), not the results store (the keys of a real S3 server, used to store the
+results: nothing stored there contains any key either)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.integration.test_status_truth import HANDLERS, Recorder
 from tests.support.kube import apply_crd, delete_crd, kubectl
 from tests.support.kube import create_evaluation as create
+from tests.support.s3 import S3Server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -57,6 +59,7 @@ def test_no_api_key_appears_anywhere_but_its_secret(
     node_agent: NodeAgent,
     operator_env: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    s3_server: S3Server,
 ) -> None:
     keys = {name: f"sk-nejumi-{name}-{secrets.token_hex(12)}" for name in ("model", "judge", "wandb")}
     core = CoreV1Api(k8s_client)
@@ -65,6 +68,21 @@ def test_no_api_key_appears_anywhere_but_its_secret(
         core.create_namespaced_secret(
             namespace, {"metadata": {"name": f"{name}-key", "labels": consent}, "stringData": {"k": key}}
         )
+    # The results store's key pair: a user of a real S3 server who may write the bucket.
+    s3_server.make_bucket("leak-check")
+    store_user = s3_server.add_user(f"store-{secrets.token_hex(6)}")
+    s3_server.allow("leak-check", store_user, ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"])
+    keys["store-id"], keys["store-secret"] = store_user.access_key, store_user.secret_key
+    core.create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": "store-key", "labels": consent},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": store_user.access_key,
+                "AWS_SECRET_ACCESS_KEY": store_user.secret_key,
+            },
+        },
+    )
     # One more key that never consented: the operator reads its labels (metadata only) and refuses.
     keys["unconsented"] = f"sk-nejumi-unconsented-{secrets.token_hex(12)}"
     core.create_namespaced_secret(
@@ -104,6 +122,11 @@ def test_no_api_key_appears_anywhere_but_its_secret(
                 "project": "leak-check",
                 "apiKeySecretRef": ref("wandb"),
             },
+            "results": {
+                "uri": "s3://leak-check/x",
+                "endpoint": s3_server.endpoint,
+                "credentialsSecretRef": {"name": "store-key"},
+            },
             "resources": {"gpus": 0},
         }
         create(k8s_client, namespace, "leak-check", spec)
@@ -117,6 +140,7 @@ def test_no_api_key_appears_anywhere_but_its_secret(
     assert model.authorizations == {f"Bearer {keys['model']}"}
     assert judge.authorizations == {f"Bearer {keys['judge']}"}
     assert status.get("wandbRunPath"), status
+    assert status["results"]["stored"] is True, status  # the store accepted the key pair
 
     needles = list(keys.values())
     dump = kubectl(kubeconfig, "get", KINDS, "-n", namespace, "-o", "yaml")
@@ -134,3 +158,5 @@ def test_no_api_key_appears_anywhere_but_its_secret(
     results = list(volume.glob("results/*/summary.json"))
     assert results and list(volume.rglob("*.wandb")), sorted(str(p) for p in volume.rglob("*"))[:20]
     assert files_containing(volume, needles) == []
+    assert list(s3_server.data_dir.rglob("manifest.json")), sorted(s3_server.data_dir.rglob("*"))
+    assert files_containing(s3_server.data_dir, needles) == []
