@@ -100,6 +100,28 @@ $(VERSITYGW_BIN_DIR)/versitygw:
 	  | awk '$$1 == "mod" && $$2 == "github.com/versity/versitygw" && $$3 == "$(VERSITYGW_VERSION)" {ok = 1} END {exit !ok}'
 	rm -rf $(VERSITYGW_BIN_DIR) && mv $(VERSITYGW_BIN_DIR).tmp $(VERSITYGW_BIN_DIR)
 
+## kstatus for tests/support/kstatus.py, built with Go from tests/kstatus/ (a small command).
+## It is sigs.k8s.io/cli-utils/pkg/kstatus, the library Flux and Helm 4's --wait read health with,
+## so the tests ask the real library what it makes of an evaluation, not a copy of its rules. No-op
+## when present (cold ~30 s on 2 cores, plus module download); the version is tests/kstatus/go.mod's,
+## and an edit of the command rebuilds it.
+KSTATUS_MOD := tests/kstatus
+KSTATUS_VERSION := $(shell awk '$$1 == "sigs.k8s.io/cli-utils" && $$2 ~ /^v/ {print $$2; exit}' $(KSTATUS_MOD)/go.mod)
+KSTATUS_BIN_DIR := .cache/kstatus-bin/$(KSTATUS_VERSION)
+# tests/support/kstatus.py finds the binary through this (and falls back to the same folder itself).
+export NEJUMI_KSTATUS := $(abspath $(KSTATUS_BIN_DIR))/kstatus
+.PHONY: kstatus-bin
+kstatus-bin: $(KSTATUS_BIN_DIR)/kstatus
+
+$(KSTATUS_BIN_DIR)/kstatus: $(KSTATUS_MOD)/main.go $(KSTATUS_MOD)/go.mod $(KSTATUS_MOD)/go.sum
+	@echo "building kstatus (cli-utils $(KSTATUS_VERSION)) into $(KSTATUS_BIN_DIR) (cold: ~30 s)"
+	rm -rf $(KSTATUS_BIN_DIR).tmp && mkdir -p $(KSTATUS_BIN_DIR).tmp
+	cd $(KSTATUS_MOD) && GOTOOLCHAIN=local CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
+	  -ldflags "-s -w" -o $(abspath $(KSTATUS_BIN_DIR)).tmp/kstatus .
+	$(GO) version -m $(KSTATUS_BIN_DIR).tmp/kstatus \
+	  | awk '$$1 == "dep" && $$2 == "sigs.k8s.io/cli-utils" && $$3 == "$(KSTATUS_VERSION)" {ok = 1} END {exit !ok}'
+	rm -rf $(KSTATUS_BIN_DIR) && mv $(KSTATUS_BIN_DIR).tmp $(KSTATUS_BIN_DIR)
+
 ## Chromium for tests/e2e/test_leaderboard_html.py (the HTML leaderboard in a real headless
 ## browser) and Japanese fonts, from Debian (root; `apt-get update` first). No-op when installed.
 BROWSER_PKGS := chromium chromium-driver fonts-noto-cjk
@@ -138,11 +160,11 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
-test: setup k8s-bin helm-bin kueue-bin versitygw-bin browser
+test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin browser
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).
-unit: setup helm-bin
+unit: setup helm-bin kstatus-bin
 	$(BIN)/pytest -q tests/unit
 
 ## ruff (lint + format) and mypy over the product (`[tool.mypy]` in pyproject.toml); CI runs it.
