@@ -3,8 +3,10 @@
 What the operator sees (the Job, its pods with their container states, the Job's events, the
 evaluator container's last termination with its message = the evaluator's `Summary` JSON, or a
 spec it cannot run) becomes the whole `status`: four conditions (set from the first visit on),
-the phase derived from them, the reason and message of the condition that decides the phase, and
-scores, failures, usage and runtimes from the summary. `lastTransitionTime` changes only when a
+the phase derived from them, the reason and message of the condition that decides the phase, the
+conditions kstatus reads (Ready, Reconciling, Stalled: `conditions.kstatus_conditions`, derived from
+the four), and scores, failures, usage and runtimes from the summary. Every condition and
+`observedGeneration` name the generation observed. `lastTransitionTime` changes only when a
 condition's status does, so writing the same observation twice is a no-op.
 
 In progress, the Running condition says what the evaluator is doing, from the most specific
@@ -26,7 +28,7 @@ The Job's `active` count is not evidence of running: it counts pending pods too.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
@@ -368,22 +370,6 @@ def _never_backwards(old: Mapping[str, Any], conds: Conds, fields: Mapping[str, 
         conds[c.RUNNING] = (c.TRUE, str(previous.get("reason")), str(previous.get("message") or ""))
 
 
-def _deciding(conditions: Sequence[Mapping[str, Any]], phase: str) -> Mapping[str, Any] | None:
-    """The condition whose reason and message explain `phase`."""
-    if phase == c.PHASE_SUCCEEDED:
-        degraded = c.find(conditions, c.DEGRADED)
-        if degraded and degraded.get("status") == c.TRUE:
-            return degraded
-        return c.find(conditions, c.SUCCEEDED)
-    if phase == c.PHASE_FAILED:
-        return c.find(conditions, c.SUCCEEDED)
-    if phase == c.PHASE_PENDING:
-        accepted = c.find(conditions, c.ACCEPTED)
-        if accepted and accepted.get("status") != c.TRUE:
-            return accepted
-    return c.find(conditions, c.RUNNING)
-
-
 def reduce_status(old: Mapping[str, Any] | None, obs: Observation, at: str | None = None) -> dict[str, Any]:
     """The new `status` (camelCase JSON, no nulls) for observation `obs`, given the current one."""
     old = old or {}
@@ -391,25 +377,28 @@ def reduce_status(old: Mapping[str, Any] | None, obs: Observation, at: str | Non
     stamp = at or now()
     observed, fields = _observe(obs)
     _never_backwards(old, observed, fields)
-    conditions = []
-    for type_ in c.CONDITION_TYPES:
-        status, reason, message = observed[type_]
+
+    def condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
         previous = old_conds.get(type_)
         same = (
             previous is not None and previous.get("status") == status and previous.get("lastTransitionTime")
         )
-        conditions.append(
-            {
-                "type": type_,
-                "status": status,
-                "reason": reason,
-                "message": message,
-                "lastTransitionTime": previous["lastTransitionTime"] if same else stamp,  # type: ignore[index]
-                "observedGeneration": obs.generation,
-            }
-        )
+        return {
+            "type": type_,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": previous["lastTransitionTime"] if same else stamp,  # type: ignore[index]
+            "observedGeneration": obs.generation,
+        }
+
+    conditions = [condition(type_, *observed[type_]) for type_ in c.OBSERVED_TYPES]
+    derived = c.kstatus_conditions(
+        {"conditions": conditions, "observedGeneration": obs.generation}, obs.generation
+    )
+    conditions += [condition(type_, *derived[type_]) for type_ in c.KSTATUS_TYPES]
     phase = c.phase_of(conditions)
-    deciding = _deciding(conditions, phase) or {}
+    deciding = c.deciding(conditions, phase) or {}
     overall = (fields.get("scores") or {}).get("overall")
     doc = {
         **fields,

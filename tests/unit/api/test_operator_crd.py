@@ -64,9 +64,11 @@ def test_schema_is_structural(version: dict[str, Any]) -> None:
     for path, node in walk(schema):
         if path.endswith(".properties") or path.endswith("x-kubernetes-validations"):
             continue  # property-name maps and rule lists, not schema nodes
-        if "rule" in node:
+        if "rule" in node or path.endswith(".default"):
             continue
-        assert not forbidden & node.keys(), f"{path}: {forbidden & node.keys()}"
+        # No defaults (the evaluator applies the spec's), but one: an unwritten status (kstatus).
+        allowed = {"default"} if path == ".properties.status" else set()
+        assert not (forbidden - allowed) & node.keys(), f"{path}: {forbidden & node.keys()}"
         untyped = node.get("x-kubernetes-preserve-unknown-fields") or node.get("x-kubernetes-int-or-string")
         assert "type" in node or untyped, f"{path}: no type"
         if node.get("type") == "object":
@@ -111,6 +113,14 @@ def test_cel_rules_each_have_a_message(version: dict[str, Any]) -> None:
         "model.endpoint is required when model.source is openai-compatible",
         "model.endpoint is only valid when model.source is openai-compatible",
     }
+
+
+def test_an_unwritten_status_reads_as_not_observed(version: dict[str, Any]) -> None:
+    """Before the operator's first write the API server fills in `observedGeneration: 0` (on read,
+    nothing stored): kstatus reads generation 1 > 0 as InProgress, never a bare object as Current."""
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert status["default"] == crd.UNOBSERVED_STATUS == {"observedGeneration": 0}
+    assert status["properties"]["observedGeneration"]["minimum"] == 0
 
 
 def test_status_schema_and_printer_columns(version: dict[str, Any]) -> None:

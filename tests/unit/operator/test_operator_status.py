@@ -74,7 +74,15 @@ def test_success_summary_gives_scores_and_succeeded() -> None:
     term = Termination(exit_code=0, message=summary(), reason="Completed", finished_at=T1)
     st = reduce_status({}, obs(job=job(done="Complete"), termination=term), at=T2)
     assert st["phase"] == "Succeeded" and st["observedGeneration"] == 1
-    assert [x["type"] for x in st["conditions"]] == ["Accepted", "Running", "Succeeded", "Degraded"]
+    assert [x["type"] for x in st["conditions"]] == [
+        "Accepted",
+        "Running",
+        "Succeeded",
+        "Degraded",
+        "Ready",
+        "Reconciling",
+        "Stalled",
+    ]
     assert cond(st, "Succeeded") | {"message": ""} == {
         "type": "Succeeded",
         "status": "True",

@@ -1,7 +1,11 @@
 """Condition types, reasons and phases: the status API (one module, named constants only).
 
-Types name states and never change meaning. All four are set on first visit (`Unknown` is fine).
-`phase` exists for `kubectl get` only and is derived from the conditions (`phase_of`).
+Types name states and never change meaning. All are set on first visit (`Unknown` is fine). The
+operator observes four (Accepted, Running, Succeeded, Degraded); the rest is derived from them here,
+so every reader (the reducer, kubectl, GitOps tools) gets one answer: `phase` for `kubectl get`
+(`phase_of`), and the conditions kstatus reads (`kstatus_conditions`: Ready, Reconciling, Stalled),
+which is how Flux, Helm 4's `--wait` and `kubectl wait --for=condition=Ready` tell a running
+evaluation from a finished or failed one.
 """
 
 from __future__ import annotations
@@ -25,7 +29,25 @@ DEGRADED = "Degraded"
 """A finished evaluation is not clean (True): some requests failed after retries or judgments were
 invalid, so the scores are not clean, or the results of record were not stored (`spec.results`);
 False: all went through and everything was stored."""
-CONDITION_TYPES = (ACCEPTED, RUNNING, SUCCEEDED, DEGRADED)
+OBSERVED_TYPES = (ACCEPTED, RUNNING, SUCCEEDED, DEGRADED)
+"""The conditions the reducer sets from what it observes."""
+READY = "Ready"
+"""kstatus: True only when the evaluation of the current generation succeeded (Succeeded=True; a
+degraded success stays Ready, with Degraded=True); False otherwise, with the reason and message of
+what decides the phase (queued, pending, running, failed…). `kubectl wait --for=condition=Ready`."""
+RECONCILING = "Reconciling"
+"""kstatus ("abnormal-true"): True while the evaluation is under way (Queued, Pending, Running,
+finishing, retrying) or a new generation is not observed yet, with what it is doing; False once
+finished. kstatus reads True as InProgress."""
+STALLED = "Stalled"
+"""kstatus ("abnormal-true"): True when the evaluation failed (phase Failed), with the failure
+reason (InvalidSpec, NoScore, SecretNotUsable, NameConflict, DeadlineExceeded…); kstatus reads it as
+Failed. False otherwise: a pod that cannot start yet (Unschedulable, a missing Secret) is Pending,
+not stalled, since it starts once the cause is fixed."""
+KSTATUS_TYPES = (READY, RECONCILING, STALLED)
+"""The conditions derived from the observed ones (`kstatus_conditions`), in the kstatus convention
+(sigs.k8s.io/cli-utils/pkg/kstatus)."""
+CONDITION_TYPES = (*OBSERVED_TYPES, *KSTATUS_TYPES)
 
 TRUE, FALSE, UNKNOWN = "True", "False", "Unknown"
 
@@ -95,6 +117,9 @@ The reason wins over the scores' own Degraded reasons (the message names both): 
 person must act on for the evaluation to count."""
 NO_FAILURES = "NoFailures"
 NOT_EVALUATED = "NotEvaluated"
+LATEST_GENERATION_NOT_OBSERVED = "LatestGenerationNotObserved"
+"""The status describes an earlier generation than `metadata.generation` (a spec edit the operator
+has not taken up yet): not Ready, Reconciling. kstatus's own reason for the same state."""
 
 PENDING_PROBLEMS = (
     SECRET_NOT_FOUND,
@@ -105,6 +130,34 @@ PENDING_PROBLEMS = (
     CONTAINER_WAITING,
 )
 """Running=False reasons that need someone to act (a Warning Event is posted for each)."""
+
+UNDER_WAY_REASONS = (
+    JOB_NOT_FOUND,
+    *BEFORE_JOB_WAITS,
+    *QUEUED_REASONS,
+    JOB_PENDING,
+    POD_STARTING,
+    RETRYING,
+    *(reason for reason in PENDING_PROBLEMS if reason not in BEFORE_JOB_WAITS),
+    JOB_RUNNING,
+    FINISHING,
+)
+"""Reasons of an evaluation under way (Queued, Pending, Running: the Running condition's, or
+Accepted's before the Job exists): Ready=False and Reconciling=True with it."""
+FAILURE_REASONS = (
+    INVALID_SPEC,
+    NAME_CONFLICT,
+    SECRET_NOT_USABLE,
+    JOB_REJECTED,
+    INFRASTRUCTURE_FAILURE,
+    EVALUATOR_ERROR,
+    JOB_FAILED,
+    DEADLINE_EXCEEDED,
+    NO_SCORE,
+)
+"""Succeeded=False reasons (phase Failed): Ready=False and Stalled=True with it."""
+DEGRADED_REASONS = (REQUEST_FAILURES, INVALID_JUDGMENTS, RESULTS_NOT_STORED)
+"""Degraded=True reasons: a success that is not clean, still Ready."""
 
 EXIT_CODE_REASONS = {EXIT_CONFIG: INVALID_SPEC, EXIT_INFRA: INFRASTRUCTURE_FAILURE}
 """`nejumi-eval` exit code → Succeeded=False reason (see nejumi_eval.errors); any other: EVALUATOR_ERROR."""
@@ -144,6 +197,66 @@ def phase_of(conditions: Sequence[Mapping[str, Any]]) -> str:
     if running and running.get("reason") in QUEUED_REASONS:
         return PHASE_QUEUED
     return PHASE_PENDING
+
+
+def deciding(conditions: Sequence[Mapping[str, Any]], phase: str) -> Mapping[str, Any] | None:
+    """The condition whose reason and message explain `phase` (`status.reason`/`message`): Degraded
+    for a degraded success, Succeeded once finished, Accepted before the Job exists, else Running."""
+    if phase == PHASE_SUCCEEDED:
+        degraded = find(conditions, DEGRADED)
+        if degraded and degraded.get("status") == TRUE:
+            return degraded
+        return find(conditions, SUCCEEDED)
+    if phase == PHASE_FAILED:
+        return find(conditions, SUCCEEDED)
+    if phase == PHASE_PENDING:
+        accepted = find(conditions, ACCEPTED)
+        if accepted and accepted.get("status") != TRUE:
+            return accepted
+    return find(conditions, RUNNING)
+
+
+def kstatus_conditions(status: Mapping[str, Any], generation: int) -> dict[str, tuple[str, str, str]]:
+    """Ready, Reconciling and Stalled (type → (status, reason, message)) for a `status` holding the
+    observed conditions, on an object at `metadata.generation` = `generation`.
+
+    The kstatus convention (sigs.k8s.io/cli-utils/pkg/kstatus, read by Flux and Helm 4's `--wait`):
+    Reconciling=True reads as InProgress, Stalled=True as Failed, neither (with Ready=True) as
+    Current. So: under way → Ready=False, Reconciling=True with what it is doing; succeeded (clean
+    or degraded) → Ready=True with Succeeded's reason; failed → Stalled=True with the failure reason.
+    A status that describes an earlier generation (`observedGeneration` behind: an edit not taken
+    up yet) is Reconciling and not Ready, whatever it said of that generation. The reducer passes
+    the status it writes (always its own generation's); a reader of an object passes
+    `status` and `metadata.generation` and gets what the operator would say of it.
+
+    The messages of the "abnormal-true" types are empty when False: kstatus reads them only when
+    True, and the status already says the same words in `status.message`."""
+    conditions = status.get("conditions") or []
+    observed = status.get("observedGeneration")
+    if observed is not None and int(observed) < generation:
+        message = f"generation {generation} is not observed yet: the status describes generation {observed}"
+        return {
+            READY: (FALSE, LATEST_GENERATION_NOT_OBSERVED, message),
+            RECONCILING: (TRUE, LATEST_GENERATION_NOT_OBSERVED, message),
+            STALLED: (FALSE, LATEST_GENERATION_NOT_OBSERVED, ""),
+        }
+    phase = phase_of(conditions)
+    if phase in (PHASE_SUCCEEDED, PHASE_FAILED):
+        succeeded = find(conditions, SUCCEEDED) or {}
+        reason, message = str(succeeded.get("reason") or phase), str(succeeded.get("message") or "")
+        ok = phase == PHASE_SUCCEEDED
+        return {
+            READY: (TRUE if ok else FALSE, reason, message),
+            RECONCILING: (FALSE, reason, ""),
+            STALLED: (FALSE, reason, "") if ok else (TRUE, reason, message),
+        }
+    decides = deciding(conditions, phase) or {}
+    reason, message = str(decides.get("reason") or IN_PROGRESS), str(decides.get("message") or "")
+    return {
+        READY: (FALSE, reason, message),
+        RECONCILING: (TRUE, reason, message),
+        STALLED: (FALSE, reason, ""),
+    }
 
 
 def is_finished(status: Mapping[str, Any] | None) -> bool:

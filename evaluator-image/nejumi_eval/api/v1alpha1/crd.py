@@ -125,11 +125,20 @@ def spec_schema() -> dict[str, Any]:
     return spec
 
 
+UNOBSERVED_STATUS = {"observedGeneration": 0}
+"""What an evaluation the operator has not written yet reads as (a default the API server fills in
+on every read; nothing is stored). Without it a just-created evaluation has no status, and kstatus
+reads an object without conditions as Current: Flux and Helm 4's `--wait` would call an evaluation
+done the moment it was applied. `observedGeneration` 0, behind `metadata.generation` (1 at least),
+reads as InProgress until the operator's first write replaces it."""
+
+
 def status_schema() -> dict[str, Any]:
     status = _model_schema(EvaluationStatus, "status")
     conditions = status["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
+    status["default"] = dict(UNOBSERVED_STATUS)
     return status
 
 

@@ -22,14 +22,20 @@ class _Status(BaseModel):
 class Condition(_Status):
     """One observed state, keyed by `type` (see nejumi_eval.api.v1alpha1.conditions)."""
 
-    type: str = Field(min_length=1, description="Accepted, Running, Succeeded or Degraded.")
+    type: str = Field(
+        min_length=1,
+        description="Accepted, Running, Succeeded, Degraded (observed); Ready, Reconciling, Stalled "
+        "(derived from them, in the kstatus convention that Flux and Helm --wait read).",
+    )
     status: Literal["True", "False", "Unknown"]
     reason: str = Field(min_length=1, description="CamelCase reason.")
     message: str = ""
     last_transition_time: str = Field(
         json_schema_extra={"format": "date-time"}, description="When status last changed."
     )
-    observed_generation: int | None = Field(None, ge=0, description="The metadata.generation observed.")
+    observed_generation: int | None = Field(
+        None, ge=0, description="The metadata.generation this condition describes."
+    )
 
 
 class BenchmarkScores(_Status):
