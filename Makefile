@@ -9,7 +9,7 @@ ifneq ($(wildcard ../shared/datasets/raw),)
 export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
 endif
 
-.PHONY: help setup setup-demo test unit check fmt demo bench crd crd-check clean
+.PHONY: help setup setup-demo test unit check fmt demo bench crd crd-check argocd-testdata clean
 
 ## Every target with what it does (the first line of the `##` comment above it).
 help:
@@ -36,6 +36,11 @@ crd: setup
 crd-check: setup
 	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd --check
 	@cmp -s $(CRD_FILE) $(CHART_CRD_FILE) || { echo "$(CHART_CRD_FILE) differs from $(CRD_FILE): run \`make crd\`" >&2; exit 1; }
+
+## The Argo CD health check's testdata (charts/nejumi-operator/argocd/…/testdata), written by the
+## operator's reducer; tests/unit/charts/test_argocd_health.py fails when it is stale.
+argocd-testdata: setup
+	$(BIN)/python -m tests.support.argocd_testdata
 
 ## Helm for the chart tests, built from source with Go (no-op when present; cold ~2 min on 2 cores).
 ## The -X flags are helm's own release flags: its version, and the Kubernetes minor version of its
