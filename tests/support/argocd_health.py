@@ -12,11 +12,20 @@ What Argo CD does (argoproj/argo-cd `util/lua/lua.go`, `util/lua/health_test.go`
   runs it that way; built-in scripts get every library (`open_libs=True`);
 - nil → an empty status; a status that is not one of Argo CD's → Unknown with its message;
 - `health_test.yaml` lists `tests: [{healthStatus: {status, message}, inputPath}]`, compared whole.
+
+With Argo CD's own CLI (`make argocd-health` builds it), every case also runs through
+`argocd admin settings resource-overrides health` with the chart README's argocd-cm:
+
+    python -m tests.support.argocd_health --argocd .cache/argocd-bin/<version>/argocd
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import subprocess
+import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -116,3 +125,44 @@ def readme_argocd_cm() -> dict[str, Any]:
     ]
     assert len(blocks) == 1, f"the chart README has {len(blocks)} argocd-cm snippets, not one"
     return yaml.safe_load(blocks[0])
+
+
+def argocd_health(argocd: Path, input_path: Path, argocd_cm: Path) -> dict[str, str]:
+    """`{status, message}` from Argo CD's CLI (`argocd admin settings resource-overrides health`)."""
+    command = ["admin", "settings", "resource-overrides", "health", str(input_path)]
+    proc = subprocess.run(
+        [str(argocd), *command, "--argocd-cm-path", str(argocd_cm)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"argocd exited {proc.returncode}: {proc.stderr[-2000:]}")
+    found = re.fullmatch(r"STATUS: (.*)\nMESSAGE: (.*)\n", proc.stdout, re.S)
+    if found is None:
+        raise RuntimeError(f"unexpected argocd output: {proc.stdout!r}")
+    return {"status": found.group(1), "message": found.group(2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run health_test.yaml's cases with Argo CD's own CLI.")
+    parser.add_argument("--argocd", type=Path, required=True, help="the argocd binary")
+    args = parser.parse_args(argv)
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        argocd_cm = Path(tmp) / "argocd-cm.yaml"
+        argocd_cm.write_text(yaml.safe_dump(readme_argocd_cm()), encoding="utf-8")
+        for input_path, expected in cases(HEALTH_DIR):
+            got = argocd_health(args.argocd, HEALTH_DIR / input_path, argocd_cm)
+            ok = got == expected
+            failed += not ok
+            print(f"{'ok  ' if ok else 'FAIL'} {input_path}: {got['status']}: {got['message'][:100]}")
+            if not ok:
+                print(f"     expected {expected['status']}: {expected['message']}")
+    print(f"{len(cases(HEALTH_DIR)) - failed} of {len(cases(HEALTH_DIR))} cases as health_test.yaml says")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
