@@ -9,7 +9,7 @@ ifneq ($(wildcard ../shared/datasets/raw),)
 export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
 endif
 
-.PHONY: help setup setup-demo test unit check fmt demo bench crd crd-check clean
+.PHONY: help setup setup-demo test unit check fmt demo bench crd crd-check argocd-testdata clean
 
 ## Every target with what it does (the first line of the `##` comment above it).
 help:
@@ -36,6 +36,11 @@ crd: setup
 crd-check: setup
 	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd --check
 	@cmp -s $(CRD_FILE) $(CHART_CRD_FILE) || { echo "$(CHART_CRD_FILE) differs from $(CRD_FILE): run \`make crd\`" >&2; exit 1; }
+
+## The Argo CD health check's testdata (charts/nejumi-operator/argocd/…/testdata), written by the
+## operator's reducer; tests/unit/charts/test_argocd_health.py fails when it is stale.
+argocd-testdata: setup
+	$(BIN)/python -m tests.support.argocd_testdata
 
 ## Helm for the chart tests, built from source with Go (no-op when present; cold ~2 min on 2 cores).
 ## The -X flags are helm's own release flags: its version, and the Kubernetes minor version of its
@@ -121,6 +126,35 @@ $(KSTATUS_BIN_DIR)/kstatus: $(KSTATUS_MOD)/main.go $(KSTATUS_MOD)/go.mod $(KSTAT
 	$(GO) version -m $(KSTATUS_BIN_DIR).tmp/kstatus \
 	  | awk '$$1 == "dep" && $$2 == "sigs.k8s.io/cli-utils" && $$3 == "$(KSTATUS_VERSION)" {ok = 1} END {exit !ok}'
 	rm -rf $(KSTATUS_BIN_DIR) && mv $(KSTATUS_BIN_DIR).tmp $(KSTATUS_BIN_DIR)
+
+## Argo CD's own code on the chart's Argo CD health check (opt-in: not part of `test`): builds Argo
+## CD's CLI from its Go module (cold ~10 min on 2 cores, plus module download) and runs every case of
+## health_test.yaml through `argocd admin settings resource-overrides health` with the README's
+## argocd-cm. Argo CD's go.mod replaces its gitops-engine with a folder its module zip lacks, so
+## `go install …@version` refuses it: the build takes the module's tree and gitops-engine from the
+## module proxy (the health Lua runs in argo-cd's own util/lua either way). v3.6 needs Go 1.27.
+ARGOCD_VERSION := v3.5.8
+ARGOCD_GITOPS_ENGINE := v0.0.0-20260914071520-c9c369efcc5b
+ARGOCD_BIN_DIR := .cache/argocd-bin/$(ARGOCD_VERSION)
+.PHONY: argocd-bin argocd-health
+argocd-bin: $(ARGOCD_BIN_DIR)/argocd
+
+$(ARGOCD_BIN_DIR)/argocd:
+	@echo "building argocd $(ARGOCD_VERSION) into $(ARGOCD_BIN_DIR) (cold: ~10 min)"
+	rm -rf $(ARGOCD_BIN_DIR).tmp && mkdir -p $(ARGOCD_BIN_DIR).tmp
+	dir=$$(GOTOOLCHAIN=local $(GO) mod download -json github.com/argoproj/argo-cd/v3@$(ARGOCD_VERSION) \
+	    | sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p') && test -n "$$dir" && \
+	  cp -r "$$dir" $(ARGOCD_BIN_DIR).tmp/src && chmod -R u+w $(ARGOCD_BIN_DIR).tmp/src && \
+	  cd $(ARGOCD_BIN_DIR).tmp/src && \
+	  GOTOOLCHAIN=local $(GO) mod edit -dropreplace=github.com/argoproj/argo-cd/gitops-engine \
+	    -require=github.com/argoproj/argo-cd/gitops-engine@$(ARGOCD_GITOPS_ENGINE) && \
+	  GOTOOLCHAIN=local GOFLAGS=-mod=mod $(GO) build -o ../argocd ./cmd
+	rm -rf $(ARGOCD_BIN_DIR).tmp/src
+	$(ARGOCD_BIN_DIR).tmp/argocd admin settings resource-overrides health --help >/dev/null
+	rm -rf $(ARGOCD_BIN_DIR) && mv $(ARGOCD_BIN_DIR).tmp $(ARGOCD_BIN_DIR)
+
+argocd-health: setup argocd-bin
+	$(BIN)/python -m tests.support.argocd_health --argocd $(ARGOCD_BIN_DIR)/argocd
 
 ## Chromium for tests/e2e/test_leaderboard_html.py (the HTML leaderboard in a real headless
 ## browser) and Japanese fonts, from Debian (root; `apt-get update` first). No-op when installed.
