@@ -88,6 +88,25 @@ def read_job(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None
         raise
 
 
+def labelled_jobs(api: ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The Jobs matching a label selector (the caller checks who owns them)."""
+    jobs = BatchV1Api(api).list_namespaced_job(namespace, label_selector=selector)
+    return [_plain(api, j) for j in jobs.items]
+
+
+def delete_job(api: ApiClient, namespace: str, name: str, uid: str) -> bool:
+    """Delete that Job — only the object with `uid` (a precondition: never a namesake made since) —
+    and its pods in the background. False when it is already gone."""
+    body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+    try:
+        BatchV1Api(api).delete_namespaced_job(name, namespace, body=body)
+    except ApiException as exc:
+        if exc.status in (404, 409):  # gone, or the name now belongs to another object
+            return False
+        raise
+    return True
+
+
 def job_pods(api: ApiClient, namespace: str, job_name: str) -> list[dict[str, Any]]:
     selector = f"batch.kubernetes.io/job-name={job_name}"
     pods = CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
