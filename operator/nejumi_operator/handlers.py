@@ -63,6 +63,7 @@ from nejumi_operator.reconcile.naming import MAX_NAME, label_value
 from nejumi_operator.reconcile.ownership import Claim, claim, owned_by
 from nejumi_operator.reconcile.progress import LABEL_PROGRESS_OF, build_progress_objects
 from nejumi_operator.settings import OperatorConfig
+from nejumi_operator.status.observation import job_finished
 
 FINALIZER = f"{GROUP}/finalizer"
 """kopf's finalizer name here. Nothing needs it any more; it stays configured so that kopf removes it
@@ -245,8 +246,8 @@ def ensure_job(
 def _stop_earlier_generations(
     evaluation: kopf.Body, namespace: str, generation: int, memo: kopf.Memo, logger: kopf.Logger
 ) -> None:
-    """A spec edit is a new generation: the Jobs of earlier ones (ours by owner UID) are deleted, so a
-    running one frees its GPUs and a queued one leaves the queue. Their outcome stays in
+    """A spec edit is a new generation: the unfinished Jobs of earlier ones (ours by owner UID) are
+    deleted, so a running one frees its GPUs and a queued one leaves the queue. Their outcome stays in
     `status.history` (the reducer moves it there); the workspace, and with it the response cache,
     stays for the new Job."""
     uid = str(evaluation.meta.get("uid"))
@@ -257,8 +258,8 @@ def _stop_earlier_generations(
             of = int((meta.get("annotations") or {}).get(ANNOTATION_GENERATION) or 0)
         except ValueError:
             continue
-        if of >= generation or not owned_by(job, uid) or meta.get("deletionTimestamp"):
-            continue
+        if of >= generation or not owned_by(job, uid) or meta.get("deletionTimestamp") or job_finished(job):
+            continue  # a finished one holds nothing: it stays (with its pod's log) until the evaluation goes
         if calls.delete_job(memo.api, namespace, meta["name"], str(meta.get("uid"))):
             logger.info(
                 "Job %s (generation %d) deleted: generation %d replaces it", meta["name"], of, generation

@@ -137,11 +137,13 @@ def test_an_edit_stops_the_earlier_generations_job_and_starts_its_own(
         "observedGeneration": 1,
         "conditions": [{"type": "Succeeded", "status": "True"}],
     }
-    cluster = Cluster(monkeypatch, {"e-g1": job_of(1, "u-now"), "e-g0": job_of(0, "u-before")})
+    done_job = job_of(0, "u-now") | {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    existing = {"e-g1": job_of(1, "u-now"), "e-g0": done_job, "x-g1": job_of(1, "u-before")}
+    cluster = Cluster(monkeypatch, existing)
     cluster.run(evaluation({"model": API_MODEL}, generation=2, status=finished))
-    assert cluster.deleted == ["e-g1 job-1-u-now"]
+    assert cluster.deleted == ["e-g1 job-1-u-now"]  # the finished one stays, with its pod's log
     assert "Job e-g2" in cluster.created and "PersistentVolumeClaim e-workspace" in cluster.created
-    assert "e-g0" in cluster.existing  # not ours: never touched
+    assert "x-g1" in cluster.existing  # not ours: never touched
 
     again = Cluster(monkeypatch, {"e-g2": job_of(2, "u-now")})
     done = {**finished, "observedGeneration": 2}
