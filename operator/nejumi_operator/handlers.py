@@ -1,9 +1,10 @@
 """kopf wiring only: each handler takes the kwargs it uses and calls plain functions.
 
-- create/resume: create the workspace PVC (unless `workspace.pvcName`; owned by the evaluation
+- create/resume/spec update: create the workspace PVC (unless `workspace.pvcName`; owned by the evaluation
   unless `workspace.retain`), build the Job (pure), adopt it, create it (409 = already there), write
   status;
   a spec the CRD admitted but the evaluator cannot run → status InvalidSpec + `kopf.PermanentError`.
+  A spec edit is a new generation: the earlier generations' Jobs are deleted and this one's made.
 - Job events (label `nejumi.wandb.ai/evaluation`): status from observations.
 - Resync, a safety net for missed Job events: one operator-level loop (started at startup) calls
   `sync_status` for every unfinished evaluation every `OperatorConfig.resync_seconds`. Which
@@ -50,6 +51,7 @@ from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
 from nejumi_operator.reconcile.job import (
+    ANNOTATION_GENERATION,
     InvalidEvaluation,
     build_job,
     build_workspace_pvc,
@@ -57,10 +59,11 @@ from nejumi_operator.reconcile.job import (
     retain_workspace,
     validate,
 )
-from nejumi_operator.reconcile.naming import MAX_NAME
-from nejumi_operator.reconcile.ownership import Claim, claim
+from nejumi_operator.reconcile.naming import MAX_NAME, label_value
+from nejumi_operator.reconcile.ownership import Claim, claim, owned_by
 from nejumi_operator.reconcile.progress import LABEL_PROGRESS_OF, build_progress_objects
 from nejumi_operator.settings import OperatorConfig
+from nejumi_operator.status.observation import job_finished
 
 FINALIZER = f"{GROUP}/finalizer"
 """kopf's finalizer name here. Nothing needs it any more; it stays configured so that kopf removes it
@@ -137,7 +140,8 @@ def unfinished_evaluations(
     """(namespace, name) → True for each evaluation the resync loop visits: not finished and not being
     deleted. `{}` (not None) for the others, so that kopf drops what it indexed for them before."""
     namespace = _namespaced(namespace)
-    if is_finished(status) or meta.get("deletionTimestamp"):
+    settled = is_finished(status) and status.get("observedGeneration") == meta.get("generation")
+    if settled or meta.get("deletionTimestamp"):
         return {}
     return {(namespace, name): True}
 
@@ -162,6 +166,7 @@ async def resync_forever(
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=5)
 def ensure_job(
     body: kopf.Body,
     name: str,
@@ -176,9 +181,10 @@ def ensure_job(
     limit (every 5 s): the waits — a Secret that does not exist yet, a deleted namesake's objects
     the garbage collector is removing — end by themselves, and a final refusal is a PermanentError."""
     namespace = _namespaced(namespace)
-    if is_finished(status):
-        return
     generation = int(body.meta.get("generation") or 1)
+    if is_finished(status) and status.get("observedGeneration") == generation:
+        return
+    _stop_earlier_generations(body, namespace, generation, memo, logger)
     accepted = find(status.get("conditions"), ACCEPTED) or {}
     if (
         reason == kopf.Reason.CREATE
@@ -235,6 +241,29 @@ def ensure_job(
     # the loop ends with the Job: `created` is the Job's
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
     sync_status(memo.api, namespace, name)
+
+
+def _stop_earlier_generations(
+    evaluation: kopf.Body, namespace: str, generation: int, memo: kopf.Memo, logger: kopf.Logger
+) -> None:
+    """A spec edit is a new generation: the unfinished Jobs of earlier ones (ours by owner UID) are
+    deleted, so a running one frees its GPUs and a queued one leaves the queue. Their outcome stays in
+    `status.history` (the reducer moves it there); the workspace, and with it the response cache,
+    stays for the new Job."""
+    uid = str(evaluation.meta.get("uid"))
+    selector = f"{LABEL_EVALUATION}={label_value(evaluation.meta['name'])}"
+    for job in calls.labelled_jobs(memo.api, namespace, selector):
+        meta = job.get("metadata") or {}
+        try:
+            of = int((meta.get("annotations") or {}).get(ANNOTATION_GENERATION) or 0)
+        except ValueError:
+            continue
+        if of >= generation or not owned_by(job, uid) or meta.get("deletionTimestamp") or job_finished(job):
+            continue  # a finished one holds nothing: it stays (with its pod's log) until the evaluation goes
+        if calls.delete_job(memo.api, namespace, meta["name"], str(meta.get("uid"))):
+            logger.info(
+                "Job %s (generation %d) deleted: generation %d replaces it", meta["name"], of, generation
+            )
 
 
 def _check_claim(

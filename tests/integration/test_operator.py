@@ -132,7 +132,7 @@ def test_bad_spec_is_rejected_naming_the_field(
     assert message in api_message(rejected.value)
 
 
-def test_good_spec_is_accepted_immutable_and_printed(
+def test_good_spec_is_accepted_editable_and_printed(
     crd: dict[str, Any], k8s_client: ApiClient, kubeconfig: Path, namespace: str
 ) -> None:
     create = creator(k8s_client, namespace)
@@ -146,18 +146,24 @@ def test_good_spec_is_accepted_immutable_and_printed(
     assert created["spec"] == good  # stored as written: no server-side defaults, nothing pruned
 
     custom = CustomObjectsApi(k8s_client)
-    with pytest.raises(ApiException) as immutable:
-        custom.patch_namespaced_custom_object(
+
+    def edit(patch: dict[str, Any]) -> dict[str, Any]:
+        return custom.patch_namespaced_custom_object(
             GROUP,
             VERSION,
             namespace,
             PLURAL,
             "good",
-            {"spec": {"model": {"name": "other"}}},
+            {"spec": patch},
             _content_type="application/merge-patch+json",
         )
+
+    edited = edit({"model": {"name": "org/tiny-v2"}})  # an edit is a new generation
+    assert edited["metadata"]["generation"] == 2 and edited["spec"]["model"]["name"] == "org/tiny-v2"
+    with pytest.raises(ApiException) as immutable:
+        edit({"workspace": {"size": "10Gi"}})
     assert immutable.value.status == 422
-    assert "spec is immutable" in api_message(immutable.value)
+    assert "spec.workspace is immutable" in api_message(immutable.value)
 
     status = {
         "phase": "Succeeded",
@@ -187,7 +193,7 @@ def test_good_spec_is_accepted_immutable_and_printed(
     lines = kubectl(kubeconfig, "get", "nejumi", "-n", namespace).splitlines()
     assert lines[0].split() == ["NAME", "MODEL", "PHASE", "REASON", "OVERALL", "PROGRESS", "AGE"]
     row = next(line.split() for line in lines[1:] if line.startswith("good "))
-    assert row[:5] == ["good", "org/tiny", "Succeeded", "EvaluationCompleted", "0.6125"]
+    assert row[:5] == ["good", "org/tiny-v2", "Succeeded", "EvaluationCompleted", "0.6125"]
 
 
 def tiny_spec(endpoint: str, model: str, **generation: Any) -> dict[str, Any]:

@@ -8,7 +8,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any, cast
 
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi, RbacAuthorizationV1Api
+from kubernetes.client import (
+    ApiClient,
+    BatchV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+    RbacAuthorizationV1Api,
+    V1DeleteOptions,
+    V1Preconditions,
+)
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
@@ -86,6 +94,25 @@ def read_job(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None
         if exc.status == 404:
             return None
         raise
+
+
+def labelled_jobs(api: ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The Jobs matching a label selector (the caller checks who owns them)."""
+    jobs = BatchV1Api(api).list_namespaced_job(namespace, label_selector=selector)
+    return [_plain(api, j) for j in jobs.items]
+
+
+def delete_job(api: ApiClient, namespace: str, name: str, uid: str) -> bool:
+    """Delete that Job — only the object with `uid` (a precondition: never a namesake made since) —
+    and its pods in the background. False when it is already gone."""
+    body = V1DeleteOptions(propagation_policy="Background", preconditions=V1Preconditions(uid=uid))
+    try:
+        BatchV1Api(api).delete_namespaced_job(name, namespace, body=body)
+    except ApiException as exc:
+        if exc.status in (404, 409):  # gone, or the name now belongs to another object
+            return False
+        raise
+    return True
 
 
 def job_pods(api: ApiClient, namespace: str, job_name: str) -> list[dict[str, Any]]:

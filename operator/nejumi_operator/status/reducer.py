@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
-from nejumi_eval.api.v1alpha1.status import EvaluationStatus
+from nejumi_eval.api.v1alpha1.status import MAX_HISTORY, EvaluationStatus
 from nejumi_operator.status.blockers import (
     creation_failure_text,
     pod_blocker,
@@ -353,13 +353,17 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
 _NOT_STARTED = (c.JOB_PENDING, c.POD_STARTING)
 
 
-def _never_backwards(old: Mapping[str, Any], conds: Conds, fields: Mapping[str, Any]) -> None:
+def _never_backwards(
+    old: Mapping[str, Any], conds: Conds, fields: Mapping[str, Any], generation: int
+) -> None:
     """Keep Running while the same attempt shows no evidence of stopping: an attempt whose
     evaluator has started does not go back to "waiting for a pod" (e.g. in the gap between the
     pod's exit and the Job's Complete, should the pod be out of sight). A new attempt (Retrying),
     a suspension (Queued) or a pod that cannot run are evidence, and do change the phase."""
     if old.get("phase") != c.PHASE_RUNNING or conds[c.SUCCEEDED][0] != c.UNKNOWN:
         return
+    if old.get("observedGeneration") not in (None, generation):
+        return  # a new generation's Job: the previous one's attempt is no evidence about it
     status, reason, _ = conds[c.RUNNING]
     if status == c.TRUE or reason not in _NOT_STARTED:
         return
@@ -376,7 +380,7 @@ def reduce_status(old: Mapping[str, Any] | None, obs: Observation, at: str | Non
     old_conds = {cond.get("type"): cond for cond in old.get("conditions") or []}
     stamp = at or now()
     observed, fields = _observe(obs)
-    _never_backwards(old, observed, fields)
+    _never_backwards(old, observed, fields, obs.generation)
 
     def condition(type_: str, status: str, reason: str, message: str) -> dict[str, Any]:
         previous = old_conds.get(type_)
@@ -409,8 +413,43 @@ def reduce_status(old: Mapping[str, Any] | None, obs: Observation, at: str | Non
         "conditions": conditions,
         "observedGeneration": obs.generation,
     }
+    if history := _history(old, obs.generation, stamp):
+        doc["history"] = history
     # Validate against the status model (= the CRD schema) and drop nulls.
-    return EvaluationStatus.model_validate(doc).model_dump(mode="json", by_alias=True, exclude_none=True)
+    out = EvaluationStatus.model_validate(doc).model_dump(mode="json", by_alias=True, exclude_none=True)
+    if not out.get("history"):
+        out.pop("history", None)
+    return out
+
+
+def _history(old: Mapping[str, Any], generation: int, stamp: str) -> list[dict[str, Any]]:
+    """`status.history`: what each earlier generation came to, newest first. A status describing
+    another generation than the one observed now is an edit's predecessor: its outcome (scores,
+    stored results, why it ended or that it was stopped) moves there, and the top-level fields
+    describe the new generation only, so no score of the old spec reads as the new one's."""
+    history = [dict(h) for h in old.get("history") or []]
+    previous = old.get("observedGeneration")
+    if previous is None or previous == generation or not old.get("phase"):
+        return history[:MAX_HISTORY]
+    if c.is_finished(old):
+        reason, message = old.get("reason"), clip(str(old.get("message") or "")) or None
+    else:  # it was still going: the edit stopped it (its Job is deleted)
+        reason = c.REPLACED
+        was = f"{old.get('phase')} ({old.get('reason')})"
+        message = f"stopped while {was}: generation {generation} replaced it"
+    entry = {
+        "generation": previous,
+        "phase": old.get("phase"),
+        "reason": reason,
+        "message": message,
+        "overall": (old.get("scores") or {}).get("overall"),
+        "overallDisplay": old.get("overallDisplay"),
+        "results": old.get("results"),
+        "jobName": old.get("jobName"),
+        "completionTime": old.get("completionTime"),
+        "replacedAt": stamp,
+    }
+    return [{k: v for k, v in entry.items() if v is not None}, *history][:MAX_HISTORY]
 
 
 def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:

@@ -107,7 +107,9 @@ def test_cel_rules_each_have_a_message(version: dict[str, Any]) -> None:
     assert len(rules) >= 4
     assert all(r["message"] for _, r in rules)
     texts = {r["rule"] for _, r in rules}
-    assert "self == oldSelf" in texts
+    assert "self == oldSelf" not in texts  # an edit is a new generation (only the workspace is fixed)
+    workspace = [r for r in spec["x-kubernetes-validations"] if r.get("fieldPath") == ".workspace"]
+    assert len(workspace) == 1 and "oldSelf.workspace" in workspace[0]["rule"], workspace
     endpoint = [r for r in props(spec, "model")["x-kubernetes-validations"] if r["fieldPath"] == ".endpoint"]
     assert {r["message"] for r in endpoint} >= {
         "model.endpoint is required when model.source is openai-compatible",

@@ -45,13 +45,16 @@ def test_invalid_spec_is_refused_and_becomes_a_failed_status() -> None:
 # ---- the create handler's trust checks (tests/integration/test_trust.py on the real cluster) ----
 
 
-def evaluation(spec: dict[str, Any], uid: str = "u-now") -> kopf.Body:
+def evaluation(
+    spec: dict[str, Any], uid: str = "u-now", generation: int = 1, status: dict[str, Any] | None = None
+) -> kopf.Body:
     return kopf.Body(
         {
             "apiVersion": "nejumi.wandb.ai/v1alpha1",
             "kind": "NejumiEvaluation",
-            "metadata": {"name": "e", "namespace": "ns", "generation": 1, "uid": uid},
+            "metadata": {"name": "e", "namespace": "ns", "generation": generation, "uid": uid},
             "spec": spec,
+            "status": status or {},
         }
     )
 
@@ -68,13 +71,24 @@ class Cluster:
     ) -> None:
         self.existing, self.secrets = existing, secrets or {}
         self.created: list[str] = []
+        self.deleted: list[str] = []
         self.statuses: list[dict[str, Any] | None] = []
+        monkeypatch.setattr(handlers.calls, "labelled_jobs", self.labelled_jobs)
+        monkeypatch.setattr(handlers.calls, "delete_job", self.delete_job)
         monkeypatch.setattr(handlers.calls, "read_job", lambda api, ns, name: self.existing.get(name))
         monkeypatch.setattr(handlers.calls, "create_or_get", self.create_or_get)
         monkeypatch.setattr(handlers.calls, "secret_labels", lambda api, ns, name: self.secrets.get(name))
         monkeypatch.setattr(
             handlers, "sync_status", lambda api, ns, name, rejected=None: self.statuses.append(rejected)
         )
+
+    def labelled_jobs(self, api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+        key, value = selector.split("=")
+        return [o for o in self.existing.values() if (o["metadata"].get("labels") or {}).get(key) == value]
+
+    def delete_job(self, api: Any, namespace: str, name: str, uid: str) -> bool:
+        self.deleted.append(f"{name} {uid}")
+        return self.existing.pop(name, None) is not None
 
     def create_or_get(self, api: Any, namespace: str, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         name = obj["metadata"]["name"]
@@ -99,6 +113,42 @@ class Cluster:
 def owned(uid: str, obj: str, owner: str = "e") -> dict[str, Any]:
     ref = {"apiVersion": "nejumi.wandb.ai/v1alpha1", "kind": "NejumiEvaluation", "name": owner, "uid": uid}
     return {"metadata": {"name": obj, "ownerReferences": [ref]}}
+
+
+def job_of(generation: int, owner_uid: str) -> dict[str, Any]:
+    job = owned(owner_uid, f"e-g{generation}")
+    job["metadata"].update(
+        {
+            "uid": f"job-{generation}-{owner_uid}",
+            "labels": {"nejumi.wandb.ai/evaluation": "e"},
+            "annotations": {"nejumi.wandb.ai/generation": str(generation)},
+        }
+    )
+    return job
+
+
+def test_an_edit_stops_the_earlier_generations_job_and_starts_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A spec edit (generation 2): generation 1's Job (ours) is deleted by its UID, a namesake
+    evaluation's Job is left alone, and generation 2's Job is made on the same workspace."""
+    finished = {
+        "phase": "Succeeded",
+        "observedGeneration": 1,
+        "conditions": [{"type": "Succeeded", "status": "True"}],
+    }
+    done_job = job_of(0, "u-now") | {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    existing = {"e-g1": job_of(1, "u-now"), "e-g0": done_job, "x-g1": job_of(1, "u-before")}
+    cluster = Cluster(monkeypatch, existing)
+    cluster.run(evaluation({"model": API_MODEL}, generation=2, status=finished))
+    assert cluster.deleted == ["e-g1 job-1-u-now"]  # the finished one stays, with its pod's log
+    assert "Job e-g2" in cluster.created and "PersistentVolumeClaim e-workspace" in cluster.created
+    assert "x-g1" in cluster.existing  # not ours: never touched
+
+    again = Cluster(monkeypatch, {"e-g2": job_of(2, "u-now")})
+    done = {**finished, "observedGeneration": 2}
+    again.run(evaluation({"model": API_MODEL}, generation=2, status=done))  # settled: nothing to do
+    assert again.deleted == [] and again.created == [] and again.statuses == []
 
 
 def test_a_job_that_exists_is_never_rejudged_by_a_later_policy(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -299,3 +299,48 @@ def test_results_not_stored_win_over_degraded_scores_and_the_message_says_both()
         "The scores are also degraded: jaster: 3 failed requests, 0 of 2 unscorable"
     )
     assert st["degraded"] is True and st["overallDisplay"] == "0.5500 (degraded)"
+
+
+def test_an_edit_moves_the_earlier_generation_to_history_and_its_scores_out_of_sight() -> None:
+    """A spec edit (generation 2): generation 1's outcome (scores, stored results, reason) moves to
+    `history`; the top level describes generation 2 only, never with generation 1's scores."""
+    stored = StoredResults(uri=URI, stored=True, manifest_sha256=SHA, objects=5, bytes=12345, uploaded=5)
+    first = completed(results=stored)
+    assert "history" not in first
+    pending = reduce_status(first, obs(generation=2, job_name="e-g2", job=job()), at=T2)
+    assert (pending["phase"], pending["observedGeneration"]) == ("Pending", 2)
+    assert "scores" not in pending and "results" not in pending and "overallDisplay" not in pending
+    assert all(cnd["observedGeneration"] == 2 for cnd in pending["conditions"])
+    (entry,) = pending["history"]
+    assert entry == {
+        "generation": 1,
+        "phase": "Succeeded",
+        "reason": "EvaluationCompleted",
+        "overall": 0.55,
+        "overallDisplay": first["overallDisplay"],
+        "results": first["results"],
+        "jobName": "e-g1",
+        "completionTime": first["completionTime"],
+        "replacedAt": T2,
+    }
+    assert status_patch(first, pending)["scores"] is None  # the write removes them
+    again = reduce_status(pending, obs(generation=2, job_name="e-g2", job=job()), at=T2)
+    assert again == pending  # idempotent: the same history, nothing to write
+
+
+def test_an_edit_while_running_records_the_stopped_generation_and_history_is_bounded() -> None:
+    from nejumi_eval.api.v1alpha1.status import MAX_HISTORY
+
+    status = reduce_status({}, obs(job=job(active=1), pods=[RUNNING_POD]), at=T0)
+    for generation in range(2, MAX_HISTORY + 4):
+        running = obs(
+            generation=generation, job_name=f"e-g{generation}", job=job(active=1), pods=[RUNNING_POD]
+        )
+        status = reduce_status(status, running, at=T1)
+    assert len(status["history"]) == MAX_HISTORY
+    assert [h["generation"] for h in status["history"]] == list(range(MAX_HISTORY + 2, 2, -1))
+    newest = status["history"][0]
+    assert (newest["phase"], newest["reason"]) == ("Running", c.REPLACED)
+    assert (
+        newest["message"] == f"stopped while Running (JobRunning): generation {MAX_HISTORY + 3} replaced it"
+    )

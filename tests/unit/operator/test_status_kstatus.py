@@ -26,6 +26,7 @@ COMPANIONS = {
     c.NOT_EVALUATED,
     c.EVALUATION_COMPLETED,
     c.LATEST_GENERATION_NOT_OBSERVED,
+    c.REPLACED,  # only in status.history: a generation an edit stopped
 }
 """Reasons that never decide a phase under way or failed: companions of another condition's (JobCreated,
 InProgress, …), a clean success's (EvaluationCompleted), or kstatus's own (a generation not observed)."""

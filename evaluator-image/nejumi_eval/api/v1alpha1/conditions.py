@@ -99,6 +99,8 @@ WAITING_FOR_CLEANUP = "WaitingForCleanup"
 """A deleted evaluation of the same name still has objects the garbage collector is removing."""
 BEFORE_JOB_WAITS = (SECRET_NOT_FOUND, WAITING_FOR_CLEANUP)
 """Pending reasons the create handler writes before the Job exists (a resync leaves them be)."""
+REPLACED = "Replaced"
+"""In `status.history`: a generation a spec edit stopped before it finished (its Job was deleted)."""
 INFRASTRUCTURE_FAILURE = "InfrastructureFailure"
 EVALUATOR_ERROR = "EvaluatorError"
 JOB_FAILED = "JobFailed"

@@ -725,12 +725,19 @@ class ResourcesSpec(Spec):
 
 
 class EvaluationSpec(Spec):
-    """One evaluation of one model."""
+    """One evaluation of one model. In the cluster an edit of the spec is a new generation: the
+    operator stops the previous generation's Job and evaluates again on the same workspace, whose
+    response cache serves every request the edit did not change (GitOps: a commit that bumps
+    `model.revision` or changes the judge re-evaluates; nothing needs a delete and re-create)."""
 
     cel_rules = (
         Rule(
-            rule="self == oldSelf",
-            message="spec is immutable: create a new NejumiEvaluation to evaluate again",
+            rule="has(self.workspace) == has(oldSelf.workspace) && "
+            "(!has(self.workspace) || self.workspace == oldSelf.workspace)",
+            message="spec.workspace is immutable: an edit re-evaluates on the same workspace (its "
+            "response cache serves every request the edit did not change); to use another workspace "
+            "create a new NejumiEvaluation",
+            field_path=".workspace",
         ),
         Rule(
             rule=f"(has(self.model.source) ? self.model.source : '{DEFAULT_SOURCE.value}') != "

@@ -87,6 +87,27 @@ class ResultsStatus(_Status):
     bytes: int | None = Field(None, ge=0, description="Their total size.")
 
 
+MAX_HISTORY = 10
+"""Previous generations kept in `status.history` (newest first); older ones are dropped."""
+
+
+class HistoryEntry(_Status):
+    """What an earlier generation of the evaluation came to, when a spec edit replaced it."""
+
+    generation: int = Field(ge=1, description="The metadata.generation it evaluated.")
+    phase: str | None = Field(
+        None, description="Its last phase (Succeeded, Failed, or where an edit stopped it)."
+    )
+    reason: str | None = None
+    message: str | None = None
+    overall: float | None = Field(None, description="Its scores.overall, when it had one.")
+    overall_display: str | None = None
+    results: ResultsStatus | None = None
+    job_name: str | None = None
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    replaced_at: str = Field(json_schema_extra={"format": "date-time"}, description="When the edit was seen.")
+
+
 class EvaluationStatus(_Status):
     """Observed state of one evaluation."""
 
@@ -148,6 +169,11 @@ class EvaluationStatus(_Status):
     results_dir: str | None = Field(None, description="Results folder inside the workspace.")
     results: ResultsStatus | None = Field(
         None, description="The results of record in object storage (spec.results or the operator's default)."
+    )
+    history: list[HistoryEntry] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY,
+        description=f"Earlier generations replaced by spec edits, newest first (at most {MAX_HISTORY}).",
     )
     wandb_run_url: str | None = Field(None, description="The W&B run (online mode).")
     wandb_run_path: str | None = Field(None, description="The W&B run path or offline run folder.")
