@@ -23,6 +23,7 @@ from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.integration.test_status_truth import HANDLERS, Recorder
+from tests.support.kstatus import kstatus
 from tests.support.kube import apply_crd, delete_crd, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
@@ -125,8 +126,13 @@ def test_an_edit_re_evaluates_sending_only_what_changed(
         assert _events(k8s_client, namespace, "stub") == events
 
         # a commit that changes only the judge: a new generation, judgments only
+        assert kstatus([after])["stub"][0] == "Current"
         edited = _spec(model.base_url, second_judge)
         assert _apply(kubeconfig, manifest, namespace, "stub", edited).endswith("configured")
+        # from the edit until generation 2 is done, Flux and Helm read it as in progress
+        fresh = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "stub")
+        assert fresh["metadata"]["generation"] == 2
+        assert kstatus([fresh])["stub"][0] == "InProgress", fresh.get("status")
         wait_until(
             lambda: (
                 (seen.latest.get("stub") or {}).get("observedGeneration") == 2
@@ -140,6 +146,10 @@ def test_an_edit_re_evaluates_sending_only_what_changed(
         assert first_judge.calls == judged
         assert second_judge.calls == judged  # every judgment again, from the new judge
     assert (operator.exit_code, operator.exception) == (0, None), operator.output
+    done = CustomObjectsApi(k8s_client).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "stub"
+    )
+    assert kstatus([done])["stub"][0] == "Current"
     (entry,) = second["history"]
     assert entry["generation"] == 1 and entry["phase"] == "Succeeded"
     assert entry["overall"] == first["scores"]["overall"] is not None and entry["jobName"] == "stub-g1"
