@@ -19,7 +19,14 @@ from typing import Any
 
 from kubernetes.client import ApiClient
 
-from nejumi_eval.api.v1alpha1.conditions import ACCEPTED, BEFORE_JOB_WAITS, find, is_finished
+from nejumi_eval.api.v1alpha1.conditions import (
+    ACCEPTED,
+    BEFORE_JOB_WAITS,
+    KSTATUS_TYPES,
+    find,
+    is_finished,
+    kstatus_conditions,
+)
 from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_QUEUE
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
@@ -138,6 +145,41 @@ def sync_status(
         record_transition(api, evaluation, old, new)
         return new
     raise calls.Conflict(f"{namespace}/{name}: status kept changing during {ATTEMPTS} attempts")
+
+
+def complete_finished_status(api: ApiClient, namespace: str, name: str) -> bool:
+    """A finished status written by an operator from before the kstatus conditions (Ready,
+    Reconciling, Stalled) gets them, derived from its own conditions: without them kstatus reads any
+    object as Current, a Failed evaluation included. Only the conditions are written; the rest of a
+    finished status is final. True when it wrote them."""
+    evaluation = calls.read_evaluation(api, namespace, name)
+    if evaluation is None:
+        return False
+    status = evaluation.get("status") or {}
+    conditions = list(status.get("conditions") or [])
+    if not is_finished(status) or all(find(conditions, t) for t in KSTATUS_TYPES):
+        return False
+    generation = int(status.get("observedGeneration") or evaluation["metadata"].get("generation") or 1)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for type_, (state, reason, message) in kstatus_conditions(status, generation).items():
+        if find(conditions, type_) is None:
+            conditions.append(
+                {
+                    "type": type_,
+                    "status": state,
+                    "reason": reason,
+                    "message": message,
+                    "lastTransitionTime": stamp,
+                    "observedGeneration": generation,
+                }
+            )
+    try:
+        calls.patch_status(
+            api, namespace, name, {"conditions": conditions}, evaluation["metadata"]["resourceVersion"]
+        )
+    except calls.Conflict:
+        return False  # someone wrote it meanwhile: the next resume looks again
+    return True
 
 
 def record_transition(

@@ -46,7 +46,7 @@ from nejumi_eval.api.v1alpha1.conditions import (
 )
 from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
-from nejumi_operator.controller import sync_status
+from nejumi_operator.controller import complete_finished_status, sync_status
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
@@ -183,6 +183,8 @@ def ensure_job(
     namespace = _namespaced(namespace)
     generation = int(body.meta.get("generation") or 1)
     if is_finished(status) and status.get("observedGeneration") == generation:
+        if reason == kopf.Reason.RESUME:  # finished under an older operator: kstatus must read it right
+            complete_finished_status(memo.api, namespace, name)
         return
     _stop_earlier_generations(body, namespace, generation, memo, logger)
     accepted = find(status.get("conditions"), ACCEPTED) or {}

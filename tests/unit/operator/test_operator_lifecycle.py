@@ -251,3 +251,41 @@ def test_liveness_can_be_moved_or_turned_off(monkeypatch: pytest.MonkeyPatch) ->
     url = "http://0.0.0.0:9090/healthz"
     assert run_main([f"--liveness={url}"], monkeypatch)["liveness_endpoint"] == url
     assert run_main(["--liveness="], monkeypatch)["liveness_endpoint"] is None
+
+
+# ---- a status finished under an older operator --------------------------------------------------
+
+
+def test_a_status_finished_before_the_kstatus_conditions_gets_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An evaluation that failed under an operator without Ready/Reconciling/Stalled would read as
+    Current to kstatus (Flux, Helm --wait): at resume the three are added, derived from its own
+    conditions, and nothing else of the finished status is written."""
+    from nejumi_operator import controller
+
+    old = {
+        "phase": "Failed",
+        "reason": "NoScore",
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "Succeeded", "status": "False", "reason": "NoScore", "message": "mtbench has no score"}
+        ],
+    }
+    evaluation = {"metadata": {"name": "e", "generation": 1, "resourceVersion": "7"}, "status": old}
+    patches: list[tuple[dict[str, Any], str]] = []
+    monkeypatch.setattr(controller.calls, "read_evaluation", lambda api, ns, name: evaluation)
+    monkeypatch.setattr(
+        controller.calls, "patch_status", lambda api, ns, name, status, rv: patches.append((status, rv))
+    )
+    assert controller.complete_finished_status(object(), "ns", "e") is True
+    ((patch, version),) = patches
+    assert version == "7" and set(patch) == {"conditions"}
+    by_type = {c["type"]: c for c in patch["conditions"]}
+    assert (by_type["Stalled"]["status"], by_type["Stalled"]["reason"]) == ("True", "NoScore")
+    assert by_type["Ready"]["status"] == "False" and by_type["Reconciling"]["status"] == "False"
+    assert all(c["observedGeneration"] == 1 for c in patch["conditions"][1:])
+
+    evaluation["status"] = {**old, "conditions": patch["conditions"]}
+    assert controller.complete_finished_status(object(), "ns", "e") is False  # once is enough
+    evaluation["status"] = {"conditions": [{"type": "Succeeded", "status": "Unknown"}]}
+    assert controller.complete_finished_status(object(), "ns", "e") is False  # unfinished: the reducer's
+    assert len(patches) == 1
