@@ -67,6 +67,27 @@ $(HELM_BIN_DIR)/helm:
 	$(HELM_BIN_DIR).tmp/helm version --short | grep -qx '$(HELM_VERSION)'
 	rm -rf $(HELM_BIN_DIR) && mv $(HELM_BIN_DIR).tmp $(HELM_BIN_DIR)
 
+## Helm 4 for tests/integration/test_helm4_wait.py, built from source with Go (no-op when present).
+## Cold ~3 min on 2 cores, module download included. Its `--wait` (the `watcher` strategy) reads
+## health with kstatus (Flux's fork of cli-utils), so `helm install --wait` over a chart of
+## evaluations returns when they are Current and fails when one is Failed. Only the version is an -X
+## flag: Helm 4 reads its client-go version (the default capabilities) from the binary's build info.
+HELM4_VERSION := v4.3.2
+HELM4_BIN_DIR := .cache/helm4-bin/$(HELM4_VERSION)
+# tests/support/helm.py finds the binary through this (and falls back to the same folder itself).
+export NEJUMI_HELM4 := $(abspath $(HELM4_BIN_DIR))/helm
+.PHONY: helm4-bin
+helm4-bin: $(HELM4_BIN_DIR)/helm
+
+$(HELM4_BIN_DIR)/helm:
+	@echo "building helm $(HELM4_VERSION) into $(HELM4_BIN_DIR) (cold: ~3 min)"
+	rm -rf $(HELM4_BIN_DIR).tmp && mkdir -p $(HELM4_BIN_DIR).tmp
+	GOBIN=$(abspath $(HELM4_BIN_DIR)).tmp GOTOOLCHAIN=local CGO_ENABLED=0 $(GO) install -trimpath \
+	  -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$(HELM4_VERSION)" \
+	  helm.sh/helm/v4/cmd/helm@$(HELM4_VERSION)
+	$(HELM4_BIN_DIR).tmp/helm version --short | grep -qx '$(HELM4_VERSION)'
+	rm -rf $(HELM4_BIN_DIR) && mv $(HELM4_BIN_DIR).tmp $(HELM4_BIN_DIR)
+
 ## Kueue for tests/integration/test_kueue.py, built from source with Go (no-op when present; cold
 ## ~3 min on 2 cores, plus module download). tests/cluster/kueue.py runs it against the test
 ## control plane and installs its CRDs, RBAC and webhooks from the same module's config/.
@@ -194,7 +215,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
-test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin browser
+test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin helm4-bin browser
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).
