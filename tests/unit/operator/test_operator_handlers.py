@@ -73,6 +73,10 @@ class Cluster:
         self.created: list[str] = []
         self.deleted: list[str] = []
         self.statuses: list[dict[str, Any] | None] = []
+        self.completed: list[str] = []
+        monkeypatch.setattr(
+            handlers, "complete_finished_status", lambda api, ns, name: self.completed.append(name)
+        )
         monkeypatch.setattr(handlers.calls, "labelled_jobs", self.labelled_jobs)
         monkeypatch.setattr(handlers.calls, "delete_job", self.delete_job)
         monkeypatch.setattr(handlers.calls, "read_job", lambda api, ns, name: self.existing.get(name))
@@ -149,6 +153,7 @@ def test_an_edit_stops_the_earlier_generations_job_and_starts_its_own(
     done = {**finished, "observedGeneration": 2}
     again.run(evaluation({"model": API_MODEL}, generation=2, status=done))  # settled: nothing to do
     assert again.deleted == [] and again.created == [] and again.statuses == []
+    assert again.completed == ["e"]  # at resume, a finished status is only completed (kstatus conditions)
 
 
 def test_a_job_that_exists_is_never_rejudged_by_a_later_policy(monkeypatch: pytest.MonkeyPatch) -> None:
