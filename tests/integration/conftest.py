@@ -240,3 +240,32 @@ def kueue(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory)
         yield manager
     finally:
         manager.stop()
+
+
+@pytest.fixture(scope="module")
+def crd(k8s_client: ApiClient) -> Iterator[None]:
+    """The NejumiEvaluation CRD, applied for a module's tests and deleted after them (a module that
+    needs the CRD object itself defines its own)."""
+    from tests.support.kube import apply_crd, delete_crd
+
+    apply_crd(k8s_client)
+    yield
+    delete_crd(k8s_client)
+
+
+@pytest.fixture(scope="session")
+def questions() -> dict[int, str]:
+    """MT-bench (neo) question id → first turn: what the scripted judge recognises answers by."""
+    from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
+
+    return {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
+
+
+@pytest.fixture
+def operator(namespace: str, operator_env: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The real operator on the test's namespace for the whole test; it must end cleanly."""
+    from tests.support.kube import operator_runner
+
+    with operator_runner(namespace) as runner:
+        yield runner
+    assert (runner.exit_code, runner.exception) == (0, None), runner.output

@@ -7,45 +7,24 @@ nothing; an edit while queued replaces the queued Job."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 
 from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
-from tests.integration.test_status_truth import HANDLERS, Recorder
+from tests.integration.test_status_truth import Recorder
 from tests.support.kstatus import kstatus
-from tests.support.kube import apply_crd, delete_crd, kubectl
+from tests.support.kube import kubectl, operator_runner
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 RESYNC_S = 5  # NEJUMI_OPERATOR_RESYNC_SECONDS in operator_env
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
-
-
-@pytest.fixture(scope="module")
-def questions() -> dict[int, str]:
-    return {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
-
-
-def _operator(namespace: str) -> KopfRunner:
-    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
-    return KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60)
 
 
 def _apply(kubeconfig: Path, path: Path, namespace: str, name: str, spec: dict[str, Any]) -> str:
@@ -98,7 +77,7 @@ def test_an_edit_re_evaluates_sending_only_what_changed(
         StubServer() as model,
         ScriptedJudge(questions) as first_judge,
         ScriptedJudge(questions, model="gpt-4o-2024-08-06") as second_judge,
-        _operator(namespace) as operator,
+        operator_runner(namespace) as operator,
         Recorder(k8s_client, namespace) as seen,
     ):
         assert _apply(kubeconfig, manifest, namespace, "stub", _spec(model.base_url, first_judge)).endswith(
@@ -172,7 +151,7 @@ def test_an_edit_while_queued_replaces_the_queued_job(
     batch = BatchV1Api(k8s_client)
     with (
         ScriptedJudge(questions) as judge,
-        _operator(namespace) as operator,
+        operator_runner(namespace) as operator,
         Recorder(k8s_client, namespace) as seen,
     ):
         spec = _spec("http://127.0.0.1:9/v1", judge, queueName="gpu-queue")

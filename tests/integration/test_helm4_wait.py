@@ -12,25 +12,20 @@ the stub server, the MT-bench judge a scripted one (rating every answer, or neve
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, CustomObjectsApi
 
 from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
-from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from tests.cluster import NodeAgent
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
-from tests.integration.test_status_truth import HANDLERS
 from tests.support.helm import helm, helm4_binary
 from tests.support.kstatus import kstatus
-from tests.support.kube import apply_crd, delete_crd
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -53,26 +48,6 @@ TEMPLATE = "\n".join(
         "",
     ]
 )
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
-
-
-@pytest.fixture(scope="module")
-def questions() -> dict[int, str]:
-    return {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
-
-
-@pytest.fixture
-def operator(namespace: str, operator_env: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
-    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
-    with KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as runner:
-        yield runner
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
 
 
 @pytest.fixture

@@ -13,18 +13,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
 from kopf.testing import KopfRunner
 from kubernetes import watch
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-import nejumi_operator.handlers
 from nejumi_eval.api.v1alpha1 import conditions as c
 from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from nejumi_operator.status import reduce_status
@@ -32,11 +29,10 @@ from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.evaluation_phases import PHASE_OF_REASON, observations
 from tests.fixtures.openai_stub import StubServer
 from tests.support.kstatus import kstatus
-from tests.support.kube import apply_crd, create_evaluation, delete_crd, kubectl
+from tests.support.kube import create_evaluation, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
-HANDLERS = Path(nejumi_operator.handlers.__file__)
 KSTATUS_OF_PHASE = {
     c.PHASE_QUEUED: "InProgress",
     c.PHASE_PENDING: "InProgress",
@@ -45,13 +41,6 @@ KSTATUS_OF_PHASE = {
     c.PHASE_FAILED: "Failed",
 }
 """What Flux and Helm --wait must see: waiting while under way, done only when succeeded."""
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
 
 
 def spec(endpoint: str, **extra: Any) -> dict[str, Any]:
@@ -174,14 +163,6 @@ class Versions:
 
         phases = lambda: [(o.get("status") or {}).get("phase") for o in self.seen.get(name, [])]  # noqa: E731
         return wait_until(done, timeout, f"{name} to finish (phases seen: {phases()})", interval=0.5)
-
-
-@pytest.fixture
-def operator(namespace: str, operator_env: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
-    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
-    with KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as runner:
-        yield runner
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
 
 
 def test_the_operators_statuses_read_in_progress_until_succeeded_or_failed(

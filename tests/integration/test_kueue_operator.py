@@ -27,17 +27,9 @@ from tests.cluster.kueue import API_VERSION, GROUP, Kueue
 from tests.fixtures.openai_stub import StubServer
 from tests.integration.test_kueue import Kueues
 from tests.integration.test_status_truth import HANDLERS, Recorder, spec
-from tests.support.kube import apply_crd, delete_crd
 from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
 
 
 @pytest.fixture

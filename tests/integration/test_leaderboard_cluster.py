@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,9 @@ from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from nejumi_eval.cli import main
 from nejumi_eval.leaderboard import cluster, compare
 from tests.fixtures.leaderboard_results import copy_workspace, operator_status, ratings, write_results
-from tests.support.kube import apply_crd, create_evaluation, delete_crd
+from tests.support.kube import create_evaluation
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
 
 
 def spread(period: int):

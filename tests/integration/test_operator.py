@@ -16,17 +16,14 @@ from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-import nejumi_operator.handlers
 from nejumi_eval.api.v1alpha1.crd import build_crd
 from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
 from nejumi_operator.reconcile.job import job_name
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
-from tests.support.kube import apply_crd, delete_crd, job_finished, kubectl
+from tests.support.kube import HANDLERS, apply_crd, delete_crd, job_finished, kubectl
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
-
-HANDLERS = Path(nejumi_operator.handlers.__file__)
 
 
 def api_message(exc: ApiException) -> str:

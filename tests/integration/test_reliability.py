@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,17 +31,9 @@ from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
 from tests.integration.test_status_truth import spec
-from tests.support.kube import apply_crd, delete_crd
 from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
 
 
 class Operator:

@@ -8,46 +8,30 @@ model or judge request (counted at the stubs)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kopf
 import pytest
-from kopf.testing import KopfRunner
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from nejumi_eval.api.v1alpha1.results import MANIFEST, Location, manifest_digest
-from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from nejumi_eval.cli import main
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import Reply, StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
-from tests.integration.test_status_truth import HANDLERS, Recorder
+from tests.integration.test_status_truth import Recorder
 from tests.support.browser import headless_chromium
-from tests.support.kube import apply_crd, delete_crd
 from tests.support.kube import create_evaluation as create
+from tests.support.kube import operator_runner
 from tests.support.s3 import S3Server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 BUCKET = "nejumi-results"
 CONSENT = {"nejumi.wandb.ai/usable-by-evaluations": "true"}
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
-
-
-@pytest.fixture(scope="module")
-def questions() -> dict[int, str]:
-    return {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
 
 
 @pytest.fixture
@@ -93,11 +77,6 @@ def _spec(model: str, judge: str, endpoint: str, **workspace: Any) -> dict[str, 
     }
 
 
-def _operator(namespace: str) -> KopfRunner:
-    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
-    return KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60)
-
-
 def _delete(client: ApiClient, namespace: str, name: str) -> None:
     CustomObjectsApi(client).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
     core = CoreV1Api(client)
@@ -125,7 +104,7 @@ def test_a_pruned_evaluation_keeps_its_place_on_the_board(
     with (
         StubServer() as model,
         ScriptedJudge(questions) as judge,
-        _operator(namespace) as operator,
+        operator_runner(namespace) as operator,
         Recorder(k8s_client, namespace) as seen,
     ):
         create(k8s_client, namespace, "stored", _spec(model.base_url, judge.base_url, store.endpoint))
@@ -200,7 +179,7 @@ def test_a_store_lost_at_the_end_is_degraded_and_a_rerun_stores_without_a_reques
     with (
         _StoreKiller(store) as model,
         ScriptedJudge(questions) as judge,
-        _operator(namespace) as operator,
+        operator_runner(namespace) as operator,
         Recorder(k8s_client, namespace) as seen,
     ):
         spec = _spec(model.base_url, judge.base_url, store.endpoint, retain=True)
@@ -227,7 +206,7 @@ def test_a_store_lost_at_the_end_is_degraded_and_a_rerun_stores_without_a_reques
     with (
         StubServer(port=ports[0]) as model,
         ScriptedJudge(questions, port=ports[1]) as judge,
-        _operator(namespace) as operator,
+        operator_runner(namespace) as operator,
         Recorder(k8s_client, namespace) as seen,
     ):
         create(k8s_client, namespace, "lost", spec)  # the same name: the retained workspace, generation 1

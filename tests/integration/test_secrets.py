@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
 import kopf
@@ -23,8 +22,8 @@ from tests.cluster import NodeAgent
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.integration.test_status_truth import HANDLERS, Recorder
-from tests.support.kube import apply_crd, delete_crd, kubectl
 from tests.support.kube import create_evaluation as create
+from tests.support.kube import kubectl
 from tests.support.s3 import S3Server
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -32,13 +31,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 KINDS = (
     "nejumievaluations,jobs,pods,configmaps,events,persistentvolumeclaims,serviceaccounts,roles,rolebindings"
 )
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
 
 
 def files_containing(root: Path, needles: list[str]) -> list[str]:

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +20,15 @@ from kubernetes import watch
 from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
-import nejumi_operator.handlers
 from nejumi_eval.api.v1alpha1.names import GROUP, KIND, PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import Reply, StubServer
-from tests.support.kube import apply_crd, delete_crd, kubectl
+from tests.support.kube import HANDLERS, kubectl
 from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
-HANDLERS = Path(nejumi_operator.handlers.__file__)
 RANK = {"Queued": 0, "Pending": 1, "Running": 2, "Succeeded": 3, "Failed": 3}
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
 
 
 class Recorder:
@@ -94,14 +84,6 @@ class Recorder:
             return None
 
         return wait_until(reached, timeout, f"{name}: {phase}/{reason} (seen {self.seen.get(name)})")
-
-
-@pytest.fixture
-def operator(namespace: str, operator_env: pytest.MonkeyPatch) -> Iterator[KopfRunner]:
-    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
-    with KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as runner:
-        yield runner
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
 
 
 def spec(endpoint: str, **extra: Any) -> dict[str, Any]:

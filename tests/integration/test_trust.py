@@ -31,20 +31,12 @@ from tests.cluster import ControlPlane, NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
 from tests.integration.test_in_cluster import CHART, Release, chart_values
 from tests.integration.test_status_truth import Recorder, spec
-from tests.support.kube import apply_crd, delete_crd
 from tests.support.kube import create_evaluation as create
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 CONSENT = {LABEL_USABLE_BY_EVALUATIONS: "true"}
 LOOPBACK_KEYS = {"keyHosts": [*DEFAULT_KEY_HOSTS, "127.0.0.1"]}  # the user's stub listens here
-
-
-@pytest.fixture(scope="module")
-def crd(k8s_client: ApiClient) -> Iterator[None]:
-    apply_crd(k8s_client)
-    yield
-    delete_crd(k8s_client)
 
 
 @pytest.fixture

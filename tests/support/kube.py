@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import time
@@ -160,3 +161,17 @@ def create_evaluation(client: ApiClient, namespace: str, name: str, spec: dict[s
         return True
 
     wait_until(attempt, 15, f"create {name}")
+
+
+HANDLERS = Path(str(importlib.util.find_spec("nejumi_operator.handlers").origin))  # type: ignore[union-attr]
+"""The operator's handlers file, as `kopf run` loads it (found, not imported: importing registers)."""
+
+
+def operator_runner(namespace: str) -> Any:
+    """The real operator (kopf's `KopfRunner`, a fresh registry) watching `namespace`; a context
+    manager. Tests that stop and start it mid-test use this; others the `operator` fixture."""
+    import kopf
+    from kopf.testing import KopfRunner
+
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    return KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60)
