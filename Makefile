@@ -21,10 +21,11 @@ demo: setup-demo
 	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
-bench: setup browser versitygw-bin
+bench: setup browser versitygw-bin k8s-bin flux-bin
 	$(BIN)/python -m tests.bench.run_bench
 	$(BIN)/python -m tests.bench.leaderboard_bench
 	$(BIN)/python -m tests.bench.store_bench
+	$(BIN)/python -m tests.bench.flux_bench
 
 ## The NejumiEvaluation CRD, generated from the spec model (crd-check: CI fails on drift).
 ## The chart ships a byte-identical copy in charts/nejumi-operator/crds/ (crd-check fails on a difference).
@@ -86,6 +87,40 @@ $(KUEUE_BIN_DIR)/kueue:
 	$(GO) version -m $(KUEUE_BIN_DIR).tmp/kueue \
 	  | awk '$$1 == "mod" && $$2 == "sigs.k8s.io/kueue" && $$3 == "$(KUEUE_VERSION)" {ok = 1} END {exit !ok}'
 	rm -rf $(KUEUE_BIN_DIR) && mv $(KUEUE_BIN_DIR).tmp $(KUEUE_BIN_DIR)
+
+## Flux (source-controller and kustomize-controller) for tests/integration/test_flux.py, built from
+## their Go modules (no-op when present; cold ~15 min on 2 cores, plus module download).
+## tests/cluster/flux.py runs both against the test control plane and installs their CRDs and RBAC
+## from the same modules' config/. Each go.mod replaces its api module with ./api, a folder its
+## module zip lacks (api/ is a module of its own), so `go install …@version` refuses them: the build
+## copies each module's tree, drops that replace and requires the api module at the same version
+## (what the release's own go.sum pins). v1.9.3 is the pair flux2 ships together (fluxcd/flux2#5993);
+## v1.9.4+ (source-controller) need fluxcd/pkg modules the module proxy does not serve, v1.10 Go 1.27.
+FLUX_VERSION := v1.9.3
+FLUX_CONTROLLERS := source-controller kustomize-controller
+FLUX_BIN_DIR := .cache/flux-bin/$(FLUX_VERSION)
+# tests/cluster/flux.py finds the binaries through this (and falls back to the same folder itself).
+export NEJUMI_FLUX_BIN := $(abspath $(FLUX_BIN_DIR))
+.PHONY: flux-bin
+flux-bin: $(FLUX_BIN_DIR)/.complete
+
+$(FLUX_BIN_DIR)/.complete:
+	@echo "building Flux $(FLUX_CONTROLLERS) $(FLUX_VERSION) into $(FLUX_BIN_DIR) (cold: ~15 min)"
+	rm -rf $(FLUX_BIN_DIR).tmp && mkdir -p $(FLUX_BIN_DIR).tmp
+	set -e; for c in $(FLUX_CONTROLLERS); do \
+	  dir=$$(GOTOOLCHAIN=local $(GO) mod download -json github.com/fluxcd/$$c@$(FLUX_VERSION) \
+	      | sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p') && test -n "$$dir"; \
+	  cp -r "$$dir" $(FLUX_BIN_DIR).tmp/src && chmod -R u+w $(FLUX_BIN_DIR).tmp/src; \
+	  ( cd $(FLUX_BIN_DIR).tmp/src && \
+	    GOTOOLCHAIN=local $(GO) mod edit -dropreplace=github.com/fluxcd/$$c/api \
+	      -require=github.com/fluxcd/$$c/api@$(FLUX_VERSION) && \
+	    GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o ../$$c . ); \
+	  rm -rf $(FLUX_BIN_DIR).tmp/src; \
+	  $(GO) version -m $(FLUX_BIN_DIR).tmp/$$c \
+	    | awk '$$1 == "dep" && $$2 == "github.com/fluxcd/'$$c'/api" && $$3 == "$(FLUX_VERSION)" {ok = 1} END {exit !ok}'; \
+	done
+	touch $(FLUX_BIN_DIR).tmp/.complete
+	rm -rf $(FLUX_BIN_DIR) && mv $(FLUX_BIN_DIR).tmp $(FLUX_BIN_DIR)
 
 ## versitygw, the real S3 server (over a local folder) of tests/support/s3.py, built from source
 ## with Go (no-op when present; cold ~1 min on 2 cores, plus module download).
@@ -194,7 +229,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
-test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin browser
+test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin flux-bin browser
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).
