@@ -93,11 +93,13 @@ $(KUEUE_BIN_DIR)/kueue:
 ## tests/cluster/flux.py runs both against the test control plane and installs their CRDs and RBAC
 ## from the same modules' config/. Each go.mod replaces its api module with ./api, a folder its
 ## module zip lacks (api/ is a module of its own), so `go install …@version` refuses them: the build
-## copies each module's tree, drops that replace and requires the api module at the same version
-## (what the release's own go.sum pins). v1.9.3 is the pair flux2 ships together (fluxcd/flux2#5993);
-## v1.9.4+ (source-controller) need fluxcd/pkg modules the module proxy does not serve, v1.10 Go 1.27.
-FLUX_VERSION := v1.9.3
-FLUX_CONTROLLERS := source-controller kustomize-controller
+## copies each module's tree, drops that replace and requires the api module at the controller's
+## version (what the release's own go.sum pins). The pair is Flux v2.9.3's (fluxcd/flux2:
+## manifests/bases/*/kustomization.yaml at that tag); v2.9.4's source-controller v1.9.4 needs
+## fluxcd/pkg/artifact v0.18.2, which the module proxy does not serve, and v2.10 (v1.10.x) Go 1.27.
+FLUX_VERSION := v2.9.3
+FLUX_SOURCE_VERSION := v1.9.3
+FLUX_KUSTOMIZE_VERSION := v1.9.4
 FLUX_BIN_DIR := .cache/flux-bin/$(FLUX_VERSION)
 # tests/cluster/flux.py finds the binaries through this (and falls back to the same folder itself).
 export NEJUMI_FLUX_BIN := $(abspath $(FLUX_BIN_DIR))
@@ -105,19 +107,19 @@ export NEJUMI_FLUX_BIN := $(abspath $(FLUX_BIN_DIR))
 flux-bin: $(FLUX_BIN_DIR)/.complete
 
 $(FLUX_BIN_DIR)/.complete:
-	@echo "building Flux $(FLUX_CONTROLLERS) $(FLUX_VERSION) into $(FLUX_BIN_DIR) (cold: ~15 min)"
+	@echo "building Flux $(FLUX_VERSION) controllers into $(FLUX_BIN_DIR) (cold: ~15 min)"
 	rm -rf $(FLUX_BIN_DIR).tmp && mkdir -p $(FLUX_BIN_DIR).tmp
-	set -e; for c in $(FLUX_CONTROLLERS); do \
-	  dir=$$(GOTOOLCHAIN=local $(GO) mod download -json github.com/fluxcd/$$c@$(FLUX_VERSION) \
+	set -e; for cv in source-controller@$(FLUX_SOURCE_VERSION) kustomize-controller@$(FLUX_KUSTOMIZE_VERSION); do \
+	  c=$${cv%@*}; v=$${cv#*@}; \
+	  dir=$$(GOTOOLCHAIN=local $(GO) mod download -json github.com/fluxcd/$$cv \
 	      | sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p') && test -n "$$dir"; \
 	  cp -r "$$dir" $(FLUX_BIN_DIR).tmp/src && chmod -R u+w $(FLUX_BIN_DIR).tmp/src; \
 	  ( cd $(FLUX_BIN_DIR).tmp/src && \
-	    GOTOOLCHAIN=local $(GO) mod edit -dropreplace=github.com/fluxcd/$$c/api \
-	      -require=github.com/fluxcd/$$c/api@$(FLUX_VERSION) && \
+	    GOTOOLCHAIN=local $(GO) mod edit -dropreplace=github.com/fluxcd/$$c/api -require=github.com/fluxcd/$$c/api@$$v && \
 	    GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o ../$$c . ); \
 	  rm -rf $(FLUX_BIN_DIR).tmp/src; \
 	  $(GO) version -m $(FLUX_BIN_DIR).tmp/$$c \
-	    | awk '$$1 == "dep" && $$2 == "github.com/fluxcd/'$$c'/api" && $$3 == "$(FLUX_VERSION)" {ok = 1} END {exit !ok}'; \
+	    | awk -v m=github.com/fluxcd/$$c/api -v v=$$v '$$1 == "dep" && $$2 == m && $$3 == v {ok = 1} END {exit !ok}'; \
 	done
 	touch $(FLUX_BIN_DIR).tmp/.complete
 	rm -rf $(FLUX_BIN_DIR) && mv $(FLUX_BIN_DIR).tmp $(FLUX_BIN_DIR)

@@ -5,7 +5,8 @@ A team keeps its NejumiEvaluations in Git and lets Flux apply them; what the ope
 there (kustomize-controller's server-side apply, its health checks with kstatus under `wait: true`,
 pruning of what was removed from Git) lives in Flux's code, so the tests run the genuine
 controllers rather than a mock. Everything comes from the pinned module versions: the binaries
-built by ``make flux-bin`` and the CRDs and RBAC in the same modules' ``config/`` (found through
+of one Flux release (v2.9.3: source-controller v1.9.3, kustomize-controller v1.9.4) built by
+``make flux-bin``, and the CRDs and RBAC in the same modules' ``config/`` (found through
 ``go mod download -json``), so they cannot drift apart.
 
 What a real install does in-cluster, and what this harness does instead on loopback:
@@ -16,7 +17,7 @@ What a real install does in-cluster, and what this harness does instead on loopb
   ``flux-kustomize-controller``). source-controller is bound to its module's own ClusterRole
   (``config/rbac/role.yaml``); kustomize-controller is bound to ``cluster-admin``, which is what
   flux2's install does too (its ``cluster-reconciler`` binding): it applies whatever Git holds.
-  Each also gets its module's role, named ``flux-...``. The harness installs all this as the admin.
+  Each module's role is named ``<user>-manager-role``. The harness installs all this as the admin.
 - **Artifacts**: source-controller's storage is a folder in ``workdir``, served on a free loopback
   port that is also the advertised address (``--storage-adv-addr``), so kustomize-controller
   downloads ``http://127.0.0.1:<port>/...`` as it would download from the Service.
@@ -48,15 +49,15 @@ from kubernetes.dynamic import DynamicClient
 
 from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
 
-# The pair flux2 ships together (fluxcd/flux2#5993, "Update toolkit components"). Later patch
-# releases need modules the module proxy does not serve, and v1.10 needs Go 1.27 (see the Makefile).
+# The controllers of one Flux release (fluxcd/flux2: manifests/bases/*/kustomization.yaml at the
+# tag), as the Makefile's FLUX_*_VERSION; why this release, there.
+FLUX_VERSION = "v2.9.3"
 SOURCE_MODULE = "github.com/fluxcd/source-controller"
 KUSTOMIZE_MODULE = "github.com/fluxcd/kustomize-controller"
-FLUX_VERSION = "v1.9.3"  # both controllers
+MODULE_VERSIONS = {SOURCE_MODULE: "v1.9.3", KUSTOMIZE_MODULE: "v1.9.4"}
 SOURCE_GROUP = "source.toolkit.fluxcd.io"
 KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
 FIELD_MANAGER = "nejumi-test-harness"
-NAME_PREFIX = "flux-"
 SOURCE_USER = "flux-source-controller"
 KUSTOMIZE_USER = "flux-kustomize-controller"
 
@@ -80,8 +81,9 @@ def find_flux() -> Path:
 def module_dir(module: str) -> Path:
     """A Flux module's source in the Go module cache (downloaded there by the build)."""
     go = shutil.which("go") or "/usr/local/go/bin/go"
+    wanted = f"{module}@{MODULE_VERSIONS[module]}"
     out = subprocess.run(
-        [go, "mod", "download", "-json", f"{module}@{FLUX_VERSION}"],
+        [go, "mod", "download", "-json", wanted],
         capture_output=True,
         text=True,
         env={**os.environ, "GOTOOLCHAIN": "local"},
@@ -90,7 +92,7 @@ def module_dir(module: str) -> Path:
     )
     info = json.loads(out.stdout or "{}")
     if out.returncode != 0 or "Dir" not in info:
-        raise FluxMissing(f"cannot locate {module}@{FLUX_VERSION}: {info.get('Error') or out.stderr}")
+        raise FluxMissing(f"cannot locate {wanted}: {info.get('Error') or out.stderr}")
     return Path(info["Dir"])
 
 
@@ -334,7 +336,7 @@ class Flux:
         subject = [{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]
         roles = []
         for role in load_yaml(module / "config" / "rbac" / "role.yaml"):
-            role["metadata"]["name"] = f"{NAME_PREFIX}{module.name.split('@')[0]}-{role['metadata']['name']}"
+            role["metadata"]["name"] = f"{user}-{role['metadata']['name']}"
             apply(cluster, role)
             roles.append(role["metadata"]["name"])
         if admin:
