@@ -342,6 +342,12 @@ def test_flux_applies_waits_for_the_score_edits_and_prunes(
             if step.ready == "True" and _revision(sha)(step.applied) and step.generation == generation:
                 assert (step.observed, step.phase) == (generation, "Succeeded"), step
 
+    def collected() -> bool:  # the pruned evaluation's Jobs and workspace go with it
+        jobs = BatchV1Api(k8s_client).list_namespaced_job(namespace).items
+        claims = CoreV1Api(k8s_client).list_namespaced_persistent_volume_claim(namespace).items
+        return not jobs and "stub-workspace" not in {c.metadata.name for c in claims}
+
+    wait_until(collected, 120, "the pruned evaluation's Jobs and workspace PVC to be collected")
     assert stored == [
         f"s3://{BUCKET}/cluster/{namespace}/stub/2/",
         f"s3://{BUCKET}/cluster/{namespace}/stub/1/",
@@ -358,8 +364,8 @@ def test_flux_applies_waits_for_the_score_edits_and_prunes(
     assert (
         main(["leaderboard", *cluster, f"s3://{BUCKET}/cluster", "--include-all", "--json", str(board)]) == 0
     )
-    entries = json.loads(board.read_text())["entries"]
-    assert entries and all(e["model"] == "stub-model" for e in entries), entries
+    states = {e["id"]: e["state"] for e in json.loads(board.read_text())["entries"]}
+    assert states == {f"{namespace}/stub/2": "ranked", f"{namespace}/stub/1": "superseded"}, states
 
     BENCH_OUT.parent.mkdir(parents=True, exist_ok=True)
     BENCH_OUT.write_text(json.dumps(figures, indent=2) + "\n")
