@@ -89,7 +89,7 @@ $(KUEUE_BIN_DIR)/kueue:
 	rm -rf $(KUEUE_BIN_DIR) && mv $(KUEUE_BIN_DIR).tmp $(KUEUE_BIN_DIR)
 
 ## Flux (source-controller and kustomize-controller) for tests/integration/test_flux.py, built from
-## their Go modules (no-op when present; cold ~15 min on 2 cores, plus module download).
+## their Go modules (no-op when present; cold ~10 min on 2 cores, plus module download).
 ## tests/cluster/flux.py runs both against the test control plane and installs their CRDs and RBAC
 ## from the same modules' config/. Each go.mod replaces its api module with ./api, a folder its
 ## module zip lacks (api/ is a module of its own), so `go install …@version` refuses them: the build
@@ -107,7 +107,7 @@ export NEJUMI_FLUX_BIN := $(abspath $(FLUX_BIN_DIR))
 flux-bin: $(FLUX_BIN_DIR)/.complete
 
 $(FLUX_BIN_DIR)/.complete:
-	@echo "building Flux $(FLUX_VERSION) controllers into $(FLUX_BIN_DIR) (cold: ~15 min)"
+	@echo "building Flux $(FLUX_VERSION) controllers into $(FLUX_BIN_DIR) (cold: ~10 min)"
 	rm -rf $(FLUX_BIN_DIR).tmp && mkdir -p $(FLUX_BIN_DIR).tmp
 	set -e; for cv in source-controller@$(FLUX_SOURCE_VERSION) kustomize-controller@$(FLUX_KUSTOMIZE_VERSION); do \
 	  c=$${cv%@*}; v=$${cv#*@}; \
