@@ -21,6 +21,7 @@ demo: setup-demo
 	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
+## flux_bench runs the real Flux on the test control plane (push → Job, done → Kustomization Ready).
 bench: setup browser versitygw-bin k8s-bin flux-bin
 	$(BIN)/python -m tests.bench.run_bench
 	$(BIN)/python -m tests.bench.leaderboard_bench
