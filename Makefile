@@ -21,10 +21,12 @@ demo: setup-demo
 	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
-bench: setup browser versitygw-bin
+## flux_bench runs the real Flux on the test control plane (push → Job, done → Kustomization Ready).
+bench: setup browser versitygw-bin k8s-bin flux-bin
 	$(BIN)/python -m tests.bench.run_bench
 	$(BIN)/python -m tests.bench.leaderboard_bench
 	$(BIN)/python -m tests.bench.store_bench
+	$(BIN)/python -m tests.bench.flux_bench
 
 ## The NejumiEvaluation CRD, generated from the spec model (crd-check: CI fails on drift).
 ## The chart ships a byte-identical copy in charts/nejumi-operator/crds/ (crd-check fails on a difference).
@@ -107,6 +109,42 @@ $(KUEUE_BIN_DIR)/kueue:
 	$(GO) version -m $(KUEUE_BIN_DIR).tmp/kueue \
 	  | awk '$$1 == "mod" && $$2 == "sigs.k8s.io/kueue" && $$3 == "$(KUEUE_VERSION)" {ok = 1} END {exit !ok}'
 	rm -rf $(KUEUE_BIN_DIR) && mv $(KUEUE_BIN_DIR).tmp $(KUEUE_BIN_DIR)
+
+## Flux (source-controller and kustomize-controller) for tests/integration/test_flux.py, built from
+## their Go modules (no-op when present; cold ~10 min on 2 cores, plus module download).
+## tests/cluster/flux.py runs both against the test control plane and installs their CRDs and RBAC
+## from the same modules' config/. Each go.mod replaces its api module with ./api, a folder its
+## module zip lacks (api/ is a module of its own), so `go install …@version` refuses them: the build
+## copies each module's tree, drops that replace and requires the api module at the controller's
+## version (what the release's own go.sum pins). The pair is Flux v2.9.3's (fluxcd/flux2:
+## manifests/bases/*/kustomization.yaml at that tag); v2.9.4's source-controller v1.9.4 needs
+## fluxcd/pkg/artifact v0.18.2, which the module proxy does not serve, and v2.10 (v1.10.x) Go 1.27.
+FLUX_VERSION := v2.9.3
+FLUX_SOURCE_VERSION := v1.9.3
+FLUX_KUSTOMIZE_VERSION := v1.9.4
+FLUX_BIN_DIR := .cache/flux-bin/$(FLUX_VERSION)
+# tests/cluster/flux.py finds the binaries through this (and falls back to the same folder itself).
+export NEJUMI_FLUX_BIN := $(abspath $(FLUX_BIN_DIR))
+.PHONY: flux-bin
+flux-bin: $(FLUX_BIN_DIR)/.complete
+
+$(FLUX_BIN_DIR)/.complete:
+	@echo "building Flux $(FLUX_VERSION) controllers into $(FLUX_BIN_DIR) (cold: ~10 min)"
+	rm -rf $(FLUX_BIN_DIR).tmp && mkdir -p $(FLUX_BIN_DIR).tmp
+	set -e; for cv in source-controller@$(FLUX_SOURCE_VERSION) kustomize-controller@$(FLUX_KUSTOMIZE_VERSION); do \
+	  c=$${cv%@*}; v=$${cv#*@}; \
+	  dir=$$(GOTOOLCHAIN=local $(GO) mod download -json github.com/fluxcd/$$cv \
+	      | sed -n 's/.*"Dir": "\([^"]*\)".*/\1/p') && test -n "$$dir"; \
+	  cp -r "$$dir" $(FLUX_BIN_DIR).tmp/src && chmod -R u+w $(FLUX_BIN_DIR).tmp/src; \
+	  ( cd $(FLUX_BIN_DIR).tmp/src && \
+	    GOTOOLCHAIN=local $(GO) mod edit -dropreplace=github.com/fluxcd/$$c/api -require=github.com/fluxcd/$$c/api@$$v && \
+	    GOTOOLCHAIN=local GOFLAGS=-mod=mod CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o ../$$c . ); \
+	  rm -rf $(FLUX_BIN_DIR).tmp/src; \
+	  $(GO) version -m $(FLUX_BIN_DIR).tmp/$$c \
+	    | awk -v m=github.com/fluxcd/$$c/api -v v=$$v '$$1 == "dep" && $$2 == m && $$3 == v {ok = 1} END {exit !ok}'; \
+	done
+	touch $(FLUX_BIN_DIR).tmp/.complete
+	rm -rf $(FLUX_BIN_DIR) && mv $(FLUX_BIN_DIR).tmp $(FLUX_BIN_DIR)
 
 ## versitygw, the real S3 server (over a local folder) of tests/support/s3.py, built from source
 ## with Go (no-op when present; cold ~1 min on 2 cores, plus module download).
@@ -215,7 +253,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
-test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin helm4-bin browser
+test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin helm4-bin flux-bin browser
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).

@@ -31,6 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from nejumi_operator.policy import DEFAULT_KEY_HOSTS
 from nejumi_operator.settings import ENV_POLICY
 from tests.cluster import BinariesMissing, ControlPlane, NodeAgent, StartupError, find_binaries, wait_until
+from tests.cluster.flux import Flux, FluxMissing
 from tests.cluster.kueue import Kueue, KueueMissing
 from tests.cluster.provisioner import HostPathProvisioner
 
@@ -269,3 +270,26 @@ def operator(namespace: str, operator_env: pytest.MonkeyPatch) -> Iterator[Any]:
     with operator_runner(namespace) as runner:
         yield runner
     assert (runner.exit_code, runner.exception) == (0, None), runner.output
+
+
+@pytest.fixture(scope="session")
+def flux(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flux]:
+    """The real Flux source-controller and kustomize-controller (``make flux-bin``) on the session
+    control plane, their CRDs and RBAC installed from their modules. Started on first use. A
+    missing binary is a failure, as for the control plane."""
+    problem = None
+    try:
+        controllers = Flux(control_plane, tmp_path_factory.mktemp("flux"))
+        controllers.start()
+    except FluxMissing as exc:
+        problem = str(exc)
+    except StartupError as exc:
+        problem = f"Flux did not start: {exc}"
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    port = controllers.storage_port
+    print(f"\nFlux ready in {controllers.startup_seconds:.1f}s (artifacts on 127.0.0.1:{port})")
+    try:
+        yield controllers
+    finally:
+        controllers.stop()
