@@ -104,6 +104,17 @@ def test_an_edit_re_evaluates_sending_only_what_changed(
         assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
         assert _events(k8s_client, namespace, "stub") == events
 
+        # a label is metadata: no new generation, nothing runs again
+        labelled = custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "stub", {"metadata": {"labels": {"team": "ja-eval"}}}
+        )
+        assert labelled["metadata"]["generation"] == 1
+        time.sleep(2 * RESYNC_S + 1)
+        jobs = [j.metadata.name for j in BatchV1Api(k8s_client).list_namespaced_job(namespace).items]
+        assert jobs == ["stub-g1"] and _events(k8s_client, namespace, "stub") == events
+        after = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "stub")
+        assert after["status"] == before["status"]
+
         # a commit that changes only the judge: a new generation, judgments only
         assert kstatus([after])["stub"][0] == "Current"
         edited = _spec(model.base_url, second_judge)
