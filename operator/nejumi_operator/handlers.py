@@ -186,7 +186,8 @@ def ensure_job(
         if reason == kopf.Reason.RESUME:  # finished under an older operator: kstatus must read it right
             complete_finished_status(memo.api, namespace, name)
         return
-    _stop_earlier_generations(body, namespace, generation, memo, logger)
+    if generation > 1:  # an edit: there are earlier generations' Jobs to look for
+        _stop_earlier_generations(body, namespace, generation, memo, logger)
     accepted = find(status.get("conditions"), ACCEPTED) or {}
     if (
         reason == kopf.Reason.CREATE

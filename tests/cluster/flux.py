@@ -31,9 +31,7 @@ What a real install does in-cluster, and what this harness does instead on loopb
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -44,10 +42,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes.dynamic import DynamicClient
 
 from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
+from tests.cluster.gomodules import apply, load_yaml, module_dir
 
 # The controllers of one Flux release (fluxcd/flux2: manifests/bases/*/kustomization.yaml at the
 # tag), as the Makefile's FLUX_*_VERSION; why this release, there.
@@ -57,7 +55,6 @@ KUSTOMIZE_MODULE = "github.com/fluxcd/kustomize-controller"
 MODULE_VERSIONS = {SOURCE_MODULE: "v1.9.3", KUSTOMIZE_MODULE: "v1.9.4"}
 SOURCE_GROUP = "source.toolkit.fluxcd.io"
 KUSTOMIZE_GROUP = "kustomize.toolkit.fluxcd.io"
-FIELD_MANAGER = "nejumi-test-harness"
 SOURCE_USER = "flux-source-controller"
 KUSTOMIZE_USER = "flux-kustomize-controller"
 
@@ -76,35 +73,6 @@ def find_flux() -> Path:
             f"{', '.join(missing)} missing in {folder}: run `make flux-bin` first (~10 min cold)"
         )
     return folder
-
-
-def module_dir(module: str) -> Path:
-    """A Flux module's source in the Go module cache (downloaded there by the build)."""
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    wanted = f"{module}@{MODULE_VERSIONS[module]}"
-    out = subprocess.run(
-        [go, "mod", "download", "-json", wanted],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GOTOOLCHAIN": "local"},
-        cwd=REPO,
-        check=False,
-    )
-    info = json.loads(out.stdout or "{}")
-    if out.returncode != 0 or "Dir" not in info:
-        raise FluxMissing(f"cannot locate {wanted}: {info.get('Error') or out.stderr}")
-    return Path(info["Dir"])
-
-
-def load_yaml(path: Path) -> list[dict[str, Any]]:
-    """The (non-empty) documents of a YAML file."""
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
-def apply(cluster: DynamicClient, body: dict[str, Any]) -> None:
-    """Server-side apply as the harness."""
-    resource = cluster.resources.get(api_version=body["apiVersion"], kind=body["kind"])
-    resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True)
 
 
 def _git(*args: str, cwd: Path | None = None) -> str:
@@ -276,7 +244,7 @@ class Flux:
         """Install CRDs and RBAC, run both controllers, and return once both are ready."""
         t0 = time.monotonic()
         bins = self.bin_dir or find_flux()
-        sources = {SOURCE_MODULE: module_dir(SOURCE_MODULE), KUSTOMIZE_MODULE: module_dir(KUSTOMIZE_MODULE)}
+        sources = {m: module_dir(m, v, FluxMissing) for m, v in MODULE_VERSIONS.items()}
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         (self.workdir / "storage").mkdir(exist_ok=True)
         api = self.control_plane.api_client()

@@ -47,10 +47,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import os
 import shutil
-import subprocess
 import time
 import urllib.request
 import weakref
@@ -64,6 +62,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.cluster.certs import CertificateAuthority
 from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
+from tests.cluster.gomodules import apply, load_yaml, module_dir
 
 KUEUE_MODULE = "sigs.k8s.io/kueue"
 KUEUE_VERSION = "v0.17.0"
@@ -72,7 +71,6 @@ API_VERSION = "v1beta2"  # the storage version; v1beta1 is served through the co
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # a Job's LocalQueue
 USER = "kueue-controller-manager"
 NAMESPACE = "kueue-system"  # Kueue's own namespace (Configuration.namespace's default)
-FIELD_MANAGER = "nejumi-test-harness"
 # Kueue's own roles and their bindings (config/components/rbac), except leader election (off here).
 RBAC_FILES = (
     ("role.yaml", "role_binding.yaml"),
@@ -103,28 +101,6 @@ def find_kueue() -> Path:
     if not os.access(binary, os.X_OK):
         raise KueueMissing(f"kueue binary missing at {binary}: run `make kueue-bin` first (~3 min cold)")
     return binary
-
-
-def module_dir() -> Path:
-    """The Kueue module's source in the Go module cache (downloaded there by the build)."""
-    go = shutil.which("go") or "/usr/local/go/bin/go"
-    out = subprocess.run(
-        [go, "mod", "download", "-json", f"{KUEUE_MODULE}@{KUEUE_VERSION}"],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GOTOOLCHAIN": "local"},
-        cwd=REPO,
-        check=False,
-    )
-    info = json.loads(out.stdout or "{}")
-    if out.returncode != 0 or "Dir" not in info:
-        raise KueueMissing(f"cannot locate {KUEUE_MODULE}@{KUEUE_VERSION}: {info.get('Error') or out.stderr}")
-    return Path(info["Dir"])
-
-
-def load_yaml(path: Path) -> list[dict[str, Any]]:
-    """The (non-empty) documents of a YAML file."""
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 @dataclass
@@ -165,7 +141,7 @@ class Kueue:
         """Install CRDs, RBAC and webhooks, run the manager, and return once its webhooks answer."""
         t0 = time.monotonic()
         binary = self.binary or find_kueue()
-        self.source = module_dir()
+        self.source = module_dir(KUEUE_MODULE, KUEUE_VERSION, KueueMissing)
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         self.webhook_port, self.health_port, self.metrics_port = free_ports(3)
         ca = CertificateAuthority("nejumi-kueue-webhook-ca")
@@ -386,9 +362,3 @@ class Kueue:
 
     def _url(self, path: str) -> str:
         return f"https://127.0.0.1:{self.webhook_port}{path}"
-
-
-def apply(cluster: DynamicClient, body: dict[str, Any]) -> None:
-    """Server-side apply (create, or update after a restart on the same cluster) as the harness."""
-    resource = cluster.resources.get(api_version=body["apiVersion"], kind=body["kind"])
-    resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True)

@@ -293,3 +293,28 @@ def flux(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
         yield controllers
     finally:
         controllers.stop()
+
+
+@pytest.fixture
+def store(s3_server: Any, k8s_client: ApiClient, namespace: str) -> Any:
+    """The results bucket on a real S3 server, and a writer whose key may only write under
+    `cluster/`, its Secret consented in the evaluations' namespace: the evaluator gets the keys from
+    the Secret only (spec: `tests.support.s3.results_spec`)."""
+    from tests.support.s3 import RESULTS_BUCKET, RESULTS_SECRET
+
+    s3_server.make_bucket(RESULTS_BUCKET)
+    writer = s3_server.add_user("evaluator")
+    s3_server.allow(
+        RESULTS_BUCKET, writer, ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], prefix="cluster/"
+    )
+    CoreV1Api(k8s_client).create_namespaced_secret(
+        namespace,
+        {
+            "metadata": {"name": RESULTS_SECRET, "labels": {"nejumi.wandb.ai/usable-by-evaluations": "true"}},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": writer.access_key,
+                "AWS_SECRET_ACCESS_KEY": writer.secret_key,
+            },
+        },
+    )
+    return s3_server

@@ -20,7 +20,7 @@ from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.integration.test_status_truth import Recorder
 from tests.support.kstatus import kstatus
-from tests.support.kube import kubectl, operator_runner
+from tests.support.kube import judged_spec, kubectl, operator_runner
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -35,24 +35,7 @@ def _apply(kubeconfig: Path, path: Path, namespace: str, name: str, spec: dict[s
 
 
 def _spec(model: str, judge: ScriptedJudge, **extra: Any) -> dict[str, Any]:
-    return {
-        "model": {
-            "name": "stub-model",
-            "source": "openai-compatible",
-            "endpoint": model,
-            "mode": "completion",
-        },
-        "benchmarks": {
-            "jaster": {"testSamples": 1, "devSamples": 0},
-            "mtbench": {
-                "questionsPerCategory": 1,
-                "judge": {"endpoint": judge.base_url, "model": judge.model},
-            },
-        },
-        "wandb": {"enabled": False},
-        "resources": {"gpus": 0},
-        **extra,
-    }
+    return judged_spec(model, judge.base_url, judge.model, **extra)
 
 
 def _events(client: ApiClient, namespace: str, name: str) -> list[tuple[str, str]]:

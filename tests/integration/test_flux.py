@@ -39,35 +39,15 @@ from tests.cluster.controlplane import REPO
 from tests.cluster.flux import KUSTOMIZE_GROUP, Flux, GitServer, conditions, git_repository, kustomization
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
-from tests.support.kube import operator_runner
-from tests.support.s3 import S3Server
+from tests.support.kube import judged_spec, operator_runner
+from tests.support.s3 import RESULTS_BUCKET as BUCKET
+from tests.support.s3 import S3Server, results_spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
 
-BUCKET = "nejumi-results"
-CONSENT = {"nejumi.wandb.ai/usable-by-evaluations": "true"}
 INTERVAL_S = 5  # the GitRepository's and the Kustomization's interval
 BENCH_OUT = REPO / ".cache" / "bench" / "flux.json"
 README = "NejumiEvaluations applied by Flux (the Kustomization `evaluations`).\n"
-
-
-@pytest.fixture
-def store(s3_server: S3Server, k8s_client: ApiClient, namespace: str) -> S3Server:
-    """The bucket and a writer's consented Secret (never in Git) in the evaluations' namespace."""
-    s3_server.make_bucket(BUCKET)
-    writer = s3_server.add_user("evaluator")
-    s3_server.allow(BUCKET, writer, ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], prefix="cluster/")
-    CoreV1Api(k8s_client).create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "results-key", "labels": CONSENT},
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": writer.access_key,
-                "AWS_SECRET_ACCESS_KEY": writer.secret_key,
-            },
-        },
-    )
-    return s3_server
 
 
 @pytest.fixture
@@ -107,28 +87,7 @@ def _manifest(name: str, spec: dict[str, Any]) -> str:
 
 
 def _spec(model: str, judge: ScriptedJudge, s3: S3Server) -> dict[str, Any]:
-    return {
-        "model": {
-            "name": "stub-model",
-            "source": "openai-compatible",
-            "endpoint": model,
-            "mode": "completion",
-        },
-        "benchmarks": {
-            "jaster": {"testSamples": 1, "devSamples": 0},
-            "mtbench": {
-                "questionsPerCategory": 1,
-                "judge": {"endpoint": judge.base_url, "model": judge.model},
-            },
-        },
-        "wandb": {"enabled": False},
-        "results": {
-            "uri": f"s3://{BUCKET}/cluster",
-            "endpoint": s3.endpoint,
-            "credentialsSecretRef": {"name": "results-key"},
-        },
-        "resources": {"gpus": 0},
-    }
+    return judged_spec(model, judge.base_url, judge.model, results=results_spec(s3))
 
 
 @dataclass(frozen=True)

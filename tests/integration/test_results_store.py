@@ -25,56 +25,15 @@ from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.integration.test_status_truth import Recorder
 from tests.support.browser import headless_chromium
 from tests.support.kube import create_evaluation as create
-from tests.support.kube import operator_runner
-from tests.support.s3 import S3Server
+from tests.support.kube import judged_spec, operator_runner
+from tests.support.s3 import RESULTS_BUCKET as BUCKET
+from tests.support.s3 import S3Server, results_spec
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
-BUCKET = "nejumi-results"
-CONSENT = {"nejumi.wandb.ai/usable-by-evaluations": "true"}
 
-
-@pytest.fixture
-def store(s3_server: S3Server, k8s_client: ApiClient, namespace: str) -> S3Server:
-    """The bucket, a writer whose key may only write under the bucket (its Secret consented in the
-    evaluations' namespace), and nothing else: the evaluator gets the keys from the Secret only."""
-    s3_server.make_bucket(BUCKET)
-    writer = s3_server.add_user("evaluator")
-    s3_server.allow(BUCKET, writer, ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], prefix="cluster/")
-    CoreV1Api(k8s_client).create_namespaced_secret(
-        namespace,
-        {
-            "metadata": {"name": "results-key", "labels": CONSENT},
-            "stringData": {
-                "AWS_ACCESS_KEY_ID": writer.access_key,
-                "AWS_SECRET_ACCESS_KEY": writer.secret_key,
-            },
-        },
-    )
-    return s3_server
-
-
-def _spec(model: str, judge: str, endpoint: str, **workspace: Any) -> dict[str, Any]:
-    return {
-        "model": {
-            "name": "stub-model",
-            "source": "openai-compatible",
-            "endpoint": model,
-            "mode": "completion",
-        },
-        "benchmarks": {
-            "jaster": {"testSamples": 2, "devSamples": 0},
-            "mtbench": {"questionsPerCategory": 1, "judge": {"endpoint": judge, "model": "gpt-4-0613"}},
-        },
-        "wandb": {"enabled": False},
-        "results": {
-            "uri": f"s3://{BUCKET}/cluster",
-            "endpoint": endpoint,
-            "credentialsSecretRef": {"name": "results-key"},
-        },
-        "workspace": workspace,
-        "resources": {"gpus": 0},
-    }
+def _spec(model: str, judge: str, s3: S3Server, **workspace: Any) -> dict[str, Any]:
+    return judged_spec(model, judge, samples=2, results=results_spec(s3), workspace=workspace)
 
 
 def _delete(client: ApiClient, namespace: str, name: str) -> None:
@@ -107,7 +66,7 @@ def test_a_pruned_evaluation_keeps_its_place_on_the_board(
         operator_runner(namespace) as operator,
         Recorder(k8s_client, namespace) as seen,
     ):
-        create(k8s_client, namespace, "stored", _spec(model.base_url, judge.base_url, store.endpoint))
+        create(k8s_client, namespace, "stored", _spec(model.base_url, judge.base_url, store))
         status = seen.wait_for("stored", "Succeeded", None, timeout=300)
     assert (operator.exit_code, operator.exception) == (0, None), operator.output
     results = status["results"]
@@ -182,7 +141,7 @@ def test_a_store_lost_at_the_end_is_degraded_and_a_rerun_stores_without_a_reques
         operator_runner(namespace) as operator,
         Recorder(k8s_client, namespace) as seen,
     ):
-        spec = _spec(model.base_url, judge.base_url, store.endpoint, retain=True)
+        spec = _spec(model.base_url, judge.base_url, store, retain=True)
         create(k8s_client, namespace, "lost", spec)
         status = seen.wait_for("lost", "Succeeded", "ResultsNotStored", timeout=300)
         ports = model.port, judge.port

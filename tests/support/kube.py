@@ -175,3 +175,26 @@ def operator_runner(namespace: str) -> Any:
 
     args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
     return KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60)
+
+
+def judged_spec(
+    model: str, judge: str, judge_model: str = "gpt-4-0613", *, samples: int = 1, **extra: Any
+) -> dict[str, Any]:
+    """A small evaluation of the stub model API at `model`: every jaster dataset with `samples`
+    test samples, one MT-bench question per category rated by the judge at `judge`; no GPU, no
+    W&B. `extra`: more top-level spec fields (results, workspace, queueName…)."""
+    return {
+        "model": {
+            "name": "stub-model",
+            "source": "openai-compatible",
+            "endpoint": model,
+            "mode": "completion",
+        },
+        "benchmarks": {
+            "jaster": {"testSamples": samples, "devSamples": 0},
+            "mtbench": {"questionsPerCategory": 1, "judge": {"endpoint": judge, "model": judge_model}},
+        },
+        "wandb": {"enabled": False},
+        "resources": {"gpus": 0},
+        **extra,
+    }

@@ -319,3 +319,17 @@ def running_s3(root_dir: Path) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+RESULTS_BUCKET = "nejumi-results"
+RESULTS_SECRET = "results-key"
+"""The bucket and the consented Secret of the integration tests' `store` fixture."""
+
+
+def results_spec(s3: S3Server, prefix: str = "cluster") -> dict[str, Any]:
+    """`spec.results` for that bucket on `s3`, with the `store` fixture's Secret."""
+    return {
+        "uri": f"s3://{RESULTS_BUCKET}/{prefix}",
+        "endpoint": s3.endpoint,
+        "credentialsSecretRef": {"name": RESULTS_SECRET},
+    }

@@ -1,0 +1,48 @@
+"""What the harnesses of real Go controllers (Kueue, Flux) share: the module's source in the Go
+module cache (its CRDs and RBAC are installed from there), YAML documents, and server-side apply as
+the harness's own field manager."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes.dynamic import DynamicClient
+
+from tests.cluster.controlplane import REPO
+
+FIELD_MANAGER = "nejumi-test-harness"
+
+
+def module_dir(module: str, version: str, missing: type[Exception]) -> Path:
+    """`module@version`'s source in the Go module cache (downloaded there by its make target);
+    raises `missing` naming what cannot be found."""
+    go = shutil.which("go") or "/usr/local/go/bin/go"
+    out = subprocess.run(
+        [go, "mod", "download", "-json", f"{module}@{version}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GOTOOLCHAIN": "local"},
+        cwd=REPO,
+        check=False,
+    )
+    info = json.loads(out.stdout or "{}")
+    if out.returncode != 0 or "Dir" not in info:
+        raise missing(f"cannot locate {module}@{version}: {info.get('Error') or out.stderr}")
+    return Path(info["Dir"])
+
+
+def load_yaml(path: Path) -> list[dict[str, Any]]:
+    """The (non-empty) documents of a YAML file."""
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def apply(cluster: DynamicClient, body: dict[str, Any]) -> None:
+    """Server-side apply (create, or update after a restart on the same cluster) as the harness."""
+    resource = cluster.resources.get(api_version=body["apiVersion"], kind=body["kind"])
+    resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True)
