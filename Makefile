@@ -28,16 +28,15 @@ bench: setup browser versitygw-bin k8s-bin flux-bin
 	$(BIN)/python -m tests.bench.store_bench
 	$(BIN)/python -m tests.bench.flux_bench
 
-## The NejumiEvaluation CRD, generated from the spec model (crd-check: CI fails on drift).
-## The chart ships a byte-identical copy in charts/nejumi-operator/crds/ (crd-check fails on a difference).
-CRD_FILE := crds/nejumi.wandb.ai_nejumievaluations.yaml
-CHART_CRD_FILE := charts/nejumi-operator/$(CRD_FILE)
+## The CRDs (NejumiEvaluation, NejumiLeaderboard), generated from the API models (crd-check: CI
+## fails on drift). The chart ships byte-identical copies in charts/nejumi-operator/crds/.
+CRD_FILES := crds/nejumi.wandb.ai_nejumievaluations.yaml crds/nejumi.wandb.ai_nejumileaderboards.yaml
 crd: setup
 	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd
-	cp $(CRD_FILE) $(CHART_CRD_FILE)
+	cp $(CRD_FILES) charts/nejumi-operator/crds/
 crd-check: setup
 	$(BIN)/python -m nejumi_eval.api.v1alpha1.crd --check
-	@cmp -s $(CRD_FILE) $(CHART_CRD_FILE) || { echo "$(CHART_CRD_FILE) differs from $(CRD_FILE): run \`make crd\`" >&2; exit 1; }
+	@for f in $(CRD_FILES); do cmp -s $$f charts/nejumi-operator/$$f || { echo "charts/nejumi-operator/$$f differs from $$f: run \`make crd\`" >&2; exit 1; }; done
 
 ## The Argo CD health check's testdata (charts/nejumi-operator/argocd/…/testdata), written by the
 ## operator's reducer; tests/unit/charts/test_argocd_health.py fails when it is stale.
