@@ -6,6 +6,11 @@
   a spec the CRD admitted but the evaluator cannot run → status InvalidSpec + `kopf.PermanentError`.
   A spec edit is a new generation: the earlier generations' Jobs are deleted and this one's made.
 - Job events (label `nejumi.wandb.ai/evaluation`): status from observations.
+- NejumiLeaderboards: created, resumed or edited → computed (debounced); an evaluation event that
+  changes what a board shows (phase, labels, stored results, deletion) → every leaderboard that
+  reads its namespace and selects it (now or before) is computed again, debounced
+  (`nejumi_operator.leaderboards`: seventy evaluations finishing together cost one or two
+  computations, each in a child process, never in a handler).
 - Resync, a safety net for missed Job events: one operator-level loop (started at startup) calls
   `sync_status` for every unfinished evaluation every `OperatorConfig.resync_seconds`. Which
   evaluations are unfinished comes from a kopf index, a view of what kopf's watch last saw (rebuilt
@@ -44,11 +49,22 @@ from nejumi_eval.api.v1alpha1.conditions import (
     find,
     is_finished,
 )
-from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_EVALUATION, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.leaderboard import LabelSelector
+from nejumi_eval.api.v1alpha1.names import (
+    GROUP,
+    KIND,
+    LABEL_EVALUATION,
+    LEADERBOARD_PLURAL,
+    PLURAL,
+    VERSION,
+)
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
 from nejumi_operator.controller import complete_finished_status, sync_status
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
+from nejumi_operator.leaderboards.compute import fingerprint
+from nejumi_operator.leaderboards.controller import compute_leaderboard
+from nejumi_operator.leaderboards.schedule import Debouncer
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
 from nejumi_operator.reconcile.job import (
     ANNOTATION_GENERATION,
@@ -92,6 +108,12 @@ async def configure(
     settings.execution.max_workers = 32
     memo.config = config
     memo.api = make_api_client()
+    memo.leaderboards = Debouncer(
+        functools.partial(compute_leaderboard, memo.api, config),
+        quiet=config.leaderboard_quiet_seconds,
+        max_delay=config.leaderboard_max_delay_seconds,
+    )
+    memo.seen = {}  # (namespace, name) → (fingerprint, labels) of each evaluation, as last seen
     memo.resync = asyncio.create_task(
         resync_forever(
             config.resync_seconds,
@@ -123,6 +145,9 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    leaderboards = getattr(memo, "leaderboards", None)
+    if leaderboards is not None:
+        await leaderboards.close()
     task = getattr(memo, "resync", None)
     if task is not None:
         task.cancel()
@@ -414,3 +439,50 @@ def _sync(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Logger) -> No
         sync_status(memo.api, namespace, name)
     except calls.Conflict as exc:  # event handlers are not retried; the resync loop catches up
         logger.warning("status not written: %s", exc)
+
+
+# ---- NejumiLeaderboards -------------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, LEADERBOARD_PLURAL)
+def leaderboard_readers(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[str, tuple[str, str, str]]:
+    """namespace read → (leaderboard namespace, name, its selector as JSON) for each namespace a
+    leaderboard reads: which boards an evaluation's change concerns, without an API call."""
+    namespace = _namespaced(namespace)
+    selector = json.dumps(spec.get("selector") or {}, sort_keys=True)
+    read = {namespace, *(spec.get("namespaces") or [])}
+    return {n: (namespace, name, selector) for n in read}
+
+
+@kopf.on.resume(GROUP, VERSION, LEADERBOARD_PLURAL)
+@kopf.on.create(GROUP, VERSION, LEADERBOARD_PLURAL)
+@kopf.on.update(GROUP, VERSION, LEADERBOARD_PLURAL, field="spec")
+async def leaderboard_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.leaderboards.touch((_namespaced(namespace), name))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def evaluation_seen(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """An evaluation was listed, changed or deleted: the leaderboards it concerns are computed
+    again (debounced) when what they show of it changed (`fingerprint`)."""
+    readers: kopf.Index[str, tuple[str, str, str]] = kwargs["leaderboard_readers"]
+    namespace = _namespaced(namespace)
+    key = (namespace, name)
+    labels = dict(body.meta.get("labels") or {})
+    now = None if event.get("type") == "DELETED" else fingerprint(body)
+    before = memo.seen.get(key)
+    if now is None:
+        memo.seen.pop(key, None)
+    else:
+        memo.seen[key] = (now, labels)
+    if before is not None and before[0] == now:
+        return
+    old_labels = before[1] if before is not None else labels
+    for board_namespace, board, selector in readers.get(namespace, []):
+        chosen = LabelSelector.model_validate(json.loads(selector))
+        if chosen.matches(labels) or chosen.matches(old_labels):
+            memo.leaderboards.touch((board_namespace, board))

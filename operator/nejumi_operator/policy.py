@@ -19,6 +19,10 @@ repository (`--trust-remote-code`). The cluster admin decides, in the chart's `p
   an exact host or `*.suffix`; default: the well-known LLM APIs, AWS S3 and in-cluster Services;
 - `usableSecrets`: Secret names any evaluation may reference without the Secret's own consent
   (below); default none;
+- `leaderboardNamespaces`: the namespaces a NejumiLeaderboard may read besides its own
+  (`spec.namespaces`), by the leaderboard's namespace (`"*"`: any leaderboard's; a value `["*"]`:
+  any namespace); default none. A leaderboard shows what it reads (models, scores, questions and
+  answers) to whoever may read the leaderboard: reading another team's namespace is the admin's call;
 - `enabled: false` lifts every limit (a cluster whose evaluation creators are all trusted).
 
 Secrets by consent. Whoever may create an evaluation may name a Secret the evaluator then reads
@@ -111,6 +115,7 @@ class Policy(BaseModel):
     allow_trust_remote_code: bool = False
     key_hosts: list[str] = Field(default_factory=lambda: list(DEFAULT_KEY_HOSTS))
     usable_secrets: list[str] = Field(default_factory=list)
+    leaderboard_namespaces: dict[str, list[str]] = Field(default_factory=dict)
 
     @classmethod
     def from_json(cls, raw: str) -> Policy:
@@ -209,6 +214,22 @@ class Policy(BaseModel):
                     "policy.usableSecrets (whoever owns the Secret gives that consent)"
                 )
         return out
+
+    def unreadable_namespaces(self, namespace: str, requested: list[str]) -> list[str]:
+        """One message per namespace of a leaderboard's `spec.namespaces` the policy does not let a
+        leaderboard in `namespace` read (its own is always readable)."""
+        if not self.enabled:
+            return []
+        allowed = {*self.leaderboard_namespaces.get(namespace, []), *self.leaderboard_namespaces.get("*", [])}
+        refused = [n for n in requested if n != namespace and "*" not in allowed and n not in allowed]
+        if not refused:
+            return []
+        listed = ", ".join(sorted(allowed)) or "none"
+        return [
+            f"spec.namespaces: a leaderboard in namespace {namespace} may not read namespace {n}: it is "
+            f"not in the operator's policy.leaderboardNamespaces for {namespace} (allowed: {listed})"
+            for n in refused
+        ]
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -15,7 +16,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from nejumi_eval.api.v1alpha1.spec import ResultsSpec
+from nejumi_eval.api.v1alpha1.spec import S3_URI, ResultsSpec
 from nejumi_operator.policy import Policy
 
 ENV_IMAGE = "NEJUMI_OPERATOR_EVALUATOR_IMAGE"
@@ -46,6 +47,16 @@ ENV_POLICY = "NEJUMI_OPERATOR_POLICY"
 # "credentialsSecretRef": {"name": "nejumi-results"}}; the chart's `results` values); unset or empty
 # = none: such evaluations keep their results in the workspace only.
 ENV_RESULTS = "NEJUMI_OPERATOR_RESULTS"
+# NejumiLeaderboards (the chart's `leaderboard` values): where one without `spec.publish.uri`
+# publishes (`<uri>/leaderboards/<namespace>/<name>/`; empty = nowhere), how long a burst of
+# evaluation changes is waited out (quiet, and at most max delay), and the bounds of one
+# computation (a child process: seconds, MiB of memory). The store itself (endpoint, region, keys,
+# CA) is the operator's own: the standard AWS variables.
+ENV_LEADERBOARD_STORE_URI = "NEJUMI_OPERATOR_LEADERBOARD_STORE_URI"
+ENV_LEADERBOARD_QUIET = "NEJUMI_OPERATOR_LEADERBOARD_QUIET_SECONDS"
+ENV_LEADERBOARD_MAX_DELAY = "NEJUMI_OPERATOR_LEADERBOARD_MAX_DELAY_SECONDS"
+ENV_LEADERBOARD_TIMEOUT = "NEJUMI_OPERATOR_LEADERBOARD_TIMEOUT_SECONDS"
+ENV_LEADERBOARD_MEMORY = "NEJUMI_OPERATOR_LEADERBOARD_MEMORY_MIB"
 
 
 def _version() -> str:
@@ -76,6 +87,11 @@ class OperatorConfig:
     workspace_storage_class: str = ""
     policy: Policy = field(default_factory=Policy)
     default_queue_name: str = ""
+    leaderboard_store_uri: str = ""
+    leaderboard_quiet_seconds: float = 5.0
+    leaderboard_max_delay_seconds: float = 60.0
+    leaderboard_timeout_seconds: float = 600.0
+    leaderboard_memory_mib: int = 768
     default_results: ResultsSpec | None = None
     """Used as a whole (never merged with a spec's own `results`), so its credentials only ever go to
     the destination the platform admin named with them."""
@@ -106,6 +122,11 @@ class OperatorConfig:
             prepared_data_pvc=(env.get(ENV_PREPARED_DATA_PVC) or "").strip(),
             workspace_size=(env.get(ENV_WORKSPACE_SIZE) or "").strip() or DEFAULT_WORKSPACE_SIZE,
             workspace_storage_class=(env.get(ENV_WORKSPACE_STORAGE_CLASS) or "").strip(),
+            leaderboard_store_uri=_store_uri(env),
+            leaderboard_quiet_seconds=_number(env, ENV_LEADERBOARD_QUIET, 5.0),
+            leaderboard_max_delay_seconds=_positive(env, ENV_LEADERBOARD_MAX_DELAY, 60.0),
+            leaderboard_timeout_seconds=_positive(env, ENV_LEADERBOARD_TIMEOUT, 600.0),
+            leaderboard_memory_mib=int(_positive(env, ENV_LEADERBOARD_MEMORY, 768)),
         )
 
 
@@ -130,6 +151,13 @@ def _results(env: Mapping[str, str]) -> ResultsSpec | None:
             f"{ENV_RESULTS}: uri is required (s3://bucket[/prefix]); unset the variable for none"
         )
     return results
+
+
+def _store_uri(env: Mapping[str, str]) -> str:
+    uri = (env.get(ENV_LEADERBOARD_STORE_URI) or "").strip().rstrip("/")
+    if uri and not re.match(S3_URI, uri):
+        raise SettingsError(f"{ENV_LEADERBOARD_STORE_URI}: expected s3://bucket[/prefix], got {uri!r}")
+    return uri
 
 
 def _json(env: Mapping[str, str], name: str, kind: type[T]) -> T | None:

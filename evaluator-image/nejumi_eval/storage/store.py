@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -107,11 +108,23 @@ class ObjectStore:
         self.client: Any = boto3.session.Session().client(
             "s3", endpoint_url=self.settings.endpoint, config=config
         )
+        self.bytes_read = 0
+        """Bytes of object bodies read so far (what a leaderboard's computation costs the store)."""
+        self._count = threading.Lock()
 
     # ---- the operations (each raises a StoreError) ------------------------------------------------
 
-    def put(self, bucket: str, key: str, data: bytes, *, metadata: dict[str, str] | None = None) -> None:
-        content_type = "application/json" if key.endswith(".json") else "application/x-ndjson"
+    def put(
+        self,
+        bucket: str,
+        key: str,
+        data: bytes,
+        *,
+        metadata: dict[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        if content_type is None:
+            content_type = "application/json" if key.endswith(".json") else "application/x-ndjson"
         with self._errors(bucket, key):
             self.client.put_object(
                 Bucket=bucket, Key=key, Body=data, Metadata=metadata or {}, ContentType=content_type
@@ -120,6 +133,8 @@ class ObjectStore:
     def get(self, bucket: str, key: str) -> bytes:
         with self._errors(bucket, key):
             data: bytes = self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        with self._count:
+            self.bytes_read += len(data)
         return data
 
     def get_if_exists(self, bucket: str, key: str) -> bytes | None:

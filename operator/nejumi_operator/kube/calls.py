@@ -121,9 +121,10 @@ def job_pods(api: ApiClient, namespace: str, job_name: str) -> list[dict[str, An
     return [_plain(api, p) for p in pods.items]
 
 
-def read_evaluation(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
+def read_evaluation(api: ApiClient, namespace: str, name: str, plural: str = PLURAL) -> dict[str, Any] | None:
+    """A NejumiEvaluation (or, with `plural`, another kind of the group), None when it is gone."""
     try:
-        found = CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        found = CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
         return cast(dict[str, Any], found)
     except ApiException as exc:
         if exc.status == 404:
@@ -132,14 +133,19 @@ def read_evaluation(api: ApiClient, namespace: str, name: str) -> dict[str, Any]
 
 
 def patch_status(
-    api: ApiClient, namespace: str, name: str, status: Mapping[str, Any], resource_version: str
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    status: Mapping[str, Any],
+    resource_version: str,
+    plural: str = PLURAL,
 ) -> dict[str, Any]:
     """Merge-patch the `/status` subresource, only if the object is still at `resource_version`
     (else `Conflict`), so a writer never overwrites a status computed from newer observations."""
     body = {"metadata": {"resourceVersion": resource_version}, "status": dict(status)}
     try:
         patched = CustomObjectsApi(api).patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH
+            GROUP, VERSION, namespace, plural, name, body, _content_type=MERGE_PATCH
         )
         return cast(dict[str, Any], patched)
     except ApiException as exc:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import nejumi_operator.__main__ as operator_main
-from nejumi_eval.api.v1alpha1.crd import CRD_PATH
-from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL
+from nejumi_eval.api.v1alpha1.crd import CRD_PATH, LEADERBOARD_CRD_PATH
+from nejumi_eval.api.v1alpha1.names import GROUP, LEADERBOARD_PLURAL, PLURAL
 from nejumi_eval.api.v1alpha1.spec import ResultsSpec
 from nejumi_operator.settings import DEFAULT_COMMAND, DEFAULT_IMAGE, OperatorConfig
 from tests.support.helm import CHART, REPO, find, helm, set_args, template
@@ -32,6 +32,8 @@ OPERATOR_RULES = {
     (GROUP, PLURAL): {"get", "list", "watch", "patch"},
     (GROUP, f"{PLURAL}/status"): {"patch"},
     (GROUP, f"{PLURAL}/finalizers"): {"update"},
+    (GROUP, LEADERBOARD_PLURAL): {"get", "list", "watch", "patch"},
+    (GROUP, f"{LEADERBOARD_PLURAL}/status"): {"patch"},
     ("batch", "jobs"): {"create", "get", "list", "watch"},
     ("", "persistentvolumeclaims"): {"create", "get"},
     ("", "pods"): {"list", "watch"},
@@ -114,24 +116,31 @@ def test_app_version_is_the_package_version() -> None:
 
 
 def test_chart_crd_is_a_byte_identical_copy() -> None:
-    """`make crd` writes both files; `make crd-check` and this test fail when they differ."""
-    copy = CHART / "crds" / CRD_PATH.name
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_PATH.name]
-    assert copy.read_bytes() == CRD_PATH.read_bytes(), "charts/nejumi-operator/crds/ differs: run `make crd`"
+    """`make crd` writes both kinds' files and their chart copies; `make crd-check` and this test
+    fail when they differ."""
+    paths = sorted([CRD_PATH, LEADERBOARD_CRD_PATH])
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [p.name for p in paths]
+    for path in paths:
+        copy = CHART / "crds" / path.name
+        assert copy.read_bytes() == path.read_bytes(), "charts/nejumi-operator/crds/ differs: run `make crd`"
 
 
 def test_crd_check_catches_a_stale_chart_copy(tmp_path: Path) -> None:
-    """The Makefile's crd-check compares the two files with cmp: a changed copy must fail it."""
+    """The Makefile's crd-check compares each file with cmp: a changed copy must fail it."""
     recipe = (REPO / "Makefile").read_text(encoding="utf-8")
-    assert "cp $(CRD_FILE) $(CHART_CRD_FILE)" in recipe and "cmp -s $(CRD_FILE) $(CHART_CRD_FILE)" in recipe
+    assert "cp $(CRD_FILES) charts/nejumi-operator/crds/" in recipe
+    assert "cmp -s $$f charts/nejumi-operator/$$f" in recipe
+    for path in (CRD_PATH, LEADERBOARD_CRD_PATH):
+        assert f"{path.parent.name}/{path.name}" in recipe
     stale = tmp_path / "copy.yaml"
     stale.write_bytes(CRD_PATH.read_bytes() + b"\n")
     assert subprocess.run(["cmp", "-s", str(CRD_PATH), str(stale)], check=False).returncode != 0
 
 
 def test_rendered_crd_is_the_committed_one(default_docs: list[dict[str, Any]]) -> None:
-    (crd,) = find(default_docs, "CustomResourceDefinition")
-    assert crd == yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
+    crds = sorted(find(default_docs, "CustomResourceDefinition"), key=lambda d: d["metadata"]["name"])
+    committed = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in (LEADERBOARD_CRD_PATH, CRD_PATH)]
+    assert crds == sorted(committed, key=lambda d: d["metadata"]["name"])
 
 
 # ---- the Deployment ----------------------------------------------------------------------------
@@ -147,9 +156,12 @@ def test_default_objects(default_docs: list[dict[str, Any]]) -> None:
         ("ClusterRoleBinding", "nejumi-nejumi-operator"),
         ("ClusterRoleBinding", "nejumi-nejumi-operator-scanning"),
         ("CustomResourceDefinition", f"{PLURAL}.{GROUP}"),
+        ("CustomResourceDefinition", f"{LEADERBOARD_PLURAL}.{GROUP}"),
         ("Deployment", "nejumi-nejumi-operator"),
         ("ServiceAccount", "nejumi-nejumi-operator"),
+        ("ValidatingAdmissionPolicy", "nejumi-nejumi-operator-leaderboard-policy"),
         ("ValidatingAdmissionPolicy", "nejumi-nejumi-operator-policy"),
+        ("ValidatingAdmissionPolicyBinding", "nejumi-nejumi-operator-leaderboard-policy"),
         ("ValidatingAdmissionPolicyBinding", "nejumi-nejumi-operator-policy"),
     ]
     for doc in default_docs:
@@ -303,13 +315,21 @@ def test_user_roles(default_docs: list[dict[str, Any]]) -> None:
     labels = editor["metadata"]["labels"]
     assert labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
     assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    full = {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
     assert rules(editor) == {
-        (GROUP, PLURAL): {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"},
+        (GROUP, PLURAL): full,
         (GROUP, f"{PLURAL}/status"): {"get"},
+        (GROUP, LEADERBOARD_PLURAL): full,
+        (GROUP, f"{LEADERBOARD_PLURAL}/status"): {"get"},
     }
     (viewer,) = find(default_docs, "ClusterRole", "nejumi-nejumi-operator-viewer")
     assert viewer["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
-    assert rules(viewer) == {(GROUP, PLURAL): {"get", "list", "watch"}, (GROUP, f"{PLURAL}/status"): {"get"}}
+    assert rules(viewer) == {
+        (GROUP, PLURAL): {"get", "list", "watch"},
+        (GROUP, f"{PLURAL}/status"): {"get"},
+        (GROUP, LEADERBOARD_PLURAL): {"get", "list", "watch"},
+        (GROUP, f"{LEADERBOARD_PLURAL}/status"): {"get", "list", "watch"},
+    }
 
 
 def test_no_wildcards_secrets_or_escalation(default_docs: list[dict[str, Any]], namespaced_docs) -> None:
@@ -350,7 +370,7 @@ def test_every_rbac_rule_says_why() -> None:
             if line.strip().startswith("- apiGroups:"):
                 count += 1
                 assert lines[i - 1].strip().startswith("#"), f"{path.name}:{i + 1}: a rule without a reason"
-    assert count == 12 + 2 + 2 + 2  # operator, scanning, editor, viewer
+    assert count == 14 + 2 + 4 + 3  # operator, scanning, editor, viewer
 
 
 def test_long_release_names_stay_within_63_characters(home: Path) -> None:
@@ -644,7 +664,7 @@ def test_admission_policy_checks_the_results_endpoint(default_docs: list[dict[st
     """The chart's CEL mirrors policy.key_destinations: a store without an endpoint is AWS S3."""
     from nejumi_operator.policy import AWS_S3_HOST
 
-    (vap,) = find(default_docs, "ValidatingAdmissionPolicy")
+    (vap,) = find(default_docs, "ValidatingAdmissionPolicy", "nejumi-nejumi-operator-policy")
     variables = {v["name"]: v["expression"] for v in vap["spec"]["variables"]}
     assert f"'{AWS_S3_HOST}'" in variables["resultsKeyHost"]
     assert "object.spec.results.credentialsSecretRef" in variables["resultsKeyHost"]

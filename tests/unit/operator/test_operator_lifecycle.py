@@ -64,7 +64,7 @@ def test_no_handler_makes_kopf_add_a_finalizer(fresh_registry: kopf.OperatorRegi
     assert changing, "the create/resume handlers are registered"
     assert [h.id for h in changing if h.requires_finalizer] == []
     indices = [h.id for h in fresh_registry._indexing.get_all_handlers()]
-    assert indices == ["unfinished_evaluations"]
+    assert indices == ["unfinished_evaluations", "leaderboard_readers"]
 
 
 def test_the_old_finalizer_name_is_the_one_kopf_removes() -> None:

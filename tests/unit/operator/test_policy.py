@@ -101,7 +101,7 @@ def test_the_chart_hands_its_policy_to_the_operator(tmp_path: Any) -> None:
     config = OperatorConfig.from_env(env)
     assert config.policy.runtime_class_names == ["kata"] and config.policy.tolerations == Policy().tolerations
     kinds = sorted(d["kind"] for d in docs if d["kind"].startswith("ValidatingAdmissionPolicy"))
-    assert kinds == ["ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+    assert kinds == ["ValidatingAdmissionPolicy"] * 2 + ["ValidatingAdmissionPolicyBinding"] * 2
     assert not [
         d for d in template(tmp_path, "--set", "policy.enabled=false") if "AdmissionPolicy" in d["kind"]
     ]

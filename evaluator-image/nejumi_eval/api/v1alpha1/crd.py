@@ -1,7 +1,8 @@
 """Generate the CustomResourceDefinitions (NejumiEvaluation, NejumiLeaderboard) from their models.
 
 One source of truth: `nejumi_eval.api.v1alpha1.spec.EvaluationSpec` is the evaluator's config and the
-resource's `spec` (`leaderboard.LeaderboardSpec`/`LeaderboardStatus` the leaderboard's); its JSON schema becomes a *structural* OpenAPI v3 schema here ($refs inlined,
+resource's `spec` (`leaderboard.LeaderboardSpec` and `LeaderboardStatus`: the leaderboard's); its
+JSON schema becomes a *structural* OpenAPI v3 schema here ($refs inlined,
 `anyOf [X, null]` → `nullable: true`, `const` → one-value enum, numeric exclusive bounds →
 OpenAPI 3.0 booleans). Keywords the converter does not know are an error, so a new model feature
 cannot silently produce a schema the API server would read differently.

@@ -41,8 +41,9 @@ MAX_TOP = 50
 MAX_LISTED = 100
 """Rows kept in each of the status's lists (not comparable, excluded, gates): a status stays small
 (etcd's object limit is 1.5 MiB); the page and its JSON have every evaluation."""
-MAX_RETAINED = 500
-"""Deleted evaluations kept on the board (`keepDeleted`), newest first."""
+MAX_MEMBERS = 1000
+"""Matched evaluations with stored results remembered in the status (what keeps a deleted one on
+the board: its labels are gone with it, so the leaderboard remembers that it matched)."""
 
 
 # ---- spec --------------------------------------------------------------------------------------
@@ -85,7 +86,8 @@ class LabelSelector(Spec):
             field_path=".matchLabels",
         ),
         Rule(
-            rule=f"!has(self.matchLabels) || self.matchLabels.all(k, self.matchLabels[k].matches('{LABEL_VALUE}'))",
+            rule="!has(self.matchLabels) || "
+            f"self.matchLabels.all(k, self.matchLabels[k].matches('{LABEL_VALUE}'))",
             message="matchLabels: each value a label value (≤63 alphanumerics, '-', '_', '.')",
             field_path=".matchLabels",
         ),
@@ -237,7 +239,8 @@ class LeaderboardSpec(Spec):
 
     cel_rules = (
         Rule(
-            rule=f"!has(self.namespaces) || self.namespaces.all(n, n.matches('{DNS_LABEL}') && size(n) <= 63)",
+            rule="!has(self.namespaces) || "
+            f"self.namespaces.all(n, n.matches('{DNS_LABEL}') && size(n) <= 63)",
             message="namespaces: each a namespace name",
             field_path=".namespaces",
         ),
@@ -341,13 +344,15 @@ class PageStatus(_Status):
     published: bool = Field(description="Written on the last computation (false: see the message).")
 
 
-class RetainedEvaluation(_Status):
-    """A matched evaluation deleted since, kept from its stored results (`keepDeleted`)."""
+class Member(_Status):
+    """A matched evaluation whose results are stored: where they are, and whether the resource is
+    gone (then, with `keepDeleted`, it stays on the board from the store)."""
 
-    evaluation: str
+    evaluation: str = Field(description="namespace/name.")
+    model: str = ""
     uri: str
     manifest_sha256: str | None = None
-    model: str = ""
+    deleted: bool = False
 
 
 class LeaderboardStatus(_Status):
@@ -365,10 +370,18 @@ class LeaderboardStatus(_Status):
     excluded: list[Excluded] = Field(default_factory=list, max_length=MAX_LISTED)
     gates: list[GateVerdict] = Field(default_factory=list, max_length=MAX_LISTED)
     page: PageStatus | None = None
-    retained: list[RetainedEvaluation] = Field(default_factory=list, max_length=MAX_RETAINED)
-    computations: int = Field(0, ge=0, description="Times the board was computed by this operator's runs.")
+    members: list[Member] = Field(
+        default_factory=list,
+        max_length=MAX_MEMBERS,
+        description="Matched evaluations with stored results (deleted ones included while kept).",
+    )
+    computations: int = Field(0, ge=0, description="Times the board was computed.")
     compute_seconds: float | None = Field(None, ge=0, description="The last computation's duration.")
+    compute_peak_mib: float | None = Field(
+        None, ge=0, description="The last computation's peak memory (its child process's RSS)."
+    )
     bytes_read: int | None = Field(None, ge=0, description="Bytes the last computation read from the store.")
+    digest: str | None = Field(None, description="sha256 of the board's content, to skip unchanged writes.")
     warnings: list[str] = Field(default_factory=list, max_length=MAX_LISTED)
     message: str | None = None
 
@@ -390,3 +403,38 @@ GATE_FAILED = "GateFailed"
 NOTHING_TO_JUDGE = "NothingToJudge"
 
 LEADERBOARD_CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", GATES_PASSED)
+
+
+# ---- the operator ↔ computation contract ---------------------------------------------------------
+# The operator computes a board in a child process (`python -m nejumi_eval.leaderboard.compute`):
+# its memory and CPU are the child's, bounded and returned when it ends, and the operator's event
+# loop never waits on a bootstrap. The request goes in on stdin, the result comes out on stdout.
+
+
+COMPUTE_MEMORY_ENV = "NEJUMI_LEADERBOARD_MEMORY_MIB"
+"""Set by the operator on the child: the MiB it may allocate (it limits its own data segment)."""
+
+
+class ComputeRequest(_Status):
+    namespace: str
+    name: str
+    generation: int = Field(ge=1)
+    spec: LeaderboardSpec
+    namespaces: list[str] = Field(description="Every namespace read (own first), already allowed.")
+    members: list[Member] = Field(default_factory=list, description="The last computation's.")
+    publish_uri: str | None = Field(None, description="s3://… the page and JSON go under; null: none.")
+    previous_digest: str | None = Field(
+        None, description="The last published board's digest: an unchanged board is not written again."
+    )
+
+
+class ComputeResult(_Status):
+    status: LeaderboardStatus = Field(
+        description="leader … warnings, members, page and digest; the operator adds conditions, times."
+    )
+    digest: str = Field(description="sha256 of what the board says (not when it was computed).")
+    evaluations: int = Field(ge=0, description="Evaluations read (live and retained).")
+    seconds: float = Field(ge=0)
+    bytes_read: int = Field(ge=0)
+    peak_rss_mib: float = Field(ge=0)
+    publish_error: str | None = None

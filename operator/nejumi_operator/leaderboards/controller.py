@@ -1,0 +1,121 @@
+"""A leaderboard computed and its status written: what the debouncer runs (`schedule`).
+
+Read the leaderboard (gone: nothing to do), check what it may read (the policy's
+`leaderboardNamespaces`), compute it in the child process, write the status. The status is the
+leaderboard's only state: the members it remembers (what keeps a deleted evaluation on the board),
+the digest of the last published board (what spares an unchanged page a write), the counter of
+computations. Only the operator writes it; a write carries the `resourceVersion` it was computed
+from and is recomputed from a fresh read on a conflict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+from kubernetes.client import ApiClient
+from pydantic import ValidationError
+
+from nejumi_eval.api.v1alpha1.conditions import INVALID_SPEC
+from nejumi_eval.api.v1alpha1.leaderboard import LeaderboardSpec
+from nejumi_eval.api.v1alpha1.names import LEADERBOARD_PLURAL
+from nejumi_operator.kube import calls
+from nejumi_operator.leaderboards.compute import (
+    RETRY_SECONDS,
+    ComputeError,
+    build_request,
+    compute_failed_status,
+    computed_status,
+    failed_status,
+    refused_namespaces_status,
+    run_child,
+)
+from nejumi_operator.settings import OperatorConfig
+from nejumi_operator.status import status_patch
+
+ATTEMPTS = 5
+log = logging.getLogger(__name__)
+
+
+def write_status(
+    api: ApiClient, namespace: str, name: str, make: Callable[[Mapping[str, Any]], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """`make(old status) → new status`, written with the resourceVersion it was made from."""
+    for _ in range(ATTEMPTS):
+        body = calls.read_evaluation(api, namespace, name, LEADERBOARD_PLURAL)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        old = body.get("status") or {}
+        new = make(old)
+        if new == old:
+            return new
+        try:
+            calls.patch_status(
+                api,
+                namespace,
+                name,
+                status_patch(old, new),
+                body["metadata"]["resourceVersion"],
+                plural=LEADERBOARD_PLURAL,
+            )
+        except calls.Conflict:
+            continue
+        return new
+    raise calls.Conflict(f"{namespace}/{name}: status kept changing during {ATTEMPTS} attempts")
+
+
+async def compute_leaderboard(api: ApiClient, config: OperatorConfig, key: Hashable) -> float | None:
+    """Compute the leaderboard `key` = (namespace, name) and write its status; the delay to try
+    again after (a failed computation), or None."""
+    namespace, name = key  # type: ignore[misc]
+    body = await asyncio.to_thread(calls.read_evaluation, api, namespace, name, LEADERBOARD_PLURAL)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    generation = int(body["metadata"].get("generation") or 1)
+    where = f"{namespace}/{name}"
+    try:
+        spec = LeaderboardSpec.model_validate(body.get("spec") or {})
+    except ValidationError as exc:  # the CRD admitted it: a newer schema than this operator's
+        message = f"spec: {exc.errors()[0]['msg']}"
+        await asyncio.to_thread(
+            write_status,
+            api,
+            namespace,
+            name,
+            lambda old: failed_status(old, INVALID_SPEC, message, generation),
+        )
+        return None
+    if problems := config.policy.unreadable_namespaces(namespace, spec.namespaces):
+        log.warning("leaderboard %s: %s", where, "; ".join(problems))
+        await asyncio.to_thread(
+            write_status,
+            api,
+            namespace,
+            name,
+            lambda old: refused_namespaces_status(old, problems, generation),
+        )
+        return None
+    request = build_request(body, spec, config)
+    try:
+        result = await run_child(request, config)
+    except ComputeError as exc:
+        error = str(exc)
+        log.warning("leaderboard %s: %s", where, error)
+        await asyncio.to_thread(
+            write_status, api, namespace, name, lambda old: compute_failed_status(old, error, generation)
+        )
+        return RETRY_SECONDS
+    await asyncio.to_thread(
+        write_status, api, namespace, name, lambda old: computed_status(old, result, spec, generation)
+    )
+    log.info(
+        "leaderboard %s computed: %d evaluations in %.1fs, %d bytes read, peak %.0f MiB",
+        where,
+        result.evaluations,
+        result.seconds,
+        result.bytes_read,
+        result.peak_rss_mib,
+    )
+    return None
