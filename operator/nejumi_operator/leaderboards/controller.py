@@ -11,16 +11,19 @@ from and is recomputed from a fresh read on a conflict.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
 from nejumi_eval.api.v1alpha1.conditions import INVALID_SPEC
-from nejumi_eval.api.v1alpha1.leaderboard import LeaderboardSpec
-from nejumi_eval.api.v1alpha1.names import LEADERBOARD_PLURAL
+from nejumi_eval.api.v1alpha1.leaderboard import ComputeResult, LeaderboardSpec
+from nejumi_eval.api.v1alpha1.names import API_VERSION, LEADERBOARD_KIND, LEADERBOARD_PLURAL
 from nejumi_operator.kube import calls
 from nejumi_operator.leaderboards.compute import (
     RETRY_SECONDS,
@@ -32,6 +35,8 @@ from nejumi_operator.leaderboards.compute import (
     refused_namespaces_status,
     run_child,
 )
+from nejumi_operator.leaderboards.report import build_report_job
+from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS
 from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status import status_patch
 
@@ -64,6 +69,50 @@ def write_status(
             continue
         return new
     raise calls.Conflict(f"{namespace}/{name}: status kept changing during {ATTEMPTS} attempts")
+
+
+def ranking_digest(result: ComputeResult) -> str:
+    """What a W&B report shows of the board: its ranked rows (a change in an unfinished evaluation's
+    phase makes no new report)."""
+    rows = [r.model_dump(mode="json") for r in result.status.top]
+    return "sha256:" + hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def start_report(
+    api: ApiClient, config: OperatorConfig, body: Mapping[str, Any], spec: LeaderboardSpec, digest: str
+) -> str:
+    """The W&B report Job of this board (one per digest: an existing one is left as it is), after
+    the key's Secret consented; what happened, in words, for `status.wandbReport`."""
+    assert spec.publish is not None and spec.publish.wandb is not None
+    meta = body["metadata"]
+    namespace = meta["namespace"]
+    secret = spec.publish.wandb.api_key_secret_ref.name
+    policy = config.policy
+    if policy.enabled and secret not in policy.usable_secrets:
+        labels = calls.secret_labels(api, namespace, secret)
+        if labels is None:
+            return f"no report: Secret {secret} (spec.publish.wandb.apiKeySecretRef) not found"
+        if labels.get(LABEL_USABLE_BY_EVALUATIONS) != "true":
+            return (
+                f"no report: Secret {secret} (spec.publish.wandb.apiKeySecretRef) has not consented: "
+                f'label it {LABEL_USABLE_BY_EVALUATIONS}="true"'
+            )
+    job = build_report_job(body, spec, digest, config)
+    job["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": body.get("apiVersion") or API_VERSION,
+            "kind": LEADERBOARD_KIND,
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+    try:
+        _, created = calls.create_or_get(api, namespace, job)
+    except ApiException as exc:
+        return f"no report: the API server refused Job {job['metadata']['name']}: {exc.reason}"
+    return f"Job {job['metadata']['name']} {'started' if created else 'already exists'} for this board"
 
 
 async def compute_leaderboard(api: ApiClient, config: OperatorConfig, key: Hashable) -> float | None:
@@ -107,9 +156,20 @@ async def compute_leaderboard(api: ApiClient, config: OperatorConfig, key: Hasha
             write_status, api, namespace, name, lambda old: compute_failed_status(old, error, generation)
         )
         return RETRY_SECONDS
-    await asyncio.to_thread(
-        write_status, api, namespace, name, lambda old: computed_status(old, result, spec, generation)
-    )
+    report = None
+    if spec.publish is not None and spec.publish.wandb is not None and result.status.top:
+        ranking = ranking_digest(result)
+        report = await asyncio.to_thread(start_report, api, config, body, spec, ranking)
+
+    def computed(old: Mapping[str, Any]) -> dict[str, Any]:
+        new = computed_status(old, result, spec, generation)
+        if report is not None:
+            new["wandbReport"] = report
+        elif old.get("wandbReport") and spec.publish is not None and spec.publish.wandb is not None:
+            new["wandbReport"] = old["wandbReport"]
+        return new
+
+    await asyncio.to_thread(write_status, api, namespace, name, computed)
     log.info(
         "leaderboard %s computed: %d evaluations in %.1fs, %d bytes read, peak %.0f MiB",
         where,

@@ -267,3 +267,25 @@ def test_label_selector_semantics(selector: dict[str, Any], labels: dict[str, st
     from nejumi_eval.api.v1alpha1.leaderboard import LabelSelector
 
     assert LabelSelector.model_validate(selector).matches(labels) is matches
+
+
+def test_the_wandb_report_job_gets_the_key_by_reference_only() -> None:
+    from nejumi_operator.leaderboards.report import LABEL_LEADERBOARD, build_report_job
+
+    spec = LeaderboardSpec.model_validate(
+        {"publish": {"wandb": {"project": "team/neo", "apiKeySecretRef": {"name": "wandb", "key": "key"}}}}
+    )
+    board = {"metadata": {"namespace": "team-a", "name": "neo", "uid": "u"}}
+    config = OperatorConfig(image="ghcr.io/nejumi/evaluator:1", command=("nejumi-eval", "run"))
+    job = build_report_job(board, spec, "sha256:0123456789abcdef", config)
+    assert job["metadata"]["name"] == "neo-wandb-0123456789"
+    assert job["metadata"]["labels"] == {LABEL_LEADERBOARD: "neo"}
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["nejumi-eval", "leaderboard", "--wandb-report", "team/neo", "--publish"]
+    key = next(e for e in container["env"] if e["name"] == "WANDB_API_KEY")
+    assert key == {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}}}
+    assert all("value" not in e or e["name"] != "WANDB_API_KEY" for e in container["env"])
+    assert pod["automountServiceAccountToken"] is False and container["securityContext"]["runAsNonRoot"]
+    with pytest.raises(ValueError, match="publish.wandb"):
+        build_report_job(board, LeaderboardSpec(), "sha256:0", config)

@@ -382,6 +382,9 @@ class LeaderboardStatus(_Status):
     )
     bytes_read: int | None = Field(None, ge=0, description="Bytes the last computation read from the store.")
     digest: str | None = Field(None, description="sha256 of the board's content, to skip unchanged writes.")
+    wandb_report: str | None = Field(
+        None, description="spec.publish.wandb: the Job that builds the report of this board, or why none."
+    )
     warnings: list[str] = Field(default_factory=list, max_length=MAX_LISTED)
     message: str | None = None
 
