@@ -175,6 +175,10 @@ in a Role per namespace otherwise. Only what nejumi_operator and kopf actually c
 - apiGroups: ["nejumi.wandb.ai"]
   resources: ["nejumileaderboards/status"]
   verbs: ["patch"]
+# A leaderboard's W&B report Job is owned by it (blockOwnerDeletion, as the evaluation Jobs).
+- apiGroups: ["nejumi.wandb.ai"]
+  resources: ["nejumileaderboards/finalizers"]
+  verbs: ["update"]
 # The Jobs carry an ownerReference with blockOwnerDeletion: true; where the
 # OwnerReferencesPermissionEnforcement admission plugin is on, that needs update on the owner's
 # finalizers subresource.
