@@ -118,7 +118,7 @@ def start_report(
 async def compute_leaderboard(api: ApiClient, config: OperatorConfig, key: Hashable) -> float | None:
     """Compute the leaderboard `key` = (namespace, name) and write its status; the delay to try
     again after (a failed computation), or None."""
-    namespace, name = key  # type: ignore[misc]
+    namespace, name = str(key[0]), str(key[1])  # type: ignore[index]
     body = await asyncio.to_thread(calls.read_evaluation, api, namespace, name, LEADERBOARD_PLURAL)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None

@@ -60,7 +60,7 @@ LEADERBOARD_HEADER = (
 # JSON-schema keywords copied as they are (same meaning in OpenAPI v3 / Kubernetes structural schemas).
 _COPIED: tuple[str, ...] = ("type", "description", "enum", "format", "pattern", "minimum", "maximum")
 _COPIED += ("minLength", "maxLength", "minItems", "maxItems", "uniqueItems", "x-kubernetes-validations")
-_COPIED += ("minProperties", "maxProperties")
+_COPIED += ("minProperties", "maxProperties", "x-kubernetes-list-type", "x-kubernetes-list-map-keys")
 # A Kubernetes quantity (cpu: 4 or cpu: "500m"): an int-or-string node, which has no `type`; its
 # pattern applies to strings, its minimum to integers.
 _COPIED += ("x-kubernetes-int-or-string",)
@@ -167,7 +167,7 @@ def status_schema() -> dict[str, Any]:
 # decimals (`status.overallDisplay`): a column of type number prints every digit of a float, and a
 # printer column's `format` does not round. `-o wide` adds the Succeeded condition, the attempt and
 # the message (what to fix); the exact Overall is `status.scores.overall`.
-PRINTER_COLUMNS = [
+PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     {
         "name": "Phase",
@@ -272,7 +272,7 @@ def build_crd() -> dict[str, Any]:
 # `kubectl get nejumilb`: the leader, its Overall with the interval, how many are ranked and how
 # many are not finished, and when the board was last computed; `-o wide` adds the page and the
 # message.
-LEADERBOARD_PRINTER_COLUMNS = [
+LEADERBOARD_PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Leader", "type": "string", "jsonPath": ".status.leader"},
     {
         "name": OVERALL.name,

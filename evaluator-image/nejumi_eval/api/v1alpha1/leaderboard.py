@@ -14,9 +14,9 @@ their CEL rules beside the fields (`cel_rules`), so a bad leaderboard fails at `
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from nejumi_eval.api.v1alpha1.cel import Rule
 from nejumi_eval.api.v1alpha1.spec import (
@@ -25,6 +25,7 @@ from nejumi_eval.api.v1alpha1.spec import (
     S3_URI,
     SecretKeyRef,
     Spec,
+    _cel_string,
     label_key_cel,
 )
 from nejumi_eval.api.v1alpha1.status import Condition, _Status
@@ -54,7 +55,7 @@ class LabelSelectorRequirement(Spec):
 
     key: str = Field(min_length=1, max_length=317)
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
-    values: list[str] = Field(default_factory=list, max_length=64)
+    values: list[Annotated[str, Field(max_length=63)]] = Field(default_factory=list, max_length=64)
 
     cel_rules = (
         Rule(rule=label_key_cel("self.key"), message="a label key: [prefix/]name", field_path=".key"),
@@ -65,7 +66,7 @@ class LabelSelectorRequirement(Spec):
             field_path=".values",
         ),
         Rule(
-            rule=f"!has(self.values) || self.values.all(v, v.matches('{LABEL_VALUE}'))",
+            rule=f"!has(self.values) || self.values.all(v, v.matches({_cel_string(LABEL_VALUE)}))",
             message="values: each a label value (≤63 alphanumerics, '-', '_', '.')",
             field_path=".values",
         ),
@@ -76,8 +77,8 @@ class LabelSelector(Spec):
     """Which evaluations: every label in `matchLabels` and every expression must hold (an empty
     selector matches every evaluation in the namespaces read)."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict, max_length=64)
-    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=64)
+    match_labels: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, max_length=32)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list, max_length=16)
 
     cel_rules = (
         Rule(
@@ -87,7 +88,7 @@ class LabelSelector(Spec):
         ),
         Rule(
             rule="!has(self.matchLabels) || "
-            f"self.matchLabels.all(k, self.matchLabels[k].matches('{LABEL_VALUE}'))",
+            f"self.matchLabels.all(k, self.matchLabels[k].matches({_cel_string(LABEL_VALUE)}))",
             message="matchLabels: each value a label value (≤63 alphanumerics, '-', '_', '.')",
             field_path=".matchLabels",
         ),
@@ -172,7 +173,7 @@ class Gate(Spec):
         ),
         Rule(
             rule="!has(self.notWorseThan) || self.notWorseThan.matches("
-            f"'^({DNS_LABEL[1:-1]}/)?{DNS_SUBDOMAIN[1:-1]}$')",
+            f"{_cel_string(f'^({DNS_LABEL[1:-1]}/)?{DNS_SUBDOMAIN[1:-1]}$')})",
             message="notWorseThan: an evaluation name, or namespace/name",
             field_path=".notWorseThan",
         ),
@@ -210,9 +211,10 @@ class LeaderboardSpec(Spec):
     selector: LabelSelector | None = Field(
         None, description="Which evaluations (unset or empty: every one in the namespaces read)."
     )
-    namespaces: list[str] = Field(
+    namespaces: list[Annotated[str, Field(max_length=63)]] = Field(
         default_factory=list,
         max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "set"},
         description="Namespaces read besides the leaderboard's own (each must be allowed by the "
         "chart's policy.leaderboardNamespaces).",
     )
@@ -234,25 +236,29 @@ class LeaderboardSpec(Spec):
     resamples: int = Field(1000, ge=0, le=10000, description="Bootstrap resamples (0: no intervals).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     top: int = Field(10, ge=1, le=MAX_TOP, description="Rows in status.top.")
-    gates: list[Gate] = Field(default_factory=list, max_length=16)
+    gates: list[Gate] = Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     publish: Publish | None = None
+
+    @model_validator(mode="after")
+    def _unique(self) -> LeaderboardSpec:
+        """What the CRD says with list types (`set`; `map` keyed by name), said here too: a CEL rule
+        comparing every pair would cost the API server more than its budget allows."""
+        if len(set(self.namespaces)) != len(self.namespaces):
+            raise ValueError("namespaces: each at most once")
+        names = [g.name for g in self.gates]
+        if len(set(names)) != len(names):
+            raise ValueError("gates: names must be unique")
+        return self
 
     cel_rules = (
         Rule(
-            rule="!has(self.namespaces) || "
-            f"self.namespaces.all(n, n.matches('{DNS_LABEL}') && size(n) <= 63)",
+            rule=f"!has(self.namespaces) || self.namespaces.all(n, n.matches({_cel_string(DNS_LABEL)}))",
             message="namespaces: each a namespace name",
             field_path=".namespaces",
-        ),
-        Rule(
-            rule="!has(self.namespaces) || self.namespaces.all(n, self.namespaces.exists_one(m, m == n))",
-            message="namespaces: each at most once",
-            field_path=".namespaces",
-        ),
-        Rule(
-            rule="!has(self.gates) || self.gates.all(g, self.gates.exists_one(h, h.name == g.name))",
-            message="gates: names must be unique",
-            field_path=".gates",
         ),
     )
 
