@@ -77,9 +77,9 @@ def wait_while_progressing(
         time.sleep(interval)
 
 
-def apply_crd(api: Any) -> dict[str, Any]:
-    """The committed NejumiEvaluation CRD (returned as in the file), created (or replacing a stale
-    one) and Established.
+def apply_crd(api: Any, path: Path | None = None) -> dict[str, Any]:
+    """A committed CRD (`path`, default the NejumiEvaluation one; returned as in the file), created
+    (or replacing a stale one) and Established.
 
     A CRD an earlier module deleted may still be terminating: wait for it to go first, or a create
     answers 409 and that deletion then removes what this one replaced."""
@@ -87,21 +87,21 @@ def apply_crd(api: Any) -> dict[str, Any]:
     from kubernetes.client import ApiextensionsV1Api
 
     from nejumi_eval.api.v1alpha1.crd import CRD_PATH
-    from nejumi_eval.api.v1alpha1.names import CRD_NAME
     from tests.cluster import wait_until
 
     ext = ApiextensionsV1Api(api)
+    body = yaml.safe_load((path or CRD_PATH).read_text(encoding="utf-8"))
+    name = body["metadata"]["name"]
 
     def read() -> Any:
         try:
-            return ext.read_custom_resource_definition(CRD_NAME)
+            return ext.read_custom_resource_definition(name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
 
     wait_until(lambda: (c := read()) is None or c.metadata.deletion_timestamp is None, 60, "an old CRD to go")
-    body = yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
     if (current := read()) is None:
         ext.create_custom_resource_definition(body)
     else:
@@ -109,37 +109,38 @@ def apply_crd(api: Any) -> dict[str, Any]:
             **body,
             "metadata": {**body["metadata"], "resourceVersion": current.metadata.resource_version},
         }
-        ext.replace_custom_resource_definition(CRD_NAME, sent)
+        ext.replace_custom_resource_definition(name, sent)
 
     def established() -> bool:
-        conds = ext.read_custom_resource_definition_status(CRD_NAME).status.conditions or []
+        conds = ext.read_custom_resource_definition_status(name).status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conds)
 
-    wait_until(established, 30, f"CRD {CRD_NAME} to be Established")
+    wait_until(established, 30, f"CRD {name} to be Established")
     return body
 
 
-def delete_crd(api: Any, wait: bool = True) -> None:
-    """Delete the CRD (its resources go with it) and wait until it is gone: the next module may
-    apply it again (e.g. `kubectl apply` in the e2e test), and a terminating CRD would take that
-    apply down with it."""
+def delete_crd(api: Any, wait: bool = True, name: str | None = None) -> None:
+    """Delete a CRD (`name`, default the NejumiEvaluation one; its resources go with it) and wait
+    until it is gone: the next module may apply it again (e.g. `kubectl apply` in the e2e test), and
+    a terminating CRD would take that apply down with it."""
     from kubernetes.client import ApiextensionsV1Api
 
     from nejumi_eval.api.v1alpha1.names import CRD_NAME
     from tests.cluster import wait_until
 
     ext = ApiextensionsV1Api(api)
-    ext.delete_custom_resource_definition(CRD_NAME)
+    name = name or CRD_NAME
+    ext.delete_custom_resource_definition(name)
     if wait:
 
         def gone() -> bool:
             try:
-                ext.read_custom_resource_definition(CRD_NAME)
+                ext.read_custom_resource_definition(name)
             except ApiException as exc:
                 return exc.status == 404
             return False
 
-        wait_until(gone, 60, "the CRD to be deleted")
+        wait_until(gone, 60, f"CRD {name} to be deleted")
 
 
 def create_evaluation(client: ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 import nejumi_operator.__main__ as operator_main
-from nejumi_eval.api.v1alpha1.crd import CRD_PATH
-from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL
+from nejumi_eval.api.v1alpha1.crd import CRD_PATH, CRDS
+from nejumi_eval.api.v1alpha1.names import GROUP, LEADERBOARD_PLURAL, PLURAL
 from nejumi_eval.api.v1alpha1.spec import ResultsSpec
 from nejumi_operator.settings import DEFAULT_COMMAND, DEFAULT_IMAGE, OperatorConfig
 from tests.support.helm import CHART, REPO, find, helm, set_args, template
@@ -113,25 +113,32 @@ def test_app_version_is_the_package_version() -> None:
     assert chart["apiVersion"] == "v2" and chart["name"] == "nejumi-operator"
 
 
-def test_chart_crd_is_a_byte_identical_copy() -> None:
-    """`make crd` writes both files; `make crd-check` and this test fail when they differ."""
-    copy = CHART / "crds" / CRD_PATH.name
-    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [CRD_PATH.name]
-    assert copy.read_bytes() == CRD_PATH.read_bytes(), "charts/nejumi-operator/crds/ differs: run `make crd`"
+def test_chart_crds_are_byte_identical_copies() -> None:
+    """`make crd` writes both files of each CRD; `make crd-check` and this test fail when they differ."""
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == sorted(p.name for p in CRDS)
+    for path in CRDS:
+        copy = CHART / "crds" / path.name
+        assert copy.read_bytes() == path.read_bytes(), (
+            f"charts/nejumi-operator/crds/{path.name} differs: run `make crd`"
+        )
 
 
 def test_crd_check_catches_a_stale_chart_copy(tmp_path: Path) -> None:
-    """The Makefile's crd-check compares the two files with cmp: a changed copy must fail it."""
+    """The Makefile's crd-check compares each pair of files with cmp: a changed copy must fail it."""
     recipe = (REPO / "Makefile").read_text(encoding="utf-8")
-    assert "cp $(CRD_FILE) $(CHART_CRD_FILE)" in recipe and "cmp -s $(CRD_FILE) $(CHART_CRD_FILE)" in recipe
+    assert "cp $(CRD_FILES) charts/nejumi-operator/crds/" in recipe
+    assert "cmp -s $$f charts/nejumi-operator/$$f" in recipe
+    files = re.search(r"^CRD_FILES := (.+)$", recipe, re.M)
+    assert files and sorted(files.group(1).split()) == sorted(str(p.relative_to(REPO)) for p in CRDS)
     stale = tmp_path / "copy.yaml"
     stale.write_bytes(CRD_PATH.read_bytes() + b"\n")
     assert subprocess.run(["cmp", "-s", str(CRD_PATH), str(stale)], check=False).returncode != 0
 
 
-def test_rendered_crd_is_the_committed_one(default_docs: list[dict[str, Any]]) -> None:
-    (crd,) = find(default_docs, "CustomResourceDefinition")
-    assert crd == yaml.safe_load(CRD_PATH.read_text(encoding="utf-8"))
+def test_rendered_crds_are_the_committed_ones(default_docs: list[dict[str, Any]]) -> None:
+    rendered = {c["metadata"]["name"]: c for c in find(default_docs, "CustomResourceDefinition")}
+    committed = [yaml.safe_load(p.read_text(encoding="utf-8")) for p in CRDS]
+    assert rendered == {c["metadata"]["name"]: c for c in committed}
 
 
 # ---- the Deployment ----------------------------------------------------------------------------
@@ -147,6 +154,7 @@ def test_default_objects(default_docs: list[dict[str, Any]]) -> None:
         ("ClusterRoleBinding", "nejumi-nejumi-operator"),
         ("ClusterRoleBinding", "nejumi-nejumi-operator-scanning"),
         ("CustomResourceDefinition", f"{PLURAL}.{GROUP}"),
+        ("CustomResourceDefinition", f"{LEADERBOARD_PLURAL}.{GROUP}"),
         ("Deployment", "nejumi-nejumi-operator"),
         ("ServiceAccount", "nejumi-nejumi-operator"),
         ("ValidatingAdmissionPolicy", "nejumi-nejumi-operator-policy"),
