@@ -91,56 +91,6 @@ The default results destination (`results` values) as the JSON of a spec's `resu
 {{- end }}
 
 {{/*
-The store identity of the operator (leaderboard computations) and of the leaderboard server: the
-standard AWS variables from `leaderboard.store`, the keys by secretKeyRef from a Secret in the
-release's namespace, the CA bundle from a ConfigMap mounted at /etc/nejumi/store-ca (the volume is
-`nejumi-operator.storeVolume`).
-*/}}
-{{- define "nejumi-operator.storeEnv" -}}
-{{- $s := .Values.leaderboard.store }}
-{{- with $s.endpoint }}
-- name: AWS_ENDPOINT_URL
-  value: {{ . | quote }}
-{{- end }}
-{{- with $s.region }}
-- name: AWS_REGION
-  value: {{ . | quote }}
-{{- end }}
-{{- with $s.credentialsSecret }}
-- name: AWS_ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: AWS_ACCESS_KEY_ID
-- name: AWS_SECRET_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ . }}
-      key: AWS_SECRET_ACCESS_KEY
-{{- end }}
-{{- if $s.caBundleConfigMap }}
-- name: AWS_CA_BUNDLE
-  value: /etc/nejumi/store-ca/{{ $s.caBundleKey | default "ca.crt" }}
-{{- end }}
-{{- end }}
-
-{{- define "nejumi-operator.storeVolumeMount" -}}
-{{- if .Values.leaderboard.store.caBundleConfigMap }}
-- name: store-ca
-  mountPath: /etc/nejumi/store-ca
-  readOnly: true
-{{- end }}
-{{- end }}
-
-{{- define "nejumi-operator.storeVolume" -}}
-{{- with .Values.leaderboard.store.caBundleConfigMap }}
-- name: store-ca
-  configMap:
-    name: {{ . }}
-{{- end }}
-{{- end }}
-
-{{/*
 Images: the tag defaults to the chart's appVersion.
 */}}
 {{- define "nejumi-operator.image" -}}

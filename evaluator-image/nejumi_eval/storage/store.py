@@ -85,6 +85,32 @@ class StoreSettings:
         return self.endpoint or "AWS S3"
 
 
+@dataclass
+class StoredObject:
+    """An object being read (`ObjectStore.open`): `chunks()` yields its bytes, a failure on the way
+    raised as a typed StoreError like any other; `close()` ends the read (read or not)."""
+
+    uri: str
+    where: str
+    etag: str
+    """As the store sent it, quoted (`"…"`): the MD5 of a single-part upload, else opaque."""
+    size: int | None
+    body: Any
+
+    def chunks(self, size: int = 1 << 16) -> Iterator[bytes]:
+        try:
+            yield from self.body.iter_chunks(size)
+        except Exception as exc:
+            error = translate(exc, self.uri, self.where)
+            if error is None:
+                raise
+            raise error from exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.body.close()
+
+
 class ObjectStore:
     """A bucket's objects through one boto3 client (thread-safe: uploads and reads run in threads)."""
 
@@ -179,6 +205,19 @@ class ObjectStore:
             for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents") or []:
                     yield item["Key"]
+
+    def open(self, bucket: str, key: str) -> StoredObject:
+        """The object as a stream, with its ETag and size: for serving a large object (a
+        leaderboard's page) without holding it in memory. The caller closes it."""
+        with self._errors(bucket, key):
+            response = self.client.get_object(Bucket=bucket, Key=key)
+        return StoredObject(
+            uri=f"s3://{bucket}/{key}",
+            where=self.settings.where,
+            etag=str(response.get("ETag") or ""),
+            size=response.get("ContentLength"),
+            body=response["Body"],
+        )
 
     # ---- errors --------------------------------------------------------------------------------
 
