@@ -117,6 +117,34 @@ def test_opens_offline_without_errors(loaded: webdriver.Chrome, page: Path) -> N
     assert "org/smoke" in row_models(browser)
 
 
+def test_the_ranks_column_shows_each_rank_interval(loaded: webdriver.Chrome, page: Path) -> None:
+    """Beside `#`: the ranks each model takes across the resamples (`1–2`), as the board's JSON has
+    them; sorting by it puts the best lower end first; the note says at which confidence."""
+    browser = loaded
+    ranked = [e for e in board(page)["entries"] if e["state"] == "ranked"]
+    assert all(e["rank_interval"] for e in ranked)
+
+    def text(ri: dict) -> str:
+        return str(ri["low"]) if ri["low"] == ri["high"] else f"{ri['low']}–{ri['high']}"
+
+    keys = browser.execute_script(
+        "return [...document.querySelectorAll('#ranking thead th')].map(th => th.dataset.key)"
+    )
+    assert keys[1:4] == ["rank", "ranks", "model"]
+    cells = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#ranking tbody tr')]"
+        ".map(r => [r.dataset.entry, r.querySelector('td[data-key=\"ranks\"]').textContent]))"
+    )
+    assert cells == {e["id"]: text(e["rank_interval"]) for e in ranked}
+    browser.find_element(By.CSS_SELECTOR, '#ranking th[data-key="ranks"]').click()
+    by_ranks = sorted(
+        ranked, key=lambda e: (e["rank_interval"]["low"], e["rank_interval"]["high"], e["rank"])
+    )
+    assert row_models(browser) == [e["model"] for e in by_ranks]
+    note = browser.find_element(By.CSS_SELECTOR, "#ranking-section p.note:not(#group-note)").text
+    assert "ranks: the ranks a model takes in the central 95% of the bootstrap resamples" in note
+
+
 def test_selecting_models_changes_the_radar_charts(loaded: webdriver.Chrome, page: Path) -> None:
     browser = loaded
     ranked = [e for e in board(page)["entries"] if e["state"] == "ranked"]

@@ -21,6 +21,12 @@ benchmark, the stratum and its size. So two evaluations of the same questions ar
 the same indices, and the paired bootstrap of their difference (`Bootstrap.compare`) is the
 difference of the very distributions behind their own intervals: a difference whose interval
 excludes 0 is distinguishable from question-sampling noise.
+
+The same sharing gives rank intervals (`Bootstrap.rank_bounds`): on each resample the evaluations
+of a group are ranked by their resampled Overall, as if that draw of questions had been the test
+set, and an evaluation's rank interval is the central `confidence` of the ranks it takes. Because
+every evaluation is resampled with the same questions, a question that is hard for all of them
+moves them together and does not reorder them.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ import numpy as np
 
 from nejumi_eval.api.v1alpha1.formula import Formula
 from nejumi_eval.benchmarks.reading import Design
-from nejumi_eval.leaderboard.model import Comparison, Interval
+from nejumi_eval.leaderboard.model import Comparison, Interval, RankInterval
 
 __all__ = ["CONFIDENCE", "Bootstrap", "Design", "Distribution"]
 
@@ -120,6 +126,39 @@ class Bootstrap:
         low, high = np.percentile(finite, [tail, 100 - tail])
         return Interval(low=float(low), high=float(high))
 
+    def rank_bounds(
+        self, draws: Mapping[str, np.ndarray], fixed: Mapping[str, float] | None = None
+    ) -> dict[str, RankInterval]:
+        """Per entry of `draws` (id → its resampled Overall), the ranks it takes across resamples.
+
+        On each resample an entry's rank is the competition rank of its draw (1 + the number of
+        entries, drawn or `fixed`, with a strictly higher value: equal draws share a rank, as equal
+        scores do on the board). `fixed` entries (no per-question data, so no draws) count at their
+        recorded score on every resample and get no interval themselves: the ranks stay the board's
+        ranks rather than ranks among a subset. Only resamples on which every entry's draw is
+        defined are used (ranking against an undefined draw means nothing); with fewer than half
+        of them left there are no intervals, as `interval` gives none then.
+
+        The bounds are the (1 − confidence)/2 and 1 − (1 − confidence)/2 percentiles of an entry's
+        ranks with numpy's `lower` and `higher` methods: both are ranks it actually took, and the
+        interval is never narrower than the interpolated one would be (a rank between two ranks
+        does not exist, so rounding goes outward).
+        """
+        ids = list(draws)
+        if not ids or self.resamples == 0:
+            return {}
+        rows = [np.asarray(draws[i], dtype=float) for i in ids]
+        consts = list((fixed or {}).values())
+        matrix = np.stack(rows + [np.full(rows[0].shape, v, dtype=float) for v in consts])
+        defined = np.isfinite(matrix).all(axis=0)
+        if defined.sum() == 0 or defined.sum() < 0.5 * matrix.shape[1]:
+            return {}
+        ranks = competition_ranks(matrix[:, defined])[: len(ids)]
+        tail = (1 - self.confidence) / 2 * 100
+        low = np.percentile(ranks, tail, axis=1, method="lower")
+        high = np.percentile(ranks, 100 - tail, axis=1, method="higher")
+        return {i: RankInterval(low=int(lo), high=int(hi)) for i, lo, hi in zip(ids, low, high, strict=True)}
+
     @staticmethod
     def overall(formula: Formula, parts: Mapping[str, np.ndarray | None]) -> np.ndarray | None:
         """Overall per resample: the formula's mean of scaled terms, null when a term has no draws."""
@@ -138,12 +177,17 @@ class Bootstrap:
         a: Mapping[str, Design],
         b: Mapping[str, Design],
         formula: Formula,
+        categories: bool = False,
     ) -> list[Comparison]:
-        """Paired bootstrap of a − b for every shared benchmark and for Overall.
+        """Paired bootstrap of a − b for every shared benchmark and for Overall; with `categories`
+        also for every category both benchmarks' designs have (metric `benchmark/category`), from
+        the same shared questions and the same draws as the benchmark's row.
 
         Only questions both answered count (per stratum, by unit id), and both sides are resampled
         with the same indices, so what the two share (question difficulty) cancels in the
-        difference. Distinguishable: the interval of the difference excludes 0.
+        difference. Distinguishable: the interval of the difference excludes 0. Categories are on
+        demand: a board compares every pair of its evaluations, and ~15 more rows per pair would
+        grow the page for what only a release gate asks (`gates`).
         """
         out: list[Comparison] = []
         parts_a: dict[str, np.ndarray | None] = {}
@@ -157,14 +201,31 @@ class Bootstrap:
             shared = sum(len(v) for v in keep.values())
             shared_total += shared
             dist_a, dist_b = self.distribution(da, keep), self.distribution(db, keep)
-            points_a[name], _ = da.point(keep)
-            points_b[name], _ = db.point(keep)
+            points_a[name], cats_a = da.point(keep)
+            points_b[name], cats_b = db.point(keep)
             parts_a[name], parts_b[name] = dist_a.avg, dist_b.avg
             out.append(
                 self._comparison(
                     a_id, b_id, name, points_a[name], points_b[name], dist_a.avg, dist_b.avg, shared
                 )
             )
+            if not categories:
+                continue
+            for category, members in da.categories.items():
+                if category not in db.categories:
+                    continue
+                out.append(
+                    self._comparison(
+                        a_id,
+                        b_id,
+                        f"{name}/{category}",
+                        cats_a.get(category),
+                        cats_b.get(category),
+                        dist_a.categories.get(category),
+                        dist_b.categories.get(category),
+                        sum(len(keep.get(m, ())) for m in members),
+                    )
+                )
         if all(t.benchmark in parts_a for t in formula.terms):
             pa, pb = formula.value(points_a), formula.value(points_b)
             out.append(
@@ -209,3 +270,19 @@ class Bootstrap:
             b_better=float(np.mean(finite < 0)) if finite.size else None,
             shared_questions=shared,
         )
+
+
+def competition_ranks(values: np.ndarray) -> np.ndarray:
+    """Per column of `values` (entries × resamples), each entry's competition rank: 1 + the number
+    of entries with a strictly higher value (1, 2, 2, 4). Vectorised: sort each column descending;
+    a position's rank is 1 + the position where its run of equal values starts."""
+    n = values.shape[0]
+    order = np.argsort(-values, axis=0, kind="stable")
+    ordered = np.take_along_axis(values, order, axis=0)
+    positions = np.arange(n)[:, None]
+    starts = np.ones_like(ordered, dtype=bool)
+    starts[1:] = ordered[1:] != ordered[:-1]
+    first = np.maximum.accumulate(np.where(starts, positions, 0), axis=0)
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, first + 1, axis=0)
+    return ranks

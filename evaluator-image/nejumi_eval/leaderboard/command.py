@@ -95,6 +95,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resamples", type=int, default=1000, metavar="N", help="bootstrap resamples (default 1000; 0: none)"
     )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        metavar="C",
+        help="of every interval (scores, differences, ranks), above 0.5 and below 1 (default 0.95)",
+    )
     parser.add_argument("--title", default=None, help="the HTML page's (and W&B report's) title")
     parser.set_defaults(func=cmd_leaderboard)
 
@@ -104,6 +111,8 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--resamples must be 0 or more, got {args.resamples}")
     if args.seed < 0:
         raise InputError(f"--seed must be 0 or more, got {args.seed}")
+    if not 0.5 < args.confidence < 1:  # as a NejumiLeaderboard's spec.confidence
+        raise InputError(f"--confidence must be above 0.5 and below 1, got {args.confidence}")
     cluster_only = [
         flag
         for flag, value in (
@@ -206,7 +215,7 @@ def _diff(args: argparse.Namespace) -> int:
 
     evaluations = _evaluations(args)
     a, b = (diff.resolve(ref, evaluations) for ref in args.diff)
-    result = diff.compute(a, b, seed=args.seed, resamples=args.resamples)
+    result = diff.compute(a, b, seed=args.seed, resamples=args.resamples, confidence=args.confidence)
     if not result.benchmarks:
         raise InputError(
             f"nothing to compare: {'; '.join(result.warnings) or 'no benchmark shared'} "
@@ -231,7 +240,13 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     from nejumi_eval.leaderboard import compare, render
 
     evaluations = _evaluations(args)
-    board = compare.build(evaluations, include_all=args.include_all, seed=args.seed, resamples=args.resamples)
+    board = compare.build(
+        evaluations,
+        include_all=args.include_all,
+        confidence=args.confidence,
+        seed=args.seed,
+        resamples=args.resamples,
+    )
     width = None if sys.stdout.isatty() else 200
     without = [
         e.id

@@ -333,6 +333,7 @@ def compute(
     *,
     seed: int = 0,
     resamples: int = 1000,
+    confidence: float = CONFIDENCE,
     formula: Formula = OVERALL,
 ) -> EvaluationDiff:
     """A → B for every benchmark both have per-question data for (see the module docstring)."""
@@ -350,7 +351,7 @@ def compute(
     # Both sides restricted to the questions both scored: the counts, the scores and the paired
     # bootstrap then describe the same questions (B first: the comparison's `diff` is B − A).
     shared = {n: _shared(qa[n].design, qb[n].design) for n in names}
-    boot = Bootstrap(seed=seed, resamples=resamples)
+    boot = Bootstrap(seed=seed, resamples=resamples, confidence=confidence)
     paired = boot.compare(
         b.entry.id, a.entry.id, {n: shared[n][1] for n in names}, {n: shared[n][0] for n in names}, formula
     )
@@ -422,6 +423,7 @@ def compute(
         same_protocol=same,
         seed=seed,
         resamples=resamples,
+        confidence=confidence,
         benchmarks=benchmarks,
         overall=overall,
         warnings=warnings,

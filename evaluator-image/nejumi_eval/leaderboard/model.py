@@ -24,6 +24,24 @@ class Interval(BaseModel):
     high: float
 
 
+class RankInterval(BaseModel):
+    """The ranks an entry takes across the bootstrap resamples (`bootstrap.rank_bounds`): the
+    central `confidence` of them, rounded outward to whole ranks and widened to hold the point rank.
+
+    A score interval says how far a score may move; whether that moves the model past its
+    neighbours is what a ranking reader wants, and overlapping score intervals do not answer it
+    (two intervals may overlap while the paired draws almost never swap the two)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    low: int = Field(ge=1, description="The best rank.")
+    high: int = Field(ge=1, description="The worst rank.")
+
+    def text(self) -> str:
+        """`1–3`, or `2` when it is one rank."""
+        return str(self.low) if self.low == self.high else f"{self.low}–{self.high}"
+
+
 class BenchmarkResult(BaseModel):
     """One benchmark's scores in one evaluation, as its summary recorded them, plus intervals."""
 
@@ -103,6 +121,9 @@ class Entry(BaseModel):
     tied_with_above: bool | None = Field(
         None, description="Overall not distinguishable (paired bootstrap) from the entry ranked just above."
     )
+    rank_interval: RankInterval | None = Field(
+        None, description="The ranks it takes across the resamples; null without Overall draws."
+    )
 
 
 class Group(BaseModel):
@@ -110,7 +131,10 @@ class Group(BaseModel):
 
     id: str
     key: str
-    main: bool = Field(description="The group most ranked entries belong to.")
+    main: bool = Field(
+        description="The group ranked: the one whose key starts with the board's `main_key`, else "
+        "(no `main_key`) the one most ranked entries belong to; with an unmatched `main_key`, none."
+    )
     identity: dict[str, dict[str, Any]]
     differs: list[str] = Field(
         default_factory=list,
@@ -134,7 +158,7 @@ class Comparison(BaseModel):
 
     a: str
     b: str
-    metric: str = Field(description="`Overall` or a benchmark name.")
+    metric: str = Field(description="`Overall`, a benchmark name, or `benchmark/category`.")
     diff: float | None = Field(None, description="a − b on the shared questions.")
     ci: Interval | None = None
     distinguishable: bool | None = Field(
@@ -149,10 +173,17 @@ class Leaderboard(BaseModel):
     formula: str
     formula_description: str
     formula_benchmarks: list[str] = Field(description="The benchmarks Overall is made of, in order.")
-    confidence: float = 0.95
+    confidence: float = Field(0.95, description="Of every interval: scores, differences, ranks.")
     seed: int
     resamples: int
     include_all: bool
+    include: list[str] = Field(
+        default_factory=list,
+        description="Which of `capped`, `synthetic_judge`, `degraded` runs are ranked (still marked).",
+    )
+    main_key: str | None = Field(
+        None, description="The prefix of the main group's key asked for (null: the largest group)."
+    )
     generated_at: datetime
     groups: list[Group]
     entries: list[Entry] = Field(description="Ranked entries first (main group, by rank), then the rest.")

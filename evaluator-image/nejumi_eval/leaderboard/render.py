@@ -1,7 +1,9 @@
 """The board as a terminal table (rich), CSV and JSON.
 
-The terminal shows what a ranking needs at a glance: rank, model, Overall and each Overall term
-with its interval, runtime, and a mark where an entry cannot be told apart from the one above it.
+The terminal shows what a ranking needs at a glance: rank, the ranks the entry takes across the
+bootstrap resamples (`1–3`: which places the data supports, not only the one it got), model,
+Overall and each Overall term with its interval, runtime, and a mark where an entry cannot be told
+apart from the one above it.
 Categories and provenance go to the CSV (one row per evaluation, every column) and the JSON (the
 `Leaderboard` model as is); the HTML page has everything.
 """
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nejumi_eval.benchmarks import registry
-from nejumi_eval.leaderboard.model import Entry, Interval, Leaderboard
+from nejumi_eval.leaderboard.model import Entry, Interval, Leaderboard, RankInterval
 from nejumi_eval.runtime.files import atomic_write_text
 
 
@@ -28,6 +30,11 @@ def with_interval(value: float | None, ci: Interval | None, digits: int = 4) -> 
     if ci is None:
         return _num(value, digits)
     return f"{value:.{digits}f} [{ci.low:.{digits}f}, {ci.high:.{digits}f}]"
+
+
+def ranks(interval: RankInterval | None) -> str:
+    """`1–3`, `2` for a single rank, `-` without one."""
+    return "-" if interval is None else interval.text()
 
 
 def runtime(seconds: float | None) -> str:
@@ -89,6 +96,7 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
         title = f"protocol group {group.id}" + ("" if group.main else f": {group.note}")
         table = Table(title=title, title_justify="left", show_edge=False)
         table.add_column("#", justify="right")
+        table.add_column("ranks", justify="right")
         table.add_column("model", overflow="fold")
         table.add_column(board.formula, justify="right")
         for name in names:
@@ -97,7 +105,12 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
         table.add_column("marks")
         for entry in ranked:
             rank = f"{entry.rank}{'≈' if entry.tied_with_above else ''}"
-            cells = [rank, entry.model, with_interval(entry.overall, entry.overall_ci)]
+            cells = [
+                rank,
+                ranks(entry.rank_interval),
+                entry.model,
+                with_interval(entry.overall, entry.overall_ci),
+            ]
             for name in names:
                 result = entry.benchmarks.get(name)
                 cells.append("-" if result is None else with_interval(result.avg, result.ci))
@@ -106,6 +119,11 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
         console.print(table)
     if any(e.tied_with_above for e in board.entries):
         console.print("≈: not distinguishable from the row above (paired bootstrap of Overall)", markup=False)
+    if any(e.rank_interval for e in board.entries):
+        console.print(
+            f"ranks: the ranks taken in the central {pct}% of resamples (each ranked by its {board.formula})",
+            markup=False,
+        )
     others = [e for e in board.entries if e.state != "ranked"]
     if others:
         table = Table(title="not ranked", title_justify="left", show_edge=False)
@@ -132,6 +150,7 @@ def rows(board: Leaderboard) -> list[dict[str, Any]]:
     for entry in board.entries:
         row: dict[str, Any] = {
             "rank": entry.rank,
+            "ranks": ranks(entry.rank_interval) if entry.rank_interval else None,
             "group": entry.group,
             "state": entry.state,
             "reasons": "; ".join(entry.reasons),

@@ -13,7 +13,8 @@ from nejumi_eval.benchmarks.jaster.scoring import rollup
 from nejumi_eval.benchmarks.jaster.tasks import task_table
 from nejumi_eval.benchmarks.mtbench.protocol import CATEGORIES
 from nejumi_eval.benchmarks.mtbench.scoring import aggregate
-from nejumi_eval.leaderboard.bootstrap import Bootstrap, Design
+from nejumi_eval.leaderboard.bootstrap import Bootstrap, Design, competition_ranks
+from nejumi_eval.leaderboard.model import RankInterval
 
 DATASETS = list(task_table().tasks)
 JASTER_CATEGORIES = {c: tuple(m) for c, m in task_table().categories.items()}
@@ -186,3 +187,64 @@ def test_paired_comparison_uses_only_shared_questions() -> None:
     (c,) = Bootstrap(resamples=300).compare("full", "capped", {"jaster": full}, {"jaster": capped}, OVERALL)
     assert c.shared_questions == 2 * len(DATASETS)
     assert c.diff == 0 and c.distinguishable is False
+
+
+def test_category_comparisons_come_on_demand_from_the_same_draws() -> None:
+    """B answers as A does except on jamp (an NLI dataset), where it misses everything A got right.
+    Per category, only NLI differs: its paired interval lies below 0 (b − a), every other category's
+    is exactly [0, 0]; the benchmark's row is unchanged by asking for categories."""
+    rng = np.random.default_rng(8)
+    a_values = {d: list(rng.integers(0, 2, 12).astype(float)) for d in DATASETS}
+    a_values["jamp"][:6] = [1.0] * 6
+    b_values = {**a_values, "jamp": [0.0] * 12}
+    a, b = {"jaster": jaster_design(a_values)}, {"jaster": jaster_design(b_values)}
+    boot = Bootstrap(seed=0, resamples=1000)
+    plain = boot.compare("b", "a", b, a, OVERALL)
+    rows = {c.metric: c for c in boot.compare("b", "a", b, a, OVERALL, categories=True)}
+    assert [c.metric for c in plain] == ["jaster"]
+    assert set(rows) == {"jaster"} | {f"jaster/{c}" for c in JASTER_CATEGORIES}
+    assert rows["jaster"] == plain[0]
+    _, cats_a = a["jaster"].point()
+    _, cats_b = b["jaster"].point()
+    nli = rows["jaster/NLI"]
+    assert nli.diff == pytest.approx(cats_b["NLI"] - cats_a["NLI"]) and nli.diff < 0
+    assert nli.ci is not None and nli.ci.high < 0 and nli.distinguishable is True
+    assert nli.shared_questions == 5 * 12  # the category's five datasets
+    for category in set(JASTER_CATEGORIES) - {"NLI"}:
+        c = rows[f"jaster/{category}"]
+        assert c.diff == 0 and c.ci is not None and c.ci.low == c.ci.high == 0
+
+
+def test_competition_ranks_share_a_rank_on_equal_values() -> None:
+    values = np.array([[0.5, 0.1], [0.7, 0.1], [0.5, 0.3], [0.1, 0.2]])
+    assert competition_ranks(values).tolist() == [[2, 3], [1, 3], [2, 1], [4, 2]]
+
+
+def test_rank_bounds_by_hand() -> None:
+    """A is 0.5 on every resample; B is 0.4 on 97% of them and 0.6 on the rest (3%); C is 0.45 on
+    every resample, as D would be without draws (`fixed`). A ranks 1 on 97%, 2 on 3%: the 97.5th
+    percentile falls on a 2 (`higher`), so A takes 1–2; with B above it on only 2% of resamples
+    the upper end stays 1. Ranks count D: B below both A and D is third."""
+    n = 1000
+    a = np.full(n, 0.5)
+    b = np.where(np.arange(n) < 30, 0.6, 0.4)
+    boot = Bootstrap(resamples=n)
+    bounds = boot.rank_bounds({"a": a, "b": b}, fixed={"d": 0.45})
+    assert (bounds["a"].low, bounds["a"].high) == (1, 2)
+    assert (bounds["b"].low, bounds["b"].high) == (1, 3)
+    assert "d" not in bounds
+    rarely = np.where(np.arange(n) < 20, 0.6, 0.4)
+    assert boot.rank_bounds({"a": a, "b": rarely})["a"].high == 1
+    # equal draws: equal ranks on every resample
+    assert boot.rank_bounds({"a": a, "same": a.copy()})["same"] == RankInterval(low=1, high=1)
+
+
+def test_rank_bounds_skip_undefined_draws_and_give_none_when_most_are() -> None:
+    n = 400
+    a, b = np.full(n, 0.5), np.full(n, 0.4)
+    b[:100] = np.nan  # a quarter undefined: those resamples are left out, not ranked as last
+    boot = Bootstrap(resamples=n)
+    assert boot.rank_bounds({"a": a, "b": b})["b"] == RankInterval(low=2, high=2)
+    b[:300] = np.nan
+    assert boot.rank_bounds({"a": a, "b": b}) == {}
+    assert Bootstrap(resamples=0).rank_bounds({"a": np.array([])}) == {}

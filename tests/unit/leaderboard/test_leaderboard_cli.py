@@ -94,6 +94,28 @@ def test_include_all_and_resamples(
     assert "org/smoke" in capsys.readouterr().out.split("not ranked")[0]
 
 
+def test_confidence_sets_every_interval_and_the_ranks_are_shown(
+    workspaces: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_csv, out_json = tmp_path / "board.csv", tmp_path / "board.json"
+    argv = ["leaderboard", *map(str, workspaces), "--confidence", "0.9", "--resamples", "300"]
+    assert main([*argv, "--csv", str(out_csv), "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "90% bootstrap CI" in printed and "ranks: the ranks taken in the central 90% of resamples" in printed
+    )
+    board = Leaderboard.model_validate_json(out_json.read_text(encoding="utf-8"))
+    assert board.confidence == 0.9
+    intervals = [e.rank_interval for e in board.ranked()]
+    assert all(r is not None for r in intervals)
+    with out_csv.open(newline="", encoding="utf-8") as fh:
+        ranks = [row["ranks"] for row in csv.DictReader(fh)]
+    assert ranks == [r.text() for r in intervals if r is not None] + [""]  # the smoke test: not ranked
+
+    assert main(["leaderboard", *map(str, workspaces), "--confidence", "1.5"]) == 2
+    assert "--confidence must be above 0.5 and below 1, got 1.5" in capsys.readouterr().err
+
+
 def test_no_results_is_an_input_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["leaderboard", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err

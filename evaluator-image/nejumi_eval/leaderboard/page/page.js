@@ -64,11 +64,25 @@
 
   // ---- columns ---------------------------------------------------------------------------------
 
+  // "1–3", "2" for a single rank, "-" without one (an entry without per-question data, or unranked).
+  function rankText(interval) {
+    if (!interval) return "-";
+    return interval.low === interval.high ? String(interval.low) : interval.low + "–" + interval.high;
+  }
+
   // Every sortable column: key (data-key of its header), label, value(entry) for sorting, and
-  // cell(entry) for display; `ci(entry)` where an interval exists.
+  // cell(entry) for display; `ci(entry)` where an interval exists; `title` for its header.
   function columns() {
     const cols = [
       { key: "rank", label: "#", value: (e) => e.rank, cell: (e) => (e.rank === null ? "-" : e.rank + (e.tied_with_above ? "≈" : "")) },
+      {
+        key: "ranks",
+        label: "ranks",
+        title: "the ranks taken across the bootstrap resamples",
+        // best rank first, then the narrower interval
+        value: (e) => (e.rank_interval ? e.rank_interval.low * 1e6 + e.rank_interval.high : null),
+        cell: (e) => rankText(e.rank_interval),
+      },
       { key: "model", label: "model", cls: "model", value: (e) => e.model, cell: modelCell },
       { key: "overall", label: BOARD.formula, value: (e) => e.overall, ci: (e) => e.overall_ci },
     ];
@@ -151,7 +165,7 @@
     const head = el("tr", {}, el("th", { "data-key": "select", title: "compare" }, "✓"));
     for (const col of cols) {
       const sorted = state.sort.key === col.key ? (state.sort.dir > 0 ? "ascending" : "descending") : null;
-      const th = el("th", { "data-key": col.key, class: col.cls, "aria-sort": sorted }, col.label);
+      const th = el("th", { "data-key": col.key, class: col.cls, "aria-sort": sorted, title: col.title }, col.label);
       th.addEventListener("click", () => sortBy(col.key));
       head.append(th);
     }
@@ -184,7 +198,7 @@
 
   function sortBy(key) {
     if (state.sort.key === key) state.sort.dir = -state.sort.dir;
-    else state.sort = { key: key, dir: key === "rank" || key === "model" ? 1 : -1 }; // scores: best first
+    else state.sort = { key: key, dir: ["rank", "ranks", "model"].includes(key) ? 1 : -1 }; // scores: best first
     renderTable();
   }
 
@@ -772,11 +786,16 @@
   }
 
   function renderHeader() {
+    const names = { capped: "capped", synthetic_judge: "synthetic-judge", degraded: "degraded" };
+    // `include` names the kinds ranked anyway; a board written before it had only `include_all`
+    const kinds = BOARD.include || (BOARD.include_all ? Object.keys(names) : []);
+    const included = kinds.map((k) => names[k] || k);
     document.getElementById("formula").textContent =
       BOARD.formula + " = " + BOARD.formula_description + ". Intervals: " + Math.round(BOARD.confidence * 100) +
       "% percentile bootstrap over questions (" + BOARD.resamples + " resamples, seed " + BOARD.seed + ")" +
-      (BOARD.include_all ? "; capped, synthetic-judge and degraded runs included (marked)." : ".");
+      (included.length ? "; " + included.join(", ") + " runs included (marked)." : ".");
     for (const node of document.querySelectorAll(".formula-name")) node.textContent = BOARD.formula;
+    for (const node of document.querySelectorAll(".confidence")) node.textContent = Math.round(BOARD.confidence * 100) + "%";
     const list = document.getElementById("warnings");
     list.replaceChildren(...BOARD.warnings.map((w) => el("li", { text: w })));
     if (BOARD.groups.length > 1) {
@@ -820,6 +839,6 @@
   }
 
   // For people poking at the page from the console, and for the browser tests.
-  window.nejumiLeaderboard = { state: state, select: select, sortBy: sortBy, board: BOARD, computeDiff: computeDiff };
+  window.nejumiLeaderboard = { state: state, select: select, sortBy: sortBy, board: BOARD, computeDiff: computeDiff, rankText: rankText };
   init();
 })();
