@@ -24,10 +24,12 @@ import os
 import resource
 import sys
 import time
+import traceback
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.leaderboard import (
     BOARD_FILE,
+    COMPUTE_ERROR_PREFIX,
     COMPUTE_MEMORY_ENV,
     MAX_MEMBERS,
     PAGE_FILE,
@@ -46,12 +48,10 @@ from nejumi_eval.leaderboard.cluster import (
     list_resources,
 )
 from nejumi_eval.leaderboard.sources import Evaluation, from_sources
-from nejumi_eval.leaderboard.standing import standing
+from nejumi_eval.leaderboard.standing import build_options, standing
 from nejumi_eval.storage.store import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
-
-INCLUDE_FLAGS = {"capped": "capped", "synthetic_judge": "synthetic_judge", "degraded": "degraded"}
 
 
 def _selected(request: ComputeRequest, client: Any) -> tuple[list[dict[str, Any]], set[str]]:
@@ -131,7 +131,8 @@ def _publish(
     from nejumi_eval.leaderboard import html
 
     base = Location.parse(request.publish_uri)
-    page_key, json_key = f"{base.prefix}{PAGE_FILE}", f"{base.prefix}{BOARD_FILE}"
+    folder = f"{base.prefix.rstrip('/')}/" if base.prefix else ""
+    page_key, json_key = f"{folder}{PAGE_FILE}", f"{folder}{BOARD_FILE}"
     page_uri, json_uri = f"s3://{base.bucket}/{page_key}", f"s3://{base.bucket}/{json_key}"
     try:
         if digest == request.previous_digest and store.metadata(base.bucket, page_key) is not None:
@@ -162,20 +163,12 @@ def compute(
     deleted = _deleted(request, existing, store)
     evaluations = from_sources([live, [e for _, e in deleted]])
     phases = {Resource.model_validate(o).key: (o.get("status") or {}).get("phase") or "" for o in objects}
-    include = [flag for flag in INCLUDE_FLAGS if spec.include and getattr(spec.include, flag)]
 
     def resolve(ref: str) -> str:
         return ref if "/" in ref else f"{request.namespace}/{ref}"
 
     if evaluations:
-        board = compare.build(
-            evaluations,
-            include=include,
-            main_key=spec.protocol,
-            seed=spec.seed,
-            resamples=spec.resamples,
-            confidence=spec.confidence,
-        )
+        board = compare.build(evaluations, **build_options(spec))
         deleted_ids = {m.evaluation for m, _ in deleted}
         status = standing(board, spec, phases=phases, deleted=deleted_ids, resolve=resolve)
         digest = board_digest(board)
@@ -222,8 +215,16 @@ def main() -> int:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    request = ComputeRequest.model_validate_json(sys.stdin.buffer.read())
-    result = compute(request)
+    try:
+        request = ComputeRequest.model_validate_json(sys.stdin.buffer.read())
+        result = compute(request)
+    except MemoryError:
+        raise  # the operator names the limit
+    except Exception as exc:
+        traceback.print_exc()
+        said = " ".join(str(exc).split())
+        print(f"{COMPUTE_ERROR_PREFIX}{type(exc).__name__}: {said}", file=sys.stderr)
+        return 1
     sys.stdout.write(result.model_dump_json(by_alias=True))
     sys.stdout.flush()
     return 0

@@ -48,6 +48,9 @@ from nejumi_eval.api.v1alpha1.leaderboard import (
     LeaderboardSpec,
     Member,
 )
+from nejumi_eval.api.v1alpha1.leaderboard import (
+    COMPUTE_ERROR_PREFIX as ERROR_PREFIX,
+)
 from nejumi_operator.settings import OperatorConfig
 
 CHILD = ("-m", "nejumi_eval.leaderboard.compute")
@@ -87,6 +90,12 @@ def build_request(body: Mapping[str, Any], spec: LeaderboardSpec, config: Operat
     )
 
 
+def request_json(request: ComputeRequest) -> bytes:
+    """The request as the child reads it. The spec as written (`exclude_unset`): its CEL rules are
+    about what the author wrote (`has(self.metric)`), and defaults written out would break them."""
+    return request.model_dump_json(by_alias=True, exclude_unset=True).encode()
+
+
 async def run_child(request: ComputeRequest, config: OperatorConfig) -> ComputeResult:
     """Compute in a child process; raises ComputeError when it fails, runs out of time or memory."""
     env = {
@@ -107,7 +116,7 @@ async def run_child(request: ComputeRequest, config: OperatorConfig) -> ComputeR
     )
     try:
         out, err = await asyncio.wait_for(
-            proc.communicate(request.model_dump_json(by_alias=True).encode()),
+            proc.communicate(request_json(request)),
             config.leaderboard_timeout_seconds,
         )
     except TimeoutError:
@@ -127,8 +136,11 @@ async def run_child(request: ComputeRequest, config: OperatorConfig) -> ComputeR
                 f"the computation ran out of its {config.leaderboard_memory_mib} MiB "
                 "(leaderboard.memoryMiB; fewer resamples or evaluations need less)"
             )
-        last = text.splitlines()[-1] if text else f"exit code {proc.returncode}"
-        raise ComputeError(f"the computation failed: {last[-_STDERR_TAIL:]}")
+        said = [
+            line.removeprefix(ERROR_PREFIX) for line in text.splitlines() if line.startswith(ERROR_PREFIX)
+        ]
+        last = said[-1] if said else (text.splitlines()[-1] if text else f"exit code {proc.returncode}")
+        raise ComputeError(f"the computation failed: {last[:_STDERR_TAIL]}")
     try:
         return ComputeResult.model_validate_json(out)
     except ValueError as exc:

@@ -90,3 +90,14 @@ def test_crd_printer_columns_and_status_default() -> None:
     rules = [r["rule"] for r in schema["spec"]["properties"]["gates"]["items"]["x-kubernetes-validations"]]
     assert "has(self.min) != has(self.notWorseThan)" in rules
     assert crd["spec"]["names"]["shortNames"] == ["nejumilb"]
+
+
+def test_the_example_is_a_valid_leaderboard() -> None:
+    import yaml
+
+    from tests.support.paths import REPO
+
+    doc = yaml.safe_load((REPO / "operator" / "examples" / "leaderboard.yaml").read_text(encoding="utf-8"))
+    assert doc["kind"] == "NejumiLeaderboard"
+    spec = LeaderboardSpec.model_validate(doc["spec"])
+    assert spec.gates[0].min == 0.5

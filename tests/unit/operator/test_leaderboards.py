@@ -289,3 +289,17 @@ def test_the_wandb_report_job_gets_the_key_by_reference_only() -> None:
     assert pod["automountServiceAccountToken"] is False and container["securityContext"]["runAsNonRoot"]
     with pytest.raises(ValueError, match="publish.wandb"):
         build_report_job(board, LeaderboardSpec(), "sha256:0", config)
+
+
+def test_the_request_carries_the_spec_as_written() -> None:
+    """Defaults written out would break the spec's own CEL rules in the child (a notWorseThan gate
+    with `metric` set): the child reads back exactly the spec the author wrote."""
+    from nejumi_eval.api.v1alpha1.leaderboard import ComputeRequest
+    from nejumi_operator.leaderboards.compute import request_json
+
+    spec = LeaderboardSpec.model_validate(
+        {"gates": [{"name": "floor", "min": 0.5}, {"name": "nw", "notWorseThan": "base"}], "resamples": 10}
+    )
+    request = ComputeRequest(namespace="ns", name="lb", generation=1, spec=spec, namespaces=["ns"])
+    back = ComputeRequest.model_validate_json(request_json(request))
+    assert back.spec == spec and back.spec.gates[1].not_worse_than == "base"

@@ -424,6 +424,10 @@ COMPUTE_MEMORY_ENV = "NEJUMI_LEADERBOARD_MEMORY_MIB"
 """Set by the operator on the child: the MiB it may allocate (it limits its own data segment)."""
 
 
+COMPUTE_ERROR_PREFIX = "error: "
+"""The child's last word when it fails: one line on stderr, after its traceback (for the log)."""
+
+
 class ComputeRequest(_Status):
     namespace: str
     name: str
