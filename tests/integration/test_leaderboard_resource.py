@@ -152,7 +152,8 @@ def _wait_board(
 
 def _cli_board(kubeconfig: Path, namespace: str, tmp_path: Path) -> dict[str, Any]:
     out = tmp_path / f"cli-{secrets.token_hex(2)}.json"
-    args = ["leaderboard", "--cluster", "-n", namespace, "--kubeconfig", str(kubeconfig)]
+    selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
+    args = ["leaderboard", "--cluster", "-n", namespace, "-l", selector, "--kubeconfig", str(kubeconfig)]
     options = ["--include-all", "--resamples", str(RESAMPLES), "--seed", "0", "--json", str(out)]
     assert main([*args, *options]) == 0
     return json.loads(out.read_text())

@@ -318,8 +318,11 @@ def api_client(kubeconfig: str | Path | None = None) -> tuple[Any, str]:
         return k8s.client.ApiClient(), namespace
 
 
-def list_resources(client: Any, namespace: str | None) -> Iterator[dict[str, Any]]:
-    """Every NejumiEvaluation in `namespace` (None: all namespaces), page by page."""
+def list_resources(
+    client: Any, namespace: str | None, label_selector: str | None = None
+) -> Iterator[dict[str, Any]]:
+    """Every NejumiEvaluation in `namespace` (None: all namespaces) matching `label_selector` (the
+    API's syntax, as `kubectl -l`; None: all), page by page."""
     k8s = _kubernetes()
     from kubernetes.client.exceptions import ApiException
 
@@ -328,6 +331,8 @@ def list_resources(client: Any, namespace: str | None) -> Iterator[dict[str, Any
     where = f"namespace {namespace}" if namespace else "any namespace"
     while True:
         kwargs: dict[str, Any] = {"limit": PAGE}
+        if label_selector:
+            kwargs["label_selector"] = label_selector
         if token:
             kwargs["_continue"] = token
         try:
@@ -358,6 +363,7 @@ def from_cluster(
     kubeconfig: str | Path | None = None,
     workspace_root: str | Path | None = None,
     client: Any = None,
+    label_selector: str | None = None,
 ) -> list[Evaluation]:
     """The evaluations of one namespace (default: the current context's) or of all of them.
 
@@ -369,7 +375,7 @@ def from_cluster(
         client, default_namespace = api_client(kubeconfig)
     where = None if all_namespaces else (namespace or default_namespace)
     root = Path(workspace_root).expanduser() if workspace_root is not None else None
-    objects = list(list_resources(client, where))
+    objects = list(list_resources(client, where, label_selector))
     for obj in objects:  # the cluster-wide list carries the namespace; a namespaced one may not
         obj.setdefault("metadata", {}).setdefault("namespace", where or "default")
     return evaluations_from_objects(objects, root)

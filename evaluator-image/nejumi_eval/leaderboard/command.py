@@ -37,6 +37,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     cluster.add_argument("--namespace", "-n", metavar="NS", help="their namespace (default: the context's)")
     cluster.add_argument("--all-namespaces", "-A", action="store_true", help="every namespace")
     cluster.add_argument(
+        "--selector",
+        "-l",
+        metavar="SELECTOR",
+        help="only evaluations with these labels (kubectl's syntax: board=neo,size in (7b,8b)), as a "
+        "NejumiLeaderboard's spec.selector selects them",
+    )
+    cluster.add_argument(
         "--kubeconfig", metavar="FILE", help="default: $KUBECONFIG, ~/.kube/config, in-cluster"
     )
     cluster.add_argument(
@@ -118,6 +125,7 @@ def _check(args: argparse.Namespace) -> None:
         for flag, value in (
             ("--namespace", args.namespace),
             ("--all-namespaces", args.all_namespaces),
+            ("--selector", args.selector),
             ("--kubeconfig", args.kubeconfig),
             ("--workspace-root", args.workspace_root),
         )
@@ -169,6 +177,7 @@ def _evaluations(args: argparse.Namespace) -> list[Any]:
             all_namespaces=args.all_namespaces,
             kubeconfig=args.kubeconfig,
             workspace_root=args.workspace_root,
+            label_selector=args.selector,
         )
         if not found:
             where = "any namespace" if args.all_namespaces else f"namespace {args.namespace or '(current)'}"

@@ -54,6 +54,9 @@ from nejumi_eval.api.v1alpha1.leaderboard import (
 from nejumi_operator.settings import OperatorConfig
 
 CHILD = ("-m", "nejumi_eval.leaderboard.compute")
+OUT_OF_MEMORY = ("MemoryError", "failed to map segment", "Cannot allocate memory", "memory allocation of")
+"""How a child over its memory limit fails: an allocation Python or a native library (numpy,
+pydantic-core's Rust) was refused, or a library it could not load."""
 RETRY_SECONDS = 30.0
 """A failed computation is tried again after this (or at the next change, if sooner)."""
 _STDERR_TAIL = 600
@@ -131,7 +134,7 @@ async def run_child(request: ComputeRequest, config: OperatorConfig) -> ComputeR
         raise
     if proc.returncode != 0:
         text = err.decode("utf-8", "replace").strip()
-        if "MemoryError" in text:
+        if any(sign in text for sign in OUT_OF_MEMORY):
             raise ComputeError(
                 f"the computation ran out of its {config.leaderboard_memory_mib} MiB "
                 "(leaderboard.memoryMiB; fewer resamples or evaluations need less)"

@@ -303,3 +303,14 @@ def test_the_request_carries_the_spec_as_written() -> None:
     request = ComputeRequest(namespace="ns", name="lb", generation=1, spec=spec, namespaces=["ns"])
     back = ComputeRequest.model_validate_json(request_json(request))
     assert back.spec == spec and back.spec.gates[1].not_worse_than == "base"
+
+
+def test_a_child_over_its_memory_limit_is_named_as_such() -> None:
+    """A real child process with a limit too small for its work: the error names the limit."""
+    from nejumi_eval.api.v1alpha1.leaderboard import ComputeRequest
+    from nejumi_operator.leaderboards.compute import ComputeError, run_child
+
+    request = ComputeRequest(namespace="ns", name="lb", generation=1, spec=LeaderboardSpec(), namespaces=["ns"])
+    config = OperatorConfig(leaderboard_memory_mib=40, leaderboard_timeout_seconds=120)
+    with pytest.raises(ComputeError, match="ran out of its 40 MiB"):
+        run(run_child(request, config))
