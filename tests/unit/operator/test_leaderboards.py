@@ -287,7 +287,7 @@ def test_the_wandb_report_job_gets_the_key_by_reference_only() -> None:
     assert key == {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "key"}}}
     assert all("value" not in e or e["name"] != "WANDB_API_KEY" for e in container["env"])
     assert pod["automountServiceAccountToken"] is False and container["securityContext"]["runAsNonRoot"]
-    with pytest.raises(ValueError, match="publish.wandb"):
+    with pytest.raises(ValueError, match=r"publish\.wandb"):
         build_report_job(board, LeaderboardSpec(), "sha256:0", config)
 
 
@@ -310,7 +310,9 @@ def test_a_child_over_its_memory_limit_is_named_as_such() -> None:
     from nejumi_eval.api.v1alpha1.leaderboard import ComputeRequest
     from nejumi_operator.leaderboards.compute import ComputeError, run_child
 
-    request = ComputeRequest(namespace="ns", name="lb", generation=1, spec=LeaderboardSpec(), namespaces=["ns"])
+    request = ComputeRequest(
+        namespace="ns", name="lb", generation=1, spec=LeaderboardSpec(), namespaces=["ns"]
+    )
     config = OperatorConfig(leaderboard_memory_mib=40, leaderboard_timeout_seconds=120)
     with pytest.raises(ComputeError, match="ran out of its 40 MiB"):
         run(run_child(request, config))
