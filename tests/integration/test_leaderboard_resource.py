@@ -159,6 +159,48 @@ def _cli_board(kubeconfig: Path, namespace: str, tmp_path: Path) -> dict[str, An
     return json.loads(out.read_text())
 
 
+def _served(kubeconfig: Path, namespace: str, store: S3Server, page: bytes) -> None:
+    """The read-only server (a local process here; tests/integration/test_leaderboard_server.py runs
+    the chart's Deployment) lists the board and serves the very page the operator published."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.cluster.controlplane import free_ports
+
+    reader = store.add_user("page-reader")
+    store.allow(BUCKET, reader, ["s3:GetObject"], prefix="boards/")
+    (port,) = free_ports(1)
+    env = {**os.environ, **store.env(reader), "KUBECONFIG": str(kubeconfig)}
+    command = [
+        sys.executable,
+        "-m",
+        "nejumi_eval.leaderboard.server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> bytes | None:
+        try:
+            with urllib.request.urlopen(base + path, timeout=10) as resp:
+                return bytes(resp.read())
+        except OSError:
+            return None
+
+    try:
+        index = wait_until(lambda: get("/"), 60, "the leaderboard server")
+        assert f"/{namespace}/neo/".encode() in index and b"model-e" in index  # the link, the leader
+        assert get(f"/{namespace}/neo/") == page
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def _same_ranking(status: dict[str, Any], cli: dict[str, Any]) -> None:
     """The status's rows say what the CLI's board says of the same evaluations."""
     ranked = [e for e in cli["entries"] if e["state"] == "ranked"]
@@ -269,6 +311,8 @@ def test_a_leaderboard_ranks_its_evaluations_from_the_store_and_keeps_current(
             ].read()
         )
         assert {e["id"] for e in stored["entries"]} == {f"{namespace}/{m}" for m in LEVELS}
+
+        _served(kubeconfig, namespace, board_store, html)
 
         printed = kubectl(kubeconfig, "get", "nejumilb", "-n", namespace)
         header, row = printed.splitlines()[:2]
