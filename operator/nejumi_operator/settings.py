@@ -57,6 +57,10 @@ ENV_LEADERBOARD_QUIET = "NEJUMI_OPERATOR_LEADERBOARD_QUIET_SECONDS"
 ENV_LEADERBOARD_MAX_DELAY = "NEJUMI_OPERATOR_LEADERBOARD_MAX_DELAY_SECONDS"
 ENV_LEADERBOARD_TIMEOUT = "NEJUMI_OPERATOR_LEADERBOARD_TIMEOUT_SECONDS"
 ENV_LEADERBOARD_MEMORY = "NEJUMI_OPERATOR_LEADERBOARD_MEMORY_MIB"
+# A folder where computations keep the stored objects they read, by sha256, for the next one (empty:
+# none, every computation reads the store), and the most MiB it keeps.
+ENV_LEADERBOARD_CACHE_DIR = "NEJUMI_OPERATOR_LEADERBOARD_CACHE_DIR"
+ENV_LEADERBOARD_CACHE_MIB = "NEJUMI_OPERATOR_LEADERBOARD_CACHE_MIB"
 
 
 def _version() -> str:
@@ -91,7 +95,9 @@ class OperatorConfig:
     leaderboard_quiet_seconds: float = 5.0
     leaderboard_max_delay_seconds: float = 60.0
     leaderboard_timeout_seconds: float = 600.0
-    leaderboard_memory_mib: int = 768
+    leaderboard_memory_mib: int = 2048
+    leaderboard_cache_dir: str = ""
+    leaderboard_cache_mib: int = 2048
     default_results: ResultsSpec | None = None
     """Used as a whole (never merged with a spec's own `results`), so its credentials only ever go to
     the destination the platform admin named with them."""
@@ -126,7 +132,9 @@ class OperatorConfig:
             leaderboard_quiet_seconds=_number(env, ENV_LEADERBOARD_QUIET, 5.0),
             leaderboard_max_delay_seconds=_positive(env, ENV_LEADERBOARD_MAX_DELAY, 60.0),
             leaderboard_timeout_seconds=_positive(env, ENV_LEADERBOARD_TIMEOUT, 600.0),
-            leaderboard_memory_mib=int(_positive(env, ENV_LEADERBOARD_MEMORY, 768)),
+            leaderboard_memory_mib=int(_positive(env, ENV_LEADERBOARD_MEMORY, 2048)),
+            leaderboard_cache_dir=(env.get(ENV_LEADERBOARD_CACHE_DIR) or "").strip(),
+            leaderboard_cache_mib=int(_positive(env, ENV_LEADERBOARD_CACHE_MIB, 2048)),
         )
 
 

@@ -62,7 +62,7 @@ def leaderboard_crd(k8s_client: ApiClient) -> Iterator[None]:
 
 
 @pytest.fixture
-def board_store(store: S3Server, operator_env: pytest.MonkeyPatch) -> S3Server:
+def board_store(store: S3Server, operator_env: pytest.MonkeyPatch, tmp_path: Path) -> S3Server:
     """The operator's own store identity: read every evaluation's results, write pages under
     `boards/` (the standard AWS variables, as the chart's `leaderboard.store` sets them)."""
     board = store.add_user("leaderboards")
@@ -73,6 +73,7 @@ def board_store(store: S3Server, operator_env: pytest.MonkeyPatch) -> S3Server:
     operator_env.setenv("NEJUMI_OPERATOR_LEADERBOARD_STORE_URI", f"s3://{BUCKET}/boards")
     operator_env.setenv("NEJUMI_OPERATOR_LEADERBOARD_QUIET_SECONDS", "1")
     operator_env.setenv("NEJUMI_OPERATOR_LEADERBOARD_MAX_DELAY_SECONDS", "10")
+    operator_env.setenv("NEJUMI_OPERATOR_LEADERBOARD_CACHE_DIR", str(tmp_path / "leaderboard-cache"))
     return store
 
 
@@ -326,6 +327,8 @@ def test_a_leaderboard_ranks_its_evaluations_from_the_store_and_keeps_current(
             k8s_client, namespace, "six ranked", lambda s: (s.get("counts") or {}).get("ranked") == 6
         )["status"]
         assert status["computations"] > computed
+        # The five known results came from the operator's copies, only the sixth from the store.
+        assert status["bytesFromCache"] > 0 and status["bytesRead"] < status["bytesFromCache"]
         assert [r["model"] for r in status["top"][:2]] == ["model-e", "model-f"]
         _same_ranking(status, _cli_board(kubeconfig, namespace, tmp_path))
 

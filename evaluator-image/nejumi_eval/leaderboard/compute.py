@@ -29,6 +29,8 @@ from typing import Any
 
 from nejumi_eval.api.v1alpha1.leaderboard import (
     BOARD_FILE,
+    COMPUTE_CACHE_DIR_ENV,
+    COMPUTE_CACHE_MIB_ENV,
     COMPUTE_ERROR_PREFIX,
     COMPUTE_MEMORY_ENV,
     MAX_MEMBERS,
@@ -49,6 +51,7 @@ from nejumi_eval.leaderboard.cluster import (
 )
 from nejumi_eval.leaderboard.sources import Evaluation, from_sources
 from nejumi_eval.leaderboard.standing import build_options, standing
+from nejumi_eval.storage.cache import ObjectCache
 from nejumi_eval.storage.store import ObjectStore, StoreError
 
 log = logging.getLogger(__name__)
@@ -155,6 +158,9 @@ def compute(
     started = time.monotonic()
     spec = request.spec
     store = store or ObjectStore()
+    if store.cache is None and os.environ.get(COMPUTE_CACHE_DIR_ENV):
+        mib = float(os.environ.get(COMPUTE_CACHE_MIB_ENV) or 1024)
+        store.cache = ObjectCache(os.environ[COMPUTE_CACHE_DIR_ENV], int(mib * 2**20))
     if client is None:
         client, _ = api_client()
     objects, existing = _selected(request, client)
@@ -188,6 +194,8 @@ def compute(
     status.members = sorted(kept, key=lambda m: m.evaluation)[:MAX_MEMBERS]
     status.page = page
     status.digest = digest or None
+    if store.cache is not None:
+        store.cache.trim()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     return ComputeResult(
         status=status,
@@ -195,6 +203,7 @@ def compute(
         evaluations=len(evaluations),
         seconds=time.monotonic() - started,
         bytes_read=store.bytes_read,
+        bytes_from_cache=store.cache.bytes_hit if store.cache is not None else 0,
         peak_rss_mib=peak,
         publish_error=publish_error,
     )

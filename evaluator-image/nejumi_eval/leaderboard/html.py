@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
 import re
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,9 +41,33 @@ def _json_for_script(doc: Any) -> str:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
 
 
+def _json_chunks(doc: Any, depth: int = 2) -> Iterator[str]:
+    """`doc` as compact JSON, an item of its first `depth` levels at a time (a question, one
+    evaluation's answers): the text of a hundred evaluations' prompts and answers (~100 MB) is never
+    one string (json.dumps of the whole), only its compressed form is."""
+    if depth == 0:
+        yield json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    elif isinstance(doc, dict):
+        yield "{"
+        for i, (key, value) in enumerate(doc.items()):
+            yield ("," if i else "") + json.dumps(str(key), ensure_ascii=False) + ":"
+            yield from _json_chunks(value, depth - 1)
+        yield "}"
+    elif isinstance(doc, list):
+        yield "["
+        for i, value in enumerate(doc):
+            yield ("," if i else "") + json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        yield "]"
+    else:
+        yield json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+
+
 def _gzip_base64(doc: Any) -> str:
-    raw = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return base64.b64encode(gzip.compress(raw, compresslevel=6, mtime=0)).decode("ascii")
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", compresslevel=6, mtime=0) as packed:
+        for chunk in _json_chunks(doc):
+            packed.write(chunk.encode("utf-8"))
+    return base64.b64encode(buffer.getbuffer()).decode("ascii")
 
 
 def read_questions(page: str) -> dict[str, Any]:

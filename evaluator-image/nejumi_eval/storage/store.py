@@ -22,6 +22,7 @@ from typing import Any
 
 from nejumi_eval.api.v1alpha1.contract import EXIT_CONFIG, EXIT_INFRA
 from nejumi_eval.api.v1alpha1.spec import ResultsSpec
+from nejumi_eval.storage.cache import ObjectCache
 
 DEFAULT_REGION = "us-east-1"
 REFUSED_CODES = {
@@ -136,6 +137,8 @@ class ObjectStore:
         )
         self.bytes_read = 0
         """Bytes of object bodies read so far (what a leaderboard's computation costs the store)."""
+        self.cache: ObjectCache | None = None
+        """Local copies of manifested objects by sha256 (`storage.cache`), when a reader keeps some."""
         self._count = threading.Lock()
 
     # ---- the operations (each raises a StoreError) ------------------------------------------------

@@ -35,6 +35,8 @@ from nejumi_eval.api.v1alpha1.conditions import (
 )
 from nejumi_eval.api.v1alpha1.leaderboard import (
     ALL_PASSED,
+    COMPUTE_CACHE_DIR_ENV,
+    COMPUTE_CACHE_MIB_ENV,
     COMPUTE_FAILED,
     COMPUTE_MEMORY_ENV,
     COMPUTED,
@@ -104,6 +106,8 @@ async def run_child(request: ComputeRequest, config: OperatorConfig) -> ComputeR
     env = {
         **os.environ,
         COMPUTE_MEMORY_ENV: str(config.leaderboard_memory_mib),
+        COMPUTE_CACHE_DIR_ENV: config.leaderboard_cache_dir,
+        COMPUTE_CACHE_MIB_ENV: str(config.leaderboard_cache_mib),
         # One thread for numpy's BLAS: the bootstrap is not BLAS work, and every thread's buffers
         # would count against the child's memory.
         "OMP_NUM_THREADS": "1",
@@ -218,6 +222,7 @@ def computed_status(
         computeSeconds=round(result.seconds, 3),
         computePeakMib=round(result.peak_rss_mib, 1),
         bytesRead=result.bytes_read,
+        bytesFromCache=result.bytes_from_cache,
     )
     counts = new.get("counts") or {}
     summary = (

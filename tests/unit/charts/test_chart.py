@@ -4,6 +4,7 @@ what can be read statically from the Dockerfiles."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -204,11 +205,13 @@ def test_secure_defaults(default_docs: list[dict[str, Any]]) -> None:
 
 
 def test_default_evaluator_env_is_the_operator_default(default_docs: list[dict[str, Any]]) -> None:
-    """The chart's defaults and settings.py's defaults say the same thing."""
+    """The chart's defaults and settings.py's defaults say the same thing (but for the leaderboard
+    cache's folder: only the chart has a volume to put it on)."""
     env = env_of(default_docs)
     assert env["NEJUMI_OPERATOR_EVALUATOR_IMAGE"] == f"ghcr.io/nejumi/evaluator:{chart_yaml()['appVersion']}"
     config = OperatorConfig.from_env(env)
-    assert config == OperatorConfig()
+    assert config.leaderboard_cache_dir == "/var/cache/nejumi/leaderboards"
+    assert dataclasses.replace(config, leaderboard_cache_dir="") == OperatorConfig()
     assert config.image == DEFAULT_IMAGE and config.command == DEFAULT_COMMAND
 
 
@@ -674,3 +677,23 @@ def test_admission_policy_checks_the_results_endpoint(default_docs: list[dict[st
         "'spec.results.endpoint: the key pair in spec.results.credentialsSecretRef"
         in rule["messageExpression"]
     )
+
+
+def test_leaderboard_settings_reach_the_operator(home: Path) -> None:
+    """The chart's `leaderboard` values become the operator's settings; the cache is an emptyDir of
+    twice its budget (trimmed to it after each computation), and none without one."""
+    docs = template(home, "--set", "leaderboard.store.uri=s3://boards/x", "--set", "leaderboard.cacheMiB=512")
+    c = container(docs)
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    config = OperatorConfig.from_env({k: v for k, v in env.items() if v is not None})
+    assert config.leaderboard_store_uri == "s3://boards/x" and config.leaderboard_cache_mib == 512
+    assert (
+        config.leaderboard_memory_mib == 2048
+        and config.leaderboard_cache_dir == "/var/cache/nejumi/leaderboards"
+    )
+    volumes = {v["name"]: v for v in deployment(docs)["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["leaderboard-cache"]["emptyDir"] == {"sizeLimit": "1024Mi"}
+    assert {"name": "leaderboard-cache", "mountPath": config.leaderboard_cache_dir} in c["volumeMounts"]
+    none = template(home, "--set", "leaderboard.cacheMiB=0")
+    assert "NEJUMI_OPERATOR_LEADERBOARD_CACHE_DIR" not in {e["name"] for e in container(none)["env"]}
+    assert OperatorConfig.from_env({}).leaderboard_cache_dir == ""

@@ -387,6 +387,9 @@ class LeaderboardStatus(_Status):
         None, ge=0, description="The last computation's peak memory (its child process's RSS)."
     )
     bytes_read: int | None = Field(None, ge=0, description="Bytes the last computation read from the store.")
+    bytes_from_cache: int | None = Field(
+        None, ge=0, description="Bytes it read from the operator's local copies instead (unchanged objects)."
+    )
     digest: str | None = Field(None, description="sha256 of the board's content, to skip unchanged writes.")
     wandb_report: str | None = Field(
         None, description="spec.publish.wandb: the Job that builds the report of this board, or why none."
@@ -403,7 +406,6 @@ judge yet. Absent without gates."""
 
 # reasons
 COMPUTED = "Computed"
-RECOMPUTING = "Recomputing"
 NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
 COMPUTE_FAILED = "ComputeFailed"
 NOT_PUBLISHED = "NotPublished"
@@ -424,6 +426,11 @@ COMPUTE_MEMORY_ENV = "NEJUMI_LEADERBOARD_MEMORY_MIB"
 """Set by the operator on the child: the MiB it may allocate (it limits its own data segment)."""
 
 
+COMPUTE_CACHE_DIR_ENV = "NEJUMI_LEADERBOARD_CACHE_DIR"
+"""Set by the operator on the child: a folder of stored objects kept by sha256 between computations
+(`nejumi_eval.storage.cache`); unset: every computation reads the store."""
+COMPUTE_CACHE_MIB_ENV = "NEJUMI_LEADERBOARD_CACHE_MIB"
+"""The most MiB that folder keeps (least recently used copies go first)."""
 COMPUTE_ERROR_PREFIX = "error: "
 """The child's last word when it fails: one line on stderr, after its traceback (for the log)."""
 
@@ -449,5 +456,6 @@ class ComputeResult(_Status):
     evaluations: int = Field(ge=0, description="Evaluations read (live and retained).")
     seconds: float = Field(ge=0)
     bytes_read: int = Field(ge=0)
+    bytes_from_cache: int = Field(0, ge=0)
     peak_rss_mib: float = Field(ge=0)
     publish_error: str | None = None
