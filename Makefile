@@ -21,12 +21,14 @@ demo: setup-demo
 	$(BIN)/nejumi-eval run $(if $(MODEL),--model $(MODEL) --synthetic-judge)
 
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
-## flux_bench runs the real Flux on the test control plane (push → Job, done → Kustomization Ready).
+## flux_bench runs the real Flux on the test control plane (push → Job, done → Kustomization Ready);
+## leaderboard_resource_bench the real operator keeping a NejumiLeaderboard current (170 evaluations).
 bench: setup browser versitygw-bin k8s-bin flux-bin
 	$(BIN)/python -m tests.bench.run_bench
 	$(BIN)/python -m tests.bench.leaderboard_bench
 	$(BIN)/python -m tests.bench.store_bench
 	$(BIN)/python -m tests.bench.flux_bench
+	$(BIN)/python -m tests.bench.leaderboard_resource_bench
 
 ## The CRDs (NejumiEvaluation, NejumiLeaderboard), generated from the API models (crd-check: CI
 ## fails on drift). The chart ships byte-identical copies in charts/nejumi-operator/crds/.
