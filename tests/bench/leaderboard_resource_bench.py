@@ -59,7 +59,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -249,18 +248,6 @@ def operator(
         proc.stop()
 
 
-def wait_alive(op: Any, timeout: float) -> None:
-    from tests.cluster import wait_until
-
-    def alive() -> bool:
-        if not op.process.alive():
-            raise RuntimeError(f"operator exited:\n{op.process.log_tail()}")
-        with urllib.request.urlopen(op.liveness, timeout=2) as resp:
-            return resp.status == 200
-
-    wait_until(alive, timeout, "operator liveness")
-
-
 def wait_idle(op: Any, quiet_s: float, timeout: float, cpu_per_s: float = 0.05) -> None:
     """Until the operator has used almost no CPU for `quiet_s` and runs no computation (its startup
     listing handled, its last handlers done)."""
@@ -393,11 +380,9 @@ def page_modified(s3: Any, bucket: str, key: str) -> str | None:
 def run(setup: Setup, work: Path, figures: dict[str, Any]) -> None:
     """Measure, filling `figures` as it goes (what was measured stays there if a wait fails)."""
     from kubernetes.client import BatchV1Api, CoreV1Api, CustomObjectsApi
-    from kubernetes.client.exceptions import ApiException
 
     from nejumi_eval.api.v1alpha1.crd import LEADERBOARD_CRD_PATH
     from nejumi_eval.api.v1alpha1.names import (
-        API_VERSION,
         GROUP,
         LABEL_EVALUATION,
         LEADERBOARD_KIND,
@@ -408,10 +393,10 @@ def run(setup: Setup, work: Path, figures: dict[str, Any]) -> None:
     from nejumi_eval.storage.store import ObjectStore
     from nejumi_eval.storage.upload import upload
     from tests.bench.leaderboard_bench import write_models
-    from tests.bench.scale import Watcher, wait_for
-    from tests.cluster import ControlPlane, find_binaries, wait_until
+    from tests.bench.scale import Watcher, wait_alive, wait_for
+    from tests.cluster import ControlPlane, find_binaries
     from tests.fixtures.leaderboard_results import operator_status
-    from tests.support.kube import apply_crd
+    from tests.support.kube import apply_crd, create_object
     from tests.support.s3 import RESULTS_BUCKET as BUCKET
     from tests.support.s3 import running_s3
 
@@ -495,24 +480,8 @@ def run(setup: Setup, work: Path, figures: dict[str, Any]) -> None:
         watcher.start()
         stack.callback(watcher.stop)
         spec = {"selector": {"matchLabels": dict(LABELS)}, "resamples": setup.resamples, "top": 10}
-        board = {
-            "apiVersion": API_VERSION,
-            "kind": LEADERBOARD_KIND,
-            "metadata": {"name": BOARD},
-            "spec": spec,
-        }
-
-        def create_board() -> bool:
-            try:
-                custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, LEADERBOARD_PLURAL, board)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return False
-                raise
-            return True
-
         t0 = time.perf_counter()
-        wait_until(create_board, 60, "create the leaderboard")
+        create_object(api, NAMESPACE, BOARD, spec, plural=LEADERBOARD_PLURAL, kind=LEADERBOARD_KIND)
         at, status = wait_board(
             op, seen, "the first computation", lambda s: bool(s.get("computations")), setup.timeout_s
         )

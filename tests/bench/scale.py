@@ -226,8 +226,8 @@ def operator(
         proc.stop()
 
 
-def wait_operator_ready(op: Operator, audit: Audit, timeout: float = 60) -> None:
-    """Liveness answers and the operator watches its four resources (seen in the audit log)."""
+def wait_alive(op: Operator, timeout: float = 60) -> None:
+    """The operator's liveness endpoint answers (its process still runs)."""
 
     def alive() -> bool:
         if not op.process.alive():
@@ -236,6 +236,11 @@ def wait_operator_ready(op: Operator, audit: Audit, timeout: float = 60) -> None
             return resp.status == 200
 
     wait_until(alive, timeout, "operator liveness")
+
+
+def wait_operator_ready(op: Operator, audit: Audit, timeout: float = 60) -> None:
+    """Liveness answers and the operator watches its four resources (seen in the audit log)."""
+    wait_alive(op, timeout)
     wanted = {PLURAL, "jobs", "pods", "configmaps"}
     wait_until(
         lambda: wanted <= {e["resource"] for e in audit.read(0) if e["verb"] == "watch"},

@@ -40,7 +40,7 @@ from nejumi_eval.cli import main
 from tests.cluster import NodeAgent, wait_until
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
-from tests.support.kube import apply_crd, delete_crd, judged_spec, kubectl, operator_runner
+from tests.support.kube import apply_crd, create_object, delete_crd, judged_spec, kubectl, operator_runner
 from tests.support.s3 import RESULTS_BUCKET as BUCKET
 from tests.support.s3 import S3Server, results_spec
 
@@ -99,14 +99,7 @@ def _evaluate(
     judge = _judge(stack, questions, level)
     spec = judged_spec(server.base_url, judge.base_url, samples=1, results=results_spec(store))
     spec["model"]["name"] = model
-    body = {
-        "apiVersion": API_VERSION,
-        "kind": "NejumiEvaluation",
-        "metadata": {"name": model, "labels": labels},
-    }
-    CustomObjectsApi(client).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, {**body, "spec": spec}
-    )
+    create_object(client, namespace, model, spec, labels=labels)
 
 
 def _board(client: ApiClient, namespace: str, name: str = "neo") -> dict[str, Any]:
@@ -116,19 +109,7 @@ def _board(client: ApiClient, namespace: str, name: str = "neo") -> dict[str, An
 
 
 def _create_board(client: ApiClient, namespace: str, spec: dict[str, Any], name: str = "neo") -> None:
-    body = {"apiVersion": API_VERSION, "kind": LEADERBOARD_KIND, "metadata": {"name": name}, "spec": spec}
-    custom = CustomObjectsApi(client)
-
-    def attempt() -> bool:
-        try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, LEADERBOARD_PLURAL, body)
-        except ApiException as exc:
-            if exc.status == 404:  # the REST mapping lags the CRD a moment
-                return False
-            raise
-        return True
-
-    wait_until(attempt, 15, f"create leaderboard {name}")
+    create_object(client, namespace, name, spec, plural=LEADERBOARD_PLURAL, kind=LEADERBOARD_KIND)
 
 
 def _phases(client: ApiClient, namespace: str) -> dict[str, str]:

@@ -143,18 +143,28 @@ def delete_crd(api: Any, wait: bool = True, name: str | None = None) -> None:
         wait_until(gone, 60, "the CRD to be deleted")
 
 
-def create_evaluation(client: ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
-    """Create a NejumiEvaluation as a user would, retrying while its REST mapping lags the CRD's
-    Established condition by a moment (404)."""
+def create_object(
+    client: ApiClient,
+    namespace: str,
+    name: str,
+    spec: dict[str, Any],
+    *,
+    plural: str | None = None,
+    kind: str | None = None,
+    labels: dict[str, str] | None = None,
+) -> None:
+    """Create a resource of ours (a NejumiEvaluation unless `plural`/`kind` say otherwise) as a user
+    would, retrying while its REST mapping lags the CRD's Established condition by a moment (404)."""
     from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
     from tests.cluster import wait_until
 
-    body = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {"name": name}, "spec": spec}
+    metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels else {})}
+    body = {"apiVersion": API_VERSION, "kind": kind or KIND, "metadata": metadata, "spec": spec}
     custom = CustomObjectsApi(client)
 
     def attempt() -> bool:
         try:
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural or PLURAL, body)
         except ApiException as exc:
             if exc.status == 404:
                 return False
@@ -162,6 +172,11 @@ def create_evaluation(client: ApiClient, namespace: str, name: str, spec: dict[s
         return True
 
     wait_until(attempt, 15, f"create {name}")
+
+
+def create_evaluation(client: ApiClient, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    """Create a NejumiEvaluation as a user would (`create_object`)."""
+    create_object(client, namespace, name, spec)
 
 
 HANDLERS = Path(str(importlib.util.find_spec("nejumi_operator.handlers").origin))  # type: ignore[union-attr]
