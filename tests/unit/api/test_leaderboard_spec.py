@@ -101,3 +101,12 @@ def test_the_example_is_a_valid_leaderboard() -> None:
     assert doc["kind"] == "NejumiLeaderboard"
     spec = LeaderboardSpec.model_validate(doc["spec"])
     assert spec.gates[0].min == 0.5
+
+
+def test_kubectl_get_nejumi_still_means_evaluations() -> None:
+    """`nejumi` is the evaluations' short name and category: the leaderboard is in neither."""
+    from nejumi_eval.api.v1alpha1.crd import build_crd
+
+    names = build_leaderboard_crd()["spec"]["names"]
+    assert "categories" not in names and "nejumi" not in names["shortNames"]
+    assert build_crd()["spec"]["names"]["categories"] == ["nejumi"]

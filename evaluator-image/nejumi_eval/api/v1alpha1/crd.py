@@ -211,7 +211,17 @@ def _crd(
     columns: list[dict[str, Any]],
     spec: dict[str, Any],
     status: dict[str, Any],
+    categories: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    names: dict[str, Any] = {
+        "kind": kind,
+        "listKind": f"{kind}List",
+        "plural": plural,
+        "singular": singular,
+        "shortNames": [short_name],
+    }
+    if categories:
+        names["categories"] = list(categories)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -219,14 +229,7 @@ def _crd(
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {
-                "kind": kind,
-                "listKind": f"{kind}List",
-                "plural": plural,
-                "singular": singular,
-                "shortNames": [short_name],
-                "categories": ["nejumi"],
-            },
+            "names": names,
             "versions": [
                 {
                     "name": VERSION,
@@ -266,6 +269,7 @@ def build_crd() -> dict[str, Any]:
         columns=PRINTER_COLUMNS,
         spec=spec_schema(),
         status=status_schema(),
+        categories=("nejumi",),
     )
 
 
@@ -300,7 +304,9 @@ LEADERBOARD_PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 
 def build_leaderboard_crd() -> dict[str, Any]:
-    """The NejumiLeaderboard CustomResourceDefinition."""
+    """The NejumiLeaderboard CustomResourceDefinition. In no category: `nejumi` is the evaluations'
+    category and short name, and `kubectl get nejumi` must go on listing evaluations (with their
+    columns), not every kind of the group."""
     status = _model_schema(LeaderboardStatus, "status")
     conditions = status["properties"]["conditions"]
     conditions["x-kubernetes-list-type"] = "map"
