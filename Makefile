@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= eval,serve,operator,dev
+EXTRAS ?= eval,serve,operator,leaderboard,dev
 # The raw-data mirror beside the checkout (offline machines, CI); without one, data is downloaded.
 ifneq ($(wildcard ../shared/datasets/raw),)
 export NEJUMI_DATA_MIRROR ?= $(abspath ../shared/datasets/raw)
