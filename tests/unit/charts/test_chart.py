@@ -509,7 +509,7 @@ def test_operator_image() -> None:
     steps = dockerfile(REPO / "operator" / "Dockerfile")
     assert steps[0] == ("FROM", "python:3.11-slim")
     (run,) = [a for w, a in steps if w == "RUN" and "pip install" in a]
-    assert 'pip install ".[operator]"' in run
+    assert 'pip install ".[operator,leaderboard]"' in run
     (user,) = [a for w, a in steps if w == "USER"]
     uid = user.split(":")[0]
     assert uid.isdigit() and int(uid) != 0
