@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_eval.api.v1alpha1.crd import LEADERBOARD_CRD_PATH
@@ -52,6 +52,7 @@ LEVELS = {"model-a": 3, "model-b": 5, "model-c": 5, "model-d": 7, "model-e": 9}
 model-b and model-c are rated alike: not distinguishable (≈)."""
 SIXTH = ("model-f", 8)
 RESAMPLES = 200
+WANDB_KEY = "local-0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="module")
@@ -220,10 +221,21 @@ def test_a_leaderboard_ranks_its_evaluations_from_the_store_and_keeps_current(
             _evaluate(stack, k8s_client, namespace, questions, board_store, model, level)
         # An evaluation the selector does not match: never on the board.
         _evaluate(stack, k8s_client, namespace, questions, board_store, "model-x", 10, {"other": "board"})
+        # A W&B key by reference (consented): the report is built by a Job, never by the operator.
+        CoreV1Api(k8s_client).create_namespaced_secret(
+            namespace,
+            {
+                "metadata": {"name": "wandb", "labels": {"nejumi.wandb.ai/usable-by-evaluations": "true"}},
+                "stringData": {"key": WANDB_KEY},
+            },
+        )
         _create_board(
             k8s_client,
             namespace,
             {
+                "publish": {
+                    "wandb": {"project": "team-a/neo", "apiKeySecretRef": {"name": "wandb", "key": "key"}}
+                },
                 "selector": {"matchLabels": LABELS},
                 # Runs of one sample per dataset are capped (smoke tests): ranked here on purpose.
                 "include": {"capped": True},
@@ -295,6 +307,20 @@ def test_a_leaderboard_ranks_its_evaluations_from_the_store_and_keeps_current(
         assert {e["id"] for e in stored["entries"]} == {f"{namespace}/{m}" for m in LEVELS}
 
         _served(kubeconfig, namespace, board_store, html)
+
+        # The W&B report: one Job for this ranking, the key by reference only.
+        assert status["wandbReport"].startswith("Job neo-wandb-") and "started" in status["wandbReport"]
+        (job,) = (
+            BatchV1Api(k8s_client)
+            .list_namespaced_job(namespace, label_selector="nejumi.wandb.ai/leaderboard=neo")
+            .items
+        )
+        (container,) = job.spec.template.spec.containers
+        assert container.command[1:] == ["leaderboard", "--wandb-report", "team-a/neo", "--publish"]
+        key = next(e for e in container.env if e.name == "WANDB_API_KEY")
+        assert key.value is None and key.value_from.secret_key_ref.name == "wandb"
+        assert WANDB_KEY not in json.dumps(k8s_client.sanitize_for_serialization(job))
+        assert job.metadata.owner_references[0].kind == "NejumiLeaderboard"
 
         printed = kubectl(kubeconfig, "get", "nejumilb", "-n", namespace)
         header, row = printed.splitlines()[:2]
