@@ -11,9 +11,12 @@ category (a model that lost its reading comprehension while gaining elsewhere) l
 within noise. It uses the paired bootstrap (`Bootstrap.compare`), the same draws as the board,
 restricted to the questions both evaluations answered: question difficulty cancels, so a real
 drop on a category of a few dozen questions can be told from noise where the two separate
-intervals would overlap. Each metric is tested at the board's confidence, so with ~20 metrics an
-evaluation of a truly equal model fails one by chance more often than 1 − confidence; a gate
-that must not cry wolf asks for a higher `confidence`.
+intervals would overlap. Some twenty metrics are tested at once (Overall, each benchmark, each
+category), so a truly equal model would fail one by chance far more often than the board's
+1 − confidence: the tests are corrected as a family (Holm's step-down on the bootstrap's one-sided
+p-values, the share of resamples in which the evaluation is not below the reference), so the
+chance that a gate fails an equal model stays at the one-sided tail of the board's confidence. A
+metric that fails is one whose interval of the difference lies below 0 and survives the correction.
 
 Three outcomes, never a guess: Failed (a gate has a failure, each with the metric, the value,
 its interval and the threshold or reference), Unknown (a gate could not be judged: the run is not
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field
 from nejumi_eval.api.v1alpha1.leaderboard import Bounds, Gate, GateFailure, GateVerdict
 from nejumi_eval.leaderboard.bootstrap import Bootstrap
 from nejumi_eval.leaderboard.compare import Board
-from nejumi_eval.leaderboard.model import Entry, Interval
+from nejumi_eval.leaderboard.model import Comparison, Entry, Interval
 
 OVERALL_METRIC = "Overall"
 """What a gate calls Overall (the board's formula, whatever its own name)."""
@@ -212,10 +215,11 @@ def _not_worse(board: Board, boot: Bootstrap, entry: Entry, gate: Gate, resolve:
     if not judged:
         return _Outcome(unknown=f"no shared questions with {reference.id}")
     pct = round(lb.confidence * 100)
+    worse = holm_worse(judged, (1 - lb.confidence) / 2)
     failures = []
     for c in judged:
         assert c.ci is not None and c.diff is not None
-        if c.ci.high < 0:
+        if c.ci.high < 0 and id(c) in worse:
             metric = OVERALL_METRIC if c.metric == lb.formula else c.metric
             failures.append(
                 GateFailure(
@@ -226,10 +230,24 @@ def _not_worse(board: Board, boot: Bootstrap, entry: Entry, gate: Gate, resolve:
                     against=ref,
                     message=f"{metric} worse than {ref}: {c.diff:+.4f} "
                     f"[{c.ci.low:+.4f}, {c.ci.high:+.4f}] ({pct}% paired interval of the difference, "
-                    f"{c.shared_questions} shared questions)",
+                    f"{c.shared_questions} shared questions; Holm-corrected over {len(judged)} metrics)",
                 )
             )
     return _Outcome(failures=failures)
+
+
+def holm_worse(comparisons: Sequence[Comparison], alpha: float) -> set[int]:
+    """The comparisons (by `id`) in which `a` is worse than `b` after Holm's step-down over all of
+    them: p = the share of resamples in which a is not below b (1 − `b_better`), rejected in
+    ascending order while p ≤ alpha / (m − rank)."""
+    tested = sorted((1 - c.b_better, i, c) for i, c in enumerate(comparisons) if c.b_better is not None)
+    m = len(tested)
+    out: set[int] = set()
+    for rank, (p, _, c) in enumerate(tested):
+        if p > alpha / (m - rank):
+            break
+        out.add(id(c))
+    return out
 
 
 # ---- numbers -------------------------------------------------------------------------------------

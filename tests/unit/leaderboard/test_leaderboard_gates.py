@@ -166,3 +166,22 @@ def test_evaluations_are_judged_in_the_order_asked(board: compare.Board) -> None
 def test_a_threshold_just_above_the_value_is_printed_below_it() -> None:
     assert gates._num(0.54996, 0.55) == "0.54996"
     assert gates._num(0.5, 0.55) == "0.5000"
+
+
+def test_holm_keeps_twenty_borderline_metrics_from_failing_an_equal_model() -> None:
+    """Twenty metrics each just under the one-sided 2.5% tail would each fail alone; as a family,
+    only a clear drop does (Holm's step-down)."""
+    from nejumi_eval.leaderboard.gates import holm_worse
+    from nejumi_eval.leaderboard.model import Comparison, Interval
+
+    def comparison(metric: str, b_better: float) -> Comparison:
+        return Comparison(
+            a="a", b="b", metric=metric, diff=-0.01, ci=Interval(low=-0.02, high=-0.001), b_better=b_better
+        )
+
+    clear = comparison("jaster/NLI", 1.0)
+    borderline = [comparison(f"jaster/c{i}", 0.98) for i in range(19)]
+    assert holm_worse([clear, *borderline], 0.025) == {id(clear)}
+    # Alone, a borderline one is below the tail: the correction is what spares it.
+    assert holm_worse(borderline[:1], 0.025) == {id(borderline[0])}
+    assert holm_worse([comparison("x", 0.0)], 0.025) == set()
