@@ -456,6 +456,13 @@ def leaderboard_readers(
     return {n: (namespace, name, selector) for n in read}
 
 
+@functools.lru_cache(maxsize=1024)
+def _selector(text: str) -> LabelSelector:
+    """A board's selector as its index holds it (JSON), parsed once: an evaluation's every event
+    would otherwise validate it again (with its CEL rules)."""
+    return LabelSelector.model_validate(json.loads(text))
+
+
 @kopf.on.resume(GROUP, VERSION, LEADERBOARD_PLURAL)
 @kopf.on.create(GROUP, VERSION, LEADERBOARD_PLURAL)
 @kopf.on.update(GROUP, VERSION, LEADERBOARD_PLURAL, field="spec")
@@ -483,6 +490,6 @@ async def evaluation_seen(
         return
     old_labels = before[1] if before is not None else labels
     for board_namespace, board, selector in readers.get(namespace, []):
-        chosen = LabelSelector.model_validate(json.loads(selector))
+        chosen = _selector(selector)
         if chosen.matches(labels) or chosen.matches(old_labels):
             memo.leaderboards.touch((board_namespace, board))

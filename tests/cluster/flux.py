@@ -45,7 +45,7 @@ from typing import Any
 from kubernetes.dynamic import DynamicClient
 
 from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
-from tests.cluster.gomodules import apply, load_yaml, module_dir
+from tests.cluster.gomodules import apply, load_yaml, module_dir, wait_established
 
 # The controllers of one Flux release (fluxcd/flux2: manifests/bases/*/kustomization.yaml at the
 # tag), as the Makefile's FLUX_*_VERSION; why this release, there.
@@ -286,17 +286,7 @@ class Flux:
                 for crd in load_yaml(path):
                     apply(cluster, crd)
                     names.append(crd["metadata"]["name"])
-        crds = cluster.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
-
-        def established() -> bool:
-            return all(
-                any(
-                    c.type == "Established" and c.status == "True" for c in crds.get(name=n).status.conditions
-                )
-                for n in names
-            )
-
-        wait_until(established, timeout, "Flux CRDs Established")
+        wait_established(cluster, names, timeout, "Flux")
 
     def _install_rbac(self, cluster: DynamicClient, module: Path, user: str, *, admin: bool) -> None:
         """The module's own ClusterRole (``config/rbac/role.yaml``) bound to ``user``, plus

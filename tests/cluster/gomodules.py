@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from kubernetes.dynamic import DynamicClient
 
-from tests.cluster.controlplane import REPO
+from tests.cluster.controlplane import REPO, wait_until
 
 FIELD_MANAGER = "nejumi-test-harness"
 
@@ -46,3 +46,16 @@ def apply(cluster: DynamicClient, body: dict[str, Any]) -> None:
     """Server-side apply (create, or update after a restart on the same cluster) as the harness."""
     resource = cluster.resources.get(api_version=body["apiVersion"], kind=body["kind"])
     resource.server_side_apply(body=body, field_manager=FIELD_MANAGER, force_conflicts=True)
+
+
+def wait_established(cluster: DynamicClient, names: list[str], timeout: float, what: str) -> None:
+    """Every CRD in `names` has its Established condition True."""
+    crds = cluster.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
+
+    def established() -> bool:
+        return all(
+            any(c.type == "Established" and c.status == "True" for c in crds.get(name=n).status.conditions)
+            for n in names
+        )
+
+    wait_until(established, timeout, f"{what} CRDs Established")

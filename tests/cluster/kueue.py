@@ -62,7 +62,7 @@ from kubernetes.dynamic.exceptions import NotFoundError
 
 from tests.cluster.certs import CertificateAuthority
 from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
-from tests.cluster.gomodules import apply, load_yaml, module_dir
+from tests.cluster.gomodules import apply, load_yaml, module_dir, wait_established
 
 KUEUE_MODULE = "sigs.k8s.io/kueue"
 KUEUE_VERSION = "v0.17.0"
@@ -221,17 +221,7 @@ class Kueue:
                 apply(cluster, crd)
                 names.append(crd["metadata"]["name"])
 
-        crds = cluster.resources.get(api_version="apiextensions.k8s.io/v1", kind="CustomResourceDefinition")
-
-        def established() -> bool:
-            return all(
-                any(
-                    c.type == "Established" and c.status == "True" for c in crds.get(name=n).status.conditions
-                )
-                for n in names
-            )
-
-        wait_until(established, timeout, "Kueue CRDs Established")
+        wait_established(cluster, names, timeout, "Kueue")
 
     def _install_rbac(self, cluster: DynamicClient) -> None:
         """Kueue's roles (the namespaced one in its namespace), bound to the manager's user."""

@@ -12,7 +12,8 @@ applied here, so an evaluation that exists but no longer matches is told apart f
 read each one's stored results (`cluster.evaluations_from_objects`: the manifest's digest checked
 against the status), add the deleted members that stay (`keepDeleted`), place and bootstrap them
 (`compare.build`), project the board onto the status (`standing`), and write the page and the
-board's JSON to the store, unless the board is unchanged since the last write.
+board's JSON to the store, unless the stored page already shows this board (its metadata names
+the board's digest).
 """
 
 from __future__ import annotations
@@ -138,14 +139,18 @@ def _publish(
     page_key, json_key = f"{folder}{PAGE_FILE}", f"{folder}{BOARD_FILE}"
     page_uri, json_uri = f"s3://{base.bucket}/{page_key}", f"s3://{base.bucket}/{json_key}"
     try:
-        if digest == request.previous_digest and store.metadata(base.bucket, page_key) is not None:
-            size = int(store.client.head_object(Bucket=base.bucket, Key=page_key)["ContentLength"])
-            return PageStatus(uri=page_uri, json_uri=json_uri, bytes=size, published=True), None
+        # The page says which board it shows: the same one is not written again (one HEAD).
+        stored = store.metadata(base.bucket, page_key) or {}
+        if stored.get("board-digest") == digest and stored.get("page-bytes", "").isdigit():
+            return PageStatus(
+                uri=page_uri, json_uri=json_uri, bytes=int(stored["page-bytes"]), published=True
+            ), None
         page = html.render(board, title=request.spec.title or request.name).encode("utf-8")
         board_json = board.leaderboard.model_dump_json(indent=2).encode("utf-8")
         meta = {"board-digest": digest}
         store.put(base.bucket, json_key, board_json, metadata=meta, content_type="application/json")
-        store.put(base.bucket, page_key, page, metadata=meta, content_type="text/html; charset=utf-8")
+        page_meta = {**meta, "page-bytes": str(len(page))}
+        store.put(base.bucket, page_key, page, metadata=page_meta, content_type="text/html; charset=utf-8")
     except StoreError as exc:
         return PageStatus(uri=page_uri, json_uri=json_uri, bytes=0, published=False), str(exc)
     return PageStatus(uri=page_uri, json_uri=json_uri, bytes=len(page), published=True), None

@@ -91,7 +91,6 @@ def build_request(body: Mapping[str, Any], spec: LeaderboardSpec, config: Operat
         namespaces=[namespace, *(n for n in spec.namespaces if n != namespace)],
         members=members,
         publish_uri=publish_uri(spec, namespace, name, config),
-        previous_digest=status.get("digest"),
     )
 
 

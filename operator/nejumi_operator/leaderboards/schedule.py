@@ -68,16 +68,6 @@ class Debouncer:
                 self._worker(key), name=f"leaderboard {key}"
             )
 
-    def forget(self, key: Hashable) -> None:
-        """The leaderboard is gone: drop what is waiting (a computation under way finishes)."""
-        retry = self._retries.pop(key, None)
-        if retry is not None:
-            retry.cancel()
-        pending = self._pending.get(key)
-        if pending is not None and pending.dirty and pending.task is not None:
-            pending.task.cancel()
-            self._pending.pop(key, None)
-
     @property
     def waiting(self) -> int:
         return sum(1 for p in self._pending.values() if p.dirty)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from nejumi_eval.api.v1alpha1.crd import build_leaderboard_crd
-from nejumi_eval.api.v1alpha1.leaderboard import LabelSelector, LeaderboardSpec
+from nejumi_eval.api.v1alpha1.leaderboard import LeaderboardSpec
 
 
 @pytest.mark.parametrize(
@@ -63,21 +63,6 @@ def test_accepted_and_defaults() -> None:
         True,
     )
     assert spec.include is not None and spec.include.capped and not spec.include.degraded
-
-
-def test_selector_query() -> None:
-    selector = LabelSelector.model_validate(
-        {
-            "matchLabels": {"team": "a", "board": "neo"},
-            "matchExpressions": [
-                {"key": "size", "operator": "In", "values": ["7b", "8b"]},
-                {"key": "tier", "operator": "NotIn", "values": ["x"]},
-                {"key": "gate", "operator": "Exists"},
-                {"key": "draft", "operator": "DoesNotExist"},
-            ],
-        }
-    )
-    assert selector.query() == "board=neo,team=a,size in (7b,8b),tier notin (x),gate,!draft"
 
 
 def test_crd_printer_columns_and_status_default() -> None:

@@ -94,18 +94,6 @@ class LabelSelector(Spec):
         ),
     )
 
-    def query(self) -> str:
-        """The selector as the API's `labelSelector` query (`a=b,c in (x,y),!d`)."""
-        parts = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
-        for e in self.match_expressions:
-            if e.operator == "Exists":
-                parts.append(e.key)
-            elif e.operator == "DoesNotExist":
-                parts.append(f"!{e.key}")
-            else:
-                parts.append(f"{e.key} {e.operator.lower()} ({','.join(e.values)})")
-        return ",".join(parts)
-
     def matches(self, labels: dict[str, str] | None) -> bool:
         """Whether an object with `labels` is selected (the API server's own semantics)."""
         labels = labels or {}
@@ -390,7 +378,9 @@ class LeaderboardStatus(_Status):
     bytes_from_cache: int | None = Field(
         None, ge=0, description="Bytes it read from the operator's local copies instead (unchanged objects)."
     )
-    digest: str | None = Field(None, description="sha256 of the board's content, to skip unchanged writes.")
+    digest: str | None = Field(
+        None, description="sha256 of the board's content (the published page's metadata names it too)."
+    )
     wandb_report: str | None = Field(
         None, description="spec.publish.wandb: the Job that builds the report of this board, or why none."
     )
@@ -443,9 +433,6 @@ class ComputeRequest(_Status):
     namespaces: list[str] = Field(description="Every namespace read (own first), already allowed.")
     members: list[Member] = Field(default_factory=list, description="The last computation's.")
     publish_uri: str | None = Field(None, description="s3://… the page and JSON go under; null: none.")
-    previous_digest: str | None = Field(
-        None, description="The last published board's digest: an unchanged board is not written again."
-    )
 
 
 class ComputeResult(_Status):
