@@ -60,11 +60,11 @@ from nejumi_eval.api.v1alpha1.names import (
 )
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
 from nejumi_operator.controller import complete_finished_status, sync_status
+from nejumi_operator.debounce import Debouncer
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.leaderboards.compute import fingerprint
 from nejumi_operator.leaderboards.controller import compute_leaderboard
-from nejumi_operator.leaderboards.schedule import Debouncer
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
 from nejumi_operator.reconcile.job import (
     ANNOTATION_GENERATION,
@@ -112,6 +112,7 @@ async def configure(
         functools.partial(compute_leaderboard, memo.api, config),
         quiet=config.leaderboard_quiet_seconds,
         max_delay=config.leaderboard_max_delay_seconds,
+        name="leaderboard",
     )
     memo.seen = {}  # (namespace, name) → (fingerprint, labels) of each evaluation, as last seen
     memo.resync = asyncio.create_task(

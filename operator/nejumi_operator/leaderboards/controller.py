@@ -1,4 +1,4 @@
-"""A leaderboard computed and its status written: what the debouncer runs (`schedule`).
+"""A leaderboard computed and its status written: what `nejumi_operator.debounce` runs.
 
 Read the leaderboard (gone: nothing to do), check what it may read (the policy's
 `leaderboardNamespaces`), compute it in the child process, write the status. The status is the

@@ -16,6 +16,7 @@ from nejumi_eval.api.v1alpha1.leaderboard import (
     LeaderboardStatus,
     PageStatus,
 )
+from nejumi_operator.debounce import Debouncer
 from nejumi_operator.leaderboards.compute import (
     build_request,
     compute_failed_status,
@@ -24,7 +25,6 @@ from nejumi_operator.leaderboards.compute import (
     publish_uri,
     refused_namespaces_status,
 )
-from nejumi_operator.leaderboards.schedule import Debouncer
 from nejumi_operator.policy import Policy
 from nejumi_operator.settings import OperatorConfig
 
