@@ -105,16 +105,23 @@ def job_gpus(job: Mapping[str, Any]) -> int:
 
 
 def sync_status(
-    api: ApiClient, namespace: str, name: str, rejected: Mapping[str, Any] | None = None
+    api: ApiClient,
+    namespace: str,
+    name: str,
+    rejected: Mapping[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Bring the evaluation's status up to date; returns it (None: the evaluation is gone).
     A finished evaluation's status is final and is left alone. `rejected` (the operator refused the
     spec or what it needs, or the API server did, or the create handler waits: `Observation`'s
     `spec_error`, `refusal`, `job_rejected` + `refused`, `waiting`) replaces the observation of a Job
     that does not exist; it goes through the same guarded write, so two replicas that both refuse
-    an evaluation post its Event once."""
-    for _ in range(ATTEMPTS):
-        evaluation = calls.read_evaluation(api, namespace, name)
+    an evaluation post its Event once. `evaluation`: the evaluation as last delivered by the watch
+    (`syncs`), instead of reading it for the first attempt: if it is stale, the write (it carries
+    its resourceVersion) is refused and the next attempt reads it."""
+    for attempt in range(ATTEMPTS):
+        if attempt or evaluation is None:
+            evaluation = calls.read_evaluation(api, namespace, name)
         if evaluation is None or evaluation["metadata"].get("deletionTimestamp"):
             return None
         old = evaluation.get("status") or {}

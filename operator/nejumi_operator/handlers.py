@@ -5,16 +5,20 @@
   status;
   a spec the CRD admitted but the evaluator cannot run → status InvalidSpec + `kopf.PermanentError`.
   A spec edit is a new generation: the earlier generations' Jobs are deleted and this one's made.
-- Job events (label `nejumi.wandb.ai/evaluation`): status from observations.
+- Job, pod and progress ConfigMap events (label `nejumi.wandb.ai/evaluation`, `…/progress-of`): the
+  evaluation's status is synced from observations, debounced per evaluation (`nejumi_operator.syncs`:
+  the events of a pod starting cost one sync, not one each; a pod running or a Job finished shows at
+  once).
 - NejumiLeaderboards: created, resumed or edited → computed (debounced); an evaluation event that
   changes what a board shows (phase, labels, stored results, deletion) → every leaderboard that
   reads its namespace and selects it (now or before) is computed again, debounced
   (`nejumi_operator.leaderboards`: seventy evaluations finishing together cost one or two
   computations, each in a child process, never in a handler).
-- Resync, a safety net for missed Job events: one operator-level loop (started at startup) calls
-  `sync_status` for every unfinished evaluation every `OperatorConfig.resync_seconds`. Which
-  evaluations are unfinished comes from a kopf index, a view of what kopf's watch last saw (rebuilt
-  from a fresh list at every start); the state itself is read from the API on every sync.
+- Resync, a safety net for missed Job events: one operator-level loop (started at startup) syncs
+  every unfinished evaluation every `OperatorConfig.resync_seconds`, a few at a time, skipping those
+  an event synced within the interval (`syncs.resync_forever`). Which evaluations are unfinished
+  comes from a kopf index, a view of what kopf's watch last saw (rebuilt from a fresh list at every
+  start); the state itself is read from the API on every sync.
 
 No handler needs a finalizer. kopf puts its finalizer on every resource that has a timer, a daemon
 or a (non-optional) deletion handler, and then a deletion waits for the operator — with the Job
@@ -33,7 +37,6 @@ import contextlib
 import functools
 import json
 import os
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import kopf
@@ -80,6 +83,7 @@ from nejumi_operator.reconcile.ownership import Claim, claim, owned_by
 from nejumi_operator.reconcile.progress import LABEL_PROGRESS_OF, build_progress_objects
 from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status.observation import job_finished
+from nejumi_operator.syncs import StatusSyncs, resync_forever
 
 FINALIZER = f"{GROUP}/finalizer"
 """kopf's finalizer name here. Nothing needs it any more; it stays configured so that kopf removes it
@@ -114,14 +118,10 @@ async def configure(
         max_delay=config.leaderboard_max_delay_seconds,
         name="leaderboard",
     )
-    memo.seen = {}  # (namespace, name) → (fingerprint, labels) of each evaluation, as last seen
+    memo.seen = {}  # (namespace, name) → (hash of its fingerprint, labels) of each evaluation
+    memo.syncs = StatusSyncs(functools.partial(sync_status, memo.api))
     memo.resync = asyncio.create_task(
-        resync_forever(
-            config.resync_seconds,
-            unfinished_evaluations,
-            functools.partial(sync_status, memo.api),
-            logger,
-        ),
+        resync_forever(config.resync_seconds, unfinished_evaluations, memo.syncs, logger),
         name="nejumi resync",
     )
     logger.info(
@@ -154,6 +154,9 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    syncs = getattr(memo, "syncs", None)
+    if syncs is not None:
+        await syncs.close()
     api = getattr(memo, "api", None)
     if api is not None:
         api.close()
@@ -170,24 +173,6 @@ def unfinished_evaluations(
     if settled or meta.get("deletionTimestamp"):
         return {}
     return {(namespace, name): True}
-
-
-async def resync_forever(
-    interval: float,
-    unfinished: Iterable[tuple[str, str]],
-    sync: Callable[[str, str], object],
-    logger: kopf.Logger,
-) -> None:
-    """Every `interval` seconds, `sync(namespace, name)` for each (namespace, name) that `unfinished`
-    (a live view: read anew every round) yields. The calls block, so they run in a thread, one at a
-    time; a failed one is logged and tried again next round, and never ends the loop."""
-    while True:
-        await asyncio.sleep(interval)
-        for namespace, name in list(unfinished):
-            try:
-                await asyncio.to_thread(sync, namespace, name)
-            except Exception as exc:  # the loop is the safety net: it must outlive any one failure
-                logger.warning("resync of %s/%s failed: %s", namespace, name, exc)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
@@ -370,32 +355,46 @@ def _api_message(exc: ApiException) -> str:
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={LABEL_EVALUATION: kopf.PRESENT})
-def job_changed(
-    body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+async def job_changed(
+    event: kopf.RawEvent, body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    _sync_owner(body.meta.get("ownerReferences"), _namespaced(namespace), memo, logger)
+    """The evaluation's Job changed: its status is synced soon (at once when the Job finished).
+    Not for the Job just created (no status yet): the create handler syncs after creating it."""
+    if event.get("type") == "ADDED" and not body.get("status"):
+        return
+    owner = _owner(body.meta.get("ownerReferences"))
+    if owner is not None:
+        memo.syncs.touch(_namespaced(namespace), owner, prompt=job_finished(body))
 
 
 @kopf.on.event("", "v1", "pods", labels={LABEL_EVALUATION: kopf.PRESENT})
-def pod_changed(
-    body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-) -> None:
+async def pod_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A pod scheduled, blocked (image pull, a missing Secret), started or ended: the status says so
-    now, not at the next resync. The pod's owner is its Job; the label names the evaluation."""
+    soon, not at the next resync (a running pod at once). The pod's owner is its Job; the label names
+    the evaluation."""
     namespace = _namespaced(namespace)
-    evaluation = _evaluation_of(body.meta.get("labels"), namespace, memo)
+    labels = body.meta.get("labels") or {}
+    evaluation = _evaluation_of(labels)
+    if evaluation is None and (job := labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")):
+        found = await asyncio.to_thread(calls.read_job, memo.api, namespace, job)
+        evaluation = _owner(((found or {}).get("metadata") or {}).get("ownerReferences"))
     if evaluation is not None:
-        _sync(namespace, evaluation, memo, logger)
+        phase = body.status.get("phase")
+        memo.syncs.touch(namespace, evaluation, prompt=phase == "Running", ended=phase in ENDED)
 
 
 @kopf.on.event("", "v1", "configmaps", labels={LABEL_PROGRESS_OF: kopf.PRESENT})
-def progress_reported(
-    body: kopf.Body, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
-) -> None:
-    """The evaluator wrote its progress ConfigMap (reconcile.progress): the status shows it. (Not
-    for the empty ConfigMap the operator itself creates.)"""
+async def progress_reported(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """The evaluator wrote its progress ConfigMap (reconcile.progress): the status shows it soon.
+    (Not for the empty ConfigMap the operator itself creates.)"""
     if (body.get("data") or {}).get(PROGRESS_KEY):
-        _sync_owner(body.meta.get("ownerReferences"), _namespaced(namespace), memo, logger)
+        owner = _owner(body.meta.get("ownerReferences"))
+        if owner is not None:
+            memo.syncs.touch(_namespaced(namespace), owner)
+
+
+ENDED = ("Succeeded", "Failed")
+"""Pod phases after which the Job either ends (its own event says so at once) or starts another pod."""
 
 
 def _namespaced(namespace: str | None) -> str:
@@ -406,40 +405,20 @@ def _namespaced(namespace: str | None) -> str:
     return namespace
 
 
-def _sync_owner(
-    refs: list[dict[str, Any]] | None, namespace: str, memo: kopf.Memo, logger: kopf.Logger
-) -> None:
-    owner = next(
-        (
-            ref
-            for ref in refs or []
-            if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/")
-        ),
-        None,
-    )
-    if owner is not None:
-        _sync(namespace, owner["name"], memo, logger)
+def _owner(refs: list[dict[str, Any]] | None) -> str | None:
+    """The name of the evaluation among an object's owner references, if one is."""
+    for ref in refs or []:
+        if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/"):
+            return str(ref["name"])
+    return None
 
 
-def _evaluation_of(pod_labels: dict[str, str] | None, namespace: str, memo: kopf.Memo) -> str | None:
-    """The evaluation a pod belongs to: the label value is its name, unless the name was longer than
-    a label value may be (it was cut and hashed to 63 characters: then the Job's owner says)."""
-    pod_labels = pod_labels or {}
+def _evaluation_of(pod_labels: dict[str, str]) -> str | None:
+    """The evaluation a pod belongs to, by its label: the value is its name, unless the name was
+    longer than a label value may be (it was cut and hashed to 63 characters: then None, and the
+    Job's owner says)."""
     value = pod_labels.get(LABEL_EVALUATION)
-    if value and len(value) < MAX_NAME:
-        return value
-    job = pod_labels.get("batch.kubernetes.io/job-name") or pod_labels.get("job-name")
-    found = calls.read_job(memo.api, namespace, job) if job else None
-    refs = ((found or {}).get("metadata") or {}).get("ownerReferences") or []
-    owner = next((r for r in refs if r.get("kind") == KIND), None)
-    return owner["name"] if owner else None
-
-
-def _sync(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Logger) -> None:
-    try:
-        sync_status(memo.api, namespace, name)
-    except calls.Conflict as exc:  # event handlers are not retried; the resync loop catches up
-        logger.warning("status not written: %s", exc)
+    return value if value and len(value) < MAX_NAME else None
 
 
 # ---- NejumiLeaderboards -------------------------------------------------------------------------
@@ -475,21 +454,29 @@ async def leaderboard_changed(namespace: str | None, name: str, memo: kopf.Memo,
 async def evaluation_seen(
     event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
 ) -> None:
-    """An evaluation was listed, changed or deleted: the leaderboards it concerns are computed
-    again (debounced) when what they show of it changed (`fingerprint`)."""
+    """An evaluation was listed, changed or deleted: the status syncs start from it while it is
+    unfinished (`syncs.StatusSyncs.remember`), and the leaderboards it concerns are computed
+    again (debounced) when what they show of it changed (`fingerprint`). `memo.seen` keeps, per
+    evaluation, only a hash of that and its labels (none, mostly): a few hundred bytes each."""
     readers: kopf.Index[str, tuple[str, str, str]] = kwargs["leaderboard_readers"]
     namespace = _namespaced(namespace)
     key = (namespace, name)
     labels = dict(body.meta.get("labels") or {})
-    now = None if event.get("type") == "DELETED" else fingerprint(body)
-    before = memo.seen.get(key)
+    now = None if event.get("type") == "DELETED" else hash(fingerprint(body))
+    if now is None or (
+        is_finished(body.status) and body.status.get("observedGeneration") == body.meta.get("generation")
+    ):
+        memo.syncs.forget(namespace, name)
+    else:  # what the next status sync starts from
+        memo.syncs.remember(namespace, name, event["object"])
+    before: tuple[int, tuple[tuple[str, str], ...]] | None = memo.seen.get(key)
     if now is None:
         memo.seen.pop(key, None)
     else:
-        memo.seen[key] = (now, labels)
+        memo.seen[key] = (now, tuple(sorted(labels.items())))
     if before is not None and before[0] == now:
         return
-    old_labels = before[1] if before is not None else labels
+    old_labels = dict(before[1]) if before is not None else labels
     for board_namespace, board, selector in readers.get(namespace, []):
         chosen = _selector(selector)
         if chosen.matches(labels) or chosen.matches(old_labels):

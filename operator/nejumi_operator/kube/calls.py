@@ -1,5 +1,8 @@
 """Thin API calls. Everything returns plain camelCase dicts, as the API serves them (and as kopf
-hands bodies to handlers), so the pure code in `reconcile` sees one shape."""
+hands bodies to handlers), so the pure code in `reconcile` sees one shape. Reads parse the
+response's JSON themselves (`_preload_content=False`): the client's typed models (a V1Pod is some
+hundred objects, each field validated) were built only to be turned back into dicts, which cost a
+status sync more CPU and transient memory than the rest of it."""
 
 from __future__ import annotations
 
@@ -29,8 +32,16 @@ class Conflict(Exception):
     """The object changed since it was read (optimistic concurrency): read again and retry."""
 
 
-def _plain(api: ApiClient, obj: Any) -> dict[str, Any]:
-    return api.sanitize_for_serialization(obj)
+def _read(response: Any) -> Any:
+    """The JSON of a response asked for with `_preload_content=False`; the connection goes back."""
+    try:
+        return json.loads(cast(bytes, response.data) or b"{}")
+    finally:
+        response.release_conn()
+
+
+def _items(response: Any) -> list[dict[str, Any]]:
+    return list(_read(response).get("items") or [])
 
 
 _KINDS: dict[tuple[str, str], tuple[type, str]] = {
@@ -51,12 +62,13 @@ def create_or_get(api: ApiClient, namespace: str, obj: Mapping[str, Any]) -> tup
     group, stem = _KINDS[(obj["apiVersion"], obj["kind"])]
     client = group(api)
     try:
-        return _plain(api, getattr(client, f"create_namespaced_{stem}")(namespace, dict(obj))), True
+        created = getattr(client, f"create_namespaced_{stem}")(namespace, dict(obj), _preload_content=False)
+        return _read(created), True
     except ApiException as exc:
         if exc.status != 409:
             raise
-    existing = getattr(client, f"read_namespaced_{stem}")(obj["metadata"]["name"], namespace)
-    return _plain(api, existing), False
+    read = getattr(client, f"read_namespaced_{stem}")
+    return _read(read(obj["metadata"]["name"], namespace, _preload_content=False)), False
 
 
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
@@ -80,7 +92,7 @@ def secret_labels(api: ApiClient, namespace: str, name: str) -> dict[str, str] |
 
 def read_configmap(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return _plain(api, CoreV1Api(api).read_namespaced_config_map(name, namespace))
+        return _read(CoreV1Api(api).read_namespaced_config_map(name, namespace, _preload_content=False))
     except ApiException as exc:
         if exc.status in (403, 404):  # gone, or not readable: no progress to show, nothing wrong
             return None
@@ -89,7 +101,7 @@ def read_configmap(api: ApiClient, namespace: str, name: str) -> dict[str, Any] 
 
 def read_job(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
     try:
-        return _plain(api, BatchV1Api(api).read_namespaced_job(name, namespace))
+        return _read(BatchV1Api(api).read_namespaced_job(name, namespace, _preload_content=False))
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -98,8 +110,9 @@ def read_job(api: ApiClient, namespace: str, name: str) -> dict[str, Any] | None
 
 def labelled_jobs(api: ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
     """The Jobs matching a label selector (the caller checks who owns them)."""
-    jobs = BatchV1Api(api).list_namespaced_job(namespace, label_selector=selector)
-    return [_plain(api, j) for j in jobs.items]
+    return _items(
+        BatchV1Api(api).list_namespaced_job(namespace, label_selector=selector, _preload_content=False)
+    )
 
 
 def delete_job(api: ApiClient, namespace: str, name: str, uid: str) -> bool:
@@ -117,8 +130,9 @@ def delete_job(api: ApiClient, namespace: str, name: str, uid: str) -> bool:
 
 def job_pods(api: ApiClient, namespace: str, job_name: str) -> list[dict[str, Any]]:
     selector = f"batch.kubernetes.io/job-name={job_name}"
-    pods = CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector)
-    return [_plain(api, p) for p in pods.items]
+    return _items(
+        CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+    )
 
 
 def read_evaluation(api: ApiClient, namespace: str, name: str, plural: str = PLURAL) -> dict[str, Any] | None:
@@ -204,7 +218,9 @@ def job_events(api: ApiClient, namespace: str, job_name: str, job_uid: str | Non
     if job_uid:
         selector += f",involvedObject.uid={job_uid}"
     try:
-        events = CoreV1Api(api).list_namespaced_event(namespace, field_selector=selector)
+        events = CoreV1Api(api).list_namespaced_event(
+            namespace, field_selector=selector, _preload_content=False
+        )
     except ApiException as exc:
         if exc.status in (401, 403):
             _warn_once(
@@ -216,7 +232,7 @@ def job_events(api: ApiClient, namespace: str, job_name: str, job_uid: str | Non
             )
             return []
         raise
-    return [_plain(api, e) for e in events.items]
+    return _items(events)
 
 
 def create_event(api: ApiClient, namespace: str, event: Mapping[str, Any]) -> bool:
