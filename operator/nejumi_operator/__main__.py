@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness or None,
+        # what kopf will watch, for the size of its connection pool (handlers.login)
+        memo=kopf.Memo(namespaces=tuple(args.namespace)),
     )
     return 0
 

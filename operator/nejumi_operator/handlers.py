@@ -42,6 +42,7 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
+from nejumi_eval.api.v1alpha1 import cel
 from nejumi_eval.api.v1alpha1.conditions import (
     ACCEPTED,
     NAME_CONFLICT,
@@ -65,7 +66,7 @@ from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
 from nejumi_operator.controller import complete_finished_status, sync_status
 from nejumi_operator.debounce import Debouncer
 from nejumi_operator.kube import calls
-from nejumi_operator.kube.client import make_api_client
+from nejumi_operator.kube.client import kopf_connections, kopf_session, make_api_client
 from nejumi_operator.leaderboards.compute import fingerprint
 from nejumi_operator.leaderboards.controller import compute_leaderboard
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
@@ -107,10 +108,23 @@ async def configure(
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.watching.server_timeout = config.server_timeout_seconds
-    # The handlers block on API calls: enough threads that a burst of events (hundreds of Jobs
-    # finishing) does not queue status writes behind each other (make bench --only scale).
-    settings.execution.max_workers = 32
+    # After patching its annotations kopf waits this long for the patched version to come back
+    # through its watch before it handles the evaluation's next event; past it, it takes an older
+    # version (without its annotations) for unhandled and runs the create handler again. Under load
+    # (hundreds of evaluations at once) its default 5 s was too short: every other one ran twice.
+    settings.persistence.consistency_timeout = 30.0
+    # kopf's per-object worker keeps the object's last body until it has been idle this long: with
+    # hundreds of evaluations, Jobs and pods changing at once, its default 5 s kept most of them in
+    # memory at the same time (make bench --only scale: peak RSS).
+    settings.queueing.idle_timeout = 1.0
+    # Threads for the handlers that block on API calls: the evaluations' create/resume/update
+    # (status syncs have their own, `syncs.SYNC_CONCURRENCY`; the event handlers only schedule).
+    # Together within the API client's pool (`kube.client.POOL`).
+    settings.execution.max_workers = 16
     memo.config = config
+    # cel-python's parser (spec validation), built here once rather than by the first handler
+    # threads at once (tens of MB each while built, never given back to the system).
+    cel.prepare()
     memo.api = make_api_client()
     memo.leaderboards = Debouncer(
         functools.partial(compute_leaderboard, memo.api, config),
@@ -133,15 +147,21 @@ async def configure(
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+async def login(memo: kopf.Memo, **kwargs: Any) -> kopf.AiohttpSession | None:
     """The kubernetes client's own configuration — the pod's ServiceAccount at
     `$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT` in a cluster, else $KUBECONFIG — so kopf's
     watches and the operator's own calls (`make_api_client`) reach the same API server. (kopf's
     `login_with_service_account` would dial `kubernetes.default.svc`, which needs cluster DNS.)
-    Outside a pod, $KUBECONFIG as it is now (the client library reads it once, at import)."""
+    Outside a pod, $KUBECONFIG as it is now (the client library reads it once, at import).
+    kopf's session gets a bounded number of connections (`kube.client.kopf_connections`: the
+    namespaces watched come from `python -m nejumi_operator`, in the memo)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return kopf.login_via_client(**kwargs)
-    return kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_via_client(**kwargs)
+    else:
+        info = kopf.login_with_kubeconfig(**kwargs)
+    if info is None:
+        return None
+    return kopf_session(info, kopf_connections(memo.get("namespaces")))
 
 
 @kopf.on.cleanup()

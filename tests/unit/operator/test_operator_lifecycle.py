@@ -7,6 +7,7 @@ import asyncio
 import logging
 import runpy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -14,6 +15,7 @@ import pytest
 
 from nejumi_operator import __main__ as operator_main
 from nejumi_operator import handlers
+from nejumi_operator.kube.client import kopf_connections
 from nejumi_operator.settings import ENV_RESYNC, OperatorConfig, SettingsError
 from nejumi_operator.syncs import StatusSyncs
 
@@ -257,6 +259,56 @@ def test_liveness_can_be_moved_or_turned_off(monkeypatch: pytest.MonkeyPatch) ->
     url = "http://0.0.0.0:9090/healthz"
     assert run_main([f"--liveness={url}"], monkeypatch)["liveness_endpoint"] == url
     assert run_main(["--liveness="], monkeypatch)["liveness_endpoint"] is None
+
+
+# ---- kopf's connections ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("namespaces", "limit"),
+    [
+        ((), 32 + 2 + 5),  # cluster-wide: one watch per kind, and kopf's two
+        (("team-a",), 32 + 2 + 5),
+        (("team-a", "team-b"), 32 + 2 + 10),
+        (None, 0),  # not known (`kopf run`): no limit, as kopf's own session
+        (("team-*",), 0),  # patterns: how many namespaces match is not known
+        (("!kube-system",), 0),
+    ],
+)
+def test_kopf_gets_a_connection_for_each_watch_and_a_few_requests(
+    namespaces: tuple[str, ...] | None, limit: int
+) -> None:
+    assert kopf_connections(namespaces) == limit
+
+
+async def test_login_gives_kopf_a_session_of_bounded_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:6443', insecure-skip-tls-verify: true}}]\n"
+        "users: [{name: u, user: {token: t0ken}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u, namespace: ns}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    memo = kopf.Memo(namespaces=("team-a", "team-b"))
+    got = await handlers.login(memo=memo, logger=LOG, settings=kopf.OperatorSettings())
+    assert isinstance(got, kopf.AiohttpSession)
+    try:
+        assert (got.server, got.default_namespace) == ("https://127.0.0.1:6443", "ns")
+        assert got.aiohttp_session.connector is not None
+        assert got.aiohttp_session.connector.limit == kopf_connections(("team-a", "team-b"))
+        assert got.aiohttp_session.headers["Authorization"] == "Bearer t0ken"
+    finally:
+        await got.aiohttp_session.close()
+
+
+def test_the_entry_point_tells_login_the_namespaces(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = run_main(["--namespace", "team-a", "--namespace", "team-b"], monkeypatch)
+    assert seen["memo"].namespaces == ("team-a", "team-b")
+    assert run_main([], monkeypatch)["memo"].namespaces == ()
 
 
 # ---- a status finished under an older operator --------------------------------------------------

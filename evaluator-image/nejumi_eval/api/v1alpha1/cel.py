@@ -12,6 +12,7 @@ evaluator ignores) are checked by the API server only.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -39,12 +40,27 @@ class Rule:
         return self.local and "oldSelf" not in self.rule
 
 
+_compiling = threading.Lock()
+"""cel-python builds its parser, a process-wide singleton, on first use and without a lock: threads
+validating at once (an operator's handlers) would each build one, some 30 MB of memory apiece while
+it is built. One compilation at a time; evaluating a compiled rule needs no lock."""
+
+
 @cache
 def _program(rule: str) -> Any:
     import celpy
 
-    env = celpy.Environment()
-    return env.program(env.compile(rule))
+    with _compiling:
+        env = celpy.Environment()
+        return env.program(env.compile(rule))
+
+
+def prepare() -> None:
+    """Build cel-python's parser now (once per process), e.g. before threads validate."""
+    import celpy
+
+    with _compiling:
+        celpy.Environment()
 
 
 def failures(rules: tuple[Rule, ...], obj: dict[str, Any]) -> list[str]:
