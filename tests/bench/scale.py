@@ -10,14 +10,17 @@ operator and the control plane, not an evaluation.
 - lifecycle, N in `--scale` (50, 500): N NejumiEvaluations (openai-compatible, gpus 0) created at
   once (8 threads) in one namespace; the time until every Job exists and until every status is
   final (Succeeded), per evaluation too; the operator's peak RSS (VmHWM) and CPU seconds; its API
-  requests over the whole lifecycle by verb and resource, its kopf handler calls (from its log)
-  and the API server's mean latency per kind; then the 500/50 ratios (a per-evaluation ratio
-  above 1 is superlinear growth).
+  requests over the whole lifecycle by verb and resource, its status syncs (each one reads the
+  evaluation first: its GETs of evaluations), its kopf handler calls (from its log; events are
+  debounced into syncs, `nejumi_operator.syncs`) and the API server's mean latency per kind; then
+  the 500/50 ratios (a per-evaluation ratio above 1 is superlinear growth).
 - resync, N in `--resync` (500): N evaluations whose Jobs can never be scheduled (16 GPUs asked of
   an 8-GPU node), so all stay unfinished and the only work left is the resync loop's; with
   `NEJUMI_OPERATOR_RESYNC_SECONDS` 5, the API requests and operator CPU seconds per round, and how
-  long a round takes. The window starts at a round's start (after the loop's sleep) once a whole
-  round has passed without any create request, and spans three rounds.
+  long a round takes, against the interval. The window starts at a round's start (after the loop's
+  sleep) once a whole round has passed without any create request, and spans three rounds. The
+  provisioner is stopped for the window: no pod is ever scheduled, so no claim is ever provisioned,
+  and its listing of every claim each second would be most of what the window measures at 2,000.
 
 How requests are counted: the API server's audit log (ControlPlane `audit_policy`, opt-in, here
 only for the operator's own identity). The operator runs with its own client certificate (user
@@ -61,6 +64,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from nejumi_operator.settings import OperatorConfig
 from tests.bench.fake_evaluator import SECONDS_ENV, SUMMARY_ENV, summary_json
 from tests.cluster import ControlPlane, NodeAgent, find_binaries, wait_until
 from tests.cluster.controlplane import REPO, Process, free_ports
@@ -77,6 +81,7 @@ NODE_GPUS = 8
 OPERATOR_USER = "nejumi-operator"
 FAKE_EVALUATOR = Path(__file__).with_name("fake_evaluator.py")
 FINAL = ("Succeeded", "Failed")
+DEFAULT_RESYNC_S = OperatorConfig().resync_seconds
 AUDIT_POLICY: dict[str, Any] = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
@@ -541,6 +546,7 @@ class LifecycleResult:
     peak_mb: float
     apiserver_cpu_s: float
     create_runs: float
+    syncs: float
     handler_calls: float
     by_kind: Counter[str]
 
@@ -620,6 +626,7 @@ def lifecycle_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> L
     ]
     handlers = Counter(re.findall(r"Handler '(\w+)' succeeded", log))
     handler_calls = sum(handlers[h] for h in HANDLERS)
+    syncs = kinds[f"client: get {PLURAL}"]  # each sync reads the evaluation first (and again on a 409)
     create_runs = sum(1 for e in events if e["verb"] == "create" and e["resource"] == "jobs")
     repeats = _repeat_delays(events)
 
@@ -675,9 +682,10 @@ def lifecycle_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> L
         "operator log: WARNING | ERROR lines",
         f"{log.count('[WARNING')} | {log.count('[ERROR')}",
     )
+    report.add("syncs_per_eval", "status syncs per evaluation (reads of an evaluation / N)", syncs / n)
     report.add(
         "handler_calls_per_eval",
-        "kopf handler calls per evaluation (each one a full status sync)",
+        "kopf handler calls per evaluation (events; debounced into syncs)",
         handler_calls / n,
     )
     report.add(
@@ -728,6 +736,7 @@ def lifecycle_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> L
         peak_mb,
         components["kube-apiserver"],
         create_runs / n,
+        syncs / n,
         handler_calls / n,
         kinds,
     )
@@ -797,6 +806,7 @@ def report_ratios(report: Report, results: Sequence[LifecycleResult]) -> None:
         ("cpu_per_eval", "operator CPU per evaluation", lambda r: r.cpu_s),
         ("apiserver_cpu_per_eval", "kube-apiserver CPU per evaluation", lambda r: r.apiserver_cpu_s),
         ("create_runs_per_eval", "create handler runs per evaluation", lambda r: r.create_runs * r.n),
+        ("syncs_per_eval", "status syncs per evaluation", lambda r: r.syncs * r.n),
         ("handler_calls_per_eval", "kopf handler calls per evaluation", lambda r: r.handler_calls * r.n),
     ]
     for key, label, get in rows:
@@ -836,6 +846,7 @@ def resync_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> None
                 op,
             )
             settled_s = time.perf_counter() - t0
+            c.provisioner.stop()  # nothing left to provision (see the module's docstring)
             # Then whole rounds until one passes with no create request (kopf may still re-run a
             # create handler long after the status is written: see the lifecycle's repeats). A
             # pause of most of the interval without any request is the loop's sleep: the window
@@ -907,6 +918,18 @@ def resync_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> None
         )
         report.add(
             "ms_per_evaluation", "  per evaluation in a round", statistics.median(full) / n * 1e3, "ms"
+        )
+        report.add(
+            "round_over_interval",
+            "a round's duration / the interval (< 1: the loop keeps up)",
+            statistics.median(full) / setup.resync_seconds,
+            "x",
+        )
+        report.add(
+            "round_over_default_interval",
+            f"  / the default interval ({DEFAULT_RESYNC_S:g} s)",
+            statistics.median(full) / DEFAULT_RESYNC_S,
+            "x",
         )
     report.add("peak_rss_mb", "operator peak RSS (VmHWM)", peak_mb, "MB")
     _subtitle(report, "operator requests per resync round, by who, verb and resource")
