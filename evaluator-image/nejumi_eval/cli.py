@@ -14,6 +14,7 @@ import os
 import sys
 
 from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED
+from nejumi_eval.api.v1alpha1.stages import STAGE_FLAG, Stage
 from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify, unwrap
 from nejumi_eval.report.text import print_json
 
@@ -48,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.results_uri:  # the endpoint, region and keys: the standard AWS variables
         spec.results.uri = args.results_uri
     spec = _apply_command_line(spec, args, changed=model_given or bool(args.results_uri))
-    summary = run(spec, progress=not args.quiet)
+    summary = run(spec, progress=not args.quiet, stage=Stage(args.stage))
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
 
@@ -136,6 +137,11 @@ def _human_summary(summary) -> str:
     from nejumi_eval.api.v1alpha1.formula import OVERALL
     from nejumi_eval.benchmarks import registry
 
+    if summary.stage:  # a stage before the last: no scores yet
+        took = summary.runtime_seconds.get("total")
+        return f"model: {summary.model}\nstage {summary.stage}: {summary.status}" + (
+            f" in {took:.1f} s" if took is not None else ""
+        )
     lines = [f"model: {summary.model}"]
     for name, b in summary.benchmarks.items():
         title = registry.get(name).title
@@ -284,6 +290,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke test: at most N samples (questions per category) per dataset; results are marked capped",
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument(
+        STAGE_FLAG,
+        choices=[s.value for s in Stage],
+        default=Stage.RUN.value,
+        help="run one stage on a shared workspace (the operator's pods): fetch (data, weights, checks), "
+        "serve (serve and generate only), judge (answers from the cache; judge, score, report); "
+        "default run: everything",
+    )
     run.set_defaults(func=cmd_run)
 
     from nejumi_eval.benchmarks import registry

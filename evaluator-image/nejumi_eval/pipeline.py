@@ -4,6 +4,12 @@ The order matters for cost: every request to the model under test is sent while 
 and the server (the GPU) is released before anything that does not need it (judging, reporting).
 Every request goes through one cached client, so a killed run restarted with the same spec sends
 only what it had not finished.
+
+In the cluster a served model's evaluation runs as three stages, each its own pod
+(`api.v1alpha1.stages`, `--stage`): `fetch` prepares the data and the weights and checks the
+judges and the store, `serve` serves and generates (no judge is asked), `judge` reads every answer
+back from the response cache (nothing is sent to the model: a missing answer is a failed one) and
+judges, scores and reports. The same code runs each; the stage only says which parts.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from nejumi_eval.api.v1alpha1.progress import Step
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
+from nejumi_eval.api.v1alpha1.stages import Stage
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.benchmarks.base import CountsProgress, DescribesPlan
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
@@ -116,13 +123,22 @@ def check_chat_template(spec: EvaluationSpec) -> None:
 # ---- the run -------------------------------------------------------------------------------
 
 
-async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
-    """One evaluation, end to end. Raises on configuration or infrastructure failure found before
-    anything was scored; a failure after that (a judge lost mid-run) is a `failed` summary that
-    keeps every benchmark that was scored."""
+NOT_SERVED = (
+    "no answer in the response cache: the serve stage did not get one (its log says why); the judge "
+    "stage sends nothing to the model"
+)
+"""The failure a judge-stage cache miss stands for (`InferenceClient(offline=…)`)."""
+
+
+async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage = Stage.RUN) -> Summary:
+    """One evaluation, end to end (or the part `stage` names). Raises on configuration or
+    infrastructure failure found before anything was scored; a failure after that (a judge lost
+    mid-run) is a `failed` summary that keeps every benchmark that was scored. A fetch or serve
+    stage returns a summary without scores (`Summary.stage`)."""
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.preflight import preflight
 
+    reporting = stage in (Stage.RUN, Stage.JUDGE)
     timeline = Timeline()
     workspace = Path(spec.workspace.path).expanduser().resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -139,12 +155,31 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         for name, judge in spec.benchmarks.judges().items()
     ]
     store = destination(spec, _slug(spec.model.name), stamp, evaluator=_versions().get("nejumi"))
+    # The serve stage checks only what it uses (its model); the others check what comes after them
+    # too, so a wrong judge key or store fails the fetch stage, before any GPU is asked for.
+    model_checked = stage != Stage.JUDGE
+    others_checked = stage != Stage.SERVE
     with timeline.phase("preflight"):
-        await preflight(spec, endpoint, judges_to_check, store)
-    checked = "model, judges, W&B" + (", results store" if store else "")
+        await preflight(
+            spec,
+            endpoint,
+            judges_to_check if others_checked else [],
+            store if others_checked else None,
+            model=model_checked,
+        )
+    checked = ", ".join(
+        ["model"] * model_checked
+        + ["judges, W&B"] * others_checked
+        + ["results store"] * bool(others_checked and store)
+    )
     steps.say(f"preflight: ok in {timeline.phases['preflight']:.1f} s ({checked})")
+    if stage == Stage.FETCH:
+        try:
+            return await _fetch(spec, steps, timeline, workspace, sections)
+        finally:
+            await steps.close()
     wandb_run = WandbRun()
-    if spec.wandb.enabled:  # opened now: the W&B run's start, end and runtime are the evaluation's
+    if spec.wandb.enabled and reporting:  # opened now: the W&B run's start, end, runtime are the evaluation's
         results_dir.mkdir(parents=True, exist_ok=True)
         smoke = smoke_test_flags(spec)
         wandb_run = WandbRun.open(
@@ -158,7 +193,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         )
     try:
         summary = await _evaluate(
-            spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run
+            spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run, stage
         )
     except BaseException as exc:
         if results_dir.exists():  # never a results folder that does not say how its run ended
@@ -171,7 +206,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         await steps.close()
         raise
     try:
-        if store is not None:
+        if store is not None and reporting:
             with timeline.phase("store"):
                 summary.results = await asyncio.to_thread(store.upload, results_dir, summary)
             steps.say(_stored_line(summary, results_dir, timeline.phases["store"]))
@@ -232,18 +267,23 @@ async def _evaluate(
     sections: dict[str, Any],
     endpoint: ModelEndpoint,
     wandb_run: WandbRun,
+    stage: Stage = Stage.RUN,
 ) -> Summary:
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.benchmarks.base import RunContext
     from nejumi_eval.runtime.client.cache import ResponseCache
     from nejumi_eval.runtime.client.client import InferenceClient
 
+    judging = stage != Stage.SERVE
+    served_here = endpoint.served and stage != Stage.JUDGE  # the judge stage has no model server
     cache = ResponseCache(workspace / "cache" / "responses.sqlite")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(cache.close)
         judges: list[InferenceClient] = []
 
-        def open_judge(judge: JudgeSpec, field_name: str) -> InferenceClient:
+        def open_judge(judge: JudgeSpec, field_name: str) -> InferenceClient | None:
+            if not judging:
+                return None  # the serve stage generates only: the GPU never waits on a judge
             settings = judge_settings(spec, judge, field_name)
             if judge.synthetic:
                 from nejumi_eval.demo.synthetic_judge import SyntheticJudge
@@ -267,7 +307,7 @@ async def _evaluate(
             # A fresh evaluation loads the model (minutes for vLLM) while the data is prepared: a
             # GPU never waits on CPU work that could run beside it; a failed prepare stops it. A
             # rerun starts the server only at its first cache miss: a fully cached one never does.
-            eager = endpoint.served and not (source is not None and cache.has_answers_from(source))
+            eager = served_here and not (source is not None and cache.has_answers_from(source))
             starting = asyncio.create_task(endpoint.start()) if eager else None
             await steps.enter("prepare")
             try:
@@ -283,7 +323,12 @@ async def _evaluate(
                 raise
             settings = model_settings(spec, endpoint.endpoint, source)
             client = await serving.enter_async_context(
-                InferenceClient(settings, cache=cache, connect=endpoint.start if endpoint.served else None)
+                InferenceClient(
+                    settings,
+                    cache=cache,
+                    connect=endpoint.start if served_here else None,
+                    offline=NOT_SERVED if endpoint.served and not served_here else None,
+                )
             )
             await steps.enter("generate", runs)
             heartbeat = steps.heartbeat()
@@ -292,7 +337,7 @@ async def _evaluate(
                     await starting
                 await _gather(*(run.generate(client) for run in runs.values()))
             model_stats = client.stats
-            not_started = endpoint.served and not endpoint.started
+            not_started = served_here and not endpoint.started
             steps.say(
                 f"generate: {model_stats.requests_sent} sent, {model_stats.cache_hits} from the cache, "
                 f"{model_stats.failures} failed{_cut(model_stats.truncated)} "
@@ -300,6 +345,18 @@ async def _evaluate(
                 + ("; the model server was never started" if not_started else "")
             )
         # The model server is down from here on: judging needs no GPU (design §Score).
+        if stage == Stage.SERVE:
+            heartbeat.cancel()
+            usage = Usage(
+                prompt_tokens=model_stats.prompt_tokens,
+                completion_tokens=model_stats.completion_tokens,
+                requests_sent=model_stats.requests_sent,
+                cache_hits=model_stats.cache_hits,
+            )
+            serving_span = _span([model_stats])
+            if serving_span is not None:  # first request sent → last answer: what the GPUs served
+                timeline.phases["serving"] = serving_span
+            return _stage_summary(spec, stage, timeline, usage)
         failures: dict[str, BaseException] = {}
 
         async def finish(name: str, run: Any) -> None:
@@ -351,8 +408,70 @@ async def _evaluate(
     await steps.enter("report")
     with timeline.phase("report"):
         return _report(
-            spec, results_dir, timeline, usage, client_stats, outputs, failures, wandb_run, truncated
+            spec,
+            results_dir,
+            timeline,
+            usage,
+            client_stats,
+            outputs,
+            failures,
+            wandb_run,
+            truncated,
+            gpu_in_pod=stage == Stage.RUN,
         )
+
+
+async def _fetch(
+    spec: EvaluationSpec, steps: Steps, timeline: Timeline, workspace: Path, sections: dict[str, Any]
+) -> Summary:
+    """The fetch stage: the data prepared (downloaded, verified, converted) and the weights
+    downloaded into the workspace, on a CPU; the serve stage finds both there."""
+    from nejumi_eval.benchmarks import registry
+    from nejumi_eval.benchmarks.base import RunContext
+
+    ctx = RunContext(spec=spec, progress=steps.enabled and steps.tty, open_judge=lambda *_: None)
+    await steps.enter("prepare")
+    with timeline.phase("prepare"):
+        runs = await asyncio.to_thread(
+            lambda: {name: registry.get(name).plan(section, ctx) for name, section in sections.items()}
+        )
+    plans = " · ".join(f"{n}: {_plan_line(r)}" for n, r in runs.items())
+    steps.say(f"data: {plans} (prepared in {timeline.phases['prepare']:.1f} s)")
+    with timeline.phase("weights"):
+        where = await asyncio.to_thread(fetch_weights, spec)
+        # The served model's cache identity (a local folder's content hash, memoised in the
+        # workspace): computed here once, read by the later stages.
+        await asyncio.to_thread(answer_source, spec, workspace / "cache")
+    steps.say(f"weights: {where} ({timeline.phases['weights']:.1f} s)")
+    return _stage_summary(spec, Stage.FETCH, timeline)
+
+
+def fetch_weights(spec: EvaluationSpec) -> str:
+    """Download a Hub model's weights into the Hugging Face cache (`$HF_HOME`, on the workspace),
+    where the serve stage's server loads them without the network; a local folder is used where
+    it is. Returns where they are, for the log."""
+    m = spec.model
+    if m.source == ModelSource.OPENAI_COMPATIBLE:
+        return "none (an API model)"
+    if m.name.startswith(("/", "./", "../", "~")):
+        return f"the local folder {m.name}"
+    from huggingface_hub import snapshot_download
+
+    return str(snapshot_download(repo_id=m.name, revision=m.revision))
+
+
+def _stage_summary(
+    spec: EvaluationSpec, stage: Stage, timeline: Timeline, usage: Usage | None = None
+) -> Summary:
+    """The summary of a stage that is not the last: what it did and how long, no scores."""
+    runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
+    return Summary(
+        status="completed",
+        model=spec.model.name,
+        stage=stage.value,
+        usage=usage or Usage(),
+        runtime_seconds={**runtime, "total": round(timeline.total, 3)},
+    )
 
 
 def _cut(truncated: int) -> str:
@@ -470,10 +589,12 @@ def _report(
     failures: dict[str, BaseException] | None = None,
     wandb_run: WandbRun | None = None,
     truncated: int = 0,
+    gpu_in_pod: bool = True,
 ) -> Summary:
     """Results folder first (the durable record), then W&B (a view of it).
 
-    `truncated`: answers (model and judges) cut to the answer cap this run, for the summary."""
+    `truncated`: answers (model and judges) cut to the answer cap this run, for the summary.
+    `gpu_in_pod`: this pod served the model (not the judge stage), so it held the GPUs throughout."""
     from nejumi_eval.api.v1alpha1.formula import OVERALL
 
     folder = ResultsFolder(results_dir)
@@ -510,7 +631,7 @@ def _report(
         {OVERALL.name: overall_value, "degraded": degraded, **flags, "truncated_answers": truncated}
     )
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
-    if spec.model.source != ModelSource.OPENAI_COMPATIBLE:
+    if gpu_in_pod and spec.model.source != ModelSource.OPENAI_COMPATIBLE:
         # The pod holds its accelerator for the whole run; only `generate` uses it.
         runtime["gpu_idle"] = round(timeline.total - timeline.phases.get("generate", 0.0), 3)
     failures = failures or {}
@@ -560,16 +681,17 @@ def _write_summary(path: str | None, summary: Summary) -> None:
         Path(path).write_text(summary.to_json(), encoding="utf-8")
 
 
-def run(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
+def run(spec: EvaluationSpec, *, progress: bool = True, stage: Stage = Stage.RUN) -> Summary:
     """Run `evaluate` and always leave a summary at `spec.summaryPath` (failed runs say why)."""
     try:
-        summary = asyncio.run(evaluate(spec, progress=progress))
+        summary = asyncio.run(evaluate(spec, progress=progress, stage=stage))
     except BaseException as exc:
         if spec.summary_path:
             message = str(exc) or type(exc).__name__
+            of_stage = None if stage in (Stage.RUN, Stage.JUDGE) else stage.value
             _write_summary(
                 spec.summary_path,
-                Summary(status="failed", model=spec.model.name, error=message[-1500:]),
+                Summary(status="failed", model=spec.model.name, stage=of_stage, error=message[-1500:]),
             )
         raise
     _write_summary(spec.summary_path, summary)

@@ -160,11 +160,15 @@ async def preflight(
     endpoint: ModelEndpoint,
     judges: list[tuple[str, ClientSettings]],
     store: Any = None,
+    model: bool = True,
 ) -> None:
     """Everything that can be known in seconds; raises the first problem found. `store`: the
-    results destination (`pipeline.ResultsDestination`), checked by writing its `started.json`."""
-    check_backend(spec)
-    check_model_location(spec)
+    results destination (`pipeline.ResultsDestination`), checked by writing its `started.json`.
+    `model=False`: the model under test is not asked anything here (the judge stage reads its
+    answers from the cache), so its server, weights and endpoint are not checked."""
+    if model:
+        check_backend(spec)
+        check_model_location(spec)
     check_wandb(spec.wandb)
     check_judge_keys(judges)
     if store is not None:
@@ -172,7 +176,7 @@ async def preflight(
 
         await asyncio.to_thread(store.check)
     apis: list[Any] = [s for _, s in judges if not (s.source and s.source.base_url == SYNTHETIC_JUDGE_SOURCE)]
-    if not endpoint.served:
+    if model and not endpoint.served:
         from nejumi_eval.endpoints import model_settings
 
         apis.insert(0, model_settings(spec, endpoint.endpoint, None))

@@ -70,6 +70,11 @@ class Summary(_Camel):
 
     status: Literal["completed", "failed"]
     model: str
+    stage: str | None = Field(
+        None,
+        description="The stage this pod ran when it was not the last (fetch, serve: "
+        "`api.v1alpha1.stages`); its summary has no scores. Absent: the evaluation's own summary.",
+    )
     overall: float | None = None
     degraded: bool = False
     capped: bool = Field(

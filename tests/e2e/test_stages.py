@@ -1,0 +1,126 @@
+"""`nejumi-eval run --stage fetch|serve|judge` on one workspace scores exactly as one `run`.
+
+The operator runs a served model's evaluation as three pods (`api.v1alpha1.stages`); this is the
+evaluator's half of that contract, end to end: a stub `vllm serve` (tests/fixtures/served_model.py,
+real HTTP, its own record of when it was ready and what it answered) and a scripted judge. The
+fetch stage starts no server and asks no judge; the serve stage generates every answer and asks no
+judge; the judge stage sends nothing to the model (no server start, no reply) and asks the judge
+everything; the scores equal those of one all-in-one run of the same spec.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nejumi_eval.api.v1alpha1.spec import parse_spec
+from nejumi_eval.api.v1alpha1.stages import Stage
+from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
+from nejumi_eval.pipeline import NOT_SERVED, run
+from nejumi_eval.report.results import read_table
+from tests.bench.gpu_bench import model_folder, stub_vllm
+from tests.fixtures.scripted_judge import ScriptedJudge
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The stub `vllm` first on PATH, fast and roomy; returns the model folder it serves."""
+    bin_dir = stub_vllm(tmp_path / "bin").parent
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("NEJUMI_STUB_CAPACITY", "16")
+    monkeypatch.setenv("NEJUMI_STUB_LATENCY_S", "0.01")
+    return model_folder(tmp_path)
+
+
+def _spec(model: Path, workspace: Path, judge_url: str) -> dict[str, Any]:
+    return {
+        "model": {"name": str(model), "source": "vllm"},
+        "benchmarks": {
+            "jaster": {"testSamples": 1, "devSamples": 0},
+            "mtbench": {
+                "questionsPerCategory": 1,
+                "judge": {"endpoint": judge_url, "model": "gpt-4-0613", "apiKeyEnv": None},
+            },
+        },
+        "wandb": {"enabled": False},
+        "resources": {"gpus": 1},
+        "workspace": {"path": str(workspace)},
+    }
+
+
+def _record(path: Path) -> list[dict[str, float]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_three_stages_score_exactly_as_one_run(
+    tmp_path: Path, served: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions = {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
+    with ScriptedJudge(questions) as judge:
+        one_record = tmp_path / "one.jsonl"
+        monkeypatch.setenv("NEJUMI_STUB_RECORD", str(one_record))
+        one = run(parse_spec(_spec(served, tmp_path / "one", judge.base_url)), progress=False)
+        one_judged = judge.calls
+        replies = len([e for e in _record(one_record) if "reply" in e])
+        assert one.status == "completed" and one.overall is not None and replies == 16 + 8 * 2
+
+        record = tmp_path / "staged.jsonl"
+        monkeypatch.setenv("NEJUMI_STUB_RECORD", str(record))
+        spec = parse_spec(_spec(served, tmp_path / "staged", judge.base_url))
+        before = judge.calls
+        fetched = run(spec, progress=False, stage=Stage.FETCH)
+        assert fetched.stage == "fetch" and fetched.status == "completed" and fetched.overall is None
+        assert not _record(record), "the fetch stage started the model server"
+        assert "weights" in fetched.runtime_seconds and "prepare" in fetched.runtime_seconds
+
+        asked = judge.calls
+        serve = run(spec, progress=False, stage=Stage.SERVE)
+        assert serve.stage == "serve" and serve.status == "completed" and not serve.benchmarks
+        assert judge.calls == asked, "the serve stage asked the judge"
+        served_replies = [e for e in _record(record) if "reply" in e]
+        assert len(served_replies) == replies
+        assert serve.usage.requests_sent == replies and serve.runtime_seconds["serving"] > 0
+
+        final = run(spec, progress=False, stage=Stage.JUDGE)
+        assert _record(record) == _record(record)[: 1 + replies], "the judge stage asked the model"
+        assert len([e for e in _record(record) if "ready" in e]) == 1
+        assert judge.calls - asked == one_judged
+        assert before <= asked  # the fetch stage may check the judge is reachable, never more
+    assert final.stage is None and final.status == "completed"
+    assert final.usage.cache_hits >= replies and final.usage.requests_sent == one_judged
+    assert final.overall == one.overall
+    assert final.benchmarks == one.benchmarks
+    assert "gpu_idle" not in final.runtime_seconds  # the judge stage's pod holds no GPU
+
+
+def test_an_answer_the_serve_stage_did_not_get_is_a_failed_answer(
+    tmp_path: Path, served: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The judge stage never asks the model: a missing answer is counted and scored as the failed
+    request it stands for, never sent to a server that is gone, never a silent score."""
+    monkeypatch.setenv("NEJUMI_STUB_RECORD", str(tmp_path / "record.jsonl"))
+    questions = {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
+    with ScriptedJudge(questions) as judge:
+        doc = _spec(served, tmp_path / "ws", judge.base_url)
+        doc["benchmarks"]["mtbench"]["enabled"] = False
+        spec = parse_spec(doc)
+        run(spec, progress=False, stage=Stage.SERVE)
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "ws" / "cache" / "responses.sqlite") as db:
+            (table,) = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+            (key,) = db.execute(f"select key from {table} limit 1").fetchone()
+            db.execute(f"delete from {table} where key = ?", (key,))
+        final = run(spec, progress=False, stage=Stage.JUDGE)
+    jaster = final.benchmarks["jaster"]
+    assert jaster.failures == 1 and jaster.degraded and final.degraded
+    rows = read_table(Path(final.results_dir) / "jaster_output_table.jsonl")
+    failed = [r for r in rows if r["error"]]
+    assert len(failed) == 1 and failed[0]["error"] == NOT_SERVED and failed[0]["score"] == 0.0
+    assert len([e for e in _record(tmp_path / "record.jsonl") if "ready" in e]) == 1
