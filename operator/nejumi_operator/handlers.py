@@ -1,11 +1,13 @@
 """kopf wiring only: each handler takes the kwargs it uses and calls plain functions.
 
 - create/resume/spec update: create the workspace PVC (unless `workspace.pvcName`; owned by the evaluation
-  unless `workspace.retain`), build the Job (pure), adopt it, create it (409 = already there), write
+  unless `workspace.retain`), build the Job (pure) of the first stage (`api.v1alpha1.stages`: fetch
+  for a served model on GPUs, else the one Job), adopt it, create it (409 = already there), write
   status;
   a spec the CRD admitted but the evaluator cannot run → status InvalidSpec + `kopf.PermanentError`.
   A spec edit is a new generation: the earlier generations' Jobs are deleted and this one's made.
-- Job events (label `nejumi.wandb.ai/evaluation`): status from observations.
+- Job events (label `nejumi.wandb.ai/evaluation`): status from observations; a stage's Job that
+  completed gets its successor first (`controller.advance`, also on every resync round).
 - NejumiLeaderboards: created, resumed or edited → computed (debounced); an evaluation event that
   changes what a board shows (phase, labels, stored results, deletion) → every leaderboard that
   reads its namespace and selects it (now or before) is computed again, debounced
@@ -59,7 +61,8 @@ from nejumi_eval.api.v1alpha1.names import (
     VERSION,
 )
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
-from nejumi_operator.controller import complete_finished_status, sync_status
+from nejumi_eval.api.v1alpha1.stages import stages_for
+from nejumi_operator.controller import complete_finished_status, generation_jobs, sync_status
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import make_api_client
 from nejumi_operator.leaderboards.compute import fingerprint
@@ -71,7 +74,6 @@ from nejumi_operator.reconcile.job import (
     InvalidEvaluation,
     build_job,
     build_workspace_pvc,
-    job_name,
     retain_workspace,
     validate,
 )
@@ -118,7 +120,7 @@ async def configure(
         resync_forever(
             config.resync_seconds,
             unfinished_evaluations,
-            functools.partial(sync_status, memo.api),
+            functools.partial(sync_status, memo.api, config=config),
             logger,
         ),
         name="nejumi resync",
@@ -223,15 +225,15 @@ def ensure_job(
         # under load: the status already says this generation's Job exists (written after it was
         # created), so there is nothing to create. (A resume, after a restart, checks everything.)
         return
-    existing = calls.read_job(memo.api, namespace, job_name(name, generation))
-    if existing is not None and claim(existing, body)[0] is Claim.OURS:
+    if generation_jobs(memo.api, body).current is not None:  # ours (by owner UID): made before
         # Admitted under the policy of its day: a later policy (a `helm upgrade`) applies to new
-        # Jobs only and never rewrites what runs or ran.
+        # evaluations only and never rewrites what runs or ran (nor stops one between stages).
         _note_policy_change(body, memo.config, logger)
-        sync_status(memo.api, namespace, name)
+        sync_status(memo.api, namespace, name, config=memo.config)
         return
     try:
-        job = build_job(body, memo.config)
+        first = stages_for(validate(body.get("spec")), memo.config.staged)[0]
+        job = build_job(body, memo.config, first)
     except InvalidEvaluation as exc:
         sync_status(memo.api, namespace, name, rejected={"spec_error": str(exc)})
         raise kopf.PermanentError(str(exc)) from None
@@ -268,7 +270,7 @@ def ensure_job(
             logger.info("PersistentVolumeClaim %s created", made["metadata"]["name"])
     # the loop ends with the Job: `created` is the Job's
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
-    sync_status(memo.api, namespace, name)
+    sync_status(memo.api, namespace, name, config=memo.config)
 
 
 def _stop_earlier_generations(
@@ -436,7 +438,7 @@ def _evaluation_of(pod_labels: dict[str, str] | None, namespace: str, memo: kopf
 
 def _sync(namespace: str, name: str, memo: kopf.Memo, logger: kopf.Logger) -> None:
     try:
-        sync_status(memo.api, namespace, name)
+        sync_status(memo.api, namespace, name, config=memo.config)
     except calls.Conflict as exc:  # event handlers are not retried; the resync loop catches up
         logger.warning("status not written: %s", exc)
 

@@ -27,6 +27,10 @@ ENV_SERVER_TIMEOUT = "NEJUMI_OPERATOR_SERVER_TIMEOUT"  # seconds; kopf's setting
 # here only: the handlers take it from `OperatorConfig.resync_seconds`.
 ENV_RESYNC = "NEJUMI_OPERATOR_RESYNC_SECONDS"
 ENV_BACKOFF_LIMIT = "NEJUMI_OPERATOR_BACKOFF_LIMIT"
+# "true" (the default): a served model's evaluation runs as three Jobs, fetch (CPU), serve (GPU) and
+# judge (CPU), so GPUs are held only while the model is served (`api.v1alpha1.stages`); "false": one
+# Job does everything (and holds the GPUs throughout). The chart's `evaluator.stages`.
+ENV_STAGES = "NEJUMI_OPERATOR_STAGES"
 # A PVC of prepared data (a cache root: `<pvc>/jaster/prepared/…`) that every evaluator Job mounts
 # read-only and searches before preparing anything itself; empty = none.
 ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
@@ -86,6 +90,7 @@ class OperatorConfig:
     server_timeout_seconds: int = 60
     resync_seconds: float = 30.0
     backoff_limit: int = 2
+    staged: bool = True
     prepared_data_pvc: str = ""
     workspace_size: str = DEFAULT_WORKSPACE_SIZE
     workspace_storage_class: str = ""
@@ -125,6 +130,7 @@ class OperatorConfig:
             server_timeout_seconds=int(_number(env, ENV_SERVER_TIMEOUT, 60)),  # the API wants an integer
             resync_seconds=_positive(env, ENV_RESYNC, 30.0),
             backoff_limit=int(_number(env, ENV_BACKOFF_LIMIT, 2)),
+            staged=_flag(env, ENV_STAGES, True),
             prepared_data_pvc=(env.get(ENV_PREPARED_DATA_PVC) or "").strip(),
             workspace_size=(env.get(ENV_WORKSPACE_SIZE) or "").strip() or DEFAULT_WORKSPACE_SIZE,
             workspace_storage_class=(env.get(ENV_WORKSPACE_STORAGE_CLASS) or "").strip(),
@@ -179,6 +185,15 @@ def _json(env: Mapping[str, str], name: str, kind: type[T]) -> T | None:
     if not isinstance(value, kind):
         raise SettingsError(f"{name}: expected a JSON {kind.__name__}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false"):
+        raise SettingsError(f"{name}: expected true or false, got {value!r}")
+    return value == "true"
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

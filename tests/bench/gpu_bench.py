@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.paths import REPO
+from tests.support.served import model_folder, stub_vllm
 
 NAMESPACE = "gpu-bench"
 NODE = "gpu-bench-node"
@@ -101,30 +102,6 @@ def gpu_held_vs_serving(
 
 def _time(stamp: str) -> float:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-
-
-def model_folder(root: Path) -> Path:
-    """A local "model" the preflight accepts (config.json, a chat template): the stub serves it."""
-    folder = root / "stub-model"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text('{"model_type": "stub"}', encoding="utf-8")
-    (folder / "chat_template.jinja").write_text(
-        "{% for m in messages %}{{ m['content'] }}\n{% endfor %}", encoding="utf-8"
-    )
-    return folder
-
-
-def stub_vllm(bin_dir: Path) -> Path:
-    """`vllm` on the pods' PATH: the stub server, with this checkout importable."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    script = bin_dir / "vllm"
-    script.write_text(
-        f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" '
-        '-m tests.fixtures.served_model "$@"\n',
-        encoding="utf-8",
-    )
-    script.chmod(0o755)
-    return script
 
 
 def spec(model: Path, judge: str, w: Workload) -> dict[str, Any]:

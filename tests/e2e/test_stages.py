@@ -22,8 +22,8 @@ from nejumi_eval.api.v1alpha1.stages import Stage
 from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from nejumi_eval.pipeline import NOT_SERVED, run
 from nejumi_eval.report.results import read_table
-from tests.bench.gpu_bench import model_folder, stub_vllm
 from tests.fixtures.scripted_judge import ScriptedJudge
+from tests.support.served import model_folder, stub_vllm
 
 
 @pytest.fixture

@@ -195,6 +195,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": f'.status.conditions[?(@.type=="{SUCCEEDED}")].status',
         "priority": 1,
     },
+    {"name": "Stage", "type": "string", "jsonPath": ".status.stage", "priority": 1},
     {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]

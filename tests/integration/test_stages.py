@@ -1,0 +1,292 @@
+"""A served model's evaluation in stages (`api.v1alpha1.stages`), on the real control plane and Kueue.
+
+Each evaluation is three Jobs, each its own Kueue Workload: fetch (CPU), serve (GPU), judge (CPU).
+The model is the stub `vllm serve` (tests/fixtures/served_model.py: real HTTP, its own record of
+each reply, one record per model folder) run by the node agent inside the serve stage's pod; the
+judge is a scripted one, slow on purpose so that the judge stage lasts.
+
+- The stages run in order, only the serve stage's pod asks for a GPU, and the GPU quota (one GPU)
+  is free while an evaluation judges: a second evaluation's serve stage is admitted and runs
+  during the first one's judge stage. The status never goes back to Pending between stages and
+  lists each stage with its Job, phase and GPU-seconds.
+- A serve stage preempted by a more urgent evaluation goes back to Queued (Preempted), is
+  readmitted, and resumes from the response cache: the stub counts what was sent again.
+- Deleting an evaluation in its serve stage leaves no Job, pod or Workload of any stage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kopf
+import pytest
+from kopf.testing import KopfRunner
+from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
+
+from nejumi_eval.api.v1alpha1.names import GROUP as NEJUMI
+from nejumi_eval.api.v1alpha1.names import LABEL_STAGE, PLURAL, VERSION
+from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
+from tests.cluster import NodeAgent, wait_until
+from tests.cluster.kueue import API_VERSION, GROUP, Kueue
+from tests.fixtures.scripted_judge import ScriptedJudge
+from tests.integration.test_kueue import Kueues
+from tests.integration.test_status_truth import HANDLERS, Recorder
+from tests.support.kube import create_evaluation as create
+from tests.support.served import model_folder, stub_vllm
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+
+
+@pytest.fixture
+def gpu_queue(kueue: Kueue, k8s_client: ApiClient, namespace: str) -> Iterator[tuple[Kueues, str]]:
+    """One GPU of quota: one serve stage at a time."""
+    objects = Kueues(k8s_client, namespace)
+    try:
+        flavor = objects.flavor()
+        cq = objects.cluster_queue(flavor, gpus=1, preemption={"withinClusterQueue": "LowerPriority"})
+        yield objects, objects.local_queue(cq)
+    finally:
+        objects.delete_all()
+
+
+@pytest.fixture
+def served(operator_env: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
+    """The stub `vllm` on the evaluator pods' PATH, recording each model's replies in a folder."""
+    bin_dir = stub_vllm(tmp_path / "bin").parent
+    records = tmp_path / "records"
+    records.mkdir()
+    env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
+    env |= {
+        "PATH": os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), os.environ["PATH"]]),
+        "NEJUMI_STUB_RECORD": str(records),
+        "NEJUMI_STUB_CAPACITY": "1",
+        "NEJUMI_STUB_LATENCY_S": "0.2",
+    }
+    operator_env.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env))
+    return {"root": tmp_path, "records": records}
+
+
+def replies(served: dict[str, Any], model: str) -> int:
+    path = served["records"] / f"{model}.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return sum(1 for line in lines if "reply" in json.loads(line))
+
+
+def evaluation(folder: Path, queue: str, samples: int, judge: str | None, **extra: Any) -> dict[str, Any]:
+    mtbench: dict[str, Any] = {"enabled": False}
+    if judge:
+        mtbench = {
+            "questionsPerCategory": 1,
+            "judge": {"endpoint": judge, "model": "gpt-4-0613", "concurrency": 2},
+        }
+    return {
+        "model": {"name": str(folder), "source": "vllm"},
+        "benchmarks": {
+            "jaster": {"datasets": ["jamp"], "testSamples": samples, "devSamples": 0},
+            "mtbench": mtbench,
+        },
+        "wandb": {"enabled": False},
+        "resources": {"gpus": 1},
+        "queueName": queue,
+        **extra,
+    }
+
+
+def stage_jobs(k8s_client: ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    jobs = BatchV1Api(k8s_client).list_namespaced_job(
+        namespace, label_selector=f"nejumi.wandb.ai/evaluation={name}"
+    )
+    return {(j.metadata.labels or {}).get(LABEL_STAGE, "run"): j for j in jobs.items}
+
+
+def gpus_asked(job: Any) -> int:
+    (container,) = job.spec.template.spec.containers
+    return int(((container.resources and container.resources.limits) or {}).get("nvidia.com/gpu", 0))
+
+
+def running_since(k8s_client: ApiClient, namespace: str, job: str) -> Any:
+    """When the evaluator container of the Job's (last) pod started."""
+    pods = CoreV1Api(k8s_client).list_namespaced_pod(namespace, label_selector=f"job-name={job}").items
+    started = []
+    for pod in pods:
+        for status in pod.status.container_statuses or []:
+            state = status.state
+            at = (state.running and state.running.started_at) or (
+                state.terminated and state.terminated.started_at
+            )
+            if at:
+                started.append(at)
+    return max(started) if started else None
+
+
+def test_stages_run_in_order_and_the_gpu_quota_is_free_while_judging(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    served: dict[str, Any],
+    gpu_queue: tuple[Kueues, str],
+) -> None:
+    queues, queue = gpu_queue
+    first, second = model_folder(served["root"], "model-a"), model_folder(served["root"], "model-b")
+    questions = {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    with (
+        ScriptedJudge(questions, delay_s=2.5) as judge,
+        Recorder(k8s_client, namespace) as seen,
+        KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
+    ):
+        create(k8s_client, namespace, "first", evaluation(first, queue, samples=4, judge=judge.base_url))
+        running = wait_until(
+            lambda: (
+                seen.latest.get("first")
+                if (seen.latest.get("first") or {}).get("stage") == "serve"
+                and seen.latest["first"].get("phase") == "Running"
+                and seen.latest["first"]["reason"] == "JobRunning"
+                else None
+            ),
+            180,
+            f"the first evaluation's serve stage running (seen {seen.seen.get('first')})",
+        )
+        assert [s["name"] for s in running["stages"]] == ["fetch", "serve"]
+        assert running["stages"][0]["phase"] == "Succeeded" and "the serve stage" in running["message"]
+        create(k8s_client, namespace, "second", evaluation(second, queue, samples=4, judge=judge.base_url))
+        done = seen.wait_for("first", "Succeeded", "EvaluationCompleted", timeout=240)
+        second_done = seen.wait_for("second", "Succeeded", "EvaluationCompleted", timeout=240)
+    assert (operator.exit_code, operator.exception) == (0, None), operator.output
+
+    # In order, each its own Job and Workload; only the serve stage's pod asks for a GPU.
+    jobs = stage_jobs(k8s_client, namespace, "first")
+    assert set(jobs) == {"fetch", "serve", "judge"}
+    assert {stage: gpus_asked(job) for stage, job in jobs.items()} == {"fetch": 0, "serve": 1, "judge": 0}
+    assert jobs["fetch"].status.completion_time <= jobs["serve"].status.start_time
+    assert jobs["serve"].status.completion_time <= jobs["judge"].status.start_time
+    for job in jobs.values():
+        assert queues.workload(job.metadata.name) is not None, job.metadata.name
+    assert done["stage"] == "judge" and [s["name"] for s in done["stages"]] == ["fetch", "serve", "judge"]
+    assert all(s["phase"] == "Succeeded" for s in done["stages"])
+    held = [s.get("gpuSeconds") for s in done["stages"]]
+    assert held[0] is None and held[2] is None and held[1] is not None
+    assert done["runtime"]["gpuSeconds"] == held[1]
+    assert "overall" not in done["scores"] and done["scores"]["benchmarks"]["mtbench"]["avg"] == 5.0
+    # The model answered every question once, in the serve stage; the judge stage asked it nothing.
+    assert replies(served, "model-a") == 4 + 16
+    assert done["usage"]["cacheHits"] >= 4 + 16
+
+    # The GPU quota was free during the first's judge stage: the second's serve stage ran then.
+    others = stage_jobs(k8s_client, namespace, "second")
+    second_serving = running_since(k8s_client, namespace, others["serve"].metadata.name)
+    assert jobs["serve"].status.completion_time <= second_serving < jobs["judge"].status.completion_time, (
+        jobs["serve"].status.completion_time,
+        second_serving,
+        jobs["judge"].status.completion_time,
+    )
+    assert second_done["stages"][1]["name"] == "serve"
+
+    # Never back to Pending once running, across the stages.
+    phases = [phase for phase, _ in seen.seen["first"]]
+    after = phases[phases.index("Running") :]
+    assert "Pending" not in after, seen.seen["first"]
+    assert ("Running", "StageStarting") in seen.seen["first"] or ("Running", "StageCompleted") in seen.seen[
+        "first"
+    ]
+
+
+@pytest.fixture
+def urgent(kueue: Kueue, k8s_client: ApiClient) -> Iterator[str]:
+    custom, name = CustomObjectsApi(k8s_client), f"urgent-{secrets.token_hex(3)}"
+    body = {
+        "apiVersion": f"{GROUP}/{API_VERSION}",
+        "kind": "WorkloadPriorityClass",
+        "metadata": {"name": name},
+    }
+    custom.create_cluster_custom_object(GROUP, API_VERSION, "workloadpriorityclasses", body | {"value": 1000})
+    yield name
+    custom.delete_cluster_custom_object(GROUP, API_VERSION, "workloadpriorityclasses", name)
+
+
+def test_a_preempted_serve_stage_requeues_and_resumes_from_the_cache(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    served: dict[str, Any],
+    operator_env: pytest.MonkeyPatch,
+    gpu_queue: tuple[Kueues, str],
+    urgent: str,
+) -> None:
+    _, queue = gpu_queue
+    operator_env.setenv(
+        "NEJUMI_OPERATOR_POLICY",
+        json.dumps({"workloadPriorityClassNames": [urgent], "keyHosts": ["127.0.0.1"]}),
+    )
+    background, rush = model_folder(served["root"], "background"), model_folder(served["root"], "rush")
+    samples = 40
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    with (
+        Recorder(k8s_client, namespace) as seen,
+        KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
+    ):
+        create(
+            k8s_client, namespace, "background", evaluation(background, queue, samples=samples, judge=None)
+        )
+        wait_until(lambda: replies(served, "background") >= 8, 180, "the background serve stage to answer 8")
+        create(
+            k8s_client,
+            namespace,
+            "urgent",
+            evaluation(rush, queue, samples=2, judge=None, workloadPriorityClassName=urgent),
+        )
+        preempted = seen.wait_for("background", "Queued", "Preempted", timeout=120)
+        assert preempted["stage"] == "serve" and "the serve stage: Kueue evicted Job" in preempted["message"]
+        before = replies(served, "background")
+        seen.wait_for("urgent", "Succeeded", "EvaluationCompleted", timeout=180)
+        done = seen.wait_for("background", "Succeeded", "EvaluationCompleted", timeout=240)
+    assert (operator.exit_code, operator.exception) == (0, None), operator.output
+    assert "Failed" not in [p for p, _ in seen.seen["background"]]
+    # Every question answered once, plus at most the one in service when the pod was stopped
+    # (capacity 1): the readmitted serve stage resumed from the workspace's response cache.
+    assert before < samples and samples <= replies(served, "background") <= samples + 1
+    assert [s["name"] for s in done["stages"]] == ["fetch", "serve", "judge"]
+
+
+def test_deleting_an_evaluation_mid_stage_leaves_nothing(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    served: dict[str, Any],
+    gpu_queue: tuple[Kueues, str],
+) -> None:
+    queues, queue = gpu_queue
+    core, batch, custom = CoreV1Api(k8s_client), BatchV1Api(k8s_client), CustomObjectsApi(k8s_client)
+    folder = model_folder(served["root"], "doomed")
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    with (
+        Recorder(k8s_client, namespace) as seen,
+        KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
+    ):
+        create(k8s_client, namespace, "doomed", evaluation(folder, queue, samples=60, judge=None))
+        wait_until(
+            lambda: replies(served, "doomed") >= 3, 180, f"the serve stage answering (seen {seen.seen})"
+        )
+        names = [j.metadata.name for j in stage_jobs(k8s_client, namespace, "doomed").values()]
+        assert sorted(names) == ["doomed-g1-fetch", "doomed-g1-serve"]
+        custom.delete_namespaced_custom_object(NEJUMI, VERSION, namespace, PLURAL, "doomed")
+
+        def leftovers() -> list[str]:
+            left = [f"Job/{j.metadata.name}" for j in batch.list_namespaced_job(namespace).items]
+            left += [f"Pod/{p.metadata.name}" for p in core.list_namespaced_pod(namespace).items]
+            left += [f"Workload/{n}" for n in names if queues.workload(n)]
+            return left
+
+        wait_until(lambda: not leftovers(), 90, "every stage's Job, pod and Workload to be collected")
+        count = replies(served, "doomed")
+    assert (operator.exit_code, operator.exception) == (0, None), operator.output
+    assert count < 60  # stopped mid-generation, not run to its end
