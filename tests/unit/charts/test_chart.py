@@ -223,6 +223,7 @@ def test_evaluator_values_reach_the_operator_settings(home: Path, tmp_path: Path
             "command": ["python", "-m", "nejumi_eval.cli", "run"],
             "env": {"HF_HUB_OFFLINE": "1"},
             "backoffLimit": 0,
+            "stages": False,
             "queueName": "gpu-queue",
         },
         "operator": {"resyncSeconds": 7.5, "serverTimeoutSeconds": 15, "verbose": True},
@@ -235,6 +236,7 @@ def test_evaluator_values_reach_the_operator_settings(home: Path, tmp_path: Path
     assert config.evaluator_env == {"HF_HUB_OFFLINE": "1"}
     assert config.default_queue_name == "gpu-queue"
     assert (config.backoff_limit, config.resync_seconds, config.server_timeout_seconds) == (0, 7.5, 15)
+    assert config.staged is False
     assert container(docs)["image"] == "ghcr.io/nejumi/operator:dev"
     assert "--verbose" in container(docs)["args"]
 
