@@ -179,7 +179,7 @@ def _download_all(
         download(file, folder)
         verify_file(resolved.uri, file, folder / file.name)
 
-    with ThreadPoolExecutor(max_workers=min(DOWNLOAD_WORKERS, len(resolved.files))) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, min(DOWNLOAD_WORKERS, len(resolved.files)))) as pool:
         futures = [pool.submit(one, f) for f in resolved.files]
         try:
             for future in futures:
