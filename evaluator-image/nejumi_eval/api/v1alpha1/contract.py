@@ -45,6 +45,9 @@ HF_TOKEN_ENV = "HF_TOKEN"
 vLLM read, so the evaluator passes nothing on."""
 HF_HOME_ENV = "HF_HOME"
 """Hugging Face's cache root; the operator puts it on the workspace (weights survive a retry)."""
+WEIGHTS_PVC_MOUNT = "/mnt/nejumi/pvc"
+"""Where a pod mounts the claim of a `pvc://claim/path` model.storageUri: the weights are the folder
+`WEIGHTS_PVC_MOUNT/claim/path` (`nejumi_eval.runtime.weights` resolves it there, copies nothing)."""
 PROGRESS_CONFIGMAP_ENV = "NEJUMI_PROGRESS_CONFIGMAP"
 """The ConfigMap (in the pod's namespace) the evaluator writes its live progress to
 (`api.v1alpha1.progress`); unset outside Kubernetes, and then nothing is written."""
