@@ -41,6 +41,7 @@ from nejumi_eval.errors import EXIT_BUG, classify, unwrap
 from nejumi_eval.report.progress import ProgressPublisher
 from nejumi_eval.report.results import ResultsFolder
 from nejumi_eval.report.wandb_log import WandbRun
+from nejumi_eval.runtime.weights.handoff import Handoff, fetch_for, recorded, uses_cache
 from nejumi_eval.storage.upload import destination
 
 if TYPE_CHECKING:
@@ -173,6 +174,14 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage 
         + ["results store"] * bool(others_checked and store)
     )
     steps.say(f"preflight: ok in {timeline.phases['preflight']:.1f} s ({checked})")
+    handoff = None
+    if stage != Stage.FETCH:
+        with timeline.phase("weights"):
+            handoff = await asyncio.to_thread(_weights, spec, workspace, stage)
+        if handoff is not None and stage != Stage.JUDGE:
+            endpoint.serve_from(Path(handoff.path))
+            if stage == Stage.RUN:
+                steps.say(f"{_weights_line(handoff)} ({timeline.phases['weights']:.1f} s)")
     if stage == Stage.FETCH:
         try:
             return await _fetch(spec, steps, timeline, workspace, sections)
@@ -193,7 +202,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage 
         )
     try:
         summary = await _evaluate(
-            spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run, stage
+            spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run, stage, handoff
         )
     except BaseException as exc:
         if results_dir.exists():  # never a results folder that does not say how its run ended
@@ -268,6 +277,7 @@ async def _evaluate(
     endpoint: ModelEndpoint,
     wandb_run: WandbRun,
     stage: Stage = Stage.RUN,
+    handoff: Handoff | None = None,
 ) -> Summary:
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.benchmarks.base import RunContext
@@ -301,7 +311,8 @@ async def _evaluate(
         def prepare() -> dict[str, Any]:
             return {name: registry.get(name).plan(section, ctx) for name, section in sections.items()}
 
-        source = await asyncio.to_thread(answer_source, spec, workspace / "cache")
+        key = handoff.key if handoff is not None else None  # the weights' content, when cached
+        source = await asyncio.to_thread(answer_source, spec, workspace / "cache", key)
         async with contextlib.AsyncExitStack() as serving:
             serving.push_async_callback(endpoint.stop)
             # A fresh evaluation loads the model (minutes for vLLM) while the data is prepared: a
@@ -438,18 +449,39 @@ async def _fetch(
     plans = " · ".join(f"{n}: {_plan_line(r)}" for n, r in runs.items())
     steps.say(f"data: {plans} (prepared in {timeline.phases['prepare']:.1f} s)")
     with timeline.phase("weights"):
-        where = await asyncio.to_thread(fetch_weights, spec)
-        # The served model's cache identity (a local folder's content hash, memoised in the
-        # workspace): computed here once, read by the later stages.
-        await asyncio.to_thread(answer_source, spec, workspace / "cache")
-    steps.say(f"weights: {where} ({timeline.phases['weights']:.1f} s)")
+        if uses_cache(spec):
+            handoff = await asyncio.to_thread(fetch_for, spec, workspace)
+            line = _weights_line(handoff)
+            await asyncio.to_thread(answer_source, spec, workspace / "cache", handoff.key)
+        else:
+            line = f"weights: {await asyncio.to_thread(fetch_weights, spec)}"
+            # The served model's cache identity (a local folder's content hash, memoised in the
+            # workspace): computed here once, read by the later stages.
+            await asyncio.to_thread(answer_source, spec, workspace / "cache")
+    steps.say(f"{line} ({timeline.phases['weights']:.1f} s)")
     return _stage_summary(spec, Stage.FETCH, timeline)
+
+
+def _weights(spec: EvaluationSpec, workspace: Path, stage: Stage) -> Handoff | None:
+    """The weights this stage serves (or, judging, whose answers it reads): what the fetch stage
+    recorded; a run without stages fetches them itself. None: the server loads `model.name`."""
+    if stage == Stage.RUN:
+        return fetch_for(spec, workspace) if uses_cache(spec) else None
+    return recorded(workspace, need_folder=stage == Stage.SERVE)
+
+
+def _weights_line(handoff: Handoff) -> str:
+    return (
+        f"weights: {handoff.uri} → {handoff.path} ({handoff.bytes_downloaded / 1e6:.1f} MB downloaded, "
+        f"{handoff.bytes_from_cache / 1e6:.1f} MB from the model cache)"
+    )
 
 
 def fetch_weights(spec: EvaluationSpec) -> str:
     """Download a Hub model's weights into the Hugging Face cache (`$HF_HOME`, on the workspace),
     where the serve stage's server loads them without the network; a local folder is used where
-    it is. Returns where they are, for the log."""
+    it is. Returns where they are, for the log. (Weights that go through the model cache:
+    `runtime.weights.handoff.fetch_for`.)"""
     m = spec.model
     if m.source == ModelSource.OPENAI_COMPATIBLE:
         return "none (an API model)"

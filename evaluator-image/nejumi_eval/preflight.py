@@ -56,9 +56,12 @@ def check_backend(spec: EvaluationSpec) -> None:
 
 
 def check_model_location(spec: EvaluationSpec) -> None:
-    """A local folder must exist and hold a model; a Hub id must be reachable or cached."""
+    """A local folder must exist and hold a model; a Hub id must be reachable or cached. Weights
+    that go through the model cache are checked by fetching them (`runtime.weights`)."""
+    from nejumi_eval.runtime.weights.handoff import uses_cache
+
     m = spec.model
-    if m.source == ModelSource.OPENAI_COMPATIBLE:
+    if m.source == ModelSource.OPENAI_COMPATIBLE or uses_cache(spec):
         return
     path = Path(m.name).expanduser()
     if m.name.startswith(_LOCAL_PREFIXES) or path.exists():

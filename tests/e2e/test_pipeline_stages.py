@@ -124,3 +124,47 @@ def test_an_answer_the_serve_stage_did_not_get_is_a_failed_answer(
     failed = [r for r in rows if r["error"]]
     assert len(failed) == 1 and failed[0]["error"] == NOT_SERVED and failed[0]["score"] == 0.0
     assert len([e for e in _record(tmp_path / "record.jsonl") if "ready" in e]) == 1
+
+
+def test_weights_fetched_once_into_the_model_cache_and_served_from_it(
+    tmp_path: Path, served: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Hub model through a shared model cache: the first evaluation's fetch stage downloads it
+    (verified) once, its serve stage serves the cached folder under the model's name without the
+    network; a second evaluation of the same model (another workspace) downloads nothing."""
+    from nejumi_eval.api.v1alpha1.contract import MODEL_CACHE_ENV
+    from nejumi_eval.runtime.weights.handoff import recorded
+    from tests.fixtures.hub_server import HubServer, point_huggingface_hub_at
+    from tests.fixtures.hub_server import model_folder as hub_folder
+
+    size = 512 * 1024
+    with HubServer() as hub:
+        commit = hub.add_repo("org/stub", hub_folder(tmp_path / "repo", weights_bytes=size))
+        point_huggingface_hub_at(hub, monkeypatch, tmp_path / "hf-home")
+        monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "models"))
+        monkeypatch.setenv("NEJUMI_STUB_RECORD", str(tmp_path / "records"))
+        (tmp_path / "records").mkdir()
+        questions = {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
+        summaries = []
+        with ScriptedJudge(questions) as judge:
+            for name in ("first", "second"):
+                doc = _spec(served, tmp_path / name, judge.base_url)
+                doc["model"] = {"name": "org/stub", "source": "vllm"}
+                spec = parse_spec(doc)
+                before = hub.stats()["bytesServed"]
+                run(spec, progress=False, stage=Stage.FETCH)
+                fetched = hub.stats()["bytesServed"] - before
+                handoff = recorded(tmp_path / name)
+                assert handoff is not None and handoff.key == f"hf/org--stub/{commit}"
+                assert Path(handoff.path).is_relative_to(tmp_path / "models")
+                assert fetched >= size if name == "first" else fetched == 0
+                monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as the operator sets it for the serve stage
+                run(spec, progress=False, stage=Stage.SERVE)
+                monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+                summaries.append(run(spec, progress=False, stage=Stage.JUDGE))
+                assert hub.stats()["bytesServed"] - before == fetched  # served from the cache
+    # The stub served the cached folder (`<cache>/<key>/weights`), under the model's own name.
+    (record,) = (tmp_path / "records").iterdir()
+    assert record.name == "weights.jsonl"
+    assert summaries[0].overall == summaries[1].overall and summaries[0].status == "completed"
+    assert summaries[1].usage.requests_sent == summaries[0].usage.requests_sent  # judged afresh

@@ -45,6 +45,12 @@ HF_TOKEN_ENV = "HF_TOKEN"
 vLLM read, so the evaluator passes nothing on."""
 HF_HOME_ENV = "HF_HOME"
 """Hugging Face's cache root; the operator puts it on the workspace (weights survive a retry)."""
+MODEL_CACHE_ENV = "NEJUMI_MODEL_CACHE_DIR"
+"""The shared model cache's mount (the operator's `evaluator.modelCache`): the fetch stage fills it
+(`nejumi_eval.runtime.weights`: once per content, under a lock, verified), the serve stage reads it.
+Unset: a model.storageUri's weights are cached in the workspace."""
+MODEL_CACHE_MOUNT = "/mnt/nejumi/models"
+"""Where the operator mounts the shared model cache (`$NEJUMI_MODEL_CACHE_DIR`)."""
 WEIGHTS_PVC_MOUNT = "/mnt/nejumi/pvc"
 """Where a pod mounts the claim of a `pvc://claim/path` model.storageUri: the weights are the folder
 `WEIGHTS_PVC_MOUNT/claim/path` (`nejumi_eval.runtime.weights` resolves it there, copies nothing)."""
