@@ -73,8 +73,10 @@ from nejumi_operator.reconcile.job import (
     ANNOTATION_GENERATION,
     InvalidEvaluation,
     build_job,
+    build_model_cache_pvc,
     build_workspace_pvc,
     retain_workspace,
+    uses_model_cache,
     validate,
 )
 from nejumi_operator.reconcile.naming import MAX_NAME, label_value
@@ -232,7 +234,8 @@ def ensure_job(
         sync_status(memo.api, namespace, name, config=memo.config)
         return
     try:
-        first = stages_for(validate(body.get("spec")), memo.config.staged)[0]
+        spec = validate(body.get("spec"))
+        first = stages_for(spec, memo.config.staged)[0]
         job = build_job(body, memo.config, first)
     except InvalidEvaluation as exc:
         sync_status(memo.api, namespace, name, rejected={"spec_error": str(exc)})
@@ -253,7 +256,10 @@ def ensure_job(
     progress = build_progress_objects(body)
     for obj in progress:
         kopf.append_owner_reference(obj, owner=body)
-    for obj in [*([pvc] if pvc is not None else []), *progress, job]:
+    # The namespace's shared model cache, made on first need and owned by no evaluation (an
+    # existing one of that name is the platform's own: used as it is).
+    shared = [build_model_cache_pvc(namespace, memo.config)] if uses_model_cache(spec, memo.config) else []
+    for obj in [*shared, *([pvc] if pvc is not None else []), *progress, job]:
         try:
             made, created = calls.create_or_get(memo.api, namespace, obj)
         except ApiException as exc:
@@ -263,10 +269,10 @@ def ensure_job(
             message = _api_message(exc)
             sync_status(memo.api, namespace, name, rejected={"job_rejected": message, "refused": what})
             raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
-        if not created:
+        if not created and obj not in shared:
             unowned = obj["metadata"]["labels"] if obj is pvc and retained else None
             _check_claim({**made, "kind": obj["kind"]}, body, name, namespace, memo, unowned)
-        elif obj is pvc:
+        elif obj is pvc or obj in shared:
             logger.info("PersistentVolumeClaim %s created", made["metadata"]["name"])
     # the loop ends with the Job: `created` is the Job's
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")

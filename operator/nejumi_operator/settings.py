@@ -38,6 +38,14 @@ ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
 # when `workspace.size` is unset, and its StorageClass when `workspace.storageClassName` is unset
 # (empty = none named: the cluster's default StorageClass).
 ENV_WORKSPACE_SIZE = "NEJUMI_OPERATOR_WORKSPACE_SIZE"
+# The shared model cache (the chart's `evaluator.modelCache`): a ReadWriteMany PVC of this name in
+# each evaluation's namespace (made by the operator, unowned and shared, when missing: its size and
+# StorageClass below), filled by fetch stages (once per model content, under a lock) and mounted
+# read-only by serve stages; empty = none: each evaluation keeps the weights in its workspace.
+ENV_MODEL_CACHE_PVC = "NEJUMI_OPERATOR_MODEL_CACHE_PVC"
+ENV_MODEL_CACHE_SIZE = "NEJUMI_OPERATOR_MODEL_CACHE_SIZE"
+ENV_MODEL_CACHE_STORAGE_CLASS = "NEJUMI_OPERATOR_MODEL_CACHE_STORAGE_CLASS"
+DEFAULT_MODEL_CACHE_SIZE = "1Ti"
 ENV_WORKSPACE_STORAGE_CLASS = "NEJUMI_OPERATOR_WORKSPACE_STORAGE_CLASS"
 DEFAULT_WORKSPACE_SIZE = "50Gi"
 # The Kueue LocalQueue of evaluations whose spec names none (`queueName` wins); empty = none: such
@@ -92,6 +100,9 @@ class OperatorConfig:
     backoff_limit: int = 2
     staged: bool = True
     prepared_data_pvc: str = ""
+    model_cache_pvc: str = ""
+    model_cache_size: str = DEFAULT_MODEL_CACHE_SIZE
+    model_cache_storage_class: str = ""
     workspace_size: str = DEFAULT_WORKSPACE_SIZE
     workspace_storage_class: str = ""
     policy: Policy = field(default_factory=Policy)
@@ -132,6 +143,9 @@ class OperatorConfig:
             backoff_limit=int(_number(env, ENV_BACKOFF_LIMIT, 2)),
             staged=_flag(env, ENV_STAGES, True),
             prepared_data_pvc=(env.get(ENV_PREPARED_DATA_PVC) or "").strip(),
+            model_cache_pvc=(env.get(ENV_MODEL_CACHE_PVC) or "").strip(),
+            model_cache_size=(env.get(ENV_MODEL_CACHE_SIZE) or "").strip() or DEFAULT_MODEL_CACHE_SIZE,
+            model_cache_storage_class=(env.get(ENV_MODEL_CACHE_STORAGE_CLASS) or "").strip(),
             workspace_size=(env.get(ENV_WORKSPACE_SIZE) or "").strip() or DEFAULT_WORKSPACE_SIZE,
             workspace_storage_class=(env.get(ENV_WORKSPACE_STORAGE_CLASS) or "").strip(),
             leaderboard_store_uri=_store_uri(env),

@@ -290,3 +290,56 @@ def test_deleting_an_evaluation_mid_stage_leaves_nothing(
         count = replies(served, "doomed")
     assert (operator.exit_code, operator.exception) == (0, None), operator.output
     assert count < 60  # stopped mid-generation, not run to its end
+
+
+def test_two_evaluations_of_one_model_started_together_fill_the_model_cache_once(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    served: dict[str, Any],
+    operator_env: pytest.MonkeyPatch,
+    gpu_queue: tuple[Kueues, str],
+) -> None:
+    """The chart's `evaluator.modelCache`: the namespace's shared cache (a ReadWriteMany PVC the
+    operator makes, owned by no evaluation), filled by the first fetch stage to take its lock while
+    the other waits; both serve stages mount it read-only and serve the same folder."""
+    from tests.fixtures.hub_server import HubServer
+    from tests.fixtures.hub_server import model_folder as hub_folder
+
+    _, queue = gpu_queue
+    size = 4 * 2**20
+    core = CoreV1Api(k8s_client)
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    with HubServer(rate_bytes_per_s=1_000_000) as hub:  # a 4 s download: the second fetch waits on it
+        hub.add_repo("org/shared", hub_folder(served["root"] / "repo", weights_bytes=size))
+        env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
+        env |= {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0"}
+        operator_env.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env))
+        operator_env.setenv("NEJUMI_OPERATOR_MODEL_CACHE_PVC", "nejumi-model-cache")
+        with (
+            Recorder(k8s_client, namespace) as seen,
+            KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
+        ):
+            for name in ("one", "two"):
+                spec = evaluation(served["root"], queue, samples=2, judge=None)
+                spec["model"] = {"name": "org/shared", "source": "vllm"}
+                create(k8s_client, namespace, name, spec)
+            for name in ("one", "two"):
+                seen.wait_for(name, "Succeeded", "EvaluationCompleted", timeout=300)
+        assert (operator.exit_code, operator.exception) == (0, None), operator.output
+        stats = hub.stats()
+    assert stats["served"].get("org/shared/model.safetensors") == 1, stats  # downloaded once
+    assert size <= stats["bytesServed"] < 2 * size, stats
+    cache = core.read_namespaced_persistent_volume_claim("nejumi-model-cache", namespace)
+    assert cache.spec.access_modes == ["ReadWriteMany"] and not cache.metadata.owner_references
+    for name in ("one", "two"):
+        jobs = stage_jobs(k8s_client, namespace, name)
+        mounts = {
+            stage: {m.name: m.read_only for m in job.spec.template.spec.containers[0].volume_mounts}
+            for stage, job in jobs.items()
+        }
+        assert mounts["fetch"]["model-cache"] in (None, False) and mounts["serve"]["model-cache"] is True
+        assert "model-cache" not in mounts["judge"]
+    # both serve stages served the cached folder (`<cache>/<key>/weights`)
+    assert replies(served, "weights") == 2 * 2

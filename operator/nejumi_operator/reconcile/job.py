@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +43,8 @@ from nejumi_eval.api.v1alpha1.contract import (
     HF_TOKEN_ENV,
     JUDGE_API_KEY_ENV,
     MODEL_API_KEY_ENV,
+    MODEL_CACHE_ENV,
+    MODEL_CACHE_MOUNT,
     PREPARED_DIRS_ENV,
     RESULTS_ACCESS_KEY_ID_ENV,
     RESULTS_CA_BUNDLE_ENV,
@@ -50,11 +53,13 @@ from nejumi_eval.api.v1alpha1.contract import (
     RESULTS_SECRET_ACCESS_KEY_ENV,
     SPEC_ENV,
     WANDB_API_KEY_ENV,
+    WEIGHTS_PVC_MOUNT,
     WORKSPACE_MOUNT,
 )
 from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_QUEUE, LABEL_STAGE, LABEL_WORKLOAD_PRIORITY
 from nejumi_eval.api.v1alpha1.results import cluster_key
 from nejumi_eval.api.v1alpha1.spec import (
+    LOCAL_MODEL_PATH,
     ConfigError,
     EvaluationSpec,
     ModelSource,
@@ -78,6 +83,8 @@ CACHE_IN_WORKSPACE = ".cache"  # relative to the working dir, the workspace volu
 IMAGE_PREPARED_DIR = "/opt/nejumi/prepared"
 PREPARED_DATA_VOLUME = "prepared-data"
 PREPARED_DATA_MOUNT = "/mnt/nejumi-prepared"
+MODEL_CACHE_VOLUME = "model-cache"
+WEIGHTS_PVC_VOLUME = "weights-pvc"
 POD_PATHSEP = ":"  # the evaluator's os.pathsep (a Linux container), whatever the operator runs on
 # Set by the builder only: the operator's evaluator env cannot put a literal key (or another spec)
 # in their place, whether or not the spec names a Secret for them.
@@ -216,6 +223,50 @@ def _results_ca_volumes(results: ResultsSpec | None) -> list[dict[str, Any]]:
     return [{"name": RESULTS_CA_VOLUME, "configMap": {"name": ref.name, "items": items}}]
 
 
+def uses_model_cache(spec: EvaluationSpec, config: OperatorConfig, stage: Stage = Stage.RUN) -> bool:
+    """The stage's pod mounts the shared model cache (`config.model_cache_pvc`): a vLLM model with
+    weights to fetch (a Hub id, or `model.storageUri`), in a stage that fetches or serves them."""
+    m = spec.model
+    fetchable = bool(m.storage_uri) or not re.fullmatch(LOCAL_MODEL_PATH, m.name)
+    return (
+        bool(config.model_cache_pvc)
+        and m.source == ModelSource.VLLM
+        and fetchable
+        and stage in (Stage.RUN, Stage.FETCH, Stage.SERVE)
+    )
+
+
+def weights_claim(spec: EvaluationSpec, stage: Stage = Stage.RUN) -> str | None:
+    """The claim of a `pvc://claim/path` model.storageUri, mounted read-only where the weights are
+    read (fetch lists them, serve loads them)."""
+    uri = spec.model.storage_uri or ""
+    if not uri.startswith("pvc://") or stage == Stage.JUDGE:
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
+def build_model_cache_pvc(namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    """The shared model cache of a namespace, made by the operator when missing: ReadWriteMany (fetch
+    pods write it while serve pods on other nodes read it), no owner (it outlives evaluations)."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteMany"],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": config.model_cache_size}},
+    }
+    if config.model_cache_storage_class:
+        spec["storageClassName"] = config.model_cache_storage_class
+    meta = {
+        "name": config.model_cache_pvc,
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/component": "model-cache",
+            "app.kubernetes.io/part-of": "nejumi",
+            "app.kubernetes.io/managed-by": "nejumi-operator",
+        },
+    }
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
 def _env(
     spec: EvaluationSpec, config: OperatorConfig, results_key: str, stage: Stage = Stage.RUN
 ) -> list[dict[str, Any]]:
@@ -230,6 +281,8 @@ def _env(
     }
     if stage == Stage.SERVE:
         extra[HF_OFFLINE_ENV] = "1"
+    if uses_model_cache(spec, config, stage):
+        extra[MODEL_CACHE_ENV] = MODEL_CACHE_MOUNT
     if config.prepared_data_pvc:
         # A container env value replaces the image's ENV, so the baked root is named again first
         # (local disk, fastest) unless the operator's evaluator env already says which roots.
@@ -342,6 +395,31 @@ def _scratch_volumes(spec: EvaluationSpec, stage: Stage) -> list[dict[str, Any]]
     ]
 
 
+def _weights_volumes(spec: EvaluationSpec, config: OperatorConfig, stage: Stage) -> list[dict[str, Any]]:
+    volumes = []
+    if uses_model_cache(spec, config, stage):
+        claim = {"claimName": config.model_cache_pvc, "readOnly": stage == Stage.SERVE}
+        volumes.append({"name": MODEL_CACHE_VOLUME, "persistentVolumeClaim": claim})
+    if (weights := weights_claim(spec, stage)) is not None:
+        volumes.append(
+            {"name": WEIGHTS_PVC_VOLUME, "persistentVolumeClaim": {"claimName": weights, "readOnly": True}}
+        )
+    return volumes
+
+
+def _weights_mounts(spec: EvaluationSpec, config: OperatorConfig, stage: Stage) -> list[dict[str, Any]]:
+    mounts = []
+    if uses_model_cache(spec, config, stage):  # the serve stage reads what a fetch stage filled
+        mounts.append(
+            {"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_MOUNT, "readOnly": stage == Stage.SERVE}
+        )
+    if (weights := weights_claim(spec, stage)) is not None:
+        mounts.append(
+            {"name": WEIGHTS_PVC_VOLUME, "mountPath": f"{WEIGHTS_PVC_MOUNT}/{weights}", "readOnly": True}
+        )
+    return mounts
+
+
 def _volume_mounts(config: OperatorConfig, results: ResultsSpec | None) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [{"name": WORKSPACE_VOLUME, "mountPath": WORKSPACE_MOUNT}]
     if config.prepared_data_pvc:
@@ -415,7 +493,7 @@ def build_job(
         + ([STAGE_FLAG, stage.value] if stage != Stage.RUN else []),
         "env": [*_env(spec, config, results_key, stage), *progress_env(name)],
         "workingDir": WORKSPACE_MOUNT,
-        "volumeMounts": _volume_mounts(config, results),
+        "volumeMounts": [*_volume_mounts(config, results), *_weights_mounts(spec, config, stage)],
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
@@ -437,6 +515,7 @@ def build_job(
             *_prepared_data_volumes(config),
             *_scratch_volumes(spec, stage),
             *_results_ca_volumes(results),
+            *_weights_volumes(spec, config, stage),
         ],
     }
     r = spec.resources

@@ -313,3 +313,49 @@ def test_a_refused_next_stage_fails_the_evaluation() -> None:
     st = reduce_status({}, obs, at=T1)
     assert (st["phase"], st["reason"]) == ("Failed", c.NAME_CONFLICT)
     assert "e-g1-serve" in st["message"]
+
+
+# ---- the shared model cache ---------------------------------------------------------------------
+
+
+def test_the_model_cache_is_mounted_where_weights_are_fetched_and_served() -> None:
+    from nejumi_operator.reconcile.job import build_model_cache_pvc, uses_model_cache
+
+    cached = OperatorConfig(image="x", policy=Policy(enabled=False), model_cache_pvc="models")
+    jobs = {stage: build_job(evaluation(), cached, stage) for stage in STAGED}
+
+    def mounts(job: dict[str, Any]) -> dict[str, Any]:
+        return {m["name"]: m for m in container(job)["volumeMounts"]}
+
+    def env(job: dict[str, Any]) -> dict[str, Any]:
+        return {e["name"]: e.get("value") for e in container(job)["env"]}
+
+    fetch, serve, judge = jobs[Stage.FETCH], jobs[Stage.SERVE], jobs[Stage.JUDGE]
+    assert mounts(fetch)["model-cache"] == {
+        "name": "model-cache",
+        "mountPath": "/mnt/nejumi/models",
+        "readOnly": False,
+    }
+    assert mounts(serve)["model-cache"]["readOnly"] is True
+    assert "model-cache" not in mounts(judge) and "NEJUMI_MODEL_CACHE_DIR" not in env(judge)
+    assert (
+        env(fetch)["NEJUMI_MODEL_CACHE_DIR"] == env(serve)["NEJUMI_MODEL_CACHE_DIR"] == "/mnt/nejumi/models"
+    )
+    volume = next(v for v in pod_spec(serve)["volumes"] if v["name"] == "model-cache")
+    assert volume["persistentVolumeClaim"] == {"claimName": "models", "readOnly": True}
+    # a local folder has nothing to fetch; an API model nothing to serve; no setting, no cache
+    local = parse_spec(dict(SERVED, model={"name": "/models/m", "source": "vllm"}))
+    assert not uses_model_cache(local, cached, Stage.FETCH)
+    assert not uses_model_cache(parse_spec(SERVED), CONFIG, Stage.FETCH)
+    pvc = build_model_cache_pvc("ns", cached)
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"] and "ownerReferences" not in pvc["metadata"]
+    assert pvc["metadata"]["name"] == "models" and pvc["spec"]["resources"]["requests"]["storage"] == "1Ti"
+
+
+def test_a_pvc_storage_uri_is_mounted_read_only_where_the_weights_are_read() -> None:
+    spec = dict(SERVED, model={"name": "my-model", "source": "vllm", "storageUri": "pvc://weights/llama/70b"})
+    jobs = {stage: build_job(evaluation(spec), CONFIG, stage) for stage in STAGED}
+    for stage in (Stage.FETCH, Stage.SERVE):
+        (mount,) = [m for m in container(jobs[stage])["volumeMounts"] if m["name"] == "weights-pvc"]
+        assert mount == {"name": "weights-pvc", "mountPath": "/mnt/nejumi/pvc/weights", "readOnly": True}
+    assert all(m["name"] != "weights-pvc" for m in container(jobs[Stage.JUDGE])["volumeMounts"])
