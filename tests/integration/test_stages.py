@@ -343,3 +343,42 @@ def test_two_evaluations_of_one_model_started_together_fill_the_model_cache_once
         assert "model-cache" not in mounts["judge"]
     # both serve stages served the cached folder (`<cache>/<key>/weights`)
     assert replies(served, "weights") == 2 * 2
+
+
+def test_weights_that_cannot_be_fetched_fail_the_fetch_stage_saying_which_and_why(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    served: dict[str, Any],
+    operator_env: pytest.MonkeyPatch,
+    gpu_queue: tuple[Kueues, str],
+) -> None:
+    """A gated model without a token: the fetch stage fails (no retry can fix it), the status says
+    which model, which source and why, and no serve stage (no GPU) is ever asked for."""
+    from tests.fixtures.hub_server import HubServer
+    from tests.fixtures.hub_server import model_folder as hub_folder
+
+    _, queue = gpu_queue
+    args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
+    with HubServer() as hub:
+        hub.add_repo("org/gated", hub_folder(served["root"] / "gated"), gated_token="hf_secret")
+        env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
+        env |= {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0"}
+        operator_env.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env))
+        operator_env.setenv("NEJUMI_OPERATOR_MODEL_CACHE_PVC", "nejumi-model-cache")
+        with (
+            Recorder(k8s_client, namespace) as seen,
+            KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
+        ):
+            spec = evaluation(served["root"], queue, samples=2, judge=None)
+            spec["model"] = {"name": "org/gated", "source": "vllm"}
+            create(k8s_client, namespace, "gated", spec)
+            failed = seen.wait_for("gated", "Failed", None, timeout=180)
+        assert (operator.exit_code, operator.exception) == (0, None), operator.output
+    assert failed["reason"] == "InvalidSpec" and failed["stage"] == "fetch", failed
+    message = failed["message"]
+    assert message.startswith("the fetch stage: ") and "org/gated" in message, message
+    assert "hfTokenSecretRef" in message and "hf_secret" not in message
+    assert set(stage_jobs(k8s_client, namespace, "gated")) == {"fetch"}
+    assert [(s["name"], s["phase"]) for s in failed["stages"]] == [("fetch", "Failed")]
