@@ -133,6 +133,27 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _cost_line(cost) -> str:
+    """`cost: GPU-s held 240 (0.17 USD) · busy 95.2 · model tokens 1,200 + 300 · judge tokens 9,000 +
+    800 = 0.3180 USD`: prompt + completion; a figure that is unknown (held GPU-seconds outside the
+    cluster, a judge without a price) is left out or named, never shown as 0."""
+    parts = []
+    if cost.gpu_seconds_held is not None:
+        held = f"GPU-s held {cost.gpu_seconds_held:,.0f}"
+        if cost.gpu_cost is not None and cost.currency:
+            held += f" ({cost.gpu_cost:.2f} {cost.currency})"
+        parts.append(held)
+    if cost.gpu_seconds_busy is not None:
+        parts.append(f"GPU-s busy {cost.gpu_seconds_busy:,.1f}")
+    parts.append(f"model tokens {cost.model_prompt_tokens:,} + {cost.model_completion_tokens:,}")
+    judge = f"judge tokens {cost.judge_prompt_tokens:,} + {cost.judge_completion_tokens:,}"
+    if cost.judge_cost is not None:
+        judge += f" = {cost.judge_cost:.4f} {cost.currency or ''}".rstrip()
+    elif cost.unpriced:
+        judge += f" (no price for {', '.join(cost.unpriced)} in $NEJUMI_PRICING)"
+    return "cost: " + " · ".join([*parts, judge])
+
+
 def _human_summary(summary) -> str:
     from nejumi_eval.api.v1alpha1.formula import OVERALL
     from nejumi_eval.benchmarks import registry
@@ -182,6 +203,8 @@ def _human_summary(summary) -> str:
     for name, b in summary.benchmarks.items():
         if b.scores:  # per dataset, also for subset runs whose average is null
             lines.append(_scores_table(registry.get(name).title, b.scores))
+    if summary.cost is not None:
+        lines.append(_cost_line(summary.cost))
     lines.append(f"results: {summary.results_dir}")
     if summary.results is not None:
         stored = summary.results

@@ -10,6 +10,12 @@ In the cluster a served model's evaluation runs as three stages, each its own po
 judges and the store, `serve` serves and generates (no judge is asked), `judge` reads every answer
 back from the response cache (nothing is sent to the model: a missing answer is a failed one) and
 judges, scores and reports. The same code runs each; the stage only says which parts.
+
+What an evaluation cost (`api.v1alpha1.cost`) is the reporting pod's to say, for the whole
+evaluation: the judge stage takes the model's tokens and the serving span from the serve stage's
+record in the workspace (`<workspace>/stages/serve.json`, written when that stage ends), the
+GPU-seconds held from the operator (`$NEJUMI_GPU_SECONDS_HELD`) and the prices from
+`$NEJUMI_PRICING`.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nejumi_eval.api.v1alpha1.contract import GPU_SECONDS_HELD_ENV, PRICING_ENV
+from nejumi_eval.api.v1alpha1.cost import Cost, Pricing, PricingError, parse_pricing
 from nejumi_eval.api.v1alpha1.progress import Step
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
-from nejumi_eval.api.v1alpha1.stages import Stage
+from nejumi_eval.api.v1alpha1.stages import REPORTING_STAGES, Stage
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.benchmarks.base import CountsProgress, DescribesPlan
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
@@ -41,6 +49,7 @@ from nejumi_eval.errors import EXIT_BUG, classify, unwrap
 from nejumi_eval.report.progress import ProgressPublisher
 from nejumi_eval.report.results import ResultsFolder
 from nejumi_eval.report.wandb_log import WandbRun
+from nejumi_eval.runtime.files import atomic_write_text
 from nejumi_eval.runtime.weights.handoff import Handoff, fetch_for, recorded, uses_cache
 from nejumi_eval.storage.upload import destination
 
@@ -139,7 +148,8 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage 
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.preflight import preflight
 
-    reporting = stage in (Stage.RUN, Stage.JUDGE)
+    reporting = stage in REPORTING_STAGES
+    pricing, held = cost_settings(stage) if reporting else (None, None)
     timeline = Timeline()
     workspace = Path(spec.workspace.path).expanduser().resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -202,7 +212,17 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage 
         )
     try:
         summary = await _evaluate(
-            spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run, stage, handoff
+            spec,
+            steps,
+            timeline,
+            workspace,
+            results_dir,
+            sections,
+            endpoint,
+            wandb_run,
+            stage,
+            CostInputs(pricing, held),
+            handoff,
         )
     except BaseException as exc:
         if results_dir.exists():  # never a results folder that does not say how its run ended
@@ -277,6 +297,7 @@ async def _evaluate(
     endpoint: ModelEndpoint,
     wandb_run: WandbRun,
     stage: Stage = Stage.RUN,
+    costs: CostInputs | None = None,
     handoff: Handoff | None = None,
 ) -> Summary:
     from nejumi_eval.benchmarks import registry
@@ -367,7 +388,14 @@ async def _evaluate(
             serving_span = _span([model_stats])
             if serving_span is not None:  # first request sent → last answer: what the GPUs served
                 timeline.phases["serving"] = serving_span
-            return _stage_summary(spec, stage, timeline, usage)
+            cost = Cost(
+                gpu_seconds_busy=_busy(spec, serving_span),
+                model_prompt_tokens=model_stats.prompt_tokens,
+                model_completion_tokens=model_stats.completion_tokens,
+            )
+            summary = _stage_summary(spec, stage, timeline, usage, cost)
+            write_stage_record(workspace, spec, summary)  # the judge stage's cost takes it up
+            return summary
         failures: dict[str, BaseException] = {}
 
         async def finish(name: str, run: Any) -> None:
@@ -397,10 +425,14 @@ async def _evaluate(
             "model": model_stats.as_dict(),
             "judge": _sum_stats(judge_stats) if judges else None,
         }
+        judge_prompt = sum(j.prompt_tokens for j in judge_stats)
+        judge_completion = sum(j.completion_tokens for j in judge_stats)
         usage = Usage(
             prompt_tokens=model_stats.prompt_tokens,
             completion_tokens=model_stats.completion_tokens,
-            judge_tokens=sum(j.prompt_tokens + j.completion_tokens for j in judge_stats),
+            judge_tokens=judge_prompt + judge_completion,
+            judge_prompt_tokens=judge_prompt,
+            judge_completion_tokens=judge_completion,
             requests_sent=model_stats.requests_sent + sum(j.requests_sent for j in judge_stats),
             cache_hits=model_stats.cache_hits + sum(j.cache_hits for j in judge_stats),
         )
@@ -408,6 +440,15 @@ async def _evaluate(
         judge_span = _span(judge_stats)
         if judge_span is not None:  # judging overlaps generation: its own wall time, first to last
             timeline.phases["judge"] = judge_span
+        cost = evaluation_cost(
+            spec,
+            stage,
+            costs or CostInputs(),
+            model_stats,
+            _judge_tokens(judges),
+            served=endpoint.served,
+            serve_record=read_stage_record(workspace, spec, Stage.SERVE) if stage == Stage.JUDGE else None,
+        )
 
     with timeline.phase("score"):
         outputs = {
@@ -429,6 +470,7 @@ async def _evaluate(
             wandb_run,
             truncated,
             gpu_in_pod=stage == Stage.RUN,
+            cost=cost,
         )
 
 
@@ -493,7 +535,11 @@ def fetch_weights(spec: EvaluationSpec) -> str:
 
 
 def _stage_summary(
-    spec: EvaluationSpec, stage: Stage, timeline: Timeline, usage: Usage | None = None
+    spec: EvaluationSpec,
+    stage: Stage,
+    timeline: Timeline,
+    usage: Usage | None = None,
+    cost: Cost | None = None,
 ) -> Summary:
     """The summary of a stage that is not the last: what it did and how long, no scores."""
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
@@ -502,8 +548,139 @@ def _stage_summary(
         model=spec.model.name,
         stage=stage.value,
         usage=usage or Usage(),
+        cost=cost,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},
     )
+
+
+# ---- cost ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    """What prices the evaluation, from the environment: the price table and the GPU-seconds the
+    earlier stages held (the operator's observation; None: not told, e.g. a local run)."""
+
+    pricing: Pricing | None = None
+    gpu_seconds_held: float | None = None
+
+
+def cost_settings(stage: Stage, env: Any = None) -> tuple[Pricing | None, float | None]:
+    """`$NEJUMI_PRICING` and, for the judge stage, `$NEJUMI_GPU_SECONDS_HELD`, checked before
+    anything is served or sent (a bad value is a configuration error, exit 2)."""
+    env = os.environ if env is None else env
+    try:
+        pricing = parse_pricing(env.get(PRICING_ENV), PRICING_ENV)
+    except PricingError as exc:
+        raise ConfigError(str(exc)) from None
+    raw = (env.get(GPU_SECONDS_HELD_ENV) or "").strip()
+    if stage != Stage.JUDGE or not raw:
+        return pricing, None
+    try:
+        held = float(raw)
+    except ValueError:
+        held = -1.0
+    if not held >= 0 or held == float("inf"):
+        raise ConfigError(f"{GPU_SECONDS_HELD_ENV}: expected a number of GPU-seconds ≥ 0, got {raw!r}")
+    return pricing, held
+
+
+STAGE_RECORDS = "stages"
+"""`<workspace>/stages/<stage>.json`: a stage's summary, for the stages after it (the serve
+stage's model tokens and serving span go into the judge stage's cost)."""
+
+
+def write_stage_record(workspace: Path, spec: EvaluationSpec, summary: Summary) -> Path:
+    """Keep a stage's summary in the workspace (atomically: a reader never sees half of it), with the
+    evaluation it belongs to."""
+    path = workspace / STAGE_RECORDS / f"{summary.stage}.json"
+    doc = {
+        "evaluationId": evaluation_id(spec),
+        "summary": summary.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+    return path
+
+
+def read_stage_record(workspace: Path, spec: EvaluationSpec, stage: Stage) -> Summary | None:
+    """The summary `stage` left in the workspace for this evaluation (None: none, or another
+    evaluation's: a record of another spec never prices this one)."""
+    path = workspace / STAGE_RECORDS / f"{stage.value}.json"
+    unknown = f"the {stage.value} stage's figures are unknown in the cost"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        log.warning("%s: no record of the %s stage: %s", path, stage.value, unknown)
+        return None
+    except ValueError as exc:
+        log.warning("%s: unreadable (%s): %s", path, exc, unknown)
+        return None
+    if not isinstance(doc, dict) or doc.get("evaluationId") != evaluation_id(spec):
+        log.warning("%s is another evaluation's: %s", path, unknown)
+        return None
+    try:
+        return Summary.model_validate(doc.get("summary"))
+    except ValueError as exc:
+        log.warning("%s: not a summary (%s): %s", path, exc, unknown)
+        return None
+
+
+def _busy(spec: EvaluationSpec, serving_span: float | None) -> float:
+    """GPU-seconds the model server was busy: first request sent → last answer, × the GPUs the pod
+    asks for (`resources.gpus`); 0 when nothing was sent (a fully cached rerun starts no server)."""
+    return round((serving_span or 0.0) * spec.resources.gpus, 3)
+
+
+def _judge_tokens(judges: list[Any]) -> dict[str, tuple[int, int]]:
+    """(prompt, completion) tokens sent to each judge model, by the name the table prices."""
+    out: dict[str, tuple[int, int]] = {}
+    for judge in judges:
+        prompt, completion = out.get(judge.settings.model, (0, 0))
+        out[judge.settings.model] = (
+            prompt + judge.stats.prompt_tokens,
+            completion + judge.stats.completion_tokens,
+        )
+    return out
+
+
+def evaluation_cost(
+    spec: EvaluationSpec,
+    stage: Stage,
+    inputs: CostInputs,
+    model_stats: Any,
+    judge_tokens: dict[str, tuple[int, int]],
+    *,
+    served: bool,
+    serve_record: Summary | None = None,
+) -> Cost:
+    """The whole evaluation's cost, as the pod that reports it knows it.
+
+    - one pod (`run`): the model's tokens and the serving span are its own; the GPU-seconds it
+      holds are unknown to it (its Job has not ended: the operator adds them), 0 for an API model;
+    - the judge stage: the model's tokens and the serving span are the serve stage's record's (none:
+      unknown busy seconds), the GPU-seconds held the operator's (`inputs.gpu_seconds_held`)."""
+    if stage == Stage.JUDGE:
+        recorded = serve_record.cost if serve_record is not None else None
+        base = recorded or Cost(
+            model_prompt_tokens=model_stats.prompt_tokens,
+            model_completion_tokens=model_stats.completion_tokens,
+        )
+        held = inputs.gpu_seconds_held
+    else:
+        base = Cost(
+            gpu_seconds_busy=_busy(spec, _span([model_stats])) if served else 0.0,
+            model_prompt_tokens=model_stats.prompt_tokens,
+            model_completion_tokens=model_stats.completion_tokens,
+        )
+        held = None if served else 0.0
+    cost = base.model_copy(
+        update={
+            "gpu_seconds_held": held,
+            "judge_prompt_tokens": sum(p for p, _ in judge_tokens.values()),
+            "judge_completion_tokens": sum(c for _, c in judge_tokens.values()),
+        }
+    )
+    return cost.priced(inputs.pricing, judge_tokens)
 
 
 def _cut(truncated: int) -> str:
@@ -622,6 +799,7 @@ def _report(
     wandb_run: WandbRun | None = None,
     truncated: int = 0,
     gpu_in_pod: bool = True,
+    cost: Cost | None = None,
 ) -> Summary:
     """Results folder first (the durable record), then W&B (a view of it).
 
@@ -662,6 +840,8 @@ def _report(
     scalars.update(
         {OVERALL.name: overall_value, "degraded": degraded, **flags, "truncated_answers": truncated}
     )
+    if cost is not None:
+        scalars.update(cost.scalars())
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
     if gpu_in_pod and spec.model.source != ModelSource.OPENAI_COMPATIBLE:
         # The pod holds its accelerator for the whole run; only `generate` uses it.
@@ -680,6 +860,7 @@ def _report(
             "runtime_seconds": runtime,
             "timeline": timeline.events,
             "usage": usage.model_dump(by_alias=True),
+            "cost": cost.model_dump(by_alias=True) if cost is not None else None,
             "client_stats": client_stats,  # HTTP attempts, retries and answers cut, per client
             "truncated_answers": truncated,
         }
@@ -698,6 +879,7 @@ def _report(
         truncated_answers=truncated,
         benchmarks=summaries,
         usage=usage,
+        cost=cost,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},
         results_dir=str(results_dir),
         wandb_run_path=wandb_run.path,

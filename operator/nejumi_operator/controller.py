@@ -126,7 +126,9 @@ def advance(
         return found
     meta = evaluation["metadata"]
     try:
-        job = build_job(evaluation, config, following, check_policy=False)
+        job = build_job(
+            evaluation, config, following, check_policy=False, gpu_seconds_held=found.gpu_seconds_held()
+        )
     except InvalidEvaluation as exc:  # an operator upgrade that reads the spec differently
         raise StageRefused((INVALID_SPEC, str(exc))) from None
     job["metadata"]["ownerReferences"] = [owner_reference(evaluation)]
@@ -187,6 +189,8 @@ def sync_status(
                 except StageRefused as exc:
                     refusal = exc.refusal
             obs = observe(api, evaluation, found)
+            if config is not None:  # the price of the GPU-seconds the operator observes (status.cost)
+                obs = dataclasses.replace(obs, pricing=config.pricing)
             if refusal is not None:
                 obs = dataclasses.replace(obs, stage_refusal=refusal)
             if obs.job is None and (

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from nejumi_eval.api.v1alpha1.cost import Pricing, PricingError, parse_pricing
 from nejumi_eval.api.v1alpha1.spec import S3_URI, ResultsSpec
 from nejumi_operator.policy import Policy
 
@@ -59,6 +60,12 @@ ENV_POLICY = "NEJUMI_OPERATOR_POLICY"
 # "credentialsSecretRef": {"name": "nejumi-results"}}; the chart's `results` values); unset or empty
 # = none: such evaluations keep their results in the workspace only.
 ENV_RESULTS = "NEJUMI_OPERATOR_RESULTS"
+# The price table (JSON, camelCase: nejumi_eval.api.v1alpha1.cost.Pricing, the chart's `pricing`
+# values: {"currency": "USD", "models": {"gpt-4-0613": {"promptPerMillionTokens": 30,
+# "completionPerMillionTokens": 60}}, "gpuHour": 2.5}); passed to the evaluator Jobs that report
+# (`contract.PRICING_ENV`) and used for `status.cost.gpuCost`. Unset or empty: costs in tokens and
+# GPU-seconds only. Configuration, never a secret.
+ENV_PRICING = "NEJUMI_OPERATOR_PRICING"
 # NejumiLeaderboards (the chart's `leaderboard` values): where one without `spec.publish.uri`
 # publishes (`<uri>/leaderboards/<namespace>/<name>/`; empty = nowhere), how long a burst of
 # evaluation changes is waited out (quiet, and at most max delay), and the bounds of one
@@ -114,6 +121,7 @@ class OperatorConfig:
     leaderboard_memory_mib: int = 2048
     leaderboard_cache_dir: str = ""
     leaderboard_cache_mib: int = 2048
+    pricing: Pricing | None = None
     default_results: ResultsSpec | None = None
     """Used as a whole (never merged with a spec's own `results`), so its credentials only ever go to
     the destination the platform admin named with them."""
@@ -135,6 +143,7 @@ class OperatorConfig:
             policy=policy,
             default_queue_name=(env.get(ENV_DEFAULT_QUEUE) or "").strip(),
             default_results=_results(env),
+            pricing=_pricing(env),
             image=env.get(ENV_IMAGE) or DEFAULT_IMAGE,
             command=tuple(command),
             evaluator_env=dict(extra),
@@ -179,6 +188,15 @@ def _results(env: Mapping[str, str]) -> ResultsSpec | None:
             f"{ENV_RESULTS}: uri is required (s3://bucket[/prefix]); unset the variable for none"
         )
     return results
+
+
+def _pricing(env: Mapping[str, str]) -> Pricing | None:
+    """The price table, checked at startup: an operator that would price every evaluation with a
+    broken table does not start."""
+    try:
+        return parse_pricing(env.get(ENV_PRICING), ENV_PRICING)
+    except PricingError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def _store_uri(env: Mapping[str, str]) -> str:

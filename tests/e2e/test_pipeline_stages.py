@@ -5,7 +5,9 @@ evaluator's half of that contract, end to end: a stub `vllm serve` (tests/fixtur
 real HTTP, its own record of when it was ready and what it answered) and a scripted judge. The
 fetch stage starts no server and asks no judge; the serve stage generates every answer and asks no
 judge; the judge stage sends nothing to the model (no server start, no reply) and asks the judge
-everything; the scores equal those of one all-in-one run of the same spec.
+everything; the scores equal those of one all-in-one run of the same spec, and the judge stage's
+cost is the whole evaluation's (the serve stage's model tokens and serving span, from its record in
+the workspace; the GPU-seconds held, from the operator's variable; the judge's tokens priced).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from nejumi_eval.api.v1alpha1.contract import GPU_SECONDS_HELD_ENV, PRICING_ENV
 from nejumi_eval.api.v1alpha1.spec import parse_spec
 from nejumi_eval.api.v1alpha1.stages import Stage
 from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
@@ -58,9 +61,18 @@ def _record(path: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
+PRICES = {
+    "currency": "USD",
+    "models": {"gpt-4-0613": {"promptPerMillionTokens": 30, "completionPerMillionTokens": 60}},
+    "gpuHour": 2.5,
+}
+
+
 def test_three_stages_score_exactly_as_one_run(
     tmp_path: Path, served: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv(PRICING_ENV, json.dumps(PRICES))
+    monkeypatch.setenv(GPU_SECONDS_HELD_ENV, "240")  # what the operator tells the judge stage only
     questions = {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
     with ScriptedJudge(questions) as judge:
         one_record = tmp_path / "one.jsonl"
@@ -86,6 +98,11 @@ def test_three_stages_score_exactly_as_one_run(
         served_replies = [e for e in _record(record) if "reply" in e]
         assert len(served_replies) == replies
         assert serve.usage.requests_sent == replies and serve.runtime_seconds["serving"] > 0
+        assert serve.cost is not None and serve.cost.gpu_seconds_busy == serve.runtime_seconds["serving"]
+        assert serve.cost.model_prompt_tokens == 10 * replies  # the stub's usage: 10 + 1 per reply
+        assert serve.cost.judge_cost is None and serve.cost.gpu_seconds_held is None
+        record_doc = json.loads((tmp_path / "staged" / "stages" / "serve.json").read_text(encoding="utf-8"))
+        assert record_doc["summary"]["cost"] == serve.cost.model_dump(by_alias=True, exclude_none=True)
 
         final = run(spec, progress=False, stage=Stage.JUDGE)
         assert _record(record) == _record(record)[: 1 + replies], "the judge stage asked the model"
@@ -97,6 +114,25 @@ def test_three_stages_score_exactly_as_one_run(
     assert final.overall == one.overall
     assert final.benchmarks == one.benchmarks
     assert "gpu_idle" not in final.runtime_seconds  # the judge stage's pod holds no GPU
+
+    # The cost: the judge stage reports the whole evaluation's, as one run does (plus what only the
+    # operator knows: the GPU-seconds held, which one pod cannot see the end of).
+    assert final.usage.prompt_tokens == 0  # the judge stage's own requests: every answer was cached
+    assert final.cost is not None and one.cost is not None and serve.cost is not None
+    assert final.cost.model_prompt_tokens == one.cost.model_prompt_tokens == 10 * replies
+    assert final.cost.model_completion_tokens == one.cost.model_completion_tokens == replies
+    assert final.cost.gpu_seconds_busy == serve.cost.gpu_seconds_busy
+    assert final.cost.gpu_seconds_held == 240.0 and final.cost.gpu_cost == round(240 / 3600 * 2.5, 6)
+    assert one.cost.gpu_seconds_held is None and one.cost.gpu_cost is None  # the operator's to add
+    assert one.cost.gpu_seconds_busy is not None and one.cost.gpu_seconds_busy > 0
+    judged_prompt, judged_completion = 100 * one_judged, 10 * one_judged  # the scripted judge's usage
+    for cost in (final.cost, one.cost):
+        assert (cost.judge_prompt_tokens, cost.judge_completion_tokens) == (judged_prompt, judged_completion)
+        assert cost.currency == "USD" and cost.unpriced == []
+        assert cost.judge_cost == round((judged_prompt * 30 + judged_completion * 60) / 1e6, 6)
+    assert final.usage.judge_prompt_tokens == judged_prompt and final.usage.judge_tokens == 110 * one_judged
+    run_doc = json.loads((Path(final.results_dir or "") / "run.json").read_text(encoding="utf-8"))
+    assert run_doc["cost"] == final.cost.model_dump(by_alias=True)
 
 
 def test_an_answer_the_serve_stage_did_not_get_is_a_failed_answer(

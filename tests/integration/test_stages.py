@@ -12,6 +12,9 @@ judge is a scripted one, slow on purpose so that the judge stage lasts.
 - A serve stage preempted by a more urgent evaluation goes back to Queued (Preempted), is
   readmitted, and resumes from the response cache: the stub counts what was sent again.
 - Deleting an evaluation in its serve stage leaves no Job, pod or Workload of any stage.
+- The cost in the status is the whole evaluation's: the serve stage's model tokens and serving span
+  (from its record in the workspace), the judge's tokens priced with the operator's table, and the
+  GPU-seconds the serve stage's Job held (passed to the judge stage's Job, and observed).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from nejumi_eval.api.v1alpha1.names import GROUP as NEJUMI
 from nejumi_eval.api.v1alpha1.names import LABEL_STAGE, PLURAL, VERSION
 from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
+from nejumi_operator.settings import ENV_PRICING
 from tests.cluster import NodeAgent, wait_until
 from tests.cluster.kueue import API_VERSION, GROUP, Kueue
 from tests.fixtures.scripted_judge import ScriptedJudge
@@ -132,8 +136,11 @@ def test_stages_run_in_order_and_the_gpu_quota_is_free_while_judging(
     node_agent: NodeAgent,
     served: dict[str, Any],
     gpu_queue: tuple[Kueues, str],
+    operator_env: pytest.MonkeyPatch,
 ) -> None:
     queues, queue = gpu_queue
+    prices = {"models": {"gpt-4-0613": {"promptPerMillionTokens": 30, "completionPerMillionTokens": 60}}}
+    operator_env.setenv(ENV_PRICING, json.dumps(prices | {"gpuHour": 3.6}))
     first, second = model_folder(served["root"], "model-a"), model_folder(served["root"], "model-b")
     questions = {q.question_id: q.turns[0] for q in load_variant("neo", default_mirror()).questions}
     args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
@@ -178,6 +185,26 @@ def test_stages_run_in_order_and_the_gpu_quota_is_free_while_judging(
     # The model answered every question once, in the serve stage; the judge stage asked it nothing.
     assert replies(served, "model-a") == 4 + 16
     assert done["usage"]["cacheHits"] >= 4 + 16
+
+    # What it cost: the serve stage's model tokens and busy span, the judge's tokens at the table's
+    # prices, and the GPU-seconds the serve stage's Job held (told to the judge stage's Job).
+    (judge_container,) = jobs["judge"].spec.template.spec.containers
+    judge_env = {e.name: e.value for e in judge_container.env}
+    assert float(judge_env["NEJUMI_GPU_SECONDS_HELD"]) == held[1] and "NEJUMI_PRICING" in judge_env
+    (serve_container,) = jobs["serve"].spec.template.spec.containers
+    assert {"NEJUMI_PRICING", "NEJUMI_GPU_SECONDS_HELD"}.isdisjoint(e.name for e in serve_container.env)
+    cost = done["cost"]
+    assert cost["gpuSecondsHeld"] == held[1] and 0 < cost["gpuSecondsBusy"] <= held[1]
+    assert (cost["modelPromptTokens"], cost["modelCompletionTokens"]) == (10 * (4 + 16), 4 + 16)  # the stub's
+    prompt, completion = cost["judgePromptTokens"], cost["judgeCompletionTokens"]
+    assert (prompt, completion) == (
+        done["usage"]["judgePromptTokens"],
+        done["usage"]["judgeCompletionTokens"],
+    )
+    assert prompt == 100 * 16 and completion == 10 * 16  # the scripted judge's usage, 16 judgments
+    assert cost["judgeCost"] == round((prompt * 30 + completion * 60) / 1e6, 6)
+    assert cost["gpuCost"] == round(held[1] / 3600 * 3.6, 6) and cost["currency"] == "USD"
+    assert done["costDisplay"].endswith(f"judge {cost['judgeCost']:.2f} USD")
 
     # The GPU quota was free during the first's judge stage: the second's serve stage ran then.
     others = stage_jobs(k8s_client, namespace, "second")

@@ -25,6 +25,10 @@ default, taken whole): the evaluator gets it in its spec, its key under the URI 
 `$NEJUMI_RESULTS_KEY` (namespace/name/generation, so a retried pod rewrites the same objects and a
 new generation never overwrites an older one's), the access key pair as `secretKeyRef`s and the
 CA bundle as a read-only ConfigMap volume.
+
+The stage that reports (`run`, or `judge`) gets the operator's price table (`$NEJUMI_PRICING`), and
+the judge stage the GPU-seconds the serve stage's Job held (`$NEJUMI_GPU_SECONDS_HELD`): its cost
+is the whole evaluation's (`api.v1alpha1.cost`).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from nejumi_eval.api.v1alpha1.contract import (
     CACHE_ENV,
     EXIT_BUG,
     EXIT_CONFIG,
+    GPU_SECONDS_HELD_ENV,
     HF_HOME_ENV,
     HF_TOKEN_ENV,
     JUDGE_API_KEY_ENV,
@@ -46,6 +51,7 @@ from nejumi_eval.api.v1alpha1.contract import (
     MODEL_CACHE_ENV,
     MODEL_CACHE_MOUNT,
     PREPARED_DIRS_ENV,
+    PRICING_ENV,
     RESULTS_ACCESS_KEY_ID_ENV,
     RESULTS_CA_BUNDLE_ENV,
     RESULTS_CA_MOUNT,
@@ -67,7 +73,7 @@ from nejumi_eval.api.v1alpha1.spec import (
     SecretKeyRef,
     parse_spec,
 )
-from nejumi_eval.api.v1alpha1.stages import GPU_STAGES, STAGE_FLAG, Stage
+from nejumi_eval.api.v1alpha1.stages import GPU_STAGES, REPORTING_STAGES, STAGE_FLAG, Stage
 from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
 from nejumi_operator.reconcile.progress import evaluator_account_name, progress_env
 from nejumi_operator.settings import OperatorConfig
@@ -97,6 +103,8 @@ RESERVED_ENV = (
     RESULTS_ACCESS_KEY_ID_ENV,
     RESULTS_SECRET_ACCESS_KEY_ENV,
     RESULTS_KEY_ENV,
+    PRICING_ENV,
+    GPU_SECONDS_HELD_ENV,
 )
 RESULTS_CA_VOLUME = "results-ca"
 # Read-only root filesystem: the writable places (PodSecurity `restricted` allows emptyDir).
@@ -267,8 +275,26 @@ def build_model_cache_pvc(namespace: str, config: OperatorConfig) -> dict[str, A
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
 
+def _cost_env(config: OperatorConfig, stage: Stage, gpu_seconds_held: float | None) -> list[dict[str, Any]]:
+    """What the stage that reports needs to price the evaluation: the price table (configuration,
+    a plain value) and, for the judge stage, the GPU-seconds the serve stage's Job held (the
+    evaluator cannot see a Job's end; `run` holds its own GPUs, and the operator adds those)."""
+    if stage not in REPORTING_STAGES:
+        return []
+    env = []
+    if config.pricing is not None:
+        env.append({"name": PRICING_ENV, "value": config.pricing.model_dump_json(by_alias=True)})
+    if stage == Stage.JUDGE and gpu_seconds_held is not None:
+        env.append({"name": GPU_SECONDS_HELD_ENV, "value": str(round(gpu_seconds_held, 3))})
+    return env
+
+
 def _env(
-    spec: EvaluationSpec, config: OperatorConfig, results_key: str, stage: Stage = Stage.RUN
+    spec: EvaluationSpec,
+    config: OperatorConfig,
+    results_key: str,
+    stage: Stage = Stage.RUN,
+    gpu_seconds_held: float | None = None,
 ) -> list[dict[str, Any]]:
     # Downloaded data and built models live in the workspace too, so a retried pod on the same
     # PVC neither downloads nor parses again (the operator's settings may point elsewhere).
@@ -305,6 +331,7 @@ def _env(
     if spec.model.hf_token_secret_ref:
         env.append(_secret_env(HF_TOKEN_ENV, spec.model.hf_token_secret_ref))
     env.extend(_results_env(results, results_key))
+    env.extend(_cost_env(config, stage, gpu_seconds_held))
     return env
 
 
@@ -463,11 +490,13 @@ def build_job(
     stage: Stage = Stage.RUN,
     *,
     check_policy: bool = True,
+    gpu_seconds_held: float | None = None,
 ) -> dict[str, Any]:
     """The Job of `stage` for the evaluation's current generation. Owner references are added by
     the caller (`kopf.append_owner_reference`). Raises `InvalidEvaluation` for a spec the evaluator
     would reject. `check_policy=False` for a later stage of a generation whose first stage the
-    policy of its day admitted: a `helm upgrade` never stops an evaluation halfway."""
+    policy of its day admitted: a `helm upgrade` never stops an evaluation halfway.
+    `gpu_seconds_held`: for the judge stage, what the stages before it held (its cost reports it)."""
     meta = evaluation["metadata"]
     name, generation = meta["name"], int(meta.get("generation") or 1)
     spec = validate(evaluation.get("spec"), source=f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip())
@@ -491,7 +520,7 @@ def build_job(
         "command": list(config.command),
         "args": ["--spec-env", SPEC_ENV, "--summary", TERMINATION_PATH]
         + ([STAGE_FLAG, stage.value] if stage != Stage.RUN else []),
-        "env": [*_env(spec, config, results_key, stage), *progress_env(name)],
+        "env": [*_env(spec, config, results_key, stage, gpu_seconds_held), *progress_env(name)],
         "workingDir": WORKSPACE_MOUNT,
         "volumeMounts": [*_volume_mounts(config, results), *_weights_mounts(spec, config, stage)],
         "terminationMessagePath": TERMINATION_PATH,

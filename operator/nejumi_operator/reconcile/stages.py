@@ -105,6 +105,12 @@ class StageJobs:
             out.append({k: v for k, v in record.items() if v is not None})
         return out
 
+    def gpu_seconds_held(self) -> float | None:
+        """GPU-seconds held by the stages that ended (the serve stage's Job wall time × its GPUs);
+        None before any GPU stage ended."""
+        held = [r["gpuSeconds"] for r in self.records() if r.get("gpuSeconds") is not None]
+        return round(sum(held), 3) if held else None
+
 
 def stage_jobs(jobs: Iterable[Mapping[str, Any]], uid: str, generation: int) -> StageJobs:
     """The Jobs of `generation` owned by the evaluation with `uid` (a namesake's never count)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
+from nejumi_eval.api.v1alpha1.cost import Pricing
 from nejumi_eval.api.v1alpha1.progress import ProgressReport
 from nejumi_operator.reconcile.job import CONTAINER
 
@@ -85,6 +86,8 @@ class Observation:
     """`status.stages` so far (`reconcile.stages.StageJobs.records`), the current one last."""
     stage_refusal: tuple[str, str] | None = None
     """(reason, message): the next stage's Job could not be made (`controller.advance`): final."""
+    pricing: Pricing | None = None
+    """The operator's price table: the GPU-seconds it observes held are priced with it (`status.cost`)."""
 
 
 def now() -> str:

@@ -5,7 +5,8 @@ evaluator container's last termination with its message = the evaluator's `Summa
 spec it cannot run) becomes the whole `status`: four conditions (set from the first visit on),
 the phase derived from them, the reason and message of the condition that decides the phase, the
 conditions kstatus reads (Ready, Reconciling, Stalled: `conditions.kstatus_conditions`, derived from
-the four), and scores, failures, usage and runtimes from the summary. Every condition and
+the four), and scores, failures, usage, runtimes and cost from the summary (the cost's GPU-seconds
+held are the operator's own observation: the Jobs that held GPUs). Every condition and
 `observedGeneration` name the generation observed. `lastTransitionTime` changes only when a
 condition's status does, so writing the same observation twice is a no-op.
 
@@ -61,6 +62,7 @@ from nejumi_operator.status.observation import (
     terminations,
 )
 from nejumi_operator.status.results import (
+    cost_fields,
     degraded_reason,
     failure_cause,
     failure_message,
@@ -402,6 +404,8 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
         held = [r["gpuSeconds"] for r in obs.stages if r.get("gpuSeconds") is not None]
         if held:  # the serve stage's Job (the one that held GPUs) ended
             fields.setdefault("runtime", {})["gpuSeconds"] = round(sum(held), 3)
+    gpu_seconds = (fields.get("runtime") or {}).get("gpuSeconds")  # the Jobs that held GPUs
+    fields.update(cost_fields(fields.get("cost"), gpu_seconds, obs.pricing))
     return conds, fields
 
 

@@ -3,11 +3,15 @@ its Jobs, the next stage's Job, and the status across stages (`api.v1alpha1.stag
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import pytest
 
 from nejumi_eval.api.v1alpha1 import conditions as c
+from nejumi_eval.api.v1alpha1.contract import GPU_SECONDS_HELD_ENV, PRICING_ENV
+from nejumi_eval.api.v1alpha1.cost import Cost, Pricing
 from nejumi_eval.api.v1alpha1.names import LABEL_QUEUE, LABEL_STAGE
 from nejumi_eval.api.v1alpha1.spec import parse_spec
 from nejumi_eval.api.v1alpha1.stages import SINGLE, STAGED, Stage, stages_for
@@ -16,7 +20,7 @@ from nejumi_operator import controller
 from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile.job import build_job, job_name
 from nejumi_operator.reconcile.stages import StageJobs, stage_jobs
-from nejumi_operator.settings import ENV_STAGES, OperatorConfig, SettingsError
+from nejumi_operator.settings import ENV_PRICING, ENV_STAGES, OperatorConfig, SettingsError
 from nejumi_operator.status import Observation, last_termination, reduce_status
 
 CONFIG = OperatorConfig(image="registry.test/evaluator:1", policy=Policy(enabled=False))
@@ -359,3 +363,141 @@ def test_a_pvc_storage_uri_is_mounted_read_only_where_the_weights_are_read() -> 
         (mount,) = [m for m in container(jobs[stage])["volumeMounts"] if m["name"] == "weights-pvc"]
         assert mount == {"name": "weights-pvc", "mountPath": "/mnt/nejumi/pvc/weights", "readOnly": True}
     assert all(m["name"] != "weights-pvc" for m in container(jobs[Stage.JUDGE])["volumeMounts"])
+
+
+# ---- the cost: the price table to the Job that reports, the GPU-seconds held ----------------------
+
+PRICED = OperatorConfig(
+    image="registry.test/evaluator:1",
+    policy=Policy(enabled=False),
+    pricing=Pricing.model_validate(
+        {
+            "currency": "USD",
+            "models": {"gpt-4-0613": {"promptPerMillionTokens": 30, "completionPerMillionTokens": 60}},
+            "gpuHour": 3.0,
+        }
+    ),
+)
+
+
+def env_of(job: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(job)["env"]}
+
+
+def test_the_operator_reads_its_price_table_at_startup() -> None:
+    assert OperatorConfig.from_env({}).pricing is None
+    config = OperatorConfig.from_env({ENV_PRICING: json.dumps({"models": {}, "gpuHour": 2})})
+    assert config.pricing == Pricing(gpu_hour=2)
+    with pytest.raises(SettingsError, match=f"{ENV_PRICING}: gpuHour: Input should be greater"):
+        OperatorConfig.from_env({ENV_PRICING: '{"gpuHour": -2}'})
+    with pytest.raises(SettingsError, match=f"{ENV_PRICING}: not valid JSON"):
+        OperatorConfig.from_env({ENV_PRICING: "{"})
+
+
+def test_the_price_table_reaches_the_job_that_reports_and_the_held_seconds_the_judge_stage() -> None:
+    table = PRICED.pricing.model_dump_json(by_alias=True) if PRICED.pricing else ""
+    fetch, serve = (build_job(evaluation(), PRICED, s) for s in (Stage.FETCH, Stage.SERVE))
+    for quiet in (fetch, serve):  # they report no cost: they are not told prices
+        assert PRICING_ENV not in env_of(quiet) and GPU_SECONDS_HELD_ENV not in env_of(quiet)
+    judge = build_job(evaluation(), PRICED, Stage.JUDGE, gpu_seconds_held=240.0)
+    assert env_of(judge)[PRICING_ENV] == table and env_of(judge)[GPU_SECONDS_HELD_ENV] == "240.0"
+    assert Pricing.model_validate_json(env_of(judge)[PRICING_ENV]) == PRICED.pricing
+    one = build_job(evaluation(), PRICED)  # one Job: it holds its GPUs itself, the operator adds them
+    assert env_of(one)[PRICING_ENV] == table and GPU_SECONDS_HELD_ENV not in env_of(one)
+    api = build_job(
+        evaluation({"model": {"name": "m", "source": "openai-compatible", "endpoint": "https://x/v1"}}),
+        PRICED,
+    )
+    assert env_of(api)[PRICING_ENV] == table
+    # a plain value (configuration), never a secret; no table, no variable
+    (entry,) = [e for e in container(judge)["env"] if e["name"] == PRICING_ENV]
+    assert set(entry) == {"name", "value"}
+    assert PRICING_ENV not in env_of(build_job(evaluation(), CONFIG, Stage.JUDGE, gpu_seconds_held=1.0))
+    # the operator's evaluator env cannot stand in for them
+    forged = dataclasses.replace(PRICED, evaluator_env={PRICING_ENV: "{}", GPU_SECONDS_HELD_ENV: "0"})
+    judged = build_job(evaluation(), forged, Stage.JUDGE, gpu_seconds_held=240.0)
+    assert env_of(judged)[PRICING_ENV] == table and env_of(judged)[GPU_SECONDS_HELD_ENV] == "240.0"
+    assert [e["name"] for e in container(judged)["env"]].count(PRICING_ENV) == 1
+
+
+def test_the_judge_stage_is_told_what_the_serve_stage_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch, {})
+    served = stage_jobs([job(Stage.FETCH, "Complete"), job(Stage.SERVE, "Complete")], "u-1", 1)
+    assert served.gpu_seconds_held() == 240.0  # 2 minutes × 2 GPUs
+    controller.advance(object(), PRICED, evaluation(), served)  # type: ignore[arg-type]
+    (made,) = calls.created
+    assert made["metadata"]["name"] == "e-g1-judge" and env_of(made)[GPU_SECONDS_HELD_ENV] == "240.0"
+    assert StageJobs().gpu_seconds_held() is None
+    fetched = stage_jobs([job(Stage.FETCH, "Complete")], "u-1", 1)
+    controller.advance(object(), PRICED, evaluation(), fetched)  # type: ignore[arg-type]
+    assert GPU_SECONDS_HELD_ENV not in env_of(calls.created[-1])  # the serve stage: nothing held before
+
+
+def _summary_cost(**kw: Any) -> Cost:
+    base = Cost(
+        gpu_seconds_busy=90.0,
+        model_prompt_tokens=1000,
+        model_completion_tokens=200,
+        judge_prompt_tokens=1_000_000,
+        judge_completion_tokens=100_000,
+    )
+    return base.model_copy(update=kw)
+
+
+def test_the_status_cost_is_the_summarys_with_the_gpu_seconds_the_operator_saw_held() -> None:
+    jobs = [job(s, "Complete") for s in STAGED]
+    cost = _summary_cost(gpu_seconds_held=240.0).priced(PRICED.pricing, {"gpt-4-0613": (1_000_000, 100_000)})
+    summary = Summary(status="completed", model="org/model", overall=0.5, cost=cost)
+    obs = observed(jobs, [exited(jobs[-1], summary.to_json())], pricing=PRICED.pricing)
+    st = reduce_status({}, obs, at=T3)
+    assert st["cost"] == {
+        "gpuSecondsHeld": 240.0,
+        "gpuSecondsBusy": 90.0,
+        "modelPromptTokens": 1000,
+        "modelCompletionTokens": 200,
+        "judgePromptTokens": 1_000_000,
+        "judgeCompletionTokens": 100_000,
+        "currency": "USD",
+        "judgeCost": 36.0,
+        "gpuCost": 0.2,  # 240 GPU-s = 1/15 GPU-h × 3.0
+        "unpriced": [],
+    }
+    assert st["costDisplay"] == "0.07 GPU-h · judge 36.00 USD"
+    assert st["runtime"]["gpuSeconds"] == st["cost"]["gpuSecondsHeld"]
+
+
+def test_one_job_gets_its_held_gpu_seconds_from_the_operator() -> None:
+    done = job(Stage.RUN, "Complete")  # started T0, completed T3: 4 minutes × 2 GPUs
+    cost = _summary_cost().priced(PRICED.pricing, {"gpt-4-0613": (1_000_000, 100_000)})
+    assert cost.gpu_seconds_held is None  # the evaluator cannot see its own Job end
+    summary = Summary(status="completed", model="org/model", overall=0.5, cost=cost)
+    obs = Observation(
+        generation=1,
+        job_name="e-g1",
+        job=done,
+        pods=(exited(done, summary.to_json()),),
+        termination=last_termination([exited(done, summary.to_json())], done),
+        gpus=2,
+        pricing=PRICED.pricing,
+    )
+    st = reduce_status({}, obs, at=T3)
+    assert st["runtime"]["gpuSeconds"] == st["cost"]["gpuSecondsHeld"] == 480.0
+    assert st["cost"]["gpuCost"] == 0.4 and st["cost"]["judgeCost"] == 36.0
+    unpriced = _summary_cost().priced(None, {"gpt-4-0613": (1_000_000, 100_000)})
+    bare = dataclasses.replace(obs, pricing=None)
+    bare = dataclasses.replace(
+        bare,
+        termination=last_termination(
+            [exited(done, Summary(status="completed", model="m", overall=0.5, cost=unpriced).to_json())], done
+        ),
+    )
+    st = reduce_status({}, bare, at=T3)
+    assert st["cost"]["gpuSecondsHeld"] == 480.0
+    assert "judgeCost" not in st["cost"] and "gpuCost" not in st["cost"]  # unknown: absent, never 0
+    assert st["cost"]["unpriced"] == ["gpt-4-0613"] and st["costDisplay"] == "0.13 GPU-h"
+    # an evaluator that reports no cost: none in the status either
+    plain = Summary(status="completed", model="m", overall=0.5).to_json()
+    st = reduce_status(
+        {}, dataclasses.replace(obs, termination=last_termination([exited(done, plain)], done))
+    )
+    assert "cost" not in st and "costDisplay" not in st

@@ -72,3 +72,10 @@ RESULTS_SECRET_ACCESS_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
 """`results.credentialsSecretRef`'s secret access key, mounted by the operator (boto3's name)."""
 RESULTS_CA_BUNDLE_ENV = "AWS_CA_BUNDLE"
 """The PEM CA bundle boto3 verifies the store with: `RESULTS_CA_MOUNT/<key>` with `results.caBundleRef`."""
+PRICING_ENV = "NEJUMI_PRICING"
+"""The price table as JSON (`api.v1alpha1.cost.Pricing`: the chart's `pricing`), set by the operator on
+the Jobs that report (the one `run` Job, the judge stage); a local run reads it too. Configuration,
+never a secret; unset: costs are reported in tokens and GPU-seconds only."""
+GPU_SECONDS_HELD_ENV = "NEJUMI_GPU_SECONDS_HELD"
+"""GPU-seconds the evaluation's earlier stages held (the serve stage's Job wall time × its GPUs, as the
+operator observed it), set on the judge stage's Job: the evaluator cannot see a Job's end itself."""

@@ -40,6 +40,8 @@ STAGED = (Stage.FETCH, Stage.SERVE, Stage.JUDGE)
 SINGLE = (Stage.RUN,)
 GPU_STAGES = frozenset({Stage.RUN, Stage.SERVE})
 """The stages whose pods ask for `resources.gpus` (a `run` pod of an API model asks for none)."""
+REPORTING_STAGES = frozenset({Stage.RUN, Stage.JUDGE})
+"""The stages whose summary is the evaluation's: they score, report, store and price it."""
 
 
 def stages_for(spec: EvaluationSpec, staged: bool = True) -> tuple[Stage, ...]:

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.cost import Cost  # the evaluator's figures + the GPU-seconds held
 from nejumi_eval.api.v1alpha1.formula import OVERALL
 from nejumi_eval.api.v1alpha1.summary import Usage  # the evaluator's counters, reported as they are
 
@@ -188,6 +189,17 @@ class EvaluationStatus(_Status):
         "last stage's) and gpuSeconds (the wall time of the Job that held GPUs × its GPUs).",
     )
     usage: Usage | None = None
+    cost: Cost | None = Field(
+        None,
+        description="What the evaluation spent: the evaluator's tokens, busy GPU-seconds and judge cost, "
+        "with gpuSecondsHeld (and gpuCost) from the operator's own observation: the wall time of the Jobs "
+        "that held GPUs × their GPUs (runtime.gpuSeconds).",
+    )
+    cost_display: str | None = Field(
+        None,
+        description="cost in one line for kubectl get -o wide: GPU-hours held and the judge cost "
+        "(`0.42 GPU-h · judge 1.23 USD`); a part that is unknown is left out.",
+    )
     degraded: bool | None = Field(None, description="Some requests failed: scores are not clean.")
     capped: bool | None = Field(None, description="Sample caps were in effect: a smoke test, not a score.")
     synthetic_judge: bool | None = Field(
