@@ -427,14 +427,27 @@ async def _evaluate(
         }
         judge_prompt = sum(j.prompt_tokens for j in judge_stats)
         judge_completion = sum(j.completion_tokens for j in judge_stats)
+        serve_record = read_stage_record(workspace, spec, Stage.SERVE) if stage == Stage.JUDGE else None
+        # The evaluation's usage: in the judge stage, the model's side is the serve stage's (every
+        # answer here is its answer, read back: not a cache hit of a rerun).
+        model_usage = (
+            serve_record.usage
+            if serve_record is not None
+            else Usage(
+                prompt_tokens=model_stats.prompt_tokens,
+                completion_tokens=model_stats.completion_tokens,
+                requests_sent=model_stats.requests_sent,
+                cache_hits=model_stats.cache_hits,
+            )
+        )
         usage = Usage(
-            prompt_tokens=model_stats.prompt_tokens,
-            completion_tokens=model_stats.completion_tokens,
+            prompt_tokens=model_usage.prompt_tokens,
+            completion_tokens=model_usage.completion_tokens,
             judge_tokens=judge_prompt + judge_completion,
             judge_prompt_tokens=judge_prompt,
             judge_completion_tokens=judge_completion,
-            requests_sent=model_stats.requests_sent + sum(j.requests_sent for j in judge_stats),
-            cache_hits=model_stats.cache_hits + sum(j.cache_hits for j in judge_stats),
+            requests_sent=model_usage.requests_sent + sum(j.requests_sent for j in judge_stats),
+            cache_hits=model_usage.cache_hits + sum(j.cache_hits for j in judge_stats),
         )
         truncated = model_stats.truncated + sum(j.truncated for j in judge_stats)
         judge_span = _span(judge_stats)
@@ -447,7 +460,7 @@ async def _evaluate(
             model_stats,
             _judge_tokens(judges),
             served=endpoint.served,
-            serve_record=read_stage_record(workspace, spec, Stage.SERVE) if stage == Stage.JUDGE else None,
+            serve_record=serve_record,
         )
 
     with timeline.phase("score"):

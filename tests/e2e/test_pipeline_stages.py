@@ -110,14 +110,15 @@ def test_three_stages_score_exactly_as_one_run(
         assert judge.calls - asked == one_judged
         assert before <= asked  # the fetch stage may check the judge is reachable, never more
     assert final.stage is None and final.status == "completed"
-    assert final.usage.cache_hits >= replies and final.usage.requests_sent == one_judged
+    # the evaluation's usage, as one run's: the serve stage's model requests, the judge stage's judgments
+    assert final.usage == one.usage and final.usage.requests_sent == replies + one_judged
     assert final.overall == one.overall
     assert final.benchmarks == one.benchmarks
     assert "gpu_idle" not in final.runtime_seconds  # the judge stage's pod holds no GPU
 
     # The cost: the judge stage reports the whole evaluation's, as one run does (plus what only the
     # operator knows: the GPU-seconds held, which one pod cannot see the end of).
-    assert final.usage.prompt_tokens == 0  # the judge stage's own requests: every answer was cached
+    assert final.usage.prompt_tokens == 10 * replies  # the serve stage's (the judge stage sent none)
     assert final.cost is not None and one.cost is not None and serve.cost is not None
     assert final.cost.model_prompt_tokens == one.cost.model_prompt_tokens == 10 * replies
     assert final.cost.model_completion_tokens == one.cost.model_completion_tokens == replies
