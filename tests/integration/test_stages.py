@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +36,7 @@ from nejumi_eval.api.v1alpha1.names import LABEL_STAGE, PLURAL, VERSION
 from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from nejumi_operator.settings import ENV_PRICING
 from tests.cluster import NodeAgent, wait_until
-from tests.cluster.kueue import API_VERSION, GROUP, Kueue
+from tests.cluster.kueue import Kueue
 from tests.fixtures.openai_stub import StubServer
 from tests.fixtures.scripted_judge import ScriptedJudge
 from tests.integration.test_kueue import Kueues
@@ -75,6 +74,15 @@ def served(operator_env: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     }
     operator_env.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env))
     return {"root": tmp_path, "records": records}
+
+
+def shared_model_cache_from(hub: Any, operator_env: pytest.MonkeyPatch) -> None:
+    """The evaluator pods download from the Hub double (online), into the namespace's shared model
+    cache (the chart's `evaluator.modelCache.pvcName`)."""
+    env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
+    env |= {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0"}
+    operator_env.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env))
+    operator_env.setenv("NEJUMI_OPERATOR_MODEL_CACHE_PVC", "nejumi-model-cache")
 
 
 def replies(served: dict[str, Any], model: str) -> int:
@@ -226,19 +234,6 @@ def test_stages_run_in_order_and_the_gpu_quota_is_free_while_judging(
     assert "Pending" not in after, seen.seen["first"]
 
 
-@pytest.fixture
-def urgent(kueue: Kueue, k8s_client: ApiClient) -> Iterator[str]:
-    custom, name = CustomObjectsApi(k8s_client), f"urgent-{secrets.token_hex(3)}"
-    body = {
-        "apiVersion": f"{GROUP}/{API_VERSION}",
-        "kind": "WorkloadPriorityClass",
-        "metadata": {"name": name},
-    }
-    custom.create_cluster_custom_object(GROUP, API_VERSION, "workloadpriorityclasses", body | {"value": 1000})
-    yield name
-    custom.delete_cluster_custom_object(GROUP, API_VERSION, "workloadpriorityclasses", name)
-
-
 def test_a_preempted_serve_stage_requeues_and_resumes_from_the_cache(
     crd: None,
     k8s_client: ApiClient,
@@ -341,10 +336,7 @@ def test_two_evaluations_of_one_model_started_together_fill_the_model_cache_once
     args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
     with HubServer(rate_bytes_per_s=1_000_000) as hub:  # a 4 s download: the second fetch waits on it
         hub.add_repo("org/shared", hub_folder(served["root"] / "repo", weights_bytes=size))
-        env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
-        env |= {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0"}
-        operator_env.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env))
-        operator_env.setenv("NEJUMI_OPERATOR_MODEL_CACHE_PVC", "nejumi-model-cache")
+        shared_model_cache_from(hub, operator_env)
         with (
             Recorder(k8s_client, namespace) as seen,
             KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
@@ -391,10 +383,7 @@ def test_weights_that_cannot_be_fetched_fail_the_fetch_stage_saying_which_and_wh
     args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
     with HubServer() as hub:
         hub.add_repo("org/gated", hub_folder(served["root"] / "gated"), gated_token="hf_secret")
-        env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
-        env |= {"HF_ENDPOINT": hub.endpoint, "HF_HUB_OFFLINE": "0"}
-        operator_env.setenv("NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env))
-        operator_env.setenv("NEJUMI_OPERATOR_MODEL_CACHE_PVC", "nejumi-model-cache")
+        shared_model_cache_from(hub, operator_env)
         with (
             Recorder(k8s_client, namespace) as seen,
             KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as operator,
