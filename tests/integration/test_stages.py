@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -335,7 +336,9 @@ def test_two_evaluations_of_one_model_started_together_fill_the_model_cache_once
     core = CoreV1Api(k8s_client)
     args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
     with HubServer(rate_bytes_per_s=1_000_000) as hub:  # a 4 s download: the second fetch waits on it
-        hub.add_repo("org/shared", hub_folder(served["root"] / "repo", weights_bytes=size))
+        # content of its own: a new commit, so no cache entry of an earlier run can answer for it
+        weights = hub_folder(served["root"] / "repo", weights_bytes=size, seed=secrets.randbits(32))
+        hub.add_repo("org/shared", weights)
         shared_model_cache_from(hub, operator_env)
         with (
             Recorder(k8s_client, namespace) as seen,
