@@ -35,7 +35,7 @@ from nejumi_eval.api.v1alpha1.conditions import (
     kstatus_conditions,
 )
 from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_EVALUATION, LABEL_QUEUE
-from nejumi_eval.api.v1alpha1.stages import STAGED, Stage
+from nejumi_eval.api.v1alpha1.stages import Stage, after
 from nejumi_operator.kube import calls
 from nejumi_operator.reconcile.job import CONTAINER, InvalidEvaluation, build_job, job_name
 from nejumi_operator.reconcile.naming import label_value
@@ -91,12 +91,12 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any], found: StageJobs | No
     if any(_evaluator_running(pod) for pod in pods):
         configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
         report = parse_report(configmap) if owned_by(configmap, uid) else None
-    following = STAGED[STAGED.index(stage) + 1].value if stage in STAGED[:-1] else None
+    following = after(stage)
     return Observation(
         generation=generation,
         job_name=name,
         stage=stage.value if found.staged else None,
-        next_stage=following,
+        next_stage=following.value if following is not None else None,
         stages=tuple(found.records()),
         job=job,
         termination=last_termination(pods, job),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.names import LABEL_STAGE
-from nejumi_eval.api.v1alpha1.stages import STAGED, Stage
+from nejumi_eval.api.v1alpha1.stages import STAGED, Stage, after
 from nejumi_operator.reconcile.job import ANNOTATION_GENERATION, CONTAINER, GPU_RESOURCE
 from nejumi_operator.reconcile.ownership import owned_by
 from nejumi_operator.status.observation import job_condition, parse_time
@@ -74,11 +74,9 @@ class StageJobs:
     def next_stage(self) -> Stage | None:
         """The stage whose Job is to be made now: the one after a Complete fetch or serve Job."""
         current = self.current
-        if current is None or current[0] in (Stage.RUN, Stage.JUDGE):
+        if current is None or not job_condition(current[1], "Complete"):
             return None
-        if not job_condition(current[1], "Complete"):
-            return None
-        return STAGED[STAGED.index(current[0]) + 1]
+        return after(current[0])
 
     def records(self) -> list[dict[str, Any]]:
         """`status.stages` as far as the Jobs tell (the caller sets the current one's phase)."""

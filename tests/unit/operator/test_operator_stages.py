@@ -14,7 +14,7 @@ from nejumi_eval.api.v1alpha1.contract import GPU_SECONDS_HELD_ENV, PRICING_ENV
 from nejumi_eval.api.v1alpha1.cost import Cost, Pricing
 from nejumi_eval.api.v1alpha1.names import LABEL_QUEUE, LABEL_STAGE
 from nejumi_eval.api.v1alpha1.spec import parse_spec
-from nejumi_eval.api.v1alpha1.stages import SINGLE, STAGED, Stage, stages_for
+from nejumi_eval.api.v1alpha1.stages import SINGLE, STAGED, Stage, after, stages_for
 from nejumi_eval.api.v1alpha1.summary import Summary
 from nejumi_operator import controller
 from nejumi_operator.policy import Policy
@@ -241,7 +241,7 @@ def observed(jobs: list[dict[str, Any]], pods: list[dict[str, Any]] | None = Non
     found = stage_jobs(jobs, "u-1", 1)
     assert found.current is not None
     stage, current = found.current
-    following = STAGED[STAGED.index(stage) + 1].value if stage in STAGED[:-1] else None
+    following = after(stage).value if after(stage) is not None else None
     pods = pods or []
     return Observation(
         generation=1,

@@ -44,6 +44,13 @@ REPORTING_STAGES = frozenset({Stage.RUN, Stage.JUDGE})
 """The stages whose summary is the evaluation's: they score, report, store and price it."""
 
 
+def after(stage: Stage) -> Stage | None:
+    """The stage that follows `stage` (None: it is the last, its summary is the evaluation's)."""
+    if stage not in STAGED[:-1]:
+        return None
+    return STAGED[STAGED.index(stage) + 1]
+
+
 def stages_for(spec: EvaluationSpec, staged: bool = True) -> tuple[Stage, ...]:
     """The stages of `spec`, in order: a served model on GPUs gets fetch, serve and judge when
     `staged` (the operator's setting); anything else runs in one pod."""
