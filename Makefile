@@ -23,7 +23,7 @@ demo: setup-demo
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
 ## flux_bench runs the real Flux on the test control plane (push → Job, done → Kustomization Ready);
 ## leaderboard_resource_bench the real operator keeping a NejumiLeaderboard current (170 evaluations);
-## gpu_bench GPU-held vs serving seconds of one evaluation of a served stub (issue 21's baseline).
+## gpu_bench GPU-held vs serving seconds of a served stub: one pod vs the stages vs the same model again.
 bench: setup browser versitygw-bin k8s-bin flux-bin
 	$(BIN)/python -m tests.bench.run_bench
 	$(BIN)/python -m tests.bench.leaderboard_bench

@@ -14,6 +14,7 @@ import os
 import sys
 
 from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED
+from nejumi_eval.api.v1alpha1.stages import STAGE_FLAG, Stage
 from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify, unwrap
 from nejumi_eval.report.text import print_json
 
@@ -48,7 +49,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.results_uri:  # the endpoint, region and keys: the standard AWS variables
         spec.results.uri = args.results_uri
     spec = _apply_command_line(spec, args, changed=model_given or bool(args.results_uri))
-    summary = run(spec, progress=not args.quiet)
+    summary = run(spec, progress=not args.quiet, stage=Stage(args.stage))
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
 
@@ -132,10 +133,36 @@ def _score(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def _cost_line(cost) -> str:
+    """`cost: GPU-s held 240 (0.17 USD) · busy 95.2 · model tokens 1,200 + 300 · judge tokens 9,000 +
+    800 = 0.3180 USD`: prompt + completion; a figure that is unknown (held GPU-seconds outside the
+    cluster, a judge without a price) is left out or named, never shown as 0."""
+    parts = []
+    if cost.gpu_seconds_held is not None:
+        held = f"GPU-s held {cost.gpu_seconds_held:,.0f}"
+        if cost.gpu_cost is not None and cost.currency:
+            held += f" ({cost.gpu_cost:.2f} {cost.currency})"
+        parts.append(held)
+    if cost.gpu_seconds_busy is not None:
+        parts.append(f"GPU-s busy {cost.gpu_seconds_busy:,.1f}")
+    parts.append(f"model tokens {cost.model_prompt_tokens:,} + {cost.model_completion_tokens:,}")
+    judge = f"judge tokens {cost.judge_prompt_tokens:,} + {cost.judge_completion_tokens:,}"
+    if cost.judge_cost is not None:
+        judge += f" = {cost.judge_cost:.4f} {cost.currency or ''}".rstrip()
+    elif cost.unpriced:
+        judge += f" (no price for {', '.join(cost.unpriced)} in $NEJUMI_PRICING)"
+    return "cost: " + " · ".join([*parts, judge])
+
+
 def _human_summary(summary) -> str:
     from nejumi_eval.api.v1alpha1.formula import OVERALL
     from nejumi_eval.benchmarks import registry
 
+    if summary.stage:  # a stage before the last: no scores yet
+        took = summary.runtime_seconds.get("total")
+        return f"model: {summary.model}\nstage {summary.stage}: {summary.status}" + (
+            f" in {took:.1f} s" if took is not None else ""
+        )
     lines = [f"model: {summary.model}"]
     for name, b in summary.benchmarks.items():
         title = registry.get(name).title
@@ -176,6 +203,8 @@ def _human_summary(summary) -> str:
     for name, b in summary.benchmarks.items():
         if b.scores:  # per dataset, also for subset runs whose average is null
             lines.append(_scores_table(registry.get(name).title, b.scores))
+    if summary.cost is not None:
+        lines.append(_cost_line(summary.cost))
     lines.append(f"results: {summary.results_dir}")
     if summary.results is not None:
         stored = summary.results
@@ -284,6 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="smoke test: at most N samples (questions per category) per dataset; results are marked capped",
     )
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument(
+        STAGE_FLAG,
+        choices=[s.value for s in Stage],
+        default=Stage.RUN.value,
+        help="run one stage on a shared workspace (the operator's pods): fetch (data, weights, checks), "
+        "serve (serve and generate only), judge (answers from the cache; judge, score, report); "
+        "default run: everything",
+    )
     run.set_defaults(func=cmd_run)
 
     from nejumi_eval.benchmarks import registry

@@ -59,9 +59,12 @@ def request_concurrency(spec: EvaluationSpec) -> int:
     return TRANSFORMERS_CONCURRENCY if source == ModelSource.TRANSFORMERS else API_CONCURRENCY
 
 
-def answer_source(spec: EvaluationSpec, cache_dir: Path) -> AnswerSource | None:
+def answer_source(spec: EvaluationSpec, cache_dir: Path, content: str | None = None) -> AnswerSource | None:
     """The cache identity of the model under test: None for an API (the client keys on its base
-    URL + model), else the served model by backend and content (see `runtime.serve.identity`)."""
+    URL + model), else the served model by backend and content (see `runtime.serve.identity`).
+    `content`: the weights' cache key when they came through the model cache (a commit, an object
+    listing's digest): it stands for the revision, so other weights at the same URI or name never
+    share answers."""
     m = spec.model
     if m.source == ModelSource.OPENAI_COMPATIBLE:
         return None
@@ -70,7 +73,7 @@ def answer_source(spec: EvaluationSpec, cache_dir: Path) -> AnswerSource | None:
     return served_source(
         backend=m.source.value,
         model=m.name,
-        revision=m.revision,
+        revision=content or m.revision,
         dtype=m.vllm.dtype,
         extra_args=m.vllm.extra_args,
         chat_template=Path(m.chat_template) if m.chat_template else None,
@@ -123,10 +126,23 @@ class ModelEndpoint:
             extra_args=extra,
             port=0,
         )
+        self._settings, self._log_dir = settings, log_dir
         try:
             self.server = ModelServer.from_settings(settings, log_dir=log_dir)
         except ValueError as exc:  # a setting this backend cannot honour (e.g. transformers + chatTemplate)
             raise ConfigError(f"model: {exc}") from None
+        self.endpoint = Endpoint(self.server.base_url, self.server.model_name, "EMPTY")
+
+    def serve_from(self, folder: Path) -> None:
+        """Serve the weights in `folder` (the model cache's copy) under the model's own name, so
+        requests, and the response cache's keys, are those of `model.name`. vLLM only."""
+        from nejumi_eval.runtime.serve.process import ModelServer
+
+        name = self.server.model_name
+        update = {"model": str(folder), "served_model_name": name, "revision": None}
+        self.server = ModelServer.from_settings(
+            self._settings.model_copy(update=update), log_dir=self._log_dir
+        )
         self.endpoint = Endpoint(self.server.base_url, self.server.model_name, "EMPTY")
 
     @property

@@ -4,6 +4,18 @@ The order matters for cost: every request to the model under test is sent while 
 and the server (the GPU) is released before anything that does not need it (judging, reporting).
 Every request goes through one cached client, so a killed run restarted with the same spec sends
 only what it had not finished.
+
+In the cluster a served model's evaluation runs as three stages, each its own pod
+(`api.v1alpha1.stages`, `--stage`): `fetch` prepares the data and the weights and checks the
+judges and the store, `serve` serves and generates (no judge is asked), `judge` reads every answer
+back from the response cache (nothing is sent to the model: a missing answer is a failed one) and
+judges, scores and reports. The same code runs each; the stage only says which parts.
+
+What an evaluation cost (`api.v1alpha1.cost`) is the reporting pod's to say, for the whole
+evaluation: the judge stage takes the model's tokens and the serving span from the serve stage's
+record in the workspace (`<workspace>/stages/serve.json`, written when that stage ends), the
+GPU-seconds held from the operator (`$NEJUMI_GPU_SECONDS_HELD`) and the prices from
+`$NEJUMI_PRICING`.
 """
 
 from __future__ import annotations
@@ -25,8 +37,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nejumi_eval.api.v1alpha1.contract import GPU_SECONDS_HELD_ENV, PRICING_ENV
+from nejumi_eval.api.v1alpha1.cost import Cost, Pricing, PricingError, parse_pricing
 from nejumi_eval.api.v1alpha1.progress import Step
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
+from nejumi_eval.api.v1alpha1.stages import REPORTING_STAGES, Stage
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.benchmarks.base import CountsProgress, DescribesPlan
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
@@ -34,6 +49,8 @@ from nejumi_eval.errors import EXIT_BUG, classify, unwrap
 from nejumi_eval.report.progress import ProgressPublisher
 from nejumi_eval.report.results import ResultsFolder
 from nejumi_eval.report.wandb_log import WandbRun
+from nejumi_eval.runtime.files import atomic_write_text
+from nejumi_eval.runtime.weights.handoff import Handoff, fetch_for, recorded, uses_cache
 from nejumi_eval.storage.upload import destination
 
 if TYPE_CHECKING:
@@ -116,13 +133,23 @@ def check_chat_template(spec: EvaluationSpec) -> None:
 # ---- the run -------------------------------------------------------------------------------
 
 
-async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
-    """One evaluation, end to end. Raises on configuration or infrastructure failure found before
-    anything was scored; a failure after that (a judge lost mid-run) is a `failed` summary that
-    keeps every benchmark that was scored."""
+NOT_SERVED = (
+    "no answer in the response cache: the serve stage did not get one (its log says why); the judge "
+    "stage sends nothing to the model"
+)
+"""The failure a judge-stage cache miss stands for (`InferenceClient(offline=…)`)."""
+
+
+async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage = Stage.RUN) -> Summary:
+    """One evaluation, end to end (or the part `stage` names). Raises on configuration or
+    infrastructure failure found before anything was scored; a failure after that (a judge lost
+    mid-run) is a `failed` summary that keeps every benchmark that was scored. A fetch or serve
+    stage returns a summary without scores (`Summary.stage`)."""
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.preflight import preflight
 
+    reporting = stage in REPORTING_STAGES
+    pricing, held = cost_settings(stage) if reporting else (None, None)
     timeline = Timeline()
     workspace = Path(spec.workspace.path).expanduser().resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -139,12 +166,39 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         for name, judge in spec.benchmarks.judges().items()
     ]
     store = destination(spec, _slug(spec.model.name), stamp, evaluator=_versions().get("nejumi"))
+    # The serve stage checks only what it uses (its model); the others check what comes after them
+    # too, so a wrong judge key or store fails the fetch stage, before any GPU is asked for.
+    model_checked = stage != Stage.JUDGE
+    others_checked = stage != Stage.SERVE
     with timeline.phase("preflight"):
-        await preflight(spec, endpoint, judges_to_check, store)
-    checked = "model, judges, W&B" + (", results store" if store else "")
+        await preflight(
+            spec,
+            endpoint,
+            judges_to_check if others_checked else [],
+            store if others_checked else None,
+            model=model_checked,
+        )
+    checked = ", ".join(
+        ["model"] * model_checked
+        + ["judges, W&B"] * others_checked
+        + ["results store"] * bool(others_checked and store)
+    )
     steps.say(f"preflight: ok in {timeline.phases['preflight']:.1f} s ({checked})")
+    handoff = None
+    if stage != Stage.FETCH:
+        with timeline.phase("weights"):
+            handoff = await asyncio.to_thread(_weights, spec, workspace, stage)
+        if handoff is not None and stage != Stage.JUDGE:
+            endpoint.serve_from(Path(handoff.path))
+            if stage == Stage.RUN:
+                steps.say(f"{_weights_line(handoff)} ({timeline.phases['weights']:.1f} s)")
+    if stage == Stage.FETCH:
+        try:
+            return await _fetch(spec, steps, timeline, workspace, sections)
+        finally:
+            await steps.close()
     wandb_run = WandbRun()
-    if spec.wandb.enabled:  # opened now: the W&B run's start, end and runtime are the evaluation's
+    if spec.wandb.enabled and reporting:  # opened now: the W&B run's start, end, runtime are the evaluation's
         results_dir.mkdir(parents=True, exist_ok=True)
         smoke = smoke_test_flags(spec)
         wandb_run = WandbRun.open(
@@ -158,7 +212,17 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         )
     try:
         summary = await _evaluate(
-            spec, steps, timeline, workspace, results_dir, sections, endpoint, wandb_run
+            spec,
+            steps,
+            timeline,
+            workspace,
+            results_dir,
+            sections,
+            endpoint,
+            wandb_run,
+            stage,
+            CostInputs(pricing, held),
+            handoff,
         )
     except BaseException as exc:
         if results_dir.exists():  # never a results folder that does not say how its run ended
@@ -171,7 +235,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
         await steps.close()
         raise
     try:
-        if store is not None:
+        if store is not None and reporting:
             with timeline.phase("store"):
                 summary.results = await asyncio.to_thread(store.upload, results_dir, summary)
             steps.say(_stored_line(summary, results_dir, timeline.phases["store"]))
@@ -232,18 +296,25 @@ async def _evaluate(
     sections: dict[str, Any],
     endpoint: ModelEndpoint,
     wandb_run: WandbRun,
+    stage: Stage = Stage.RUN,
+    costs: CostInputs | None = None,
+    handoff: Handoff | None = None,
 ) -> Summary:
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.benchmarks.base import RunContext
     from nejumi_eval.runtime.client.cache import ResponseCache
     from nejumi_eval.runtime.client.client import InferenceClient
 
+    judging = stage != Stage.SERVE
+    served_here = endpoint.served and stage != Stage.JUDGE  # the judge stage has no model server
     cache = ResponseCache(workspace / "cache" / "responses.sqlite")
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(cache.close)
         judges: list[InferenceClient] = []
 
-        def open_judge(judge: JudgeSpec, field_name: str) -> InferenceClient:
+        def open_judge(judge: JudgeSpec, field_name: str) -> InferenceClient | None:
+            if not judging:
+                return None  # the serve stage generates only: the GPU never waits on a judge
             settings = judge_settings(spec, judge, field_name)
             if judge.synthetic:
                 from nejumi_eval.demo.synthetic_judge import SyntheticJudge
@@ -261,13 +332,14 @@ async def _evaluate(
         def prepare() -> dict[str, Any]:
             return {name: registry.get(name).plan(section, ctx) for name, section in sections.items()}
 
-        source = await asyncio.to_thread(answer_source, spec, workspace / "cache")
+        key = handoff.key if handoff is not None else None  # the weights' content, when cached
+        source = await asyncio.to_thread(answer_source, spec, workspace / "cache", key)
         async with contextlib.AsyncExitStack() as serving:
             serving.push_async_callback(endpoint.stop)
             # A fresh evaluation loads the model (minutes for vLLM) while the data is prepared: a
             # GPU never waits on CPU work that could run beside it; a failed prepare stops it. A
             # rerun starts the server only at its first cache miss: a fully cached one never does.
-            eager = endpoint.served and not (source is not None and cache.has_answers_from(source))
+            eager = served_here and not (source is not None and cache.has_answers_from(source))
             starting = asyncio.create_task(endpoint.start()) if eager else None
             await steps.enter("prepare")
             try:
@@ -283,7 +355,12 @@ async def _evaluate(
                 raise
             settings = model_settings(spec, endpoint.endpoint, source)
             client = await serving.enter_async_context(
-                InferenceClient(settings, cache=cache, connect=endpoint.start if endpoint.served else None)
+                InferenceClient(
+                    settings,
+                    cache=cache,
+                    connect=endpoint.start if served_here else None,
+                    offline=NOT_SERVED if endpoint.served and not served_here else None,
+                )
             )
             await steps.enter("generate", runs)
             heartbeat = steps.heartbeat()
@@ -292,7 +369,7 @@ async def _evaluate(
                     await starting
                 await _gather(*(run.generate(client) for run in runs.values()))
             model_stats = client.stats
-            not_started = endpoint.served and not endpoint.started
+            not_started = served_here and not endpoint.started
             steps.say(
                 f"generate: {model_stats.requests_sent} sent, {model_stats.cache_hits} from the cache, "
                 f"{model_stats.failures} failed{_cut(model_stats.truncated)} "
@@ -300,6 +377,25 @@ async def _evaluate(
                 + ("; the model server was never started" if not_started else "")
             )
         # The model server is down from here on: judging needs no GPU (design §Score).
+        if stage == Stage.SERVE:
+            heartbeat.cancel()
+            usage = Usage(
+                prompt_tokens=model_stats.prompt_tokens,
+                completion_tokens=model_stats.completion_tokens,
+                requests_sent=model_stats.requests_sent,
+                cache_hits=model_stats.cache_hits,
+            )
+            serving_span = _span([model_stats])
+            if serving_span is not None:  # first request sent → last answer: what the GPUs served
+                timeline.phases["serving"] = serving_span
+            cost = Cost(
+                gpu_seconds_busy=_busy(spec, serving_span),
+                model_prompt_tokens=model_stats.prompt_tokens,
+                model_completion_tokens=model_stats.completion_tokens,
+            )
+            summary = _stage_summary(spec, stage, timeline, usage, cost)
+            write_stage_record(workspace, spec, summary)  # the judge stage's cost takes it up
+            return summary
         failures: dict[str, BaseException] = {}
 
         async def finish(name: str, run: Any) -> None:
@@ -329,17 +425,43 @@ async def _evaluate(
             "model": model_stats.as_dict(),
             "judge": _sum_stats(judge_stats) if judges else None,
         }
+        judge_prompt = sum(j.prompt_tokens for j in judge_stats)
+        judge_completion = sum(j.completion_tokens for j in judge_stats)
+        serve_record = read_stage_record(workspace, spec, Stage.SERVE) if stage == Stage.JUDGE else None
+        # The evaluation's usage: in the judge stage, the model's side is the serve stage's (every
+        # answer here is its answer, read back: not a cache hit of a rerun).
+        model_usage = (
+            serve_record.usage
+            if serve_record is not None
+            else Usage(
+                prompt_tokens=model_stats.prompt_tokens,
+                completion_tokens=model_stats.completion_tokens,
+                requests_sent=model_stats.requests_sent,
+                cache_hits=model_stats.cache_hits,
+            )
+        )
         usage = Usage(
-            prompt_tokens=model_stats.prompt_tokens,
-            completion_tokens=model_stats.completion_tokens,
-            judge_tokens=sum(j.prompt_tokens + j.completion_tokens for j in judge_stats),
-            requests_sent=model_stats.requests_sent + sum(j.requests_sent for j in judge_stats),
-            cache_hits=model_stats.cache_hits + sum(j.cache_hits for j in judge_stats),
+            prompt_tokens=model_usage.prompt_tokens,
+            completion_tokens=model_usage.completion_tokens,
+            judge_tokens=judge_prompt + judge_completion,
+            judge_prompt_tokens=judge_prompt,
+            judge_completion_tokens=judge_completion,
+            requests_sent=model_usage.requests_sent + sum(j.requests_sent for j in judge_stats),
+            cache_hits=model_usage.cache_hits + sum(j.cache_hits for j in judge_stats),
         )
         truncated = model_stats.truncated + sum(j.truncated for j in judge_stats)
         judge_span = _span(judge_stats)
         if judge_span is not None:  # judging overlaps generation: its own wall time, first to last
             timeline.phases["judge"] = judge_span
+        cost = evaluation_cost(
+            spec,
+            stage,
+            costs or CostInputs(),
+            model_stats,
+            _judge_tokens(judges),
+            served=endpoint.served,
+            serve_record=serve_record,
+        )
 
     with timeline.phase("score"):
         outputs = {
@@ -351,8 +473,227 @@ async def _evaluate(
     await steps.enter("report")
     with timeline.phase("report"):
         return _report(
-            spec, results_dir, timeline, usage, client_stats, outputs, failures, wandb_run, truncated
+            spec,
+            results_dir,
+            timeline,
+            usage,
+            client_stats,
+            outputs,
+            failures,
+            wandb_run,
+            truncated,
+            gpu_in_pod=stage == Stage.RUN,
+            cost=cost,
         )
+
+
+async def _fetch(
+    spec: EvaluationSpec, steps: Steps, timeline: Timeline, workspace: Path, sections: dict[str, Any]
+) -> Summary:
+    """The fetch stage: the data prepared (downloaded, verified, converted) and the weights
+    downloaded into the workspace, on a CPU; the serve stage finds both there."""
+    from nejumi_eval.benchmarks import registry
+    from nejumi_eval.benchmarks.base import RunContext
+
+    ctx = RunContext(spec=spec, progress=steps.enabled and steps.tty, open_judge=lambda *_: None)
+    await steps.enter("prepare")
+    with timeline.phase("prepare"):
+        runs = await asyncio.to_thread(
+            lambda: {name: registry.get(name).plan(section, ctx) for name, section in sections.items()}
+        )
+    plans = " · ".join(f"{n}: {_plan_line(r)}" for n, r in runs.items())
+    steps.say(f"data: {plans} (prepared in {timeline.phases['prepare']:.1f} s)")
+    with timeline.phase("weights"):
+        if uses_cache(spec):
+            handoff = await asyncio.to_thread(fetch_for, spec, workspace)
+            line = _weights_line(handoff)
+            await asyncio.to_thread(answer_source, spec, workspace / "cache", handoff.key)
+        else:
+            line = f"weights: {await asyncio.to_thread(fetch_weights, spec)}"
+            # The served model's cache identity (a local folder's content hash, memoised in the
+            # workspace): computed here once, read by the later stages.
+            await asyncio.to_thread(answer_source, spec, workspace / "cache")
+    steps.say(f"{line} ({timeline.phases['weights']:.1f} s)")
+    return _stage_summary(spec, Stage.FETCH, timeline)
+
+
+def _weights(spec: EvaluationSpec, workspace: Path, stage: Stage) -> Handoff | None:
+    """The weights this stage serves (or, judging, whose answers it reads): what the fetch stage
+    recorded; a run without stages fetches them itself. None: the server loads `model.name`."""
+    if stage == Stage.RUN:
+        return fetch_for(spec, workspace) if uses_cache(spec) else None
+    return recorded(workspace, need_folder=stage == Stage.SERVE)
+
+
+def _weights_line(handoff: Handoff) -> str:
+    return (
+        f"weights: {handoff.uri} → {handoff.path} ({handoff.bytes_downloaded / 1e6:.1f} MB downloaded, "
+        f"{handoff.bytes_from_cache / 1e6:.1f} MB from the model cache)"
+    )
+
+
+def fetch_weights(spec: EvaluationSpec) -> str:
+    """Download a Hub model's weights into the Hugging Face cache (`$HF_HOME`, on the workspace),
+    where the serve stage's server loads them without the network; a local folder is used where
+    it is. Returns where they are, for the log. (Weights that go through the model cache:
+    `runtime.weights.handoff.fetch_for`.)"""
+    m = spec.model
+    if m.source == ModelSource.OPENAI_COMPATIBLE:
+        return "none (an API model)"
+    if m.name.startswith(("/", "./", "../", "~")):
+        return f"the local folder {m.name}"
+    from huggingface_hub import snapshot_download
+
+    return str(snapshot_download(repo_id=m.name, revision=m.revision))
+
+
+def _stage_summary(
+    spec: EvaluationSpec,
+    stage: Stage,
+    timeline: Timeline,
+    usage: Usage | None = None,
+    cost: Cost | None = None,
+) -> Summary:
+    """The summary of a stage that is not the last: what it did and how long, no scores."""
+    runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
+    return Summary(
+        status="completed",
+        model=spec.model.name,
+        stage=stage.value,
+        usage=usage or Usage(),
+        cost=cost,
+        runtime_seconds={**runtime, "total": round(timeline.total, 3)},
+    )
+
+
+# ---- cost ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostInputs:
+    """What prices the evaluation, from the environment: the price table and the GPU-seconds the
+    earlier stages held (the operator's observation; None: not told, e.g. a local run)."""
+
+    pricing: Pricing | None = None
+    gpu_seconds_held: float | None = None
+
+
+def cost_settings(stage: Stage, env: Any = None) -> tuple[Pricing | None, float | None]:
+    """`$NEJUMI_PRICING` and, for the judge stage, `$NEJUMI_GPU_SECONDS_HELD`, checked before
+    anything is served or sent (a bad value is a configuration error, exit 2)."""
+    env = os.environ if env is None else env
+    try:
+        pricing = parse_pricing(env.get(PRICING_ENV), PRICING_ENV)
+    except PricingError as exc:
+        raise ConfigError(str(exc)) from None
+    raw = (env.get(GPU_SECONDS_HELD_ENV) or "").strip()
+    if stage != Stage.JUDGE or not raw:
+        return pricing, None
+    try:
+        held = float(raw)
+    except ValueError:
+        held = -1.0
+    if not held >= 0 or held == float("inf"):
+        raise ConfigError(f"{GPU_SECONDS_HELD_ENV}: expected a number of GPU-seconds ≥ 0, got {raw!r}")
+    return pricing, held
+
+
+STAGE_RECORDS = "stages"
+"""`<workspace>/stages/<stage>.json`: a stage's summary, for the stages after it (the serve
+stage's model tokens and serving span go into the judge stage's cost)."""
+
+
+def write_stage_record(workspace: Path, spec: EvaluationSpec, summary: Summary) -> Path:
+    """Keep a stage's summary in the workspace (atomically: a reader never sees half of it), with the
+    evaluation it belongs to."""
+    path = workspace / STAGE_RECORDS / f"{summary.stage}.json"
+    doc = {
+        "evaluationId": evaluation_id(spec),
+        "summary": summary.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+    atomic_write_text(path, json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+    return path
+
+
+def read_stage_record(workspace: Path, spec: EvaluationSpec, stage: Stage) -> Summary | None:
+    """The summary `stage` left in the workspace for this evaluation (None: none, or another
+    evaluation's: a record of another spec never prices this one)."""
+    path = workspace / STAGE_RECORDS / f"{stage.value}.json"
+    unknown = f"the {stage.value} stage's figures are unknown in the cost"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        log.warning("%s: no record of the %s stage: %s", path, stage.value, unknown)
+        return None
+    except ValueError as exc:
+        log.warning("%s: unreadable (%s): %s", path, exc, unknown)
+        return None
+    if not isinstance(doc, dict) or doc.get("evaluationId") != evaluation_id(spec):
+        log.warning("%s is another evaluation's: %s", path, unknown)
+        return None
+    try:
+        return Summary.model_validate(doc.get("summary"))
+    except ValueError as exc:
+        log.warning("%s: not a summary (%s): %s", path, exc, unknown)
+        return None
+
+
+def _busy(spec: EvaluationSpec, serving_span: float | None) -> float:
+    """GPU-seconds the model server was busy: first request sent → last answer, × the GPUs the pod
+    asks for (`resources.gpus`); 0 when nothing was sent (a fully cached rerun starts no server)."""
+    return round((serving_span or 0.0) * spec.resources.gpus, 3)
+
+
+def _judge_tokens(judges: list[Any]) -> dict[str, tuple[int, int]]:
+    """(prompt, completion) tokens sent to each judge model, by the name the table prices."""
+    out: dict[str, tuple[int, int]] = {}
+    for judge in judges:
+        prompt, completion = out.get(judge.settings.model, (0, 0))
+        out[judge.settings.model] = (
+            prompt + judge.stats.prompt_tokens,
+            completion + judge.stats.completion_tokens,
+        )
+    return out
+
+
+def evaluation_cost(
+    spec: EvaluationSpec,
+    stage: Stage,
+    inputs: CostInputs,
+    model_stats: Any,
+    judge_tokens: dict[str, tuple[int, int]],
+    *,
+    served: bool,
+    serve_record: Summary | None = None,
+) -> Cost:
+    """The whole evaluation's cost, as the pod that reports it knows it.
+
+    - one pod (`run`): the model's tokens and the serving span are its own; the GPU-seconds it
+      holds are unknown to it (its Job has not ended: the operator adds them), 0 for an API model;
+    - the judge stage: the model's tokens and the serving span are the serve stage's record's (none:
+      unknown busy seconds), the GPU-seconds held the operator's (`inputs.gpu_seconds_held`)."""
+    if stage == Stage.JUDGE:
+        recorded = serve_record.cost if serve_record is not None else None
+        base = recorded or Cost(
+            model_prompt_tokens=model_stats.prompt_tokens,
+            model_completion_tokens=model_stats.completion_tokens,
+        )
+        held = inputs.gpu_seconds_held
+    else:
+        base = Cost(
+            gpu_seconds_busy=_busy(spec, _span([model_stats])) if served else 0.0,
+            model_prompt_tokens=model_stats.prompt_tokens,
+            model_completion_tokens=model_stats.completion_tokens,
+        )
+        held = None if served else 0.0
+    cost = base.model_copy(
+        update={
+            "gpu_seconds_held": held,
+            "judge_prompt_tokens": sum(p for p, _ in judge_tokens.values()),
+            "judge_completion_tokens": sum(c for _, c in judge_tokens.values()),
+        }
+    )
+    return cost.priced(inputs.pricing, judge_tokens)
 
 
 def _cut(truncated: int) -> str:
@@ -470,10 +811,13 @@ def _report(
     failures: dict[str, BaseException] | None = None,
     wandb_run: WandbRun | None = None,
     truncated: int = 0,
+    gpu_in_pod: bool = True,
+    cost: Cost | None = None,
 ) -> Summary:
     """Results folder first (the durable record), then W&B (a view of it).
 
-    `truncated`: answers (model and judges) cut to the answer cap this run, for the summary."""
+    `truncated`: answers (model and judges) cut to the answer cap this run, for the summary.
+    `gpu_in_pod`: this pod served the model (not the judge stage), so it held the GPUs throughout."""
     from nejumi_eval.api.v1alpha1.formula import OVERALL
 
     folder = ResultsFolder(results_dir)
@@ -509,8 +853,10 @@ def _report(
     scalars.update(
         {OVERALL.name: overall_value, "degraded": degraded, **flags, "truncated_answers": truncated}
     )
+    if cost is not None:
+        scalars.update(cost.scalars())
     runtime = {k: round(v, 3) for k, v in timeline.phases.items()}
-    if spec.model.source != ModelSource.OPENAI_COMPATIBLE:
+    if gpu_in_pod and spec.model.source != ModelSource.OPENAI_COMPATIBLE:
         # The pod holds its accelerator for the whole run; only `generate` uses it.
         runtime["gpu_idle"] = round(timeline.total - timeline.phases.get("generate", 0.0), 3)
     failures = failures or {}
@@ -527,6 +873,7 @@ def _report(
             "runtime_seconds": runtime,
             "timeline": timeline.events,
             "usage": usage.model_dump(by_alias=True),
+            "cost": cost.model_dump(by_alias=True) if cost is not None else None,
             "client_stats": client_stats,  # HTTP attempts, retries and answers cut, per client
             "truncated_answers": truncated,
         }
@@ -545,6 +892,7 @@ def _report(
         truncated_answers=truncated,
         benchmarks=summaries,
         usage=usage,
+        cost=cost,
         runtime_seconds={**runtime, "total": round(timeline.total, 3)},
         results_dir=str(results_dir),
         wandb_run_path=wandb_run.path,
@@ -560,16 +908,17 @@ def _write_summary(path: str | None, summary: Summary) -> None:
         Path(path).write_text(summary.to_json(), encoding="utf-8")
 
 
-def run(spec: EvaluationSpec, *, progress: bool = True) -> Summary:
+def run(spec: EvaluationSpec, *, progress: bool = True, stage: Stage = Stage.RUN) -> Summary:
     """Run `evaluate` and always leave a summary at `spec.summaryPath` (failed runs say why)."""
     try:
-        summary = asyncio.run(evaluate(spec, progress=progress))
+        summary = asyncio.run(evaluate(spec, progress=progress, stage=stage))
     except BaseException as exc:
         if spec.summary_path:
             message = str(exc) or type(exc).__name__
+            of_stage = None if stage in (Stage.RUN, Stage.JUDGE) else stage.value
             _write_summary(
                 spec.summary_path,
-                Summary(status="failed", model=spec.model.name, error=message[-1500:]),
+                Summary(status="failed", model=spec.model.name, stage=of_stage, error=message[-1500:]),
             )
         raise
     _write_summary(spec.summary_path, summary)

@@ -56,9 +56,12 @@ def check_backend(spec: EvaluationSpec) -> None:
 
 
 def check_model_location(spec: EvaluationSpec) -> None:
-    """A local folder must exist and hold a model; a Hub id must be reachable or cached."""
+    """A local folder must exist and hold a model; a Hub id must be reachable or cached. Weights
+    that go through the model cache are checked by fetching them (`runtime.weights`)."""
+    from nejumi_eval.runtime.weights.handoff import uses_cache
+
     m = spec.model
-    if m.source == ModelSource.OPENAI_COMPATIBLE:
+    if m.source == ModelSource.OPENAI_COMPATIBLE or uses_cache(spec):
         return
     path = Path(m.name).expanduser()
     if m.name.startswith(_LOCAL_PREFIXES) or path.exists():
@@ -160,11 +163,15 @@ async def preflight(
     endpoint: ModelEndpoint,
     judges: list[tuple[str, ClientSettings]],
     store: Any = None,
+    model: bool = True,
 ) -> None:
     """Everything that can be known in seconds; raises the first problem found. `store`: the
-    results destination (`pipeline.ResultsDestination`), checked by writing its `started.json`."""
-    check_backend(spec)
-    check_model_location(spec)
+    results destination (`pipeline.ResultsDestination`), checked by writing its `started.json`.
+    `model=False`: the model under test is not asked anything here (the judge stage reads its
+    answers from the cache), so its server, weights and endpoint are not checked."""
+    if model:
+        check_backend(spec)
+        check_model_location(spec)
     check_wandb(spec.wandb)
     check_judge_keys(judges)
     if store is not None:
@@ -172,7 +179,7 @@ async def preflight(
 
         await asyncio.to_thread(store.check)
     apis: list[Any] = [s for _, s in judges if not (s.source and s.source.base_url == SYNTHETIC_JUDGE_SOURCE)]
-    if not endpoint.served:
+    if model and not endpoint.served:
         from nejumi_eval.endpoints import model_settings
 
         apis.insert(0, model_settings(spec, endpoint.endpoint, None))

@@ -2,6 +2,10 @@
 live, the Job's events), reduce (`nejumi_operator.status`), write `/status`, and post a Kubernetes
 Event for each transition. The kopf handlers (`handlers`) only decide when; this decides what.
 
+A staged evaluation (`api.v1alpha1.stages`) is observed through its current stage's Job; a sync
+that finds a fetch or serve Job Complete makes the next stage's Job first (`advance`), so the next
+stage starts on the event that ended the one before, or at the latest on the next resync round.
+
 Several triggers call it (the create handler, Job events, the resync loop); the write carries the
 `resourceVersion` it was computed from, so a status derived from older observations never
 overwrites a newer one (409 → read again, recompute). Events are posted only after a successful
@@ -10,6 +14,7 @@ write, so each transition is announced once, by the writer that made it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -22,16 +27,22 @@ from kubernetes.client import ApiClient
 from nejumi_eval.api.v1alpha1.conditions import (
     ACCEPTED,
     BEFORE_JOB_WAITS,
+    INVALID_SPEC,
     KSTATUS_TYPES,
+    NAME_CONFLICT,
     find,
     is_finished,
     kstatus_conditions,
 )
-from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_QUEUE
+from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_EVALUATION, LABEL_QUEUE
+from nejumi_eval.api.v1alpha1.stages import Stage, after
 from nejumi_operator.kube import calls
-from nejumi_operator.reconcile.job import CONTAINER, GPU_RESOURCE, job_name
-from nejumi_operator.reconcile.ownership import owned_by
+from nejumi_operator.reconcile.job import CONTAINER, InvalidEvaluation, build_job, job_name
+from nejumi_operator.reconcile.naming import label_value
+from nejumi_operator.reconcile.ownership import owned_by, owner_reference
 from nejumi_operator.reconcile.progress import parse_report, progress_configmap_name
+from nejumi_operator.reconcile.stages import StageJobs, job_gpus, stage_jobs
+from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status import (
     MESSAGE_LIMIT,
     Observation,
@@ -48,15 +59,24 @@ COMPONENT = "nejumi-operator"
 log = logging.getLogger(__name__)
 
 
-def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
+def generation_jobs(api: ApiClient, evaluation: Mapping[str, Any]) -> StageJobs:
+    """The evaluation's Jobs of its current generation, by stage (one list call; a namesake's
+    Jobs — a deleted predecessor's, or squatted — never count)."""
+    meta = evaluation["metadata"]
+    selector = f"{LABEL_EVALUATION}={label_value(meta['name'])}"
+    jobs = calls.labelled_jobs(api, meta["namespace"], selector)
+    return stage_jobs(jobs, str(meta.get("uid")), int(meta.get("generation") or 1))
+
+
+def observe(api: ApiClient, evaluation: Mapping[str, Any], found: StageJobs | None = None) -> Observation:
     meta = evaluation["metadata"]
     namespace = meta["namespace"]
     generation = int(meta.get("generation") or 1)
-    name = job_name(meta["name"], generation)
     uid = str(meta.get("uid"))
-    job = calls.read_job(api, namespace, name)
-    if job is not None and not owned_by(job, uid):
-        job = None  # a namesake's (a deleted predecessor's, or squatted): never read for status
+    found = found if found is not None else generation_jobs(api, evaluation)
+    current = found.current
+    stage, job = current if current is not None else (Stage.RUN, None)
+    name = str((job or {}).get("metadata", {}).get("name") or job_name(meta["name"], generation, stage))
     job_uid = str(((job or {}).get("metadata") or {}).get("uid"))
     pods = [p for p in calls.job_pods(api, namespace, name) if owned_by(p, job_uid)] if job else []
     events: list[dict[str, Any]] = []
@@ -71,9 +91,13 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any]) -> Observation:
     if any(_evaluator_running(pod) for pod in pods):
         configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
         report = parse_report(configmap) if owned_by(configmap, uid) else None
+    following = after(stage)
     return Observation(
         generation=generation,
         job_name=name,
+        stage=stage.value if found.staged else None,
+        next_stage=following.value if following is not None else None,
+        stages=tuple(found.records()),
         job=job,
         termination=last_termination(pods, job),
         gpus=job_gpus(job) if job else 0,
@@ -90,18 +114,46 @@ def _evaluator_running(pod: Mapping[str, Any]) -> bool:
     return any(s.get("name") == CONTAINER and "running" in (s.get("state") or {}) for s in statuses)
 
 
-def job_gpus(job: Mapping[str, Any]) -> int:
-    """The GPUs the Job's evaluator container asks for (what the scheduler and the bill see,
-    whatever the spec's defaults were when it was built)."""
-    containers = (((job.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
-    for container in containers:
-        if container.get("name") == CONTAINER:
-            limits = (container.get("resources") or {}).get("limits") or {}
-            try:
-                return int(str(limits.get(GPU_RESOURCE, 0)))
-            except ValueError:
-                return 0
-    return 0
+def advance(
+    api: ApiClient, config: OperatorConfig, evaluation: Mapping[str, Any], found: StageJobs
+) -> StageJobs:
+    """Make the next stage's Job when the current stage's completed (`StageJobs.next_stage`);
+    returns the Jobs as they are then. The stage's Job is built from the same spec as the first
+    (one generation, one spec), without the policy check: the policy of the day admitted the
+    first, and a `helm upgrade` never stops an evaluation halfway."""
+    following = found.next_stage()
+    if following is None:
+        return found
+    meta = evaluation["metadata"]
+    try:
+        job = build_job(
+            evaluation, config, following, check_policy=False, gpu_seconds_held=found.gpu_seconds_held()
+        )
+    except InvalidEvaluation as exc:  # an operator upgrade that reads the spec differently
+        raise StageRefused((INVALID_SPEC, str(exc))) from None
+    job["metadata"]["ownerReferences"] = [owner_reference(evaluation)]
+    made, created = calls.create_or_get(api, meta["namespace"], job)
+    if not created and not owned_by(made, str(meta.get("uid"))):
+        raise StageRefused(
+            (
+                NAME_CONFLICT,
+                f"Job {job['metadata']['name']} (the {following.value} stage) already exists and is not "
+                "this evaluation's; the operator never uses an object it did not make for this "
+                "evaluation: delete or rename it",
+            )
+        )
+    if created:
+        where = f"{meta['namespace']}/{meta['name']}"
+        log.info("%s: Job %s created (stage %s)", where, made["metadata"]["name"], following.value)
+    return StageJobs({**found.jobs, following: made})
+
+
+class StageRefused(Exception):
+    """The next stage's Job cannot be made: (reason, message) for the status (final)."""
+
+    def __init__(self, refusal: tuple[str, str]) -> None:
+        super().__init__(refusal[1])
+        self.refusal = refusal
 
 
 def sync_status(
@@ -109,6 +161,7 @@ def sync_status(
     namespace: str,
     name: str,
     rejected: Mapping[str, Any] | None = None,
+    config: OperatorConfig | None = None,
     evaluation: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Bring the evaluation's status up to date; returns it (None: the evaluation is gone).
@@ -116,9 +169,10 @@ def sync_status(
     spec or what it needs, or the API server did, or the create handler waits: `Observation`'s
     `spec_error`, `refusal`, `job_rejected` + `refused`, `waiting`) replaces the observation of a Job
     that does not exist; it goes through the same guarded write, so two replicas that both refuse
-    an evaluation post its Event once. `evaluation`: the evaluation as last delivered by the watch
-    (`syncs`), instead of reading it for the first attempt: if it is stale, the write (it carries
-    its resourceVersion) is refused and the next attempt reads it."""
+    an evaluation post its Event once. With `config`, a completed stage's successor is made first
+    (`advance`). `evaluation`: the evaluation as last delivered by the watch (`syncs`), instead of
+    reading it for the first attempt: if it is stale, the write (it carries its resourceVersion) is
+    refused and the next attempt reads it."""
     for attempt in range(ATTEMPTS):
         if attempt or evaluation is None:
             evaluation = calls.read_evaluation(api, namespace, name)
@@ -131,7 +185,18 @@ def sync_status(
         if rejected is not None:
             obs = Observation(generation=generation, job_name=job_name(name, generation), **rejected)
         else:
-            obs = observe(api, evaluation)
+            found = generation_jobs(api, evaluation)
+            refusal = None
+            if config is not None:
+                try:
+                    found = advance(api, config, evaluation, found)
+                except StageRefused as exc:
+                    refusal = exc.refusal
+            obs = observe(api, evaluation, found)
+            if config is not None:  # the price of the GPU-seconds the operator observes (status.cost)
+                obs = dataclasses.replace(obs, pricing=config.pricing)
+            if refusal is not None:
+                obs = dataclasses.replace(obs, stage_refusal=refusal)
             if obs.job is None and (
                 not old.get("conditions")
                 or (find(old.get("conditions"), ACCEPTED) or {}).get("reason") in BEFORE_JOB_WAITS

@@ -1,7 +1,8 @@
 """kopf wiring only: each handler takes the kwargs it uses and calls plain functions.
 
 - create/resume/spec update: create the workspace PVC (unless `workspace.pvcName`; owned by the evaluation
-  unless `workspace.retain`), build the Job (pure), adopt it, create it (409 = already there), write
+  unless `workspace.retain`), build the Job (pure) of the first stage (`api.v1alpha1.stages`: fetch
+  for a served model on GPUs, else the one Job), adopt it, create it (409 = already there), write
   status;
   a spec the CRD admitted but the evaluator cannot run → status InvalidSpec + `kopf.PermanentError`.
   A spec edit is a new generation: the earlier generations' Jobs are deleted and this one's made.
@@ -9,6 +10,8 @@
   evaluation's status is synced from observations, debounced per evaluation (`nejumi_operator.syncs`:
   the events of a pod starting cost one sync, not one each; a pod running or a Job finished shows at
   once).
+  A stage's Job that completed gets its successor first (`controller.advance`, also on every
+  resync round).
 - NejumiLeaderboards: created, resumed or edited → computed (debounced); an evaluation event that
   changes what a board shows (phase, labels, stored results, deletion) → every leaderboard that
   reads its namespace and selects it (now or before) is computed again, debounced
@@ -63,7 +66,8 @@ from nejumi_eval.api.v1alpha1.names import (
     VERSION,
 )
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
-from nejumi_operator.controller import complete_finished_status, sync_status
+from nejumi_eval.api.v1alpha1.stages import stages_for
+from nejumi_operator.controller import complete_finished_status, generation_jobs, sync_status
 from nejumi_operator.debounce import Debouncer
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import kopf_connections, kopf_session, make_api_client
@@ -74,9 +78,10 @@ from nejumi_operator.reconcile.job import (
     ANNOTATION_GENERATION,
     InvalidEvaluation,
     build_job,
+    build_model_cache_pvc,
     build_workspace_pvc,
-    job_name,
     retain_workspace,
+    uses_model_cache,
     validate,
 )
 from nejumi_operator.reconcile.naming import MAX_NAME, label_value
@@ -133,7 +138,7 @@ async def configure(
         name="leaderboard",
     )
     memo.seen = {}  # (namespace, name) → (hash of its fingerprint, labels) of each evaluation
-    memo.syncs = StatusSyncs(functools.partial(sync_status, memo.api))
+    memo.syncs = StatusSyncs(functools.partial(sync_status, memo.api, config=config))
     memo.resync = asyncio.create_task(
         resync_forever(config.resync_seconds, unfinished_evaluations, memo.syncs, logger),
         name="nejumi resync",
@@ -229,15 +234,16 @@ def ensure_job(
         # under load: the status already says this generation's Job exists (written after it was
         # created), so there is nothing to create. (A resume, after a restart, checks everything.)
         return
-    existing = calls.read_job(memo.api, namespace, job_name(name, generation))
-    if existing is not None and claim(existing, body)[0] is Claim.OURS:
+    if generation_jobs(memo.api, body).current is not None:  # ours (by owner UID): made before
         # Admitted under the policy of its day: a later policy (a `helm upgrade`) applies to new
-        # Jobs only and never rewrites what runs or ran.
+        # evaluations only and never rewrites what runs or ran (nor stops one between stages).
         _note_policy_change(body, memo.config, logger)
-        sync_status(memo.api, namespace, name)
+        sync_status(memo.api, namespace, name, config=memo.config)
         return
     try:
-        job = build_job(body, memo.config)
+        spec = validate(body.get("spec"))
+        first = stages_for(spec, memo.config.staged)[0]
+        job = build_job(body, memo.config, first)
     except InvalidEvaluation as exc:
         sync_status(memo.api, namespace, name, rejected={"spec_error": str(exc)})
         raise kopf.PermanentError(str(exc)) from None
@@ -257,7 +263,10 @@ def ensure_job(
     progress = build_progress_objects(body)
     for obj in progress:
         kopf.append_owner_reference(obj, owner=body)
-    for obj in [*([pvc] if pvc is not None else []), *progress, job]:
+    # The namespace's shared model cache, made on first need and owned by no evaluation (an
+    # existing one of that name is the platform's own: used as it is).
+    shared = [build_model_cache_pvc(namespace, memo.config)] if uses_model_cache(spec, memo.config) else []
+    for obj in [*shared, *([pvc] if pvc is not None else []), *progress, job]:
         try:
             made, created = calls.create_or_get(memo.api, namespace, obj)
         except ApiException as exc:
@@ -267,14 +276,14 @@ def ensure_job(
             message = _api_message(exc)
             sync_status(memo.api, namespace, name, rejected={"job_rejected": message, "refused": what})
             raise kopf.PermanentError(f"the API server refused the {what or 'Job'}: {message}") from None
-        if not created:
+        if not created and obj not in shared:
             unowned = obj["metadata"]["labels"] if obj is pvc and retained else None
             _check_claim({**made, "kind": obj["kind"]}, body, name, namespace, memo, unowned)
-        elif obj is pvc:
+        elif obj is pvc or obj in shared:
             logger.info("PersistentVolumeClaim %s created", made["metadata"]["name"])
     # the loop ends with the Job: `created` is the Job's
     logger.info("Job %s %s", job["metadata"]["name"], "created" if created else "already exists")
-    sync_status(memo.api, namespace, name)
+    sync_status(memo.api, namespace, name, config=memo.config)
 
 
 def _stop_earlier_generations(

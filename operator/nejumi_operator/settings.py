@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from nejumi_eval.api.v1alpha1.cost import Pricing, PricingError, parse_pricing
 from nejumi_eval.api.v1alpha1.spec import S3_URI, ResultsSpec
 from nejumi_operator.policy import Policy
 
@@ -27,6 +28,10 @@ ENV_SERVER_TIMEOUT = "NEJUMI_OPERATOR_SERVER_TIMEOUT"  # seconds; kopf's setting
 # here only: the handlers take it from `OperatorConfig.resync_seconds`.
 ENV_RESYNC = "NEJUMI_OPERATOR_RESYNC_SECONDS"
 ENV_BACKOFF_LIMIT = "NEJUMI_OPERATOR_BACKOFF_LIMIT"
+# "true" (the default): a served model's evaluation runs as three Jobs, fetch (CPU), serve (GPU) and
+# judge (CPU), so GPUs are held only while the model is served (`api.v1alpha1.stages`); "false": one
+# Job does everything (and holds the GPUs throughout). The chart's `evaluator.stages`.
+ENV_STAGES = "NEJUMI_OPERATOR_STAGES"
 # A PVC of prepared data (a cache root: `<pvc>/jaster/prepared/…`) that every evaluator Job mounts
 # read-only and searches before preparing anything itself; empty = none.
 ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
@@ -34,6 +39,14 @@ ENV_PREPARED_DATA_PVC = "NEJUMI_OPERATOR_PREPARED_DATA_PVC"
 # when `workspace.size` is unset, and its StorageClass when `workspace.storageClassName` is unset
 # (empty = none named: the cluster's default StorageClass).
 ENV_WORKSPACE_SIZE = "NEJUMI_OPERATOR_WORKSPACE_SIZE"
+# The shared model cache (the chart's `evaluator.modelCache`): a ReadWriteMany PVC of this name in
+# each evaluation's namespace (made by the operator, unowned and shared, when missing: its size and
+# StorageClass below), filled by fetch stages (once per model content, under a lock) and mounted
+# read-only by serve stages; empty = none: each evaluation keeps the weights in its workspace.
+ENV_MODEL_CACHE_PVC = "NEJUMI_OPERATOR_MODEL_CACHE_PVC"
+ENV_MODEL_CACHE_SIZE = "NEJUMI_OPERATOR_MODEL_CACHE_SIZE"
+ENV_MODEL_CACHE_STORAGE_CLASS = "NEJUMI_OPERATOR_MODEL_CACHE_STORAGE_CLASS"
+DEFAULT_MODEL_CACHE_SIZE = "1Ti"
 ENV_WORKSPACE_STORAGE_CLASS = "NEJUMI_OPERATOR_WORKSPACE_STORAGE_CLASS"
 DEFAULT_WORKSPACE_SIZE = "50Gi"
 # The Kueue LocalQueue of evaluations whose spec names none (`queueName` wins); empty = none: such
@@ -47,6 +60,12 @@ ENV_POLICY = "NEJUMI_OPERATOR_POLICY"
 # "credentialsSecretRef": {"name": "nejumi-results"}}; the chart's `results` values); unset or empty
 # = none: such evaluations keep their results in the workspace only.
 ENV_RESULTS = "NEJUMI_OPERATOR_RESULTS"
+# The price table (JSON, camelCase: nejumi_eval.api.v1alpha1.cost.Pricing, the chart's `pricing`
+# values: {"currency": "USD", "models": {"gpt-4-0613": {"promptPerMillionTokens": 30,
+# "completionPerMillionTokens": 60}}, "gpuHour": 2.5}); passed to the evaluator Jobs that report
+# (`contract.PRICING_ENV`) and used for `status.cost.gpuCost`. Unset or empty: costs in tokens and
+# GPU-seconds only. Configuration, never a secret.
+ENV_PRICING = "NEJUMI_OPERATOR_PRICING"
 # NejumiLeaderboards (the chart's `leaderboard` values): where one without `spec.publish.uri`
 # publishes (`<uri>/leaderboards/<namespace>/<name>/`; empty = nowhere), how long a burst of
 # evaluation changes is waited out (quiet, and at most max delay), and the bounds of one
@@ -86,7 +105,11 @@ class OperatorConfig:
     server_timeout_seconds: int = 60
     resync_seconds: float = 30.0
     backoff_limit: int = 2
+    staged: bool = True
     prepared_data_pvc: str = ""
+    model_cache_pvc: str = ""
+    model_cache_size: str = DEFAULT_MODEL_CACHE_SIZE
+    model_cache_storage_class: str = ""
     workspace_size: str = DEFAULT_WORKSPACE_SIZE
     workspace_storage_class: str = ""
     policy: Policy = field(default_factory=Policy)
@@ -98,6 +121,7 @@ class OperatorConfig:
     leaderboard_memory_mib: int = 2048
     leaderboard_cache_dir: str = ""
     leaderboard_cache_mib: int = 2048
+    pricing: Pricing | None = None
     default_results: ResultsSpec | None = None
     """Used as a whole (never merged with a spec's own `results`), so its credentials only ever go to
     the destination the platform admin named with them."""
@@ -119,13 +143,18 @@ class OperatorConfig:
             policy=policy,
             default_queue_name=(env.get(ENV_DEFAULT_QUEUE) or "").strip(),
             default_results=_results(env),
+            pricing=_pricing(env),
             image=env.get(ENV_IMAGE) or DEFAULT_IMAGE,
             command=tuple(command),
             evaluator_env=dict(extra),
             server_timeout_seconds=int(_number(env, ENV_SERVER_TIMEOUT, 60)),  # the API wants an integer
             resync_seconds=_positive(env, ENV_RESYNC, 30.0),
             backoff_limit=int(_number(env, ENV_BACKOFF_LIMIT, 2)),
+            staged=_flag(env, ENV_STAGES, True),
             prepared_data_pvc=(env.get(ENV_PREPARED_DATA_PVC) or "").strip(),
+            model_cache_pvc=(env.get(ENV_MODEL_CACHE_PVC) or "").strip(),
+            model_cache_size=(env.get(ENV_MODEL_CACHE_SIZE) or "").strip() or DEFAULT_MODEL_CACHE_SIZE,
+            model_cache_storage_class=(env.get(ENV_MODEL_CACHE_STORAGE_CLASS) or "").strip(),
             workspace_size=(env.get(ENV_WORKSPACE_SIZE) or "").strip() or DEFAULT_WORKSPACE_SIZE,
             workspace_storage_class=(env.get(ENV_WORKSPACE_STORAGE_CLASS) or "").strip(),
             leaderboard_store_uri=_store_uri(env),
@@ -161,6 +190,15 @@ def _results(env: Mapping[str, str]) -> ResultsSpec | None:
     return results
 
 
+def _pricing(env: Mapping[str, str]) -> Pricing | None:
+    """The price table, checked at startup: an operator that would price every evaluation with a
+    broken table does not start."""
+    try:
+        return parse_pricing(env.get(ENV_PRICING), ENV_PRICING)
+    except PricingError as exc:
+        raise SettingsError(str(exc)) from None
+
+
 def _store_uri(env: Mapping[str, str]) -> str:
     uri = (env.get(ENV_LEADERBOARD_STORE_URI) or "").strip().rstrip("/")
     if uri and not re.match(S3_URI, uri):
@@ -179,6 +217,15 @@ def _json(env: Mapping[str, str], name: str, kind: type[T]) -> T | None:
     if not isinstance(value, kind):
         raise SettingsError(f"{name}: expected a JSON {kind.__name__}")
     return value
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false"):
+        raise SettingsError(f"{name}: expected true or false, got {value!r}")
+    return value == "true"
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:

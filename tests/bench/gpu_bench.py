@@ -1,23 +1,27 @@
-"""GPUs held vs GPUs serving, per evaluation, on the test cluster (issue 21's baseline).
+"""GPUs held vs GPUs serving, per evaluation, on the test cluster: one pod vs the stages (issue 21).
 
 A GPU on a shared cluster is the scarce thing, and what the scheduler and Kueue count is the pod
 that holds it, from the moment it is scheduled to its end, whatever runs inside. This bench runs
-one real evaluation of a served model through the real operator on the test control plane (a node
-agent with GPUs; a stub `vllm serve`, `tests/fixtures/served_model.py`, that "downloads" its
-weights for a known time and then serves with a known capacity; a judge of known latency,
-`capacity_server.CapacityJudge`) and reports:
+real evaluations of a served model through the real operator (its own process) on the test control
+plane: a node agent with a GPU, a Hugging Face Hub double serving the model's weights at a known
+rate (`tests.fixtures.hub_server`: the download takes a known time), a stub `vllm serve`
+(`tests/fixtures/served_model.py`: downloads the weights as vLLM does, then serves with a known
+capacity and records when it was ready and when each reply left) and a judge of known latency
+(`capacity_server.CapacityJudge`). For each design it reports:
 
-- **GPU-held seconds**: the evaluator pod's scheduling → its container's end, × its GPUs (the pod's
-  own timestamps, second resolution);
+- **GPU-held seconds**: each pod asking for GPUs, from its scheduling to its container's end, × its
+  GPUs (the pods' own timestamps, second resolution), summed;
 - **serving seconds**: the stub server ready → its last reply (its own record);
-- their **ratio**: 1 would be GPUs held only while a model is served. The workload is set so that
-  the download and the judge tail each take about as long as the generation, so the single-pod
-  design holds its GPU about three times as long as it serves (by construction: measured here).
+- their **ratio** (1: GPUs held only while a model is served), and the bytes the Hub sent.
+
+The workload is set so that the download and the judge tail each take about as long as the
+generation, so one pod holding its GPU throughout (`evaluator.stages: false`, the design before
+stages) holds it about three times as long as it serves; the stages (fetch and judge in CPU pods,
+`api.v1alpha1.stages`) hold it only while serving. The staged runs use the shared model cache (the
+chart's `evaluator.modelCache`); a second evaluation of the same model follows the first: what it
+downloads is what the cache saves.
 
     python -m tests.bench.gpu_bench [--download 20] [--latency 1.0] [--capacity 8] [--samples 10]
-
-Today's single-pod design is the baseline; the staged design (issue 21: fetch and judge in CPU
-pods, only serve + generate holding GPUs) will be measured beside it by the same bench.
 """
 
 from __future__ import annotations
@@ -31,29 +35,35 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.support.paths import REPO
+from tests.support.served import model_folder, stub_vllm
 
 NAMESPACE = "gpu-bench"
 NODE = "gpu-bench-node"
 RESULTS = REPO / ".cache" / "bench" / "gpu.json"
+MODEL = "bench/stub-model"
+RATE = 1_000_000
+"""The Hub double's bytes per second: the weights file is `download_s × RATE` bytes."""
 
 
 @dataclass
 class Workload:
-    download_s: float = 20.0
+    download_s: float = 60.0
     capacity: int = 8
     latency_s: float = 1.0
-    samples: int = 10
+    samples: int = 30
     """jaster test samples per dataset (16 datasets): with MT-bench's 16 turns, the requests the
     served model answers; ceil(requests / capacity) × latency is the least generation time."""
-    judge_latency_s: float = 1.4
-    """The judge answers one request at a time: 8 questions × 2 turns × this (22.4 s) is the judge
-    tail, about the generation's 22 s (176 requests / 8 slots × 1 s) and the download's 20 s."""
+    judge_latency_s: float = 3.75
+    """The judge answers one request at a time: 8 questions × 2 turns × this (60 s) is the judge
+    tail, about the generation's 62 s (496 requests / 8 slots × 1 s) and the download's 60 s. (A
+    minute each, so that a pod's own start and stop — a few seconds of process start, in either
+    design — do not hide what the design changes.)"""
     gpus: int = 1
 
 
@@ -61,35 +71,47 @@ class Workload:
 class Measured:
     design: str
     gpus: int
-    pod_scheduled: str
-    pod_finished: str
+    gpu_pods: int
     gpu_held_s: float
     server_ready: float
     last_reply: float
     serving_s: float
     replies: int
     ratio: float
+    downloaded_bytes: int = 0
+    wall_s: float = 0.0
+
+
+def _gpus(pod: dict[str, Any]) -> int:
+    total = 0
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        limits = (container.get("resources") or {}).get("limits") or {}
+        total += int(str(limits.get("nvidia.com/gpu", 0)))
+    return total
 
 
 def gpu_held_vs_serving(
-    design: str, pod: dict[str, Any], record: list[dict[str, float]], gpus: int
+    design: str, pods: Sequence[dict[str, Any]], record: list[dict[str, float]]
 ) -> Measured:
-    """The figures from the evaluator pod (as the API returns it) and the stub server's record."""
-    status = pod.get("status") or {}
-    scheduled = next(
-        c["lastTransitionTime"] for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
-    )
-    (container,) = [c for c in status.get("containerStatuses") or [] if c.get("name") == "evaluator"]
-    finished = container["state"]["terminated"]["finishedAt"]
-    held = (_time(finished) - _time(scheduled)) * gpus
+    """The figures from the evaluation's pods (as the API returns them: only those asking for GPUs
+    count) and the stub server's record."""
+    held = 0.0
+    holding = [pod for pod in pods if _gpus(pod)]
+    for pod in holding:
+        status = pod.get("status") or {}
+        scheduled = next(
+            c["lastTransitionTime"] for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"
+        )
+        (container,) = [c for c in status.get("containerStatuses") or [] if c.get("name") == "evaluator"]
+        finished = container["state"]["terminated"]["finishedAt"]
+        held += (_time(finished) - _time(scheduled)) * _gpus(pod)
     ready = min(e["ready"] for e in record if "ready" in e)
     replies = [e["reply"] for e in record if "reply" in e]
     serving = max(replies) - ready if replies else 0.0
     return Measured(
         design=design,
-        gpus=gpus,
-        pod_scheduled=scheduled,
-        pod_finished=finished,
+        gpus=max((_gpus(p) for p in holding), default=0),
+        gpu_pods=len(holding),
         gpu_held_s=round(held, 1),
         server_ready=ready,
         last_reply=max(replies) if replies else ready,
@@ -103,33 +125,9 @@ def _time(stamp: str) -> float:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def model_folder(root: Path) -> Path:
-    """A local "model" the preflight accepts (config.json, a chat template): the stub serves it."""
-    folder = root / "stub-model"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text('{"model_type": "stub"}', encoding="utf-8")
-    (folder / "chat_template.jinja").write_text(
-        "{% for m in messages %}{{ m['content'] }}\n{% endfor %}", encoding="utf-8"
-    )
-    return folder
-
-
-def stub_vllm(bin_dir: Path) -> Path:
-    """`vllm` on the pods' PATH: the stub server, with this checkout importable."""
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    script = bin_dir / "vllm"
-    script.write_text(
-        f'#!/bin/sh\nPYTHONPATH="{REPO}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" '
-        '-m tests.fixtures.served_model "$@"\n',
-        encoding="utf-8",
-    )
-    script.chmod(0o755)
-    return script
-
-
-def spec(model: Path, judge: str, w: Workload) -> dict[str, Any]:
+def spec(judge: str, w: Workload) -> dict[str, Any]:
     return {
-        "model": {"name": str(model), "source": "vllm"},
+        "model": {"name": MODEL, "source": "vllm"},
         "benchmarks": {
             "jaster": {"testSamples": w.samples, "devSamples": 0},
             "mtbench": {"questionsPerCategory": 1, "judge": {"endpoint": judge, "model": "gpt-4-0613"}},
@@ -137,6 +135,15 @@ def spec(model: Path, judge: str, w: Workload) -> dict[str, Any]:
         "wandb": {"enabled": False},
         "resources": {"gpus": w.gpus},
     }
+
+
+def hub_model(root: Path, w: Workload) -> Path:
+    """The model as the Hub double serves it: a config, a chat template and weights of a size the
+    download takes `w.download_s` seconds for."""
+    folder = model_folder(root, "hub-model")
+    with (folder / "model.safetensors").open("wb") as fh:
+        fh.truncate(int(w.download_s * RATE))
+    return folder
 
 
 @contextlib.contextmanager
@@ -169,7 +176,8 @@ def _cluster(work: Path, w: Workload, stub_bin: Path) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _operator(kubeconfig: Path, work: Path, evaluator_env: dict[str, str]) -> Iterator[Any]:
+def _operator(kubeconfig: Path, log: Path, evaluator_env: dict[str, str], staged: bool) -> Iterator[Any]:
+    """The operator as its own process; with stages, with the shared model cache too."""
     from tests.cluster.controlplane import Process, free_ports
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEJUMI_OPERATOR_")}
@@ -181,6 +189,8 @@ def _operator(kubeconfig: Path, work: Path, evaluator_env: dict[str, str]) -> It
             ),
             "NEJUMI_OPERATOR_EVALUATOR_ENV": json.dumps(evaluator_env),
             "NEJUMI_OPERATOR_RESYNC_SECONDS": "5",
+            "NEJUMI_OPERATOR_STAGES": "true" if staged else "false",
+            "NEJUMI_OPERATOR_MODEL_CACHE_PVC": "nejumi-model-cache" if staged else "",
         }
     )
     (port,) = free_ports(1)
@@ -193,7 +203,7 @@ def _operator(kubeconfig: Path, work: Path, evaluator_env: dict[str, str]) -> It
         "--liveness",
         f"http://127.0.0.1:{port}/healthz",
     ]
-    proc = Process("operator", argv, work / "operator.log")
+    proc = Process("operator", argv, log)
     proc.start(tie_to_parent=True, env=env, cwd=REPO)
     try:
         yield proc
@@ -201,55 +211,66 @@ def _operator(kubeconfig: Path, work: Path, evaluator_env: dict[str, str]) -> It
         proc.stop()
 
 
-def run_single_pod(w: Workload, work: Path) -> Measured:
-    """Today's design: one pod downloads, serves, generates and judges, holding its GPUs throughout."""
-    from kubernetes.client import CoreV1Api, CustomObjectsApi
+class Bench:
+    """One cluster, one Hub double, one judge; an operator per design."""
 
-    from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
-    from tests.cluster import wait_until
-    from tests.fixtures.capacity_server import CapacityJudge
-    from tests.support.kube import create_evaluation
+    def __init__(self, w: Workload, work: Path, stack: contextlib.ExitStack) -> None:
+        from tests.fixtures.capacity_server import CapacityJudge
+        from tests.fixtures.hub_server import HubServer
 
-    record = work / "served.jsonl"
-    model = model_folder(work)
-    with contextlib.ExitStack() as stack:
-        cp, api = stack.enter_context(_cluster(work, w, stub_vllm(work / "stub-bin").parent))
-        judge = stack.enter_context(CapacityJudge(capacity=1, latency_s=w.judge_latency_s))
+        self.w, self.work = w, work
+        self.cp, self.api = stack.enter_context(_cluster(work, w, stub_vllm(work / "stub-bin").parent))
+        self.judge = stack.enter_context(CapacityJudge(capacity=1, latency_s=w.judge_latency_s))
+        self.hub = stack.enter_context(HubServer(rate_bytes_per_s=RATE))
+        self.hub.add_repo(MODEL, hub_model(work / "hub", w))
+
+    def run(self, design: str, name: str, staged: bool) -> Measured:
+        from kubernetes.client import CoreV1Api, CustomObjectsApi
+
+        from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
+        from tests.cluster import wait_until
+        from tests.support.kube import create_evaluation
+
+        w = self.w
+        record = self.work / f"{name}.jsonl"
         evaluator_env = {
             "NEJUMI_DATA_MIRROR": os.environ.get(
                 "NEJUMI_DATA_MIRROR", str(REPO.parent / "shared" / "datasets" / "raw")
             ),
-            "NEJUMI_CACHE_DIR": str(work / "nejumi-cache"),
-            "HF_HUB_OFFLINE": "1",
+            "NEJUMI_CACHE_DIR": str(self.work / "nejumi-cache"),
+            "HF_ENDPOINT": self.hub.endpoint,
             "WANDB_MODE": "offline",
-            "NEJUMI_STUB_DOWNLOAD_S": str(w.download_s),
             "NEJUMI_STUB_CAPACITY": str(w.capacity),
             "NEJUMI_STUB_LATENCY_S": str(w.latency_s),
             "NEJUMI_STUB_RECORD": str(record),
         }
         if os.environ.get("PYTHONPATH"):
             evaluator_env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-        stack.enter_context(_operator(cp.kubeconfig, work, evaluator_env))
-        create_evaluation(api, NAMESPACE, "baseline", spec(model, judge.base_url, w))
-        custom = CustomObjectsApi(api)
+        before = self.hub.stats()["bytesServed"]
+        started = time.monotonic()
+        log = self.work / f"operator-{name}.log"
+        with _operator(self.cp.kubeconfig, log, evaluator_env, staged):
+            create_evaluation(self.api, NAMESPACE, name, spec(self.judge.base_url, w))
+            custom = CustomObjectsApi(self.api)
 
-        def finished() -> dict[str, Any] | None:
-            status = (
-                custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, "baseline").get(
-                    "status"
-                )
-                or {}
-            )
-            return status if status.get("phase") in ("Succeeded", "Failed") else None
+            def finished() -> dict[str, Any] | None:
+                found = custom.get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+                status = found.get("status") or {}
+                return status if status.get("phase") in ("Succeeded", "Failed") else None
 
-        status = wait_until(finished, 1800, "the evaluation to finish")
+            status = wait_until(finished, 1800, f"evaluation {name} to finish")
         if status["phase"] != "Succeeded":
-            raise RuntimeError(f"the evaluation failed: {status.get('reason')}: {status.get('message')}")
-        (pod,) = CoreV1Api(api).list_namespaced_pod(NAMESPACE).items
+            raise RuntimeError(f"{name} failed: {status.get('reason')}: {status.get('message')}")
+        pods = CoreV1Api(self.api).list_namespaced_pod(
+            NAMESPACE, label_selector=f"nejumi.wandb.ai/evaluation={name}"
+        )
         events = [
             json.loads(line) for line in record.read_text(encoding="utf-8").splitlines() if line.strip()
         ]
-        return gpu_held_vs_serving("single pod (today)", api.sanitize_for_serialization(pod), events, w.gpus)
+        measured = gpu_held_vs_serving(design, self.api.sanitize_for_serialization(pods.items), events)
+        measured.downloaded_bytes = self.hub.stats()["bytesServed"] - before
+        measured.wall_s = round(time.monotonic() - started, 1)
+        return measured
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,9 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m tests.bench.gpu_bench", description=__doc__.splitlines()[0]
     )
     d = Workload()
-    parser.add_argument(
-        "--download", type=float, default=d.download_s, help="the stub's weight download, seconds"
-    )
+    parser.add_argument("--download", type=float, default=d.download_s, help="the weights' download, seconds")
     parser.add_argument("--capacity", type=int, default=d.capacity)
     parser.add_argument(
         "--latency", type=float, default=d.latency_s, help="the stub model's per-request seconds"
@@ -272,16 +291,31 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     started = time.monotonic()
     try:
-        baseline = run_single_pod(w, work)
+        with contextlib.ExitStack() as stack:
+            bench = Bench(w, work, stack)
+            rows = [
+                bench.run("one pod (stages off)", "single", staged=False),
+                bench.run("stages", "staged", staged=True),
+                bench.run("stages, same model again", "again", staged=True),
+            ]
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nGPU held vs serving (workload {asdict(w)}; {time.monotonic() - started:.0f} s)")
-    print(f"{'design':28} {'GPU-held s':>11} {'serving s':>10} {'ratio':>6} {'replies':>8}")
-    b = baseline
-    print(f"{b.design:28} {b.gpu_held_s:>11} {b.serving_s:>10} {b.ratio:>6} {b.replies:>8}")
+    print(
+        f"{'design':28} {'GPU-held s':>11} {'serving s':>10} {'held-serving':>13} {'ratio':>6} "
+        f"{'replies':>8} {'downloaded MB':>14} {'wall s':>7}"
+    )
+    for m in rows:
+        print(
+            f"{m.design:28} {m.gpu_held_s:>11} {m.serving_s:>10} {m.gpu_held_s - m.serving_s:>13.1f} "
+            f"{m.ratio:>6} {m.replies:>8} {m.downloaded_bytes / 1e6:>14.1f} {m.wall_s:>7}"
+        )
+    print(f"load average: {os.getloadavg()[0]:.1f} (2 cores: figures stretch with other work)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"workload": asdict(w), "designs": [asdict(baseline)]}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps({"workload": asdict(w), "designs": [asdict(m) for m in rows]}, indent=2) + "\n"
+    )
     print(f"wrote {RESULTS}")
     return 0
 

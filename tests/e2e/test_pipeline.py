@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nejumi_eval.api.v1alpha1.contract import PRICING_ENV
 from nejumi_eval.api.v1alpha1.spec import parse_spec
 from nejumi_eval.api.v1alpha1.summary import SUMMARY_MAX_BYTES
 from nejumi_eval.benchmarks.jaster.datasets import DATASETS
@@ -60,7 +61,11 @@ def _spec(workspace: Path, model_url: str, judge_url: str | None, **jaster: obje
     }
 
 
-def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int, str], chosen) -> None:
+def test_full_run_scores_both_halves_exactly(
+    tmp_path: Path, questions: dict[int, str], chosen, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prices = {"models": {"gpt-4-0613": {"promptPerMillionTokens": 30, "completionPerMillionTokens": 60}}}
+    monkeypatch.setenv(PRICING_ENV, json.dumps(prices))  # what the operator passes; a local run reads it
     # Ratings by category; a few judgments made hard on purpose.
     by_category = {
         "coding": 3,
@@ -162,6 +167,25 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
     assert scalars["mtbench/coding"] == pytest.approx(16 / 3)
     assert scalars["jaster/AVG"] == pytest.approx(jaster.avg)
 
+    # the cost: the judge's tokens (prompt and completion apart) at the table's prices; an API model
+    # holds no GPU; everywhere the same figures (summary, run.json, W&B scalars and config)
+    cost = summary.cost
+    assert cost is not None
+    answered = stats["judge"]["requests_sent"] - stats["judge"]["failures"]  # the scripted judge: 100 + 10
+    assert (cost.judge_prompt_tokens, cost.judge_completion_tokens) == (100 * answered, 10 * answered)
+    assert summary.usage.judge_prompt_tokens == cost.judge_prompt_tokens
+    assert summary.usage.judge_tokens == cost.judge_prompt_tokens + cost.judge_completion_tokens
+    assert cost.judge_cost == round((100 * answered * 30 + 10 * answered * 60) / 1e6, 6) > 0
+    assert (cost.currency, cost.unpriced) == ("USD", [])
+    assert cost.model_prompt_tokens == summary.usage.prompt_tokens > 0
+    assert (cost.gpu_seconds_held, cost.gpu_seconds_busy, cost.gpu_cost) == (0.0, 0.0, 0.0)
+    assert json.loads((results / "run.json").read_text())["cost"] == cost.model_dump(by_alias=True)
+    assert doc["cost"]["judgeCost"] == cost.judge_cost  # the operator's copy
+    assert scalars["cost/judge_cost"] == cost.judge_cost and scalars["cost/currency"] == "USD"
+    assert scalars["cost/judge_prompt_tokens"] == cost.judge_prompt_tokens
+    assert scalars["cost/gpu_seconds_held"] == 0.0
+    assert wandb_offline.config(wb)["cost"]["judgeCost"] == cost.judge_cost
+
     # a rerun costs nothing: no model request, no judge request, same numbers
     with (
         StubServer(model=MODEL, port=model.port) as model2,
@@ -173,6 +197,8 @@ def test_full_run_scores_both_halves_exactly(tmp_path: Path, questions: dict[int
         assert model2.calls == 0
         assert judge2.calls == 3
     assert again.usage.requests_sent == 1  # the one judge_error judgment, attempted anew
+    assert again.cost is not None and again.cost.judge_cost == 0.0  # it failed again: no tokens, no cost
+    assert again.cost.model_prompt_tokens == 0
     assert again.overall == pytest.approx(summary.overall)
 
 

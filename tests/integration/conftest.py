@@ -25,13 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from nejumi_operator.policy import DEFAULT_KEY_HOSTS
 from nejumi_operator.settings import ENV_POLICY
 from tests.cluster import BinariesMissing, ControlPlane, NodeAgent, StartupError, find_binaries, wait_until
 from tests.cluster.flux import Flux, FluxMissing
+from tests.cluster.kueue import API_VERSION as KUEUE_VERSION
+from tests.cluster.kueue import GROUP as KUEUE_GROUP
 from tests.cluster.kueue import Kueue, KueueMissing
 from tests.cluster.provisioner import HostPathProvisioner
 
@@ -318,3 +320,18 @@ def store(s3_server: Any, k8s_client: ApiClient, namespace: str) -> Any:
         },
     )
     return s3_server
+
+
+@pytest.fixture
+def urgent(kueue: Kueue, k8s_client: ApiClient) -> Iterator[str]:
+    """A Kueue WorkloadPriorityClass above the default (0); short name: it is a label value."""
+    custom, name = CustomObjectsApi(k8s_client), f"urgent-{secrets.token_hex(3)}"
+    body = {
+        "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
+        "kind": "WorkloadPriorityClass",
+        "metadata": {"name": name},
+    }
+    plural = "workloadpriorityclasses"
+    custom.create_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, plural, body | {"value": 1000})
+    yield name
+    custom.delete_cluster_custom_object(KUEUE_GROUP, KUEUE_VERSION, plural, name)

@@ -11,7 +11,6 @@ and resumes from its workspace's response cache: the test counts what the second
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +22,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from nejumi_eval.api.v1alpha1.names import GROUP as NEJUMI
 from nejumi_eval.api.v1alpha1.names import PLURAL, VERSION
 from tests.cluster import NodeAgent, wait_until
-from tests.cluster.kueue import API_VERSION, GROUP, Kueue
+from tests.cluster.kueue import Kueue
 from tests.fixtures.openai_stub import StubServer
 from tests.integration.test_kueue import Kueues
 from tests.integration.test_status_truth import HANDLERS, Recorder, spec
@@ -41,20 +40,6 @@ def gpu_queue(kueue: Kueue, k8s_client: ApiClient, namespace: str) -> Iterator[t
         yield objects, objects.local_queue(cq)
     finally:
         objects.delete_all()
-
-
-@pytest.fixture
-def urgent(kueue: Kueue, k8s_client: ApiClient) -> Iterator[str]:
-    """A WorkloadPriorityClass above the default (0); short name: it is a label value."""
-    custom, name = CustomObjectsApi(k8s_client), f"urgent-{secrets.token_hex(3)}"
-    body = {
-        "apiVersion": f"{GROUP}/{API_VERSION}",
-        "kind": "WorkloadPriorityClass",
-        "metadata": {"name": name},
-    }
-    custom.create_cluster_custom_object(GROUP, API_VERSION, "workloadpriorityclasses", body | {"value": 1000})
-    yield name
-    custom.delete_cluster_custom_object(GROUP, API_VERSION, "workloadpriorityclasses", name)
 
 
 def evaluation(endpoint: str, queue: str, gpus: int, samples: int, **extra: Any) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 
 from nejumi_eval.api.v1alpha1.crd import CRD_PATH
 from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from nejumi_eval.api.v1alpha1.stages import Stage
 from nejumi_eval.benchmarks.mtbench.data import default_mirror, load_variant
 from nejumi_eval.runtime.serve.tiny import build_tiny_model
 from nejumi_operator.reconcile.job import job_name
@@ -91,7 +92,8 @@ def test_kubectl_apply_to_scores_in_status(
 
             def finished() -> str | None:
                 assert runner._thread.is_alive(), f"the operator stopped:\n{runner.output}"
-                return job_finished(batch, namespace, job_name(name, 1))
+                # a served model on a GPU: three stages; the judge stage's Job ends the evaluation
+                return job_finished(batch, namespace, job_name(name, 1, Stage.JUDGE))
 
             def progress() -> object:
                 status = (

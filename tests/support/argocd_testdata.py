@@ -24,8 +24,8 @@ import yaml
 
 from nejumi_eval.api.v1alpha1.progress import Counter, ProgressReport
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, StoredResults, Summary, Usage
-from nejumi_operator.controller import job_gpus
 from nejumi_operator.reconcile.job import build_job, job_name
+from nejumi_operator.reconcile.stages import job_gpus
 from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status import Observation, last_termination, reduce_status
 from tests.support.argocd_health import HEALTH_DIR

@@ -32,10 +32,11 @@ class RunContext:
 
     spec: EvaluationSpec
     progress: bool
-    open_judge: Callable[[JudgeSpec, str], InferenceClient]
+    open_judge: Callable[[JudgeSpec, str], InferenceClient | None]
     """A client for a judge (an LLM scorer) on the run's shared response cache; the pipeline
     closes it and counts its usage, and serves the synthetic judge when `judge.synthetic`. The
-    second argument names the spec field, for errors."""
+    second argument names the spec field, for errors. None in a stage that does not judge (fetch,
+    serve: `api.v1alpha1.stages`): the benchmark then generates without judging."""
 
     @property
     def request_mode(self) -> str:

@@ -1,6 +1,6 @@
 """NejumiEvaluation resources as a leaderboard source: `nejumi-eval leaderboard --cluster`.
 
-What a resource offers is its `status` (scores, flags, runtime, the results it stored, the W&B run)
+What a resource offers is its `status` (scores, flags, runtime, cost, the results it stored, the W&B run)
 and its `spec` (the model). Per-question data, and with it the bootstrap intervals and the
 drill-down, is in the results of record: `status.results.uri` names the evaluation's prefix in the
 results store, and the board reads it there (the manifest's digest checked against the status), with
@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from nejumi_eval.api.v1alpha1.contract import WORKSPACE_MOUNT
+from nejumi_eval.api.v1alpha1.cost import Cost
 from nejumi_eval.api.v1alpha1.names import GROUP, PLURAL, VERSION
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, Summary
 from nejumi_eval.errors import InfrastructureError, InputError
@@ -98,6 +99,7 @@ class _Status(_Lenient):
     completion_time: datetime | None = None
     scores: _Scores | None = None
     runtime: dict[str, float] = Field(default_factory=dict)
+    cost: Cost | None = None
     degraded: bool = False
     capped: bool = False
     synthetic_judge: bool = False
@@ -179,6 +181,7 @@ def _status_summary(resource: Resource) -> Summary:
         synthetic_judge=status.synthetic_judge,
         benchmarks=benchmarks,
         runtime_seconds=runtime,
+        cost=status.cost,
         results_dir=status.results_dir,
         wandb_run_path=status.wandb_run_path,
     )
@@ -247,6 +250,9 @@ def evaluation_from_resource(
         entry.capped = entry.capped or status.capped
         entry.synthetic_judge = entry.synthetic_judge or status.synthetic_judge
         entry.degraded = entry.degraded or status.degraded
+        # The status's cost has the GPU-seconds held as the operator observed them (the one Job's,
+        # which its own summary cannot know).
+        entry.cost = status.cost or entry.cost
         recorded = (status.scores or _Scores()).overall
         if recorded is not None and entry.overall is not None and abs(recorded - entry.overall) > 1e-9:
             entry.warnings.append(

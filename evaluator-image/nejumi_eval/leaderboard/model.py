@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nejumi_eval.api.v1alpha1.cost import Cost
+
 
 class Interval(BaseModel):
     """A two-sided percentile bootstrap interval (the board's `confidence`, 95% by default)."""
@@ -106,6 +108,11 @@ class Entry(BaseModel):
     benchmarks: dict[str, BenchmarkResult] = Field(default_factory=dict)
     runtime_seconds: float | None = Field(None, description="Wall-clock seconds of the whole evaluation.")
     usage: TokenUsage | None = Field(None, description="Tokens spent; null where the source records none.")
+    cost: Cost | None = Field(
+        None,
+        description="What it cost (GPU-seconds held and busy, tokens, judge and GPU cost: "
+        "`api.v1alpha1.cost`); null where the source records none, and every unknown figure in it null.",
+    )
     degraded: bool = False
     capped: bool = False
     synthetic_judge: bool = False

@@ -2,8 +2,8 @@
 
 The terminal shows what a ranking needs at a glance: rank, the ranks the entry takes across the
 bootstrap resamples (`1–3`: which places the data supports, not only the one it got), model,
-Overall and each Overall term with its interval, runtime, and a mark where an entry cannot be told
-apart from the one above it.
+Overall and each Overall term with its interval, runtime, cost (GPU-hours held and the judge's cost;
+`—` where unknown, never 0), and a mark where an entry cannot be told apart from the one above it.
 Categories and provenance go to the CSV (one row per evaluation, every column) and the JSON (the
 `Leaderboard` model as is); the HTML page has everything.
 """
@@ -15,6 +15,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from nejumi_eval.api.v1alpha1.cost import Cost
 from nejumi_eval.benchmarks import registry
 from nejumi_eval.leaderboard.model import Entry, Interval, Leaderboard, RankInterval
 from nejumi_eval.runtime.files import atomic_write_text
@@ -45,6 +46,31 @@ def runtime(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.1f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+UNKNOWN = "—"
+"""What a cost figure that is not known shows (an evaluation without a cost record, a judge model
+without a price, GPU-seconds held outside the cluster): never 0."""
+
+
+def gpu_hours(cost: Cost | None) -> str:
+    """GPU-hours held, `0.42`; `—` when unknown."""
+    hours = cost.gpu_hours_held if cost is not None else None
+    return UNKNOWN if hours is None else f"{hours:.2f}"
+
+
+def judge_cost(cost: Cost | None) -> str:
+    """The judge's cost with its currency, `1.23 USD`; `—` when unknown."""
+    if cost is None or cost.judge_cost is None:
+        return UNKNOWN
+    return f"{cost.judge_cost:.2f} {cost.currency or ''}".rstrip()
+
+
+def cost_text(cost: Cost | None) -> str:
+    """The terminal's cost cell: `0.42 GPU-h · judge 1.23 USD`, `—` for what is unknown."""
+    if cost is None:
+        return UNKNOWN
+    return f"{gpu_hours(cost)} GPU-h · judge {judge_cost(cost)}"
 
 
 def marks(entry: Entry) -> str:
@@ -102,6 +128,7 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
         for name in names:
             table.add_column(_title(board, name), justify="right")
         table.add_column("runtime", justify="right")
+        table.add_column("cost", justify="right")
         table.add_column("marks")
         for entry in ranked:
             rank = f"{entry.rank}{'≈' if entry.tied_with_above else ''}"
@@ -114,7 +141,7 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
             for name in names:
                 result = entry.benchmarks.get(name)
                 cells.append("-" if result is None else with_interval(result.avg, result.ci))
-            cells += [runtime(entry.runtime_seconds), marks(entry)]
+            cells += [runtime(entry.runtime_seconds), cost_text(entry.cost), marks(entry)]
             table.add_row(*cells)
         console.print(table)
     if any(e.tied_with_above for e in board.entries):
@@ -138,8 +165,9 @@ def terminal(board: Leaderboard, width: int | None = None) -> str:
 
 
 def rows(board: Leaderboard) -> list[dict[str, Any]]:
-    """One flat row per evaluation (CSV): placement, scores with intervals, categories, runtime and
-    tokens, provenance (the details each benchmark's reader shows beside a model)."""
+    """One flat row per evaluation (CSV): placement, scores with intervals, categories, runtime,
+    tokens and cost (empty where unknown), provenance (the details each benchmark's reader shows
+    beside a model)."""
     names = _columns(board)
     shown = list(dict.fromkeys(key for name in names for key, _ in registry.labels(name).shown))
     categories: dict[str, list[str]] = {n: [] for n in names}
@@ -173,6 +201,7 @@ def rows(board: Leaderboard) -> list[dict[str, Any]]:
                 "prompt_tokens": entry.usage.prompt_tokens if entry.usage else None,
                 "completion_tokens": entry.usage.completion_tokens if entry.usage else None,
                 "judge_tokens": entry.usage.judge_tokens if entry.usage else None,
+                **cost_columns(entry.cost),
                 "degraded": entry.degraded,
                 "capped": entry.capped,
                 "synthetic_judge": entry.synthetic_judge,
@@ -186,6 +215,19 @@ def rows(board: Leaderboard) -> list[dict[str, Any]]:
         )
         out.append(row)
     return out
+
+
+def cost_columns(cost: Cost | None) -> dict[str, Any]:
+    """The CSV's cost columns (None, an empty cell, where unknown)."""
+    hours = cost.gpu_hours_held if cost is not None else None
+    return {
+        "gpu_hours_held": None if hours is None else round(hours, 6),
+        "gpu_seconds_held": cost.gpu_seconds_held if cost else None,
+        "gpu_seconds_busy": cost.gpu_seconds_busy if cost else None,
+        "judge_cost": cost.judge_cost if cost else None,
+        "gpu_cost": cost.gpu_cost if cost else None,
+        "cost_currency": cost.currency if cost else None,
+    }
 
 
 def write_csv(board: Leaderboard, path: str | Path) -> Path:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
+from nejumi_eval.api.v1alpha1.cost import Cost
 from nejumi_eval.api.v1alpha1.formula import OVERALL, Formula
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.benchmarks import registry
@@ -229,6 +230,19 @@ def _usage(summary: Summary, run: dict[str, Any]) -> TokenUsage | None:
     return TokenUsage.model_validate(recorded.model_dump())
 
 
+def _cost(summary: Summary, run: dict[str, Any]) -> Cost | None:
+    """The summary's cost, else the run record's (a W&B run's config), else none: an evaluation
+    from before costs were recorded, or a status without one, shows no cost rather than zeros."""
+    if summary.cost is not None:
+        return summary.cost
+    if isinstance(run.get("cost"), dict):
+        try:
+            return Cost.model_validate(run["cost"])
+        except ValidationError:
+            return None
+    return None
+
+
 def entry_from_summary(
     summary: Summary,
     run: dict[str, Any],
@@ -286,6 +300,7 @@ def entry_from_summary(
         benchmarks=benchmarks,
         runtime_seconds=summary.runtime_seconds.get("total"),
         usage=_usage(summary, run),
+        cost=_cost(summary, run),
         degraded=summary.degraded,
         capped=summary.capped,
         synthetic_judge=summary.synthetic_judge,

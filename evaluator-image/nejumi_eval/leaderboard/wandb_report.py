@@ -12,7 +12,9 @@ project, and has a section for every registered benchmark, a plugin's too:
 4. per benchmark: its leaderboard table, then its per-question table once per stratum, each
    filtered on the stratum column (e.g. `row["target_dataset"] == "<dataset>"`, as Neo's readers
    filtered it), showing the columns its reader names;
-5. runtime (the run's duration) against Overall, a scatter plot over the runs.
+5. runtime (the run's duration) and cost (GPU-hours held, the judge's cost: the run's `cost/…`
+   scalars, `api.v1alpha1.cost`) against Overall, scatter plots over the runs; a run without a
+   figure logged no scalar for it, so it has no point there (never one at 0).
 
 Every panel grid reads one run set: the project's evaluation runs that finished, minus smoke tests
 (capped or synthetic-judge runs) and degraded ones unless `include_all` (the same rule as
@@ -42,6 +44,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nejumi_eval.api.v1alpha1.cost import WANDB_PREFIX
 from nejumi_eval.api.v1alpha1.formula import OVERALL
 from nejumi_eval.benchmarks import registry
 from nejumi_eval.benchmarks.reading import Reading
@@ -317,17 +320,28 @@ def build_report(
             where = ", ".join(f'row["{tables.stratum_column}"] == "{v}"' for v in values)
             blocks.append(wr.P(text=f"One table per {reading.labels.stratum}: {where}"))
         blocks.append(grid(f"{heading} questions", per_question(reading, values)))
+    axes = [
+        ("Runtime (s)", wr.Metric("Runtime")),
+        ("GPU-hours held", wr.SummaryMetric(f"{WANDB_PREFIX}gpu_hours_held")),
+        ("Judge cost", wr.SummaryMetric(f"{WANDB_PREFIX}judge_cost")),
+    ]
     blocks += [
-        wr.H1(text=f"Runtime vs {OVERALL.name}"),
+        wr.H1(text=f"Runtime and cost vs {OVERALL.name}"),
+        wr.P(
+            text="GPU-hours held: the wall time of the evaluation's GPU Jobs × their GPUs; judge cost: the "
+            "judge's tokens at the operator's price table (`cost/currency`). A run whose figure is unknown "
+            "logged none and has no point."
+        ),
         grid(
-            "Runtime",
+            "Runtime and cost",
             [
                 wr.ScatterPlot(
-                    title=f"Runtime (s) vs {OVERALL.name}",
-                    x=wr.Metric("Runtime"),
+                    title=f"{label} vs {OVERALL.name}",
+                    x=x,
                     y=wr.SummaryMetric(OVERALL.name),
-                    layout=wr.Layout(w=24, h=10),
+                    layout=wr.Layout(x=i * 8, w=8, h=10),
                 )
+                for i, (label, x) in enumerate(axes)
             ],
         ),
     ]

@@ -1,4 +1,5 @@
-"""One S3 client for the results of record, and every S3 failure turned into a typed error here.
+"""One S3 client for the results of record (and a model's s3:// weights), and every S3 failure turned
+into a typed error here.
 
 boto3 speaks the protocol (signing, retries, addressing); this module only chooses its settings
 from `results` (endpoint, region, path-style) and the standard AWS variables (`AWS_ACCESS_KEY_ID`,
@@ -18,6 +19,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.contract import EXIT_CONFIG, EXIT_INFRA
@@ -40,6 +42,11 @@ REFUSED_CODES = {
 }
 """Error codes that no retry fixes: the credentials, the permissions or the bucket are wrong."""
 MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+RESULTS_CREDENTIALS = "results.credentialsSecretRef, or $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY"
+"""Where the access key pair comes from, as a refusal's message names it (a store's user says its own)."""
+DOWNLOAD_PART_BYTES = 64 << 20
+"""`ObjectStore.download`: objects above this are read in ranged GETs of this size, in parallel."""
+DOWNLOAD_CONCURRENCY = 8
 
 
 class StoreError(RuntimeError):
@@ -86,6 +93,15 @@ class StoreSettings:
         return self.endpoint or "AWS S3"
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    """One object of a listing (`ObjectStore.objects`): its key, size and ETag (quoted, as sent)."""
+
+    key: str
+    size: int
+    etag: str
+
+
 @dataclass
 class StoredObject:
     """An object being read (`ObjectStore.open`): `chunks()` yields its bytes, a failure on the way
@@ -97,12 +113,13 @@ class StoredObject:
     """As the store sent it, quoted (`"…"`): the MD5 of a single-part upload, else opaque."""
     size: int | None
     body: Any
+    credentials: str = RESULTS_CREDENTIALS
 
     def chunks(self, size: int = 1 << 16) -> Iterator[bytes]:
         try:
             yield from self.body.iter_chunks(size)
         except Exception as exc:
-            error = translate(exc, self.uri, self.where)
+            error = translate(exc, self.uri, self.where, self.credentials)
             if error is None:
                 raise
             raise error from exc
@@ -115,11 +132,20 @@ class StoredObject:
 class ObjectStore:
     """A bucket's objects through one boto3 client (thread-safe: uploads and reads run in threads)."""
 
-    def __init__(self, spec: ResultsSpec | None = None, *, attempts: int = 3, connect_timeout: float = 5.0):
+    def __init__(
+        self,
+        spec: ResultsSpec | None = None,
+        *,
+        attempts: int = 3,
+        connect_timeout: float = 5.0,
+        credentials: str = RESULTS_CREDENTIALS,
+    ):
+        """`credentials`: where the key pair comes from, for a refusal's message."""
         import boto3
         from botocore.config import Config
 
         self.settings = StoreSettings.of(spec or ResultsSpec())
+        self.credentials = credentials
         config = Config(
             region_name=self.settings.region,
             s3={"addressing_style": "path" if self.settings.path_style else "virtual"},
@@ -209,6 +235,29 @@ class ObjectStore:
                 for item in page.get("Contents") or []:
                     yield item["Key"]
 
+    def objects(self, bucket: str, prefix: str) -> Iterator[ListedObject]:
+        """Every object under `prefix` with its size and ETag (page by page, in key order)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        with self._errors(bucket, prefix):
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents") or []:
+                    yield ListedObject(item["Key"], int(item["Size"]), str(item.get("ETag") or ""))
+
+    def download(self, bucket: str, key: str, dest: Path) -> None:
+        """The object into the file `dest` through boto3's managed transfer (a large object in
+        parallel ranged GETs; written under a temporary name, renamed when whole)."""
+        from boto3.s3.transfer import TransferConfig
+
+        config = TransferConfig(
+            multipart_threshold=DOWNLOAD_PART_BYTES,
+            multipart_chunksize=DOWNLOAD_PART_BYTES,
+            max_concurrency=DOWNLOAD_CONCURRENCY,
+        )
+        with self._errors(bucket, key):
+            self.client.download_file(bucket, key, str(dest), Config=config)
+        with self._count:
+            self.bytes_read += dest.stat().st_size
+
     def open(self, bucket: str, key: str) -> StoredObject:
         """The object as a stream, with its ETag and size: for serving a large object (a
         leaderboard's page) without holding it in memory. The caller closes it."""
@@ -220,6 +269,7 @@ class ObjectStore:
             etag=str(response.get("ETag") or ""),
             size=response.get("ContentLength"),
             body=response["Body"],
+            credentials=self.credentials,
         )
 
     # ---- errors --------------------------------------------------------------------------------
@@ -232,7 +282,7 @@ class ObjectStore:
         except StoreError:
             raise
         except Exception as exc:
-            error = translate(exc, f"s3://{bucket}/{key}", self.settings.where)
+            error = translate(exc, f"s3://{bucket}/{key}", self.settings.where, self.credentials)
             if error is None:
                 raise
             raise error from exc
@@ -246,8 +296,12 @@ def _code(exc: BaseException | None) -> str:
     return code or str((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
 
 
-def translate(exc: BaseException, uri: str, where: str) -> StoreError | None:
-    """The typed error for a botocore exception (None: not one of boto's: a bug, raised as it is)."""
+def translate(
+    exc: BaseException, uri: str, where: str, credentials: str = RESULTS_CREDENTIALS
+) -> StoreError | None:
+    """The typed error for a botocore exception (None: not one of boto's: a bug, raised as it is).
+    `credentials` says where the key pair comes from (a refusal's remedy)."""
+    from boto3 import exceptions as b3x
     from botocore import exceptions as bx
 
     if isinstance(exc, bx.ClientError):
@@ -259,18 +313,14 @@ def translate(exc: BaseException, uri: str, where: str) -> StoreError | None:
         if code in REFUSED_CODES:
             return StoreRefused(
                 f"{uri}: {where} refused the credentials ({code}): check the access key pair "
-                "(results.credentialsSecretRef, or $AWS_ACCESS_KEY_ID/$AWS_SECRET_ACCESS_KEY) and its "
-                "permissions on the bucket",
+                f"({credentials}) and its permissions on the bucket",
                 code,
             )
         if code in MISSING_CODES:
             return StoreError(f"{uri}: no such object at {where}", code)
         return StoreUnreachable(f"{uri}: {where} answered {status or ''} {code}".rstrip(), code)
     if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
-        return StoreRefused(
-            f"{uri}: no credentials for {where}: set $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY "
-            "(operator: results.credentialsSecretRef)"
-        )
+        return StoreRefused(f"{uri}: no credentials for {where}: set the access key pair ({credentials})")
     if isinstance(exc, bx.SSLError):
         return StoreRefused(
             f"{uri}: the TLS certificate of {where} is not trusted: name its CA bundle "
@@ -278,6 +328,6 @@ def translate(exc: BaseException, uri: str, where: str) -> StoreError | None:
         )
     if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionError | bx.HTTPClientError):
         return StoreUnreachable(f"{uri}: {where} cannot be reached ({type(exc).__name__})")
-    if isinstance(exc, bx.BotoCoreError):
+    if isinstance(exc, bx.BotoCoreError | b3x.Boto3Error):  # a managed transfer's failure included
         return StoreUnreachable(f"{uri}: {where}: {type(exc).__name__}")
     return None

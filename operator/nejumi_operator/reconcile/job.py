@@ -15,17 +15,27 @@ The workspace is a PVC: `workspace.pvcName` (an existing one, never the operator
 the one the operator creates per evaluation (`build_workspace_pvc`, owned by the evaluation unless
 `workspace.retain`), so a retried or preempted pod resumes from the response cache.
 
+A served model's evaluation is three Jobs, one per stage (`api.v1alpha1.stages`: fetch, serve,
+judge), built here by the same function (`stage=`): only the serve stage's pod asks for GPUs (and
+the GPU nodes' nodeSelector and runtimeClassName); the others are CPU pods. Each is its own Kueue
+workload; they share the workspace (the response cache carries the answers from serve to judge).
+
 The results of record go to `results` (`effective_results`: the spec's, else the operator's
 default, taken whole): the evaluator gets it in its spec, its key under the URI in
 `$NEJUMI_RESULTS_KEY` (namespace/name/generation, so a retried pod rewrites the same objects and a
 new generation never overwrites an older one's), the access key pair as `secretKeyRef`s and the
 CA bundle as a read-only ConfigMap volume.
+
+The stage that reports (`run`, or `judge`) gets the operator's price table (`$NEJUMI_PRICING`), and
+the judge stage the GPU-seconds the serve stage's Job held (`$NEJUMI_GPU_SECONDS_HELD`): its cost
+is the whole evaluation's (`api.v1alpha1.cost`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,11 +43,15 @@ from nejumi_eval.api.v1alpha1.contract import (
     CACHE_ENV,
     EXIT_BUG,
     EXIT_CONFIG,
+    GPU_SECONDS_HELD_ENV,
     HF_HOME_ENV,
     HF_TOKEN_ENV,
     JUDGE_API_KEY_ENV,
     MODEL_API_KEY_ENV,
+    MODEL_CACHE_ENV,
+    MODEL_CACHE_MOUNT,
     PREPARED_DIRS_ENV,
+    PRICING_ENV,
     RESULTS_ACCESS_KEY_ID_ENV,
     RESULTS_CA_BUNDLE_ENV,
     RESULTS_CA_MOUNT,
@@ -45,11 +59,13 @@ from nejumi_eval.api.v1alpha1.contract import (
     RESULTS_SECRET_ACCESS_KEY_ENV,
     SPEC_ENV,
     WANDB_API_KEY_ENV,
+    WEIGHTS_PVC_MOUNT,
     WORKSPACE_MOUNT,
 )
-from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_QUEUE, LABEL_WORKLOAD_PRIORITY
+from nejumi_eval.api.v1alpha1.names import GROUP, KIND, LABEL_QUEUE, LABEL_STAGE, LABEL_WORKLOAD_PRIORITY
 from nejumi_eval.api.v1alpha1.results import cluster_key
 from nejumi_eval.api.v1alpha1.spec import (
+    LOCAL_MODEL_PATH,
     ConfigError,
     EvaluationSpec,
     ModelSource,
@@ -57,6 +73,7 @@ from nejumi_eval.api.v1alpha1.spec import (
     SecretKeyRef,
     parse_spec,
 )
+from nejumi_eval.api.v1alpha1.stages import GPU_STAGES, REPORTING_STAGES, STAGE_FLAG, Stage
 from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
 from nejumi_operator.reconcile.progress import evaluator_account_name, progress_env
 from nejumi_operator.settings import OperatorConfig
@@ -72,6 +89,8 @@ CACHE_IN_WORKSPACE = ".cache"  # relative to the working dir, the workspace volu
 IMAGE_PREPARED_DIR = "/opt/nejumi/prepared"
 PREPARED_DATA_VOLUME = "prepared-data"
 PREPARED_DATA_MOUNT = "/mnt/nejumi-prepared"
+MODEL_CACHE_VOLUME = "model-cache"
+WEIGHTS_PVC_VOLUME = "weights-pvc"
 POD_PATHSEP = ":"  # the evaluator's os.pathsep (a Linux container), whatever the operator runs on
 # Set by the builder only: the operator's evaluator env cannot put a literal key (or another spec)
 # in their place, whether or not the spec names a Secret for them.
@@ -84,6 +103,8 @@ RESERVED_ENV = (
     RESULTS_ACCESS_KEY_ID_ENV,
     RESULTS_SECRET_ACCESS_KEY_ENV,
     RESULTS_KEY_ENV,
+    PRICING_ENV,
+    GPU_SECONDS_HELD_ENV,
 )
 RESULTS_CA_VOLUME = "results-ca"
 # Read-only root filesystem: the writable places (PodSecurity `restricted` allows emptyDir).
@@ -107,10 +128,16 @@ class InvalidEvaluation(ValueError):
     """A spec the CRD admitted but the operator cannot run (the message names the field)."""
 
 
-def job_name(name: str, generation: int) -> str:
-    """The Job of generation `generation` of evaluation `name`: stable, so creation is idempotent."""
-    suffix = f"-g{generation}"
+def job_name(name: str, generation: int, stage: Stage = Stage.RUN) -> str:
+    """The Job of generation `generation` of evaluation `name` (of its `stage`: `-g1-fetch`; one pod
+    for everything: `-g1`): stable, so creation is idempotent."""
+    suffix = f"-g{generation}" if stage == Stage.RUN else f"-g{generation}-{stage.value}"
     return short(name, MAX_NAME - len(suffix)) + suffix
+
+
+HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
+"""Set in a serve stage's pod: its weights were fetched before, so the server never downloads
+(on GPU time) and a missing file is an error, not a silent download."""
 
 
 def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> EvaluationSpec:
@@ -204,7 +231,71 @@ def _results_ca_volumes(results: ResultsSpec | None) -> list[dict[str, Any]]:
     return [{"name": RESULTS_CA_VOLUME, "configMap": {"name": ref.name, "items": items}}]
 
 
-def _env(spec: EvaluationSpec, config: OperatorConfig, results_key: str) -> list[dict[str, Any]]:
+def uses_model_cache(spec: EvaluationSpec, config: OperatorConfig, stage: Stage = Stage.RUN) -> bool:
+    """The stage's pod mounts the shared model cache (`config.model_cache_pvc`): a vLLM model with
+    weights to fetch (a Hub id, or `model.storageUri`), in a stage that fetches or serves them."""
+    m = spec.model
+    fetchable = bool(m.storage_uri) or not re.fullmatch(LOCAL_MODEL_PATH, m.name)
+    return (
+        bool(config.model_cache_pvc)
+        and m.source == ModelSource.VLLM
+        and fetchable
+        and stage in (Stage.RUN, Stage.FETCH, Stage.SERVE)
+    )
+
+
+def weights_claim(spec: EvaluationSpec, stage: Stage = Stage.RUN) -> str | None:
+    """The claim of a `pvc://claim/path` model.storageUri, mounted read-only where the weights are
+    read (fetch lists them, serve loads them)."""
+    uri = spec.model.storage_uri or ""
+    if not uri.startswith("pvc://") or stage == Stage.JUDGE:
+        return None
+    return uri.removeprefix("pvc://").split("/", 1)[0]
+
+
+def build_model_cache_pvc(namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    """The shared model cache of a namespace, made by the operator when missing: ReadWriteMany (fetch
+    pods write it while serve pods on other nodes read it), no owner (it outlives evaluations)."""
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteMany"],
+        "volumeMode": "Filesystem",
+        "resources": {"requests": {"storage": config.model_cache_size}},
+    }
+    if config.model_cache_storage_class:
+        spec["storageClassName"] = config.model_cache_storage_class
+    meta = {
+        "name": config.model_cache_pvc,
+        "namespace": namespace,
+        "labels": {
+            "app.kubernetes.io/component": "model-cache",
+            "app.kubernetes.io/part-of": "nejumi",
+            "app.kubernetes.io/managed-by": "nejumi-operator",
+        },
+    }
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
+
+
+def _cost_env(config: OperatorConfig, stage: Stage, gpu_seconds_held: float | None) -> list[dict[str, Any]]:
+    """What the stage that reports needs to price the evaluation: the price table (configuration,
+    a plain value) and, for the judge stage, the GPU-seconds the serve stage's Job held (the
+    evaluator cannot see a Job's end; `run` holds its own GPUs, and the operator adds those)."""
+    if stage not in REPORTING_STAGES:
+        return []
+    env = []
+    if config.pricing is not None:
+        env.append({"name": PRICING_ENV, "value": config.pricing.model_dump_json(by_alias=True)})
+    if stage == Stage.JUDGE and gpu_seconds_held is not None:
+        env.append({"name": GPU_SECONDS_HELD_ENV, "value": str(round(gpu_seconds_held, 3))})
+    return env
+
+
+def _env(
+    spec: EvaluationSpec,
+    config: OperatorConfig,
+    results_key: str,
+    stage: Stage = Stage.RUN,
+    gpu_seconds_held: float | None = None,
+) -> list[dict[str, Any]]:
     # Downloaded data and built models live in the workspace too, so a retried pod on the same
     # PVC neither downloads nor parses again (the operator's settings may point elsewhere).
     # Hugging Face weights too (HF_HOME): a retried pod on the same PVC does not download them again.
@@ -214,6 +305,10 @@ def _env(spec: EvaluationSpec, config: OperatorConfig, results_key: str) -> list
         "HOME": HOME_DIR,
         **config.evaluator_env,
     }
+    if stage == Stage.SERVE:
+        extra[HF_OFFLINE_ENV] = "1"
+    if uses_model_cache(spec, config, stage):
+        extra[MODEL_CACHE_ENV] = MODEL_CACHE_MOUNT
     if config.prepared_data_pvc:
         # A container env value replaces the image's ENV, so the baked root is named again first
         # (local disk, fastest) unless the operator's evaluator env already says which roots.
@@ -236,15 +331,21 @@ def _env(spec: EvaluationSpec, config: OperatorConfig, results_key: str) -> list
     if spec.model.hf_token_secret_ref:
         env.append(_secret_env(HF_TOKEN_ENV, spec.model.hf_token_secret_ref))
     env.extend(_results_env(results, results_key))
+    env.extend(_cost_env(config, stage, gpu_seconds_held))
     return env
 
 
-def _resources(spec: EvaluationSpec) -> dict[str, Any]:
+def stage_gpus(spec: EvaluationSpec, stage: Stage) -> int:
+    """The GPUs a stage's pod asks for: `resources.gpus` for the pod that serves, else none."""
+    return spec.resources.gpus if stage in GPU_STAGES else 0
+
+
+def _resources(spec: EvaluationSpec, gpus: int) -> dict[str, Any]:
     r = spec.resources
     requests: dict[str, str] = {}
     limits: dict[str, str] = {}
-    if r.gpus:
-        limits[GPU_RESOURCE] = str(r.gpus)  # extended resources: requests default to limits
+    if gpus:
+        limits[GPU_RESOURCE] = str(gpus)  # extended resources: requests default to limits
     if r.memory:
         requests["memory"] = limits["memory"] = r.memory
     if r.cpu:
@@ -304,20 +405,46 @@ def retain_workspace(evaluation: Mapping[str, Any]) -> bool:
     return bool(((evaluation.get("spec") or {}).get("workspace") or {}).get("retain"))
 
 
-def shm_size(spec: EvaluationSpec) -> str:
-    """`/dev/shm`'s size limit: `resources.shmSize`, else 2Gi per GPU (1Gi without GPUs)."""
-    if spec.resources.shm_size:
+def shm_size(spec: EvaluationSpec, stage: Stage = Stage.RUN) -> str:
+    """`/dev/shm`'s size limit: `resources.shmSize`, else 2Gi per GPU (1Gi without GPUs: a CPU
+    stage's pod)."""
+    gpus = stage_gpus(spec, stage)
+    if spec.resources.shm_size and (gpus or stage == Stage.RUN):
         return spec.resources.shm_size
-    gpus = spec.resources.gpus
     return f"{SHM_PER_GPU_GI * gpus}Gi" if gpus else SHM_WITHOUT_GPU
 
 
-def _scratch_volumes(spec: EvaluationSpec) -> list[dict[str, Any]]:
+def _scratch_volumes(spec: EvaluationSpec, stage: Stage) -> list[dict[str, Any]]:
     """The writable places besides the workspace (the root filesystem is read-only)."""
     return [
         {"name": TMP_VOLUME, "emptyDir": {}},
-        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec)}},
+        {"name": SHM_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(spec, stage)}},
     ]
+
+
+def _weights_volumes(spec: EvaluationSpec, config: OperatorConfig, stage: Stage) -> list[dict[str, Any]]:
+    volumes = []
+    if uses_model_cache(spec, config, stage):
+        claim = {"claimName": config.model_cache_pvc, "readOnly": stage == Stage.SERVE}
+        volumes.append({"name": MODEL_CACHE_VOLUME, "persistentVolumeClaim": claim})
+    if (weights := weights_claim(spec, stage)) is not None:
+        volumes.append(
+            {"name": WEIGHTS_PVC_VOLUME, "persistentVolumeClaim": {"claimName": weights, "readOnly": True}}
+        )
+    return volumes
+
+
+def _weights_mounts(spec: EvaluationSpec, config: OperatorConfig, stage: Stage) -> list[dict[str, Any]]:
+    mounts = []
+    if uses_model_cache(spec, config, stage):  # the serve stage reads what a fetch stage filled
+        mounts.append(
+            {"name": MODEL_CACHE_VOLUME, "mountPath": MODEL_CACHE_MOUNT, "readOnly": stage == Stage.SERVE}
+        )
+    if (weights := weights_claim(spec, stage)) is not None:
+        mounts.append(
+            {"name": WEIGHTS_PVC_VOLUME, "mountPath": f"{WEIGHTS_PVC_MOUNT}/{weights}", "readOnly": True}
+        )
+    return mounts
 
 
 def _volume_mounts(config: OperatorConfig, results: ResultsSpec | None) -> list[dict[str, Any]]:
@@ -357,17 +484,29 @@ def _prepared_data_volumes(config: OperatorConfig) -> list[dict[str, Any]]:
     return [{"name": PREPARED_DATA_VOLUME, "persistentVolumeClaim": claim}]
 
 
-def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str, Any]:
-    """The Job for the evaluation's current generation. Owner references are added by the caller
-    (`kopf.adopt`). Raises `InvalidEvaluation` for a spec the evaluator would reject."""
+def build_job(
+    evaluation: Mapping[str, Any],
+    config: OperatorConfig,
+    stage: Stage = Stage.RUN,
+    *,
+    check_policy: bool = True,
+    gpu_seconds_held: float | None = None,
+) -> dict[str, Any]:
+    """The Job of `stage` for the evaluation's current generation. Owner references are added by
+    the caller (`kopf.append_owner_reference`). Raises `InvalidEvaluation` for a spec the evaluator
+    would reject. `check_policy=False` for a later stage of a generation whose first stage the
+    policy of its day admitted: a `helm upgrade` never stops an evaluation halfway.
+    `gpu_seconds_held`: for the judge stage, what the stages before it held (its cost reports it)."""
     meta = evaluation["metadata"]
     name, generation = meta["name"], int(meta.get("generation") or 1)
     spec = validate(evaluation.get("spec"), source=f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip())
-    if problems := config.policy.violations(spec):  # the confused-deputy limits (nejumi_operator.policy)
+    if check_policy and (problems := config.policy.violations(spec)):  # nejumi_operator.policy
         raise InvalidEvaluation("; ".join(problems))
     results = effective_results(spec, config)
     results_key = cluster_key(str(meta.get("namespace") or "default"), name, generation)
     pod_labels = labels(name)
+    if stage != Stage.RUN:
+        pod_labels[LABEL_STAGE] = stage.value
     job_labels = dict(pod_labels)
     queue = queue_name(spec, config)
     if queue:
@@ -379,15 +518,17 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "image": config.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(config.command),
-        "args": ["--spec-env", SPEC_ENV, "--summary", TERMINATION_PATH],
-        "env": [*_env(spec, config, results_key), *progress_env(name)],
+        "args": ["--spec-env", SPEC_ENV, "--summary", TERMINATION_PATH]
+        + ([STAGE_FLAG, stage.value] if stage != Stage.RUN else []),
+        "env": [*_env(spec, config, results_key, stage, gpu_seconds_held), *progress_env(name)],
         "workingDir": WORKSPACE_MOUNT,
-        "volumeMounts": _volume_mounts(config, results),
+        "volumeMounts": [*_volume_mounts(config, results), *_weights_mounts(spec, config, stage)],
         "terminationMessagePath": TERMINATION_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": copy.deepcopy(CONTAINER_SECURITY_CONTEXT),
     }
-    if resources := _resources(spec):
+    gpus = stage_gpus(spec, stage)
+    if resources := _resources(spec, gpus):
         container["resources"] = resources
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -401,12 +542,13 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         "volumes": [
             _workspace_volume(name, spec),
             *_prepared_data_volumes(config),
-            *_scratch_volumes(spec),
+            *_scratch_volumes(spec, stage),
             *_results_ca_volumes(results),
+            *_weights_volumes(spec, config, stage),
         ],
     }
     r = spec.resources
-    if r.node_selector:
+    if r.node_selector and (gpus or stage == Stage.RUN):  # a CPU stage is not bound to GPU nodes
         pod_spec["nodeSelector"] = dict(r.node_selector)
     if r.tolerations:
         pod_spec["tolerations"] = [
@@ -416,7 +558,7 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
         pod_spec["imagePullSecrets"] = [{"name": ref.name} for ref in r.image_pull_secrets]
     if r.priority_class_name:
         pod_spec["priorityClassName"] = r.priority_class_name
-    if r.runtime_class_name:
+    if r.runtime_class_name and (gpus or stage == Stage.RUN):  # e.g. nvidia: GPU nodes only
         pod_spec["runtimeClassName"] = r.runtime_class_name
     job_spec: dict[str, Any] = {
         # Wall time for every attempt together (reset while Kueue keeps the Job suspended); then
@@ -442,7 +584,7 @@ def build_job(evaluation: Mapping[str, Any], config: OperatorConfig) -> dict[str
     if queue:
         job_spec["suspend"] = True  # Kueue admits (unsuspends) it; without a queue it starts at once
     job_meta: dict[str, Any] = {
-        "name": job_name(name, generation),
+        "name": job_name(name, generation, stage),
         "labels": job_labels,
         "annotations": {ANNOTATION_GENERATION: str(generation)},
     }

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from nejumi_eval.api.v1alpha1.names import GROUP, KIND
+from nejumi_eval.api.v1alpha1.names import API_VERSION, GROUP, KIND
 
 
 class Claim(StrEnum):
@@ -73,3 +73,17 @@ def claim(
         return Claim.FOREIGN, "no owner"
     owners = ", ".join(f"{r.get('kind')} {r.get('name')}" for r in refs)
     return Claim.FOREIGN, f"owned by {owners}"
+
+
+def owner_reference(evaluation: Mapping[str, Any]) -> dict[str, Any]:
+    """The owner reference the operator puts on what it makes for `evaluation` (as kopf's
+    `append_owner_reference` does): collected with it, operator or not."""
+    meta = evaluation.get("metadata") or {}
+    return {
+        "apiVersion": evaluation.get("apiVersion") or API_VERSION,
+        "kind": evaluation.get("kind") or KIND,
+        "name": meta.get("name"),
+        "uid": meta.get("uid"),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

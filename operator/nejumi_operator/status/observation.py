@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
+from nejumi_eval.api.v1alpha1.cost import Pricing
 from nejumi_eval.api.v1alpha1.progress import ProgressReport
 from nejumi_operator.reconcile.job import CONTAINER
 
@@ -77,6 +78,16 @@ class Observation:
     """Kueue's Workload for a suspended Job in a queue (why it waits, or that it was preempted)."""
     progress: ProgressReport | None = None
     """The evaluator's last live-progress report (`reconcile.progress.parse_report`), if any."""
+    stage: str | None = None
+    """The stage `job` runs (fetch, serve, judge: `api.v1alpha1.stages`); None: one Job for all."""
+    next_stage: str | None = None
+    """The stage after `stage` (None: `job` is the last, its summary is the evaluation's)."""
+    stages: Sequence[Mapping[str, Any]] = ()
+    """`status.stages` so far (`reconcile.stages.StageJobs.records`), the current one last."""
+    stage_refusal: tuple[str, str] | None = None
+    """(reason, message): the next stage's Job could not be made (`controller.advance`): final."""
+    pricing: Pricing | None = None
+    """The operator's price table: the GPU-seconds it observes held are priced with it (`status.cost`)."""
 
 
 def now() -> str:

@@ -5,7 +5,8 @@ evaluator container's last termination with its message = the evaluator's `Summa
 spec it cannot run) becomes the whole `status`: four conditions (set from the first visit on),
 the phase derived from them, the reason and message of the condition that decides the phase, the
 conditions kstatus reads (Ready, Reconciling, Stalled: `conditions.kstatus_conditions`, derived from
-the four), and scores, failures, usage and runtimes from the summary. Every condition and
+the four), and scores, failures, usage, runtimes and cost from the summary (the cost's GPU-seconds
+held are the operator's own observation: the Jobs that held GPUs). Every condition and
 `observedGeneration` name the generation observed. `lastTransitionTime` changes only when a
 condition's status does, so writing the same observation twice is a no-op.
 
@@ -23,6 +24,13 @@ evidence there is (a condition message names what to fix):
 - otherwise `PodStarting` or `JobPending` (a pod is on its way).
 
 The Job's `active` count is not evidence of running: it counts pending pods too.
+
+A staged evaluation (`api.v1alpha1.stages`) is read through its current stage's Job, each message
+naming the stage: a fetch or serve Job that completed is `StageCompleted` (Running: the next
+stage's Job is being made), a later stage's pod on its way is `StageStarting` (Running, never back
+to Pending between stages; a stage waiting for quota is Queued, a pod that cannot start says why),
+a stage that failed fails the evaluation, and `status.stages` lists each stage reached with its Job,
+phase, times and GPU-seconds.
 """
 
 from __future__ import annotations
@@ -54,6 +62,7 @@ from nejumi_operator.status.observation import (
     terminations,
 )
 from nejumi_operator.status.results import (
+    cost_fields,
     degraded_reason,
     failure_cause,
     failure_message,
@@ -289,6 +298,38 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
     fields["progress"] = "failed"
 
 
+def _stage_completed(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
+    """A fetch or serve Job completed: the evaluation goes on with the next stage."""
+    conds[c.RUNNING] = (
+        c.TRUE,
+        c.STAGE_COMPLETED,
+        f"the {obs.stage} stage (Job {obs.job_name}) completed; the {obs.next_stage} stage starts",
+    )
+    conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+    conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+    fields["attempt"] = 1
+    fields["progress"] = f"{obs.stage} done; {obs.next_stage} next"
+
+
+def _name_the_stage(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
+    """Every message of a staged evaluation says which stage it is about; a later stage's pod on
+    its way keeps the evaluation Running (`StageStarting`)."""
+    stage = obs.stage
+    status, reason, message = conds[c.RUNNING]
+    later = len(obs.stages) > 1
+    if reason in (c.JOB_PENDING, c.POD_STARTING) and later:
+        conds[c.RUNNING] = (c.TRUE, c.STAGE_STARTING, f"the {stage} stage: {message}")
+        fields["progress"] = f"{stage} starting"
+        return
+    if reason != c.STAGE_COMPLETED and message:
+        conds[c.RUNNING] = (status, reason, clip(f"the {stage} stage: {message}"))
+    succeeded = conds[c.SUCCEEDED]
+    if succeeded[0] == c.FALSE and succeeded[2]:
+        conds[c.SUCCEEDED] = (succeeded[0], succeeded[1], clip(f"the {stage} stage: {succeeded[2]}"))
+    if fields.get("progress") and reason != c.STAGE_COMPLETED and conds[c.SUCCEEDED][0] == c.UNKNOWN:
+        fields["progress"] = f"{stage}: {fields['progress']}"
+
+
 def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
     """Condition type → (status, reason, message), and the other status fields."""
     conds: Conds = {}
@@ -341,12 +382,30 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
 
     jstatus = obs.job.get("status") or {}
     fields["jobName"] = obs.job_name
-    fields["startTime"] = jstatus.get("startTime")
+    first = obs.stages[0].get("startTime") if obs.stages else None  # the evaluation's start
+    fields["startTime"] = first or jstatus.get("startTime")
     conds[c.ACCEPTED] = (c.TRUE, c.JOB_CREATED, f"Job {obs.job_name} created")
-    if job_finished(obs.job):
+    if obs.stage_refusal:
+        reason, message = obs.stage_refusal
+        conds[c.RUNNING] = (c.FALSE, reason, f"no Job for the {obs.next_stage} stage")
+        conds[c.SUCCEEDED] = (c.FALSE, reason, clip(message))
+        conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
+        fields["progress"] = "failed"
+    elif job_finished(obs.job) and obs.next_stage and job_condition(obs.job, "Complete"):
+        _stage_completed(obs, conds, fields)
+    elif job_finished(obs.job):
         _finished_job(obs, conds, fields)
     else:
         _in_progress(obs, conds, fields)
+    if obs.stage:
+        fields["stage"] = obs.stage
+        fields["stages"] = [dict(record) for record in obs.stages]
+        _name_the_stage(obs, conds, fields)
+        held = [r["gpuSeconds"] for r in obs.stages if r.get("gpuSeconds") is not None]
+        if held:  # the serve stage's Job (the one that held GPUs) ended
+            fields.setdefault("runtime", {})["gpuSeconds"] = round(sum(held), 3)
+    gpu_seconds = (fields.get("runtime") or {}).get("gpuSeconds")  # the Jobs that held GPUs
+    fields.update(cost_fields(fields.get("cost"), gpu_seconds, obs.pricing))
     return conds, fields
 
 
@@ -403,6 +462,9 @@ def reduce_status(old: Mapping[str, Any] | None, obs: Observation, at: str | Non
     conditions += [condition(type_, *derived[type_]) for type_ in c.KSTATUS_TYPES]
     phase = c.phase_of(conditions)
     deciding = c.deciding(conditions, phase) or {}
+    for record in fields.get("stages") or []:
+        if record.get("phase") == c.PHASE_RUNNING:  # the current stage's Job, unfinished
+            record["phase"] = phase
     overall = (fields.get("scores") or {}).get("overall")
     doc = {
         **fields,
@@ -417,8 +479,9 @@ def reduce_status(old: Mapping[str, Any] | None, obs: Observation, at: str | Non
         doc["history"] = history
     # Validate against the status model (= the CRD schema) and drop nulls.
     out = EvaluationStatus.model_validate(doc).model_dump(mode="json", by_alias=True, exclude_none=True)
-    if not out.get("history"):
-        out.pop("history", None)
+    for empty in ("history", "stages"):
+        if not out.get(empty):
+            out.pop(empty, None)
     return out
 
 

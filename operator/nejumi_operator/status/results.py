@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 
 from nejumi_eval.api.v1alpha1 import conditions as c
+from nejumi_eval.api.v1alpha1.cost import Cost, Pricing
 from nejumi_eval.api.v1alpha1.status import ResultsStatus
 from nejumi_eval.api.v1alpha1.summary import BenchmarkSummary, StoredResults, Summary
 from nejumi_operator.status.observation import Termination
@@ -65,6 +66,7 @@ def summary_fields(summary: Summary) -> dict[str, Any]:
             "truncatedAnswers": summary.truncated_answers,
         },
         "usage": summary.usage.model_dump(by_alias=True),
+        "cost": summary.cost.model_dump(by_alias=True) if summary.cost is not None else None,
         "runtime": {f"{to_camel(k)}Seconds": v for k, v in summary.runtime_seconds.items()},
         "degraded": summary.degraded,
         "capped": summary.capped or any(b.capped for b in benchmarks),
@@ -74,6 +76,18 @@ def summary_fields(summary: Summary) -> dict[str, Any]:
         "wandbRunPath": summary.wandb_run_path,
         "wandbRunUrl": _wandb_url(summary.wandb_run_path),
     }
+
+
+def cost_fields(
+    cost: Mapping[str, Any] | None, gpu_seconds_held: float | None, pricing: Pricing | None
+) -> dict[str, Any]:
+    """`status.cost` and `costDisplay`: the evaluator's figures, with the GPU-seconds held as the
+    operator observed them (`runtime.gpuSeconds`: the Jobs that held GPUs, wall time × GPUs; the
+    one `run` Job's the evaluator cannot know) priced with the operator's table."""
+    if not cost:
+        return {}
+    priced = Cost.model_validate(cost).with_held(gpu_seconds_held, pricing)
+    return {"cost": priced.model_dump(by_alias=True), "costDisplay": priced.display()}
 
 
 def results_fields(stored: StoredResults | None) -> dict[str, Any] | None:

@@ -379,6 +379,61 @@ REJECTED = [
         "spec.model.name: Too long",
         "model.name: String should have at most 4096 characters",
     ),
+    # ---- model.storageUri: hf://, s3://, pvc:// for served models only -------------------------
+    *(
+        case(
+            f"storage-uri-{uri_id}",
+            with_model(storageUri=uri),
+            'spec.model.storageUri: Invalid value: "object": model.storageUri must be hf://org/name',
+            "model.storageUri must be hf://org/name",
+        )
+        for uri_id, uri in [
+            ("empty", ""),
+            ("no-scheme", "org/name"),
+            ("gs", "gs://bucket/weights/"),
+            ("https", "https://huggingface.co/org/name"),
+            ("hf-three-parts", "hf://a/b/c"),
+            ("hf-double-dash", "hf://org/a--b"),
+            ("hf-dot-git", "hf://org/m.git"),
+            ("hf-dot-git-revision", "hf://org/m.git@main"),
+            ("hf-empty-revision", "hf://org/m@"),
+            ("hf-revision-dotdot", "hf://org/m@refs/../main"),
+            ("hf-flag", "hf://--trust-remote-code"),
+            ("s3-short-bucket", "s3://b/weights/"),
+            ("s3-upper-bucket", "s3://Bucket/weights/"),
+            ("s3-space", "s3://bucket/my weights/"),
+            ("pvc-upper", "pvc://Models/m"),
+            ("pvc-dotdot", "pvc://models/../secrets"),
+            ("pvc-dot", "pvc://models/./m"),
+            ("pvc-control-char", "pvc://models/m\x01"),
+        ]
+    ),
+    case(
+        "storage-uri-too-long",
+        with_model(storageUri="s3://bucket/" + "k" * api.MAX_STORAGE_URI),
+        "spec.model.storageUri: Too long",
+        "model.storageUri: String should have at most 2048 characters",
+    ),
+    case(
+        "storage-uri-api-model",
+        {"model": {**API_MODEL, "storageUri": "hf://org/name"}},
+        "spec.model.storageUri: Forbidden: model.storageUri is only valid when model.source is vllm",
+        "model.storageUri is only valid when model.source is vllm or transformers",
+    ),
+    *(
+        case(
+            f"storage-uri-revision-{uri_id}",
+            with_model(storageUri=uri, revision="main"),
+            'spec.model.revision: Invalid value: "object": model.revision: with model.storageUri, '
+            "the revision is written once",
+            "model.revision: with model.storageUri, the revision is written once",
+        )
+        for uri_id, uri in [
+            ("hf-at-revision", "hf://org/name@v1"),
+            ("s3", "s3://bucket/weights/"),
+            ("pvc", "pvc://models/m"),
+        ]
+    ),
     # ---- the Job's deadline --------------------------------------------------------------------
     case(
         "deadline-zero",
@@ -493,6 +548,23 @@ ACCEPTED = [
             ("dot-path", "./models/m", "transformers"),
             ("parent-path", "../models/m--v2..old", "transformers"),
             ("home-path", "~/models/m", "vllm"),
+        ]
+    ),
+    *(
+        good(f"storage-uri-{uri_id}", with_model(**model))
+        for uri_id, model in [
+            ("hf", {"storageUri": "hf://llm-jp/llm-jp-3-1.8b-instruct"}),
+            ("hf-name-only", {"storageUri": "hf://gpt2"}),
+            ("hf-at-tag", {"storageUri": "hf://meta-llama/Llama-3.1-8B-Instruct@v1.0"}),
+            ("hf-at-commit", {"storageUri": "hf://org/m@" + "0123456789abcdef" * 2 + "01234567"}),
+            ("hf-at-pr", {"storageUri": "hf://org/m@refs/pr/1"}),
+            ("hf-model-revision", {"storageUri": "hf://org/m", "revision": "v2"}),
+            ("s3-folder", {"storageUri": "s3://models.example/llm-jp/3-1.8b/"}),
+            ("s3-bucket", {"storageUri": "s3://models"}),
+            ("pvc-path", {"storageUri": "pvc://models/llm-jp/3 (1.8b)"}),
+            ("pvc-claim", {"storageUri": "pvc://models.v2"}),
+            ("transformers", {"storageUri": "hf://org/m", "source": "transformers"}),
+            ("served-name", {"name": "llm-jp-3", "storageUri": "s3://models/llm-jp-3/"}),
         ]
     ),
     *(

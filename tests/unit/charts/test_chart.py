@@ -223,6 +223,7 @@ def test_evaluator_values_reach_the_operator_settings(home: Path, tmp_path: Path
             "command": ["python", "-m", "nejumi_eval.cli", "run"],
             "env": {"HF_HUB_OFFLINE": "1"},
             "backoffLimit": 0,
+            "stages": False,
             "queueName": "gpu-queue",
         },
         "operator": {"resyncSeconds": 7.5, "serverTimeoutSeconds": 15, "verbose": True},
@@ -235,8 +236,43 @@ def test_evaluator_values_reach_the_operator_settings(home: Path, tmp_path: Path
     assert config.evaluator_env == {"HF_HUB_OFFLINE": "1"}
     assert config.default_queue_name == "gpu-queue"
     assert (config.backoff_limit, config.resync_seconds, config.server_timeout_seconds) == (0, 7.5, 15)
+    assert config.staged is False
     assert container(docs)["image"] == "ghcr.io/nejumi/operator:dev"
     assert "--verbose" in container(docs)["args"]
+
+
+def test_the_price_table_reaches_the_operator_settings(home: Path, tmp_path: Path) -> None:
+    """`pricing` is configuration: a plain env value (never a Secret), parsed at startup into the
+    table the Jobs get; without a price in it nothing is rendered (the operator's default: none)."""
+    assert "NEJUMI_OPERATOR_PRICING" not in env_of(template(home))
+    values = {
+        "pricing": {
+            "currency": "JPY",
+            "models": {"gpt-4-0613": {"promptPerMillionTokens": 4500, "completionPerMillionTokens": 9000}},
+            "gpuHour": 400,
+        }
+    }
+    (tmp_path / "values.yaml").write_text(yaml.safe_dump(values), encoding="utf-8")
+    docs = template(home, "-f", str(tmp_path / "values.yaml"))
+    (entry,) = [e for e in container(docs)["env"] if e["name"] == "NEJUMI_OPERATOR_PRICING"]
+    assert set(entry) == {"name", "value"}  # a value, not a secretKeyRef
+    pricing = OperatorConfig.from_env(env_of(docs)).pricing
+    assert pricing is not None and (pricing.currency, pricing.gpu_hour) == ("JPY", 400)
+    assert pricing.models["gpt-4-0613"].completion_per_million_tokens == 9000
+    free_gpus = template(home, "--set", "pricing.gpuHour=0")
+    assert OperatorConfig.from_env(env_of(free_gpus)).pricing is not None  # 0 is a price
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"pricing.gpuHour": "-1"}, "at '/pricing/gpuHour'"),
+        ({"pricing.models.gpt-4.prompt": "1"}, "at '/pricing/models/gpt-4'"),
+    ],
+)
+def test_the_schema_refuses_a_bad_price_table(home: Path, values: dict[str, str], message: str) -> None:
+    out = helm(["template", "x", str(CHART), *set_args(values)], home, check=False)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
 
 
 def test_operator_command_is_a_value(home: Path) -> None:

@@ -42,7 +42,7 @@ def grid_after(report: Any, heading: str) -> Any:
 def test_the_layout_is_neos(report: Any) -> None:
     assert (report.entity, report.project, report.title) == ("nejumi", "neo-leaderboard", wandb_report.TITLE)
     headings = [b.text for b in report.blocks if isinstance(b, wr.H1)]
-    assert headings == ["Leaderboard", "Categories", "jaster", "MT-bench", "Runtime vs Overall"]
+    assert headings == ["Leaderboard", "Categories", "jaster", "MT-bench", "Runtime and cost vs Overall"]
     assert isinstance(report.blocks[0], wr.MarkdownBlock)
     assert "Overall = (jaster AVG + MT-bench/10) / 2" in report.blocks[0].text
     assert len(grids(report)) == 7
@@ -76,9 +76,13 @@ def test_leaderboard_radar_and_scatter_panels(report: Any) -> None:
     assert [panel_table(p) for p in radars] == ["jaster_radar_table", "mtbench_radar_table"]
     assert {p.chart_name for p in radars} == {wandb_report.RADAR_PRESET}
     assert radars[0].chart_fields == {"theta": "category", "r": "score"}
-    (scatter,) = grid_after(report, "Runtime vs Overall").panels
-    config = scatter._to_model().config
-    assert (config.x_axis, config.y_axis) == ("run:duration", "summary:Overall")
+    scatters = grid_after(report, "Runtime and cost vs Overall").panels
+    axes = [(s._to_model().config.x_axis, s._to_model().config.y_axis) for s in scatters]
+    assert axes == [
+        ("run:duration", "summary:Overall"),
+        ("summary:cost/gpu_hours_held", "summary:Overall"),
+        ("summary:cost/judge_cost", "summary:Overall"),
+    ]
     assert build_report("a", "b", radar_preset="team/radar").blocks  # the preset is a parameter
     custom = grid_after(build_report("a", "b", radar_preset="team/radar"), "Categories").panels
     assert {p.chart_name for p in custom} == {"team/radar"}

@@ -16,7 +16,7 @@ from nejumi_operator.settings import OperatorConfig
 def captured(monkeypatch: pytest.MonkeyPatch) -> list:
     seen: list = []
 
-    def fake_run(spec, progress=True):
+    def fake_run(spec, progress=True, stage=None):
         seen.append(spec)
         return Summary(status="completed", model=spec.model.name)
 

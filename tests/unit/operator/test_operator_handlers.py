@@ -83,7 +83,9 @@ class Cluster:
         monkeypatch.setattr(handlers.calls, "create_or_get", self.create_or_get)
         monkeypatch.setattr(handlers.calls, "secret_labels", lambda api, ns, name: self.secrets.get(name))
         monkeypatch.setattr(
-            handlers, "sync_status", lambda api, ns, name, rejected=None: self.statuses.append(rejected)
+            handlers,
+            "sync_status",
+            lambda api, ns, name, rejected=None, config=None: self.statuses.append(rejected),
         )
 
     def labelled_jobs(self, api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -157,7 +159,7 @@ def test_an_edit_stops_the_earlier_generations_job_and_starts_its_own(
 
 
 def test_a_job_that_exists_is_never_rejudged_by_a_later_policy(monkeypatch: pytest.MonkeyPatch) -> None:
-    cluster = Cluster(monkeypatch, {"e-g1": owned("u-now", "e-g1")})
+    cluster = Cluster(monkeypatch, {"e-g1": job_of(1, "u-now")})
     body = evaluation({"model": API_MODEL, "resources": {"tolerations": [SPOT]}})
     cluster.run(body)  # today's default policy refuses the toleration: the Job runs on
     assert cluster.statuses == [None] and cluster.created == []

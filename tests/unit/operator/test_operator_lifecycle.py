@@ -206,7 +206,7 @@ async def test_startup_starts_the_loop_with_the_configured_interval_and_cleanup_
     synced: list[tuple[Any, str, str]] = []
     monkeypatch.setenv(ENV_RESYNC, "0.02")
     monkeypatch.setattr(handlers, "make_api_client", lambda: api)
-    monkeypatch.setattr(handlers, "sync_status", lambda a, ns, n: synced.append((a, ns, n)))
+    monkeypatch.setattr(handlers, "sync_status", lambda a, ns, n, config: synced.append((a, ns, n)))
     settings, memo = kopf.OperatorSettings(), kopf.Memo()
     index = [("ns", "e")]  # stands in for kopf's index (iterating a kopf.Index yields its keys)
 

@@ -62,7 +62,13 @@ def job(
     if conds:
         status["conditions"] = conds
     spec = {"suspend": suspend, "backoffLimit": 2, "podFailurePolicy": FAIL_FAST}
-    meta = {"name": "e-g1", "uid": "job-uid", "ownerReferences": [OWNED_BY_EVALUATION]}
+    meta = {
+        "name": "e-g1",
+        "uid": "job-uid",
+        "ownerReferences": [OWNED_BY_EVALUATION],
+        "labels": {"nejumi.wandb.ai/evaluation": "e"},
+        "annotations": {"nejumi.wandb.ai/generation": "1"},
+    }
     return {"metadata": meta, "spec": spec, "status": status}
 
 
@@ -510,7 +516,7 @@ def test_sync_writes_then_posts_events_naming_the_resource(
     posted: list[dict[str, Any]] = []
     patches: list[dict[str, Any]] = []
     monkeypatch.setattr(sync.calls, "read_evaluation", lambda api, ns, name: evaluation)
-    monkeypatch.setattr(sync.calls, "read_job", lambda api, ns, name: job(active=1))
+    monkeypatch.setattr(sync.calls, "labelled_jobs", lambda api, ns, selector: [job(active=1)])
     monkeypatch.setattr(sync.calls, "job_pods", lambda api, ns, name: [waiting])
     monkeypatch.setattr(sync.calls, "job_events", lambda *a: pytest.fail("a pod is live: no event listing"))
     monkeypatch.setattr(sync.calls, "patch_status", lambda api, ns, name, st, rv: patches.append(st))

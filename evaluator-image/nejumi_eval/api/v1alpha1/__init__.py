@@ -6,7 +6,8 @@ leaderboard exchange, in one versioned home (kubebuilder's `api/<group>/<version
   `jaster_tasks.json`, the protocol's task table (its dataset names are the spec's enum).
 - `status`, `conditions`: the status model, condition types, reasons and phases.
 - `summary`: what an evaluation reports (the pod's termination message); `progress`: its live
-  progress report; `contract`: exit codes, env names and the pod's workspace mount.
+  progress report; `contract`: exit codes, env names and the pod's workspace mount; `cost`: the
+  price table and what an evaluation cost (GPU-seconds held and busy, tokens, judge and GPU cost).
 - `formula` (+ `overall.json`): Overall, as data.
 - `crd`: the CRD generator (`python -m nejumi_eval.api.v1alpha1.crd`).
 

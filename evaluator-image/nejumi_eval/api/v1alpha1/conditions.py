@@ -83,6 +83,13 @@ RETRYING = "Retrying"
 """An attempt failed and the Job controller will start another (backoffLimit not reached)."""
 FINISHING = "Finishing"
 """The evaluator exited; the Job controller has not marked the Job Complete/Failed yet."""
+STAGE_COMPLETED = "StageCompleted"
+"""A stage before the last (fetch, serve: `api.v1alpha1.stages`) completed; the next stage's Job is
+being made — phase Running (the evaluation goes on)."""
+STAGE_STARTING = "StageStarting"
+"""A later stage's pod is on its way (no pod yet, or scheduled and starting) after the earlier
+stages completed — phase Running: the evaluation does not go back to Pending between its stages.
+A stage that waits for quota is Queued; one whose pod cannot start says why (Unschedulable, …)."""
 IN_PROGRESS = "InProgress"
 COMPLETED = "Completed"
 FAILED = "Failed"
@@ -143,6 +150,8 @@ UNDER_WAY_REASONS = (
     *(reason for reason in PENDING_PROBLEMS if reason not in BEFORE_JOB_WAITS),
     JOB_RUNNING,
     FINISHING,
+    STAGE_COMPLETED,
+    STAGE_STARTING,
 )
 """Reasons of an evaluation under way (Queued, Pending, Running: the Running condition's, or
 Accepted's before the Job exists): Ready=False and Reconciling=True with it."""

@@ -45,6 +45,15 @@ HF_TOKEN_ENV = "HF_TOKEN"
 vLLM read, so the evaluator passes nothing on."""
 HF_HOME_ENV = "HF_HOME"
 """Hugging Face's cache root; the operator puts it on the workspace (weights survive a retry)."""
+MODEL_CACHE_ENV = "NEJUMI_MODEL_CACHE_DIR"
+"""The shared model cache's mount (the operator's `evaluator.modelCache`): the fetch stage fills it
+(`nejumi_eval.runtime.weights`: once per content, under a lock, verified), the serve stage reads it.
+Unset: a model.storageUri's weights are cached in the workspace."""
+MODEL_CACHE_MOUNT = "/mnt/nejumi/models"
+"""Where the operator mounts the shared model cache (`$NEJUMI_MODEL_CACHE_DIR`)."""
+WEIGHTS_PVC_MOUNT = "/mnt/nejumi/pvc"
+"""Where a pod mounts the claim of a `pvc://claim/path` model.storageUri: the weights are the folder
+`WEIGHTS_PVC_MOUNT/claim/path` (`nejumi_eval.runtime.weights` resolves it there, copies nothing)."""
 PROGRESS_CONFIGMAP_ENV = "NEJUMI_PROGRESS_CONFIGMAP"
 """The ConfigMap (in the pod's namespace) the evaluator writes its live progress to
 (`api.v1alpha1.progress`); unset outside Kubernetes, and then nothing is written."""
@@ -63,3 +72,10 @@ RESULTS_SECRET_ACCESS_KEY_ENV = "AWS_SECRET_ACCESS_KEY"
 """`results.credentialsSecretRef`'s secret access key, mounted by the operator (boto3's name)."""
 RESULTS_CA_BUNDLE_ENV = "AWS_CA_BUNDLE"
 """The PEM CA bundle boto3 verifies the store with: `RESULTS_CA_MOUNT/<key>` with `results.caBundleRef`."""
+PRICING_ENV = "NEJUMI_PRICING"
+"""The price table as JSON (`api.v1alpha1.cost.Pricing`: the chart's `pricing`), set by the operator on
+the Jobs that report (the one `run` Job, the judge stage); a local run reads it too. Configuration,
+never a secret; unset: costs are reported in tokens and GPU-seconds only."""
+GPU_SECONDS_HELD_ENV = "NEJUMI_GPU_SECONDS_HELD"
+"""GPU-seconds the evaluation's earlier stages held (the serve stage's Job wall time × its GPUs, as the
+operator observed it), set on the judge stage's Job: the evaluator cannot see a Job's end itself."""

@@ -165,8 +165,9 @@ def status_schema() -> dict[str, Any]:
 # `kubectl get nejumi`: what is happening (Phase), why (Reason: the deciding condition's reason,
 # e.g. Unschedulable, CreateContainerConfigError, NoScore) and the score as text rounded to 4
 # decimals (`status.overallDisplay`): a column of type number prints every digit of a float, and a
-# printer column's `format` does not round. `-o wide` adds the Succeeded condition, the attempt and
-# the message (what to fix); the exact Overall is `status.scores.overall`.
+# printer column's `format` does not round. `-o wide` adds the Succeeded condition, the stage, the
+# attempt, the cost (GPU-hours held and judge cost, `status.costDisplay`) and the message (what to
+# fix); the exact Overall is `status.scores.overall`, the exact cost `status.cost`.
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name"},
     {
@@ -195,7 +196,15 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": f'.status.conditions[?(@.type=="{SUCCEEDED}")].status',
         "priority": 1,
     },
+    {"name": "Stage", "type": "string", "jsonPath": ".status.stage", "priority": 1},
     {"name": "Attempt", "type": "integer", "jsonPath": ".status.attempt", "priority": 1},
+    {
+        "name": "Cost",
+        "type": "string",
+        "jsonPath": ".status.costDisplay",
+        "description": "GPU-hours held and the judge cost (exact: .status.cost)",
+        "priority": 1,
+    },
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
 

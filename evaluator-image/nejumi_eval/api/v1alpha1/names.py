@@ -11,6 +11,8 @@ CRD_NAME = f"{PLURAL}.{GROUP}"
 
 LABEL_EVALUATION = f"{GROUP}/evaluation"
 """On every Job (and its pods) the operator creates: the evaluation's name (≤63 chars, hashed if longer)."""
+LABEL_STAGE = f"{GROUP}/stage"
+"""On a stage's Job and pods (`api.v1alpha1.stages`): fetch, serve or judge; absent: one pod (run)."""
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
 """Kueue's label; set only when `spec.queueName` is set (Kueue then manages the Job's suspension)."""
 LABEL_WORKLOAD_PRIORITY = "kueue.x-k8s.io/priority-class"

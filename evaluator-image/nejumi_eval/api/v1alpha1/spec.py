@@ -208,6 +208,28 @@ _SERVED_NAME = (
 )
 
 
+# ---- where served weights come from -------------------------------------------------------------
+# `model.storageUri` (KServe's convention) names what is loaded, fetched into a shared, verified cache
+# before any GPU is held (`nejumi_eval.runtime.weights`); `model.name` stays the served model's name.
+
+_HF_REVISION = r"[A-Za-z0-9_.][-A-Za-z0-9_./]{0,254}"
+"""A Hub revision: a branch, a tag (`v1.0`), a pull request (`refs/pr/1`) or a commit sha."""
+HF_STORAGE_URI = f"^hf://({_HF_PART}/)?{_HF_PART}(@{_HF_REVISION})?$"
+"""hf://org/name[@revision] (a Hub id as `model.name` takes it)."""
+S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s?#]*)?$"
+"""s3://bucket[/prefix]: an S3 bucket name (3–63 lower-case letters, digits, '.', '-') and a prefix."""
+PVC_STORAGE_URI = r"^pvc://[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?(/[^\x00-\x1f\x7f]*)?$"
+"""pvc://claim[/path]: a PersistentVolumeClaim (a DNS subdomain) and a folder on it."""
+MAX_STORAGE_URI = 2048
+_URI = "self.storageUri"
+_STORAGE_URI_FORMS = (
+    f"({_URI}.matches({_cel_string(HF_STORAGE_URI)}) && !{_URI}.contains('--') "
+    f"&& !{_URI}.contains('..') && !{_URI}.endsWith('.git') && !{_URI}.contains('.git@'))"
+    f" || {_URI}.matches({_cel_string(S3_URI)})"
+    f" || ({_URI}.matches({_cel_string(PVC_STORAGE_URI)}) && !{_URI}.matches('/[.][.]?(/|$)'))"
+)
+
+
 class ModelSpec(Spec):
     """The model under test."""
 
@@ -217,7 +239,18 @@ class ModelSpec(Spec):
         description="Served models (vllm, transformers): a Hugging Face model id (org/name) or a local "
         "path (/…, ./…, ../…, ~/…). openai-compatible: the API's model name. Never a flag.",
     )
-    revision: str | None = Field(None, description="Model revision (commit/tag); part of the cache key.")
+    revision: str | None = Field(
+        None,
+        description="Model revision (commit/tag); part of the cache key. With an hf:// storageUri "
+        "without @revision, the revision loaded.",
+    )
+    storage_uri: str | None = Field(
+        None,
+        max_length=MAX_STORAGE_URI,
+        description="Served models: where the weights come from, fetched into a shared cache and "
+        "verified before the server starts: hf://org/name[@revision], s3://bucket/path/ (a folder "
+        "of weights) or pvc://claim/path (a folder on a PVC). model.name stays the served name.",
+    )
     source: ModelSource = Field(DEFAULT_SOURCE, description="vllm, transformers (CPU) or openai-compatible.")
     endpoint: str | None = Field(
         None, description="Base URL of an OpenAI-compatible API: http(s)://host[:port]/…/v1."
@@ -280,6 +313,27 @@ class ModelSpec(Spec):
             message="model.vllm.tensorParallelSize: transformers serve runs on one device; "
             "use model.source vllm to shard a model over GPUs",
             field_path=".vllm.tensorParallelSize",
+        ),
+        Rule(
+            rule=f"!has({_URI}) || {_SOURCE} != '{_API}'",
+            message="model.storageUri is only valid when model.source is vllm or transformers "
+            f"(an {_API} API serves its own weights)",
+            field_path=".storageUri",
+            reason="FieldValueForbidden",
+        ),
+        Rule(
+            rule=f"!has({_URI}) || {_STORAGE_URI_FORMS}",
+            message="model.storageUri must be hf://org/name[@revision] (a Hugging Face model id: no '--', "
+            "'..' or '.git' end), s3://bucket/path/ or pvc://claim/path (no '.' or '..' segments)",
+            field_path=".storageUri",
+        ),
+        Rule(
+            rule=f"!has({_URI}) || !has(self.revision) "
+            f"|| ({_URI}.startsWith('hf://') && !{_URI}.contains('@'))",
+            message="model.revision: with model.storageUri, the revision is written once, in the URI "
+            "(hf://org/name@revision) or in model.revision for an hf:// URI without one; an s3:// or "
+            "pvc:// folder has none",
+            field_path=".revision",
         ),
     )
 
@@ -533,10 +587,6 @@ class ConfigMapKeyRef(Spec):
 
     name: DnsSubdomain
     key: str = Field("ca.crt", min_length=1, max_length=253, pattern=CONFIG_KEY)
-
-
-S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s?#]*)?$"
-"""s3://bucket[/prefix]: an S3 bucket name (3–63 lower-case letters, digits, '.', '-') and a prefix."""
 
 
 class ResultsSpec(Spec):

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.cost import Cost  # the evaluator's figures + the GPU-seconds held
 from nejumi_eval.api.v1alpha1.formula import OVERALL
 from nejumi_eval.api.v1alpha1.summary import Usage  # the evaluator's counters, reported as they are
 
@@ -87,6 +88,25 @@ class ResultsStatus(_Status):
     bytes: int | None = Field(None, ge=0, description="Their total size.")
 
 
+class StageStatus(_Status):
+    """One stage of the evaluation (`api.v1alpha1.stages`): its Job and what it held."""
+
+    name: Literal["fetch", "serve", "judge"] = Field(
+        description="fetch (CPU: weights, data, checks), serve (GPU: serve and generate), judge (CPU: "
+        "judge, score, report)."
+    )
+    job_name: str = Field(description="The stage's Job.")
+    phase: Literal["Queued", "Pending", "Running", "Succeeded", "Failed"] = Field(
+        description="Succeeded for an earlier stage; the evaluation's phase for the current one."
+    )
+    gpus: int = Field(0, ge=0, description="GPUs its pod asks for (only the serve stage's has any).")
+    start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
+    gpu_seconds: float | None = Field(
+        None, ge=0, description="Its Job's wall time × its GPUs, once it ended (none for a CPU stage)."
+    )
+
+
 MAX_HISTORY = 10
 """Previous generations kept in `status.history` (newest first); older ones are dropped."""
 
@@ -131,7 +151,15 @@ class EvaluationStatus(_Status):
         description="The Job's attempt (pod) in progress or next: failed attempts + 1; once finished, "
         "the attempts made.",
     )
-    job_name: str | None = Field(None, description="The evaluation Job.")
+    job_name: str | None = Field(None, description="The evaluation Job (the current stage's).")
+    stage: Literal["fetch", "serve", "judge"] | None = Field(
+        None,
+        description="The stage in progress, or the last one reached (a served model's evaluation runs as "
+        "fetch → serve → judge, only serve holding GPUs); absent: one Job does everything.",
+    )
+    stages: list[StageStatus] = Field(
+        default_factory=list, max_length=3, description="Each stage reached so far, in order."
+    )
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     completion_time: str | None = Field(None, json_schema_extra={"format": "date-time"})
     progress: str | None = Field(
@@ -157,10 +185,21 @@ class EvaluationStatus(_Status):
     failures: Failures | None = None
     runtime: dict[str, float] | None = Field(
         None,
-        description="Seconds per evaluator phase (prepareSeconds, generateSeconds, …, totalSeconds) "
-        "and gpuSeconds (Job wall time × GPUs).",
+        description="Seconds per evaluator phase (prepareSeconds, generateSeconds, …, totalSeconds: the "
+        "last stage's) and gpuSeconds (the wall time of the Job that held GPUs × its GPUs).",
     )
     usage: Usage | None = None
+    cost: Cost | None = Field(
+        None,
+        description="What the evaluation spent: the evaluator's tokens, busy GPU-seconds and judge cost, "
+        "with gpuSecondsHeld (and gpuCost) from the operator's own observation: the wall time of the Jobs "
+        "that held GPUs × their GPUs (runtime.gpuSeconds).",
+    )
+    cost_display: str | None = Field(
+        None,
+        description="cost in one line for kubectl get -o wide: GPU-hours held and the judge cost "
+        "(`0.42 GPU-h · judge 1.23 USD`); a part that is unknown is left out.",
+    )
     degraded: bool | None = Field(None, description="Some requests failed: scores are not clean.")
     capped: bool | None = Field(None, description="Sample caps were in effect: a smoke test, not a score.")
     synthetic_judge: bool | None = Field(

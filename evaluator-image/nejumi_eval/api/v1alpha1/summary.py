@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from nejumi_eval.api.v1alpha1.cost import Cost
+
 SUMMARY_MAX_BYTES = 4096
 
 
@@ -46,9 +48,15 @@ class BenchmarkSummary(_Camel):
 
 
 class Usage(_Camel):
+    """Tokens and requests of this pod's run (answers from the response cache spend none)."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    judge_tokens: int = 0
+    judge_tokens: int = Field(0, description="The judges' prompt + completion tokens.")
+    judge_prompt_tokens: int | None = Field(
+        None, description="The judges' prompt tokens (null: an evaluator that did not split them)."
+    )
+    judge_completion_tokens: int | None = Field(None, description="The judges' completion tokens.")
     requests_sent: int = 0
     cache_hits: int = 0
 
@@ -70,6 +78,11 @@ class Summary(_Camel):
 
     status: Literal["completed", "failed"]
     model: str
+    stage: str | None = Field(
+        None,
+        description="The stage this pod ran when it was not the last (fetch, serve: "
+        "`api.v1alpha1.stages`); its summary has no scores. Absent: the evaluation's own summary.",
+    )
     overall: float | None = None
     degraded: bool = False
     capped: bool = Field(
@@ -83,6 +96,11 @@ class Summary(_Camel):
     )
     benchmarks: dict[str, BenchmarkSummary] = Field(default_factory=dict, description="By benchmark name.")
     usage: Usage = Field(default_factory=Usage)
+    cost: Cost | None = Field(
+        None,
+        description="What the evaluation spent: GPU-seconds held and busy, model and judge tokens, "
+        "judge and GPU cost (`api.v1alpha1.cost`); a serve stage's has its model tokens and busy seconds.",
+    )
     runtime_seconds: dict[str, float] = Field(default_factory=dict)
     results_dir: str | None = None
     results: StoredResults | None = Field(None, description="The results of record in object storage.")
@@ -143,7 +161,7 @@ class Summary(_Camel):
             cut("error", 300, error)  # as much of the error as fits now
         cut("error", 40)
         drop("categories")
-        for key in ("runtimeSeconds", "usage", "wandbRunPath", "resultsDir", "error"):
+        for key in ("runtimeSeconds", "usage", "cost", "wandbRunPath", "resultsDir", "error"):
             if not fits():
                 data.pop(key, None)
         cut("model", 64)

@@ -49,6 +49,18 @@
     return (seconds / 3600).toFixed(1) + "h";
   }
 
+  // Cost figures (entry.cost: leaderboard/model.py, api/v1alpha1/cost.py). Unknown is "—", never 0:
+  // an evaluation without a cost record, a judge without a price, GPU-seconds held outside the cluster.
+  const UNKNOWN = "—";
+  const gpuHours = (e) => (e.cost && e.cost.gpu_seconds_held !== null ? e.cost.gpu_seconds_held / 3600 : null);
+  const judgeCost = (e) => (e.cost && e.cost.judge_cost !== null ? e.cost.judge_cost : null);
+  const money = (e) => (judgeCost(e) === null ? UNKNOWN : (judgeCost(e).toFixed(2) + " " + (e.cost.currency || "")).trim());
+  // The runtime scatter's second axis: one of these against the formula (the select above the chart).
+  const COST_AXES = {
+    gpu_hours: { label: "GPU-hours held", value: gpuHours, hover: "%{x:.2f} GPU-h" },
+    judge_cost: { label: "judge cost", value: judgeCost, hover: "judge %{x:.2f}" },
+  };
+
   function marks(entry) {
     const out = [];
     if (entry.capped) out.push("capped");
@@ -105,6 +117,20 @@
       }
     }
     cols.push({ key: "runtime", label: "runtime", value: (e) => e.runtime_seconds, cell: (e) => runtime(e.runtime_seconds) });
+    cols.push({
+      key: "gpu_hours",
+      label: "GPU-h",
+      title: "GPU-hours held: the wall time of the Jobs that held GPUs × their GPUs",
+      value: gpuHours,
+      cell: (e) => (gpuHours(e) === null ? UNKNOWN : gpuHours(e).toFixed(2)),
+    });
+    cols.push({
+      key: "judge_cost",
+      label: "judge cost",
+      title: "the judge's tokens at the price table's prices",
+      value: judgeCost,
+      cell: money,
+    });
     return cols;
   }
 
@@ -198,7 +224,7 @@
 
   function sortBy(key) {
     if (state.sort.key === key) state.sort.dir = -state.sort.dir;
-    else state.sort = { key: key, dir: ["rank", "ranks", "model"].includes(key) ? 1 : -1 }; // scores: best first
+    else state.sort = { key: key, dir: ["rank", "ranks", "model", "gpu_hours", "judge_cost"].includes(key) ? 1 : -1 }; // scores: best first, costs: cheapest first
     renderTable();
   }
 
@@ -312,39 +338,58 @@
     else host.append(el("p", { class: "note", text: "No per-question data shared by these two evaluations." }));
   }
 
-  // ---- runtime vs Overall ----------------------------------------------------------------------
+  // ---- runtime and cost vs Overall -------------------------------------------------------------
 
+  // Two panels sharing the formula's axis: runtime (left, x) and a cost (right, x2: GPU-hours held
+  // or the judge's cost, as the select says). An evaluation whose cost is unknown has no point on
+  // the right (the note counts them): an unknown is never drawn at 0.
   function renderScatter() {
-    const rows = visibleEntries().filter((e) => e.overall !== null && e.runtime_seconds !== null);
-    const xs = rows.map((e) => e.runtime_seconds);
-    const spread = xs.length ? Math.max(...xs) / Math.max(Math.min(...xs), 1e-9) : 1;
-    const trace = {
+    const rows = visibleEntries().filter((e) => e.overall !== null);
+    const timed = rows.filter((e) => e.runtime_seconds !== null);
+    const axis = COST_AXES[document.getElementById("scatter-cost").value] || COST_AXES.gpu_hours;
+    const costed = rows.filter((e) => axis.value(e) !== null);
+    const trace = (list, xs, xaxis, hover) => ({
       type: "scatter",
       mode: "markers+text",
+      xaxis: xaxis,
       x: xs,
-      y: rows.map((e) => e.overall),
-      text: rows.map((e) => e.model.split("/").pop()),
+      y: list.map((e) => e.overall),
+      text: list.map((e) => e.model.split("/").pop()),
       textposition: "top center",
-      customdata: rows.map((e) => e.model),
-      hovertemplate: "%{customdata}<br>runtime %{x:.0f}s<br>" + BOARD.formula + " %{y:.4f}<extra></extra>",
+      customdata: list.map((e) => e.model),
+      hovertemplate: "%{customdata}<br>" + hover + "<br>" + BOARD.formula + " %{y:.4f}<extra></extra>",
       error_y: {
         type: "data",
         symmetric: false,
-        array: rows.map((e) => (e.overall_ci ? e.overall_ci.high - e.overall : 0)),
-        arrayminus: rows.map((e) => (e.overall_ci ? e.overall - e.overall_ci.low : 0)),
+        array: list.map((e) => (e.overall_ci ? e.overall_ci.high - e.overall : 0)),
+        arrayminus: list.map((e) => (e.overall_ci ? e.overall - e.overall_ci.low : 0)),
       },
       marker: {
-        size: rows.map((e) => (state.selected.includes(e.id) ? 14 : 9)),
-        color: rows.map((e) => (state.selected.includes(e.id) ? colorOf(e.id) : "#9aa3b2")),
-        symbol: rows.map((e) => (e.state === "ranked" ? "circle" : "x")),
+        size: list.map((e) => (state.selected.includes(e.id) ? 14 : 9)),
+        color: list.map((e) => (state.selected.includes(e.id) ? colorOf(e.id) : "#9aa3b2")),
+        symbol: list.map((e) => (e.state === "ranked" ? "circle" : "x")),
       },
-    };
-    Plotly.react("scatter", [trace], {
+    });
+    const spreadOf = (xs) => (xs.length ? Math.max(...xs) / Math.max(Math.min(...xs), 1e-9) : 1);
+    const times = timed.map((e) => e.runtime_seconds);
+    const costs = costed.map(axis.value);
+    const currencies = [...new Set(costed.map((e) => (e.cost && e.cost.currency) || ""))].filter(Boolean);
+    const costLabel = axis === COST_AXES.judge_cost && currencies.length ? axis.label + " (" + currencies.join(", ") + ")" : axis.label;
+    Plotly.react("scatter", [
+      trace(timed, times, "x", "runtime %{x:.0f}s"),
+      trace(costed, costs, "x2", axis.hover),
+    ], {
       font: { family: FONT },
-      xaxis: { title: { text: "runtime (s)" }, type: spread > 20 ? "log" : "linear" },
+      showlegend: false,
+      xaxis: { domain: [0, 0.47], title: { text: "runtime (s)" }, type: spreadOf(times) > 20 ? "log" : "linear" },
+      xaxis2: { domain: [0.53, 1], anchor: "y", title: { text: costLabel }, type: spreadOf(costs) > 20 ? "log" : "linear", rangemode: "tozero" },
       yaxis: { title: { text: BOARD.formula } },
       margin: { l: 60, r: 20, t: 20, b: 50 },
     }, { displaylogo: false, responsive: true });
+    const missing = rows.length - costed.length;
+    document.getElementById("scatter-note").textContent =
+      "Left: wall-clock runtime; right: " + axis.label + " (the GPU-hours the evaluation's GPU Jobs held, or its judge's tokens at the price table's prices)." +
+      (missing ? " " + missing + " evaluation(s) without a known " + axis.label + " have no point on the right (" + UNKNOWN + " in the table, never 0)." : "");
   }
 
   // ---- per-question drill-down -----------------------------------------------------------------
@@ -816,6 +861,7 @@
     renderVerdict();
     renderScatter();
     renderTokens();
+    document.getElementById("scatter-cost").addEventListener("change", renderScatter);
     document.getElementById("show-all").addEventListener("change", (ev) => { state.showAll = ev.target.checked; renderTable(); renderScatter(); renderTokens(); });
     fillDiffSelects();
     document.getElementById("diff").addEventListener("toggle", refreshDiff);

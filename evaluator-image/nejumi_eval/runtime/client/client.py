@@ -79,12 +79,18 @@ class InferenceClient:
         *,
         cache: ResponseCache | None = None,
         connect: Callable[[], Awaitable[None]] | None = None,
+        offline: str | None = None,
     ) -> None:
         """`connect` runs once, before the first request that is not a cache hit: it starts a local
-        model server on demand, so a run answered from the cache never loads a model."""
+        model server on demand, so a run answered from the cache never loads a model.
+
+        `offline`: nothing is ever sent; a request the cache cannot answer is a failed answer with
+        this reason (counted and scored as a failure, as the failed request it stands for was). The
+        judge stage reads the serve stage's answers this way: no server is left to ask."""
         self.settings = settings
         self.cache = cache
         self._connect = connect
+        self._offline = offline
         self.stats = ClientStats()
         self._slots = _PrioritySlots(settings.concurrency)
         self._checked = False
@@ -209,6 +215,10 @@ class InferenceClient:
             if hit is not None:
                 self.stats.cache_hits += 1
                 return self._capped(hit, body, label)  # a row stored before the cap existed
+        if self._offline is not None:
+            self.stats.failures += 1
+            log.warning("%s: not in the response cache: %s", label or f"request {key[:12]}", self._offline)
+            return InferenceResult(error=self._offline, key=key)
         await self._ensure_checked()
         self.stats.requests_sent += 1
         if self.stats.first_sent_at is None:
