@@ -19,7 +19,7 @@ import datetime as dt
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
@@ -59,34 +59,101 @@ COMPONENT = "nejumi-operator"
 log = logging.getLogger(__name__)
 
 
-def generation_jobs(api: ApiClient, evaluation: Mapping[str, Any]) -> StageJobs:
-    """The evaluation's Jobs of its current generation, by stage (one list call; a namesake's
-    Jobs — a deleted predecessor's, or squatted — never count)."""
+@dataclasses.dataclass(frozen=True)
+class Listing:
+    """An evaluation's Jobs, pods and Kueue Workloads as listed for many evaluations at once (a
+    resync round, `list_children`): a sync that starts from it asks the API server nothing unless
+    the status changed. Every Job and pod labelled with the evaluation's name, whoever owns it (the
+    sync keeps its own, by owner UID, as it does with what it reads itself); `workloads` by Job UID,
+    for the suspended Jobs among them."""
+
+    jobs: tuple[Mapping[str, Any], ...] = ()
+    pods: tuple[Mapping[str, Any], ...] = ()
+    workloads: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+def list_children(api: ApiClient, namespace: str, names: Iterable[str]) -> dict[str, Listing]:
+    """The `Listing` of each of these evaluations of one namespace, in three list calls whatever
+    their number (a label selector `in (…)`: the caller keeps the batch small enough for a URL)."""
+    by_value = {label_value(name): name for name in names}
+    if not by_value:
+        return {}
+    selector = f"{LABEL_EVALUATION} in ({','.join(sorted(by_value))})"
+    jobs: dict[str, list[Mapping[str, Any]]] = {}
+    pods: dict[str, list[Mapping[str, Any]]] = {}
+    for into, items in (
+        (jobs, calls.labelled_jobs(api, namespace, selector)),
+        (pods, calls.labelled_pods(api, namespace, selector)),
+    ):
+        for item in items:
+            value = ((item.get("metadata") or {}).get("labels") or {}).get(LABEL_EVALUATION)
+            if value in by_value:
+                into.setdefault(by_value[value], []).append(item)
+    suspended = [str(job["metadata"].get("uid")) for found in jobs.values() for job in found if _queued(job)]
+    workloads = calls.job_workloads(api, namespace, suspended)
+    return {
+        name: Listing(
+            jobs=tuple(jobs.get(name, ())),
+            pods=tuple(pods.get(name, ())),
+            workloads={
+                uid: workloads[uid]
+                for job in jobs.get(name, ())
+                if (uid := str(job["metadata"].get("uid"))) in workloads
+            },
+        )
+        for name in by_value.values()
+    }
+
+
+def _queued(job: Mapping[str, Any]) -> bool:
+    """A Job Kueue may hold: suspended. (Whether it names a queue is `observe`'s to check.)"""
+    return bool((job.get("spec") or {}).get("suspend"))
+
+
+def generation_jobs(
+    api: ApiClient, evaluation: Mapping[str, Any], listing: Listing | None = None
+) -> StageJobs:
+    """The evaluation's Jobs of its current generation, by stage (one list call, none with a
+    `listing`; a namesake's Jobs — a deleted predecessor's, or squatted — never count)."""
     meta = evaluation["metadata"]
-    selector = f"{LABEL_EVALUATION}={label_value(meta['name'])}"
-    jobs = calls.labelled_jobs(api, meta["namespace"], selector)
+    if listing is not None:
+        jobs: Iterable[Mapping[str, Any]] = listing.jobs
+    else:
+        jobs = calls.labelled_jobs(api, meta["namespace"], f"{LABEL_EVALUATION}={label_value(meta['name'])}")
     return stage_jobs(jobs, str(meta.get("uid")), int(meta.get("generation") or 1))
 
 
-def observe(api: ApiClient, evaluation: Mapping[str, Any], found: StageJobs | None = None) -> Observation:
+def observe(
+    api: ApiClient,
+    evaluation: Mapping[str, Any],
+    found: StageJobs | None = None,
+    listing: Listing | None = None,
+) -> Observation:
     meta = evaluation["metadata"]
     namespace = meta["namespace"]
     generation = int(meta.get("generation") or 1)
     uid = str(meta.get("uid"))
-    found = found if found is not None else generation_jobs(api, evaluation)
+    found = found if found is not None else generation_jobs(api, evaluation, listing)
     current = found.current
     stage, job = current if current is not None else (Stage.RUN, None)
     name = str((job or {}).get("metadata", {}).get("name") or job_name(meta["name"], generation, stage))
     job_uid = str(((job or {}).get("metadata") or {}).get("uid"))
-    pods = [p for p in calls.job_pods(api, namespace, name) if owned_by(p, job_uid)] if job else []
+    pods: list[Mapping[str, Any]] = []
+    if job and listing is not None:
+        pods = [p for p in listing.pods if _pod_of(p, name) and owned_by(p, job_uid)]
+    elif job:
+        pods = [p for p in calls.job_pods(api, namespace, name) if owned_by(p, job_uid)]
     events: list[dict[str, Any]] = []
     if job and needs_job_events(job, pods):
         events = calls.job_events(api, namespace, name, (job.get("metadata") or {}).get("uid"))
     spec = evaluation.get("spec") or {}
     queue = ((job or {}).get("metadata") or {}).get("labels", {}).get(LABEL_QUEUE) or spec.get("queueName")
     workload = None
-    if job and queue and ((job.get("spec") or {}).get("suspend")):
-        workload = calls.job_workload(api, namespace, str((job.get("metadata") or {}).get("uid")))
+    if job and queue and _queued(job):
+        if listing is not None and any(j is job for j in listing.jobs):  # listed with its Workload
+            workload = listing.workloads.get(job_uid)
+        else:  # read now (no listing, or a Job made since: `advance`)
+            workload = calls.job_workload(api, namespace, job_uid)
     report = None
     if any(_evaluator_running(pod) for pod in pods):
         configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
@@ -107,6 +174,11 @@ def observe(api: ApiClient, evaluation: Mapping[str, Any], found: StageJobs | No
         job_events=tuple(events),
         progress=report,
     )
+
+
+def _pod_of(pod: Mapping[str, Any], job: str) -> bool:
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    return (labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")) == job
 
 
 def _evaluator_running(pod: Mapping[str, Any]) -> bool:
@@ -163,6 +235,8 @@ def sync_status(
     rejected: Mapping[str, Any] | None = None,
     config: OperatorConfig | None = None,
     evaluation: dict[str, Any] | None = None,
+    listing: Listing | None = None,
+    written: Callable[[dict[str, Any]], object] | None = None,
 ) -> dict[str, Any] | None:
     """Bring the evaluation's status up to date; returns it (None: the evaluation is gone).
     A finished evaluation's status is final and is left alone. `rejected` (the operator refused the
@@ -172,8 +246,13 @@ def sync_status(
     an evaluation post its Event once. With `config`, a completed stage's successor is made first
     (`advance`). `evaluation`: the evaluation as last delivered by the watch (`syncs`), instead of
     reading it for the first attempt: if it is stale, the write (it carries its resourceVersion) is
-    refused and the next attempt reads it."""
+    refused and the next attempt reads it. `listing`: its Jobs, pods and Workloads as a resync round
+    listed them (`list_children`), likewise for the first attempt only. `written` is handed the
+    evaluation as the API server returned it after the write, while it is unfinished (the next
+    sync can start from it: `syncs`)."""
     for attempt in range(ATTEMPTS):
+        if attempt:
+            listing = None  # what was listed may be as stale as the evaluation was: read it all
         if attempt or evaluation is None:
             evaluation = calls.read_evaluation(api, namespace, name)
         if evaluation is None or evaluation["metadata"].get("deletionTimestamp"):
@@ -185,14 +264,14 @@ def sync_status(
         if rejected is not None:
             obs = Observation(generation=generation, job_name=job_name(name, generation), **rejected)
         else:
-            found = generation_jobs(api, evaluation)
+            found = generation_jobs(api, evaluation, listing)
             refusal = None
             if config is not None:
                 try:
                     found = advance(api, config, evaluation, found)
                 except StageRefused as exc:
                     refusal = exc.refusal
-            obs = observe(api, evaluation, found)
+            obs = observe(api, evaluation, found, listing)
             if config is not None:  # the price of the GPU-seconds the operator observes (status.cost)
                 obs = dataclasses.replace(obs, pricing=config.pricing)
             if refusal is not None:
@@ -209,11 +288,13 @@ def sync_status(
         if new == old:
             return old
         try:
-            calls.patch_status(
+            patched = calls.patch_status(
                 api, namespace, name, status_patch(old, new), evaluation["metadata"]["resourceVersion"]
             )
         except calls.Conflict:
             continue
+        if written is not None and not is_finished(new):
+            written(patched)
         record_transition(api, evaluation, old, new)
         return new
     raise calls.Conflict(f"{namespace}/{name}: status kept changing during {ATTEMPTS} attempts")

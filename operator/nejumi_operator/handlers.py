@@ -21,7 +21,7 @@
   every unfinished evaluation every `OperatorConfig.resync_seconds`, a few at a time, skipping those
   an event synced within the interval (`syncs.resync_forever`). Which evaluations are unfinished
   comes from a kopf index, a view of what kopf's watch last saw (rebuilt from a fresh list at every
-  start); the state itself is read from the API on every sync.
+  start); the children are listed a hundred evaluations at a time (`controller.list_children`).
 
 No handler needs a finalizer. kopf puts its finalizer on every resource that has a timer, a daemon
 or a (non-optional) deletion handler, and then a deletion waits for the operator — with the Job
@@ -67,7 +67,7 @@ from nejumi_eval.api.v1alpha1.names import (
 )
 from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
 from nejumi_eval.api.v1alpha1.stages import stages_for
-from nejumi_operator.controller import complete_finished_status, generation_jobs, sync_status
+from nejumi_operator.controller import complete_finished_status, generation_jobs, list_children, sync_status
 from nejumi_operator.debounce import Debouncer
 from nejumi_operator.kube import calls
 from nejumi_operator.kube.client import kopf_connections, kopf_session, make_api_client
@@ -138,7 +138,10 @@ async def configure(
         name="leaderboard",
     )
     memo.seen = {}  # (namespace, name) → (hash of its fingerprint, labels) of each evaluation
-    memo.syncs = StatusSyncs(functools.partial(sync_status, memo.api, config=config))
+    memo.syncs = StatusSyncs(
+        functools.partial(sync_status, memo.api, config=config),
+        listing=functools.partial(list_children, memo.api),
+    )
     memo.resync = asyncio.create_task(
         resync_forever(config.resync_seconds, unfinished_evaluations, memo.syncs, logger),
         name="nejumi resync",

@@ -11,22 +11,30 @@
 - The resync loop, the safety net for missed events: every `interval` seconds, each unfinished
   evaluation that no sync started on within the last interval (an event's, or the previous round's)
   and that is not due already, `RESYNC_CONCURRENCY` at a time, through the same debouncer (so never
-  beside an event's sync of the same evaluation).
+  beside an event's sync of the same evaluation). The round lists the Jobs, pods and Workloads of
+  `RESYNC_BATCH` evaluations at a time (`controller.list_children`: three requests for a hundred
+  evaluations), and each of their syncs starts from that listing: one that finds nothing changed
+  asks the API server nothing. An event of an evaluation drops its listing (what the event
+  announces may be newer than the listing), and so its next sync reads afresh.
 - A sync blocks on API calls: it runs in a pool of `SYNC_CONCURRENCY` threads, the most syncs at
   once; the event loop (kopf's) only schedules. A failed sync is logged; the next event or round
   syncs it again (a stale write, `calls.Conflict`, is answered by a newer observation anyway).
-- A sync starts from the evaluation as kopf's watch last delivered it (`remember`; unfinished
-  evaluations only, kept as compact JSON: a few KB each) rather than reading it again: one request
-  less per sync. Stale, its write is refused (it carries its resourceVersion) and the sync reads it.
+- A sync starts from the evaluation as kopf's watch last delivered it, or as its own last write
+  returned it if that is newer (`remember`; unfinished evaluations only, kept as compact JSON: a
+  few KB each) rather than reading it again: one request less per sync. Stale, its write is refused
+  (it carries its resourceVersion) and the sync reads it. (Which of two versions is newer is told
+  by their resourceVersions as numbers, as etcd makes them: a guess elsewhere, where a wrong one
+  costs a refused write and a read, never a wrong status.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, cast
 
@@ -42,19 +50,30 @@ ENDED_SECONDS = 3.0
 SYNC_CONCURRENCY = 12
 RESYNC_CONCURRENCY = 8
 """A round's syncs at once: the rest of `SYNC_CONCURRENCY` stays free for events during a round."""
+RESYNC_BATCH = 100
+"""Evaluations listed together in a resync round: their names in one label selector (a few KB of
+URL), and their listings (a few MB at most) held until their syncs ran."""
 
 Key = tuple[str, str]  # (namespace, name) of an evaluation
 log = logging.getLogger(__name__)
 
 
+def _version(meta: Mapping[str, Any]) -> int | None:
+    value = str(meta.get("resourceVersion") or "")
+    return int(value) if value.isdigit() else None
+
+
 class StatusSyncs:
     """`sync(namespace, name)` (blocking) for evaluations, debounced per evaluation; with
-    `evaluation=` the evaluation as last seen, when `remember`ed."""
+    `evaluation=` the evaluation as last seen, when `remember`ed, and `listing=` what a resync round
+    listed of it (`listing(namespace, names)`, blocking: a mapping of name to what `sync` takes)."""
 
     def __init__(
         self,
         sync: Callable[..., object],
         *,
+        listing: Callable[[str, list[str]], Mapping[str, object]] | None = None,
+        batch: int = RESYNC_BATCH,
         quiet: float = QUIET_SECONDS,
         max_delay: float = MAX_DELAY_SECONDS,
         prompt: float = PROMPT_SECONDS,
@@ -63,10 +82,14 @@ class StatusSyncs:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sync = sync
+        self.listing = listing
+        self.batch = batch
         self.prompt = prompt
         self.ended = ended
         self._threads = ThreadPoolExecutor(concurrency, thread_name_prefix="status-sync")
-        self._seen: dict[Key, bytes] = {}  # unfinished evaluations as last delivered, as JSON
+        # unfinished evaluations as last delivered or written: (resourceVersion as a number, JSON)
+        self._seen: dict[Key, tuple[int | None, bytes]] = {}
+        self._listed: dict[Key, object] = {}  # a resync round's listing, until its sync takes it
         self.debouncer = Debouncer(
             self._run,
             quiet=quiet,
@@ -85,6 +108,7 @@ class StatusSyncs:
     ) -> asyncio.Task[None]:
         """An event of the evaluation: sync it soon (`prompt`: within `PROMPT_SECONDS`; `ended`: a
         pod ended, wait `ENDED_SECONDS` for more)."""
+        self._listed.pop((namespace, name), None)  # what the event says may be newer than a listing
         return self.debouncer.touch(
             (namespace, name),
             quiet=self.ended if ended else None,
@@ -92,27 +116,40 @@ class StatusSyncs:
         )
 
     def remember(self, namespace: str, name: str, evaluation: Mapping[str, Any]) -> None:
-        """The evaluation as the watch delivered it now (its managedFields left out): the next
-        sync starts from it."""
+        """The evaluation as the watch delivered it now, or as a write returned it (its
+        managedFields left out): the next sync starts from it, unless a newer one is kept."""
         meta = {k: v for k, v in (evaluation.get("metadata") or {}).items() if k != "managedFields"}
+        version = _version(meta)
+        kept = self._seen.get((namespace, name))
+        if kept is not None and version is not None and kept[0] is not None and version < kept[0]:
+            return  # the watch lags behind a write of ours
         body = {**evaluation, "metadata": meta}
-        self._seen[(namespace, name)] = json.dumps(body, separators=(",", ":")).encode()
+        self._seen[(namespace, name)] = (version, json.dumps(body, separators=(",", ":")).encode())
 
     def forget(self, namespace: str, name: str) -> None:
         """The evaluation is finished or gone: nothing to start a sync from."""
         self._seen.pop((namespace, name), None)
+        self._listed.pop((namespace, name), None)
 
-    def _call(self, namespace: str, name: str, seen: bytes | None) -> object:
-        if seen is None:
-            return self.sync(namespace, name)
-        return self.sync(namespace, name, evaluation=json.loads(seen))
+    def _seen_json(self, namespace: str, name: str) -> bytes | None:
+        kept = self._seen.get((namespace, name))
+        return kept[1] if kept is not None else None
+
+    def _call(self, namespace: str, name: str, seen: bytes | None, listed: object | None) -> object:
+        kwargs: dict[str, object] = {"written": functools.partial(self.remember, namespace, name)}
+        if seen is not None:
+            kwargs["evaluation"] = json.loads(seen)
+        if listed is not None:
+            kwargs["listing"] = listed
+        return self.sync(namespace, name, **kwargs)
 
     async def _run(self, key: Hashable) -> None:
         namespace, name = cast(Key, key)
         loop = asyncio.get_running_loop()
+        listed = self._listed.pop((namespace, name), None)
         try:
             await loop.run_in_executor(
-                self._threads, self._call, namespace, name, self._seen.get((namespace, name))
+                self._threads, self._call, namespace, name, self._seen_json(namespace, name), listed
             )
         except calls.Conflict as exc:
             log.warning("%s/%s: status not written: %s", namespace, name, exc)
@@ -121,22 +158,53 @@ class StatusSyncs:
 
     async def resync(self, keys: Iterable[Key], since: float, concurrency: int = RESYNC_CONCURRENCY) -> int:
         """Sync each of `keys` that no sync started on since `since` (the debouncer's clock) and that
-        is not due already, `concurrency` at a time; returns how many it synced."""
-        todo = iter(list(keys))
+        is not due already, `concurrency` at a time, `batch` evaluations of a namespace listed
+        together (with `listing`); returns how many it synced."""
         synced = 0
+        for namespace, batch in self._batches([k for k in keys if self._due_for_resync(k, since)]):
+            await self._list(namespace, batch, since)
+            todo = iter(batch)
 
-        async def lane() -> None:
-            nonlocal synced
-            for key in todo:  # shared by the lanes: each key is taken once
-                ran = self.debouncer.last_run(key)
-                if self.debouncer.pending(key) or (ran is not None and ran >= since):
-                    continue
-                synced += 1
-                # asyncio.wait, not await: cancelling the round must not cancel the debouncer's task
-                await asyncio.wait([self.debouncer.touch(key, within=0.0)])
+            async def lane(todo: Iterator[Key] = todo) -> None:
+                nonlocal synced
+                for key in todo:  # shared by the lanes: each key is taken once
+                    if not self._due_for_resync(key, since):  # an event's sync came first
+                        self._listed.pop(key, None)
+                        continue
+                    synced += 1
+                    # asyncio.wait, not await: cancelling the round must not cancel the debouncer's
+                    await asyncio.wait([self.debouncer.touch(key, within=0.0)])
 
-        await asyncio.gather(*(lane() for _ in range(max(1, concurrency))))
+            await asyncio.gather(*(lane() for _ in range(max(1, concurrency))))
         return synced
+
+    def _due_for_resync(self, key: Key, since: float) -> bool:
+        ran = self.debouncer.last_run(key)
+        return not self.debouncer.pending(key) and (ran is None or ran < since)
+
+    def _batches(self, keys: list[Key]) -> Iterator[tuple[str, list[Key]]]:
+        by_namespace: dict[str, list[Key]] = {}
+        for key in keys:
+            by_namespace.setdefault(key[0], []).append(key)
+        for namespace, found in by_namespace.items():
+            for start in range(0, len(found), max(1, self.batch)):
+                yield namespace, found[start : start + self.batch]
+
+    async def _list(self, namespace: str, batch: list[Key], since: float) -> None:
+        """List the batch's children for its syncs (none: each sync reads its own)."""
+        if self.listing is None:
+            return
+        names = [name for _, name in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            listed = await loop.run_in_executor(self._threads, self.listing, namespace, names)
+        except Exception as exc:  # each sync reads its own then
+            log.warning("resync: listing %d evaluations of %s failed: %s", len(names), namespace, exc)
+            return
+        for name, listing in listed.items():
+            key = (namespace, name)
+            if self._due_for_resync(key, since):  # else an event's sync came while it listed
+                self._listed[key] = listing
 
     async def close(self) -> None:
         await self.debouncer.close()
@@ -152,7 +220,8 @@ async def resync_forever(
 ) -> None:
     """Every `interval` seconds (after the previous round ends), a round: `syncs.resync` of what
     `unfinished` (a live view, read anew every round) yields, skipping what was synced within the
-    last interval. A round longer than the interval is logged: the net then lags behind it."""
+    last interval. Each round that synced anything is logged, with how long it took: a warning
+    when that is longer than the interval (the net then lags behind it)."""
     clock = syncs.debouncer.clock
     while True:
         await asyncio.sleep(interval)
@@ -161,11 +230,13 @@ async def resync_forever(
         keys = list(unfinished)
         synced = await syncs.resync(keys, since=start - interval, concurrency=concurrency)
         took = clock() - start
-        if took > interval:
-            logger.warning(
-                "resync round: %d of %d unfinished evaluations synced in %.1f s, over the %g s interval",
+        over = took > interval
+        if synced or over:  # a round with nothing to do (all synced by events) says nothing
+            logger.log(
+                logging.WARNING if over else logging.INFO,
+                "resync round: %d of %d unfinished evaluations synced in %.2f s%s",
                 synced,
                 len(keys),
                 took,
-                interval,
+                f", over the {interval:g} s interval" if over else "",
             )

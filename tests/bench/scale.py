@@ -17,10 +17,11 @@ operator and the control plane, not an evaluation.
 - resync, N in `--resync` (500): N evaluations whose Jobs can never be scheduled (16 GPUs asked of
   an 8-GPU node), so all stay unfinished and the only work left is the resync loop's; with
   `NEJUMI_OPERATOR_RESYNC_SECONDS` 5, the API requests and operator CPU seconds per round, and how
-  long a round takes, against the interval. The window starts at a round's start (after the loop's
-  sleep) once a whole round has passed without any create request, and spans three rounds. The
-  provisioner is stopped for the window: no pod is ever scheduled, so no claim is ever provisioned,
-  and its listing of every claim each second would be most of what the window measures at 2,000.
+  long a round takes (the operator logs each round: how many it synced, in how long), against the
+  interval. The window starts at the end of a round that synced every evaluation without any
+  create request since the round before, and spans three more such rounds. The provisioner is
+  stopped for the window: no pod is ever scheduled, so no claim is ever provisioned, and its
+  listing of every claim each second would be most of what the window measures at 2,000.
 
 How requests are counted: the API server's audit log (ControlPlane `audit_policy`, opt-in, here
 only for the operator's own identity). The operator runs with its own client certificate (user
@@ -51,6 +52,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -307,6 +309,8 @@ def _request(event: dict[str, Any]) -> dict[str, Any] | None:
         "name": ref.get("name"),
         "code": (event.get("responseStatus") or {}).get("code"),
         "by": "kopf" if agent.startswith("kopf") else "client",
+        # a list for many evaluations at once (a resync round's `labelSelector=… in (…)`)
+        "batch": " in (" in urllib.parse.unquote_plus(str(event.get("requestURI") or "")),
         "t": _timestamp(event.get("requestReceivedTimestamp", "")),
     }
 
@@ -626,8 +630,11 @@ def lifecycle_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> L
     ]
     handlers = Counter(re.findall(r"Handler '(\w+)' succeeded", log))
     handler_calls = sum(handlers[h] for h in HANDLERS)
-    syncs = kinds[f"client: get {PLURAL}"]  # each sync reads the evaluation first (and again on a 409)
+    # Each status sync that reads for itself (an event's: a resync round lists a batch of
+    # evaluations at once) lists its evaluation's Jobs once per attempt; so does the create handler.
+    own_lists = sum(1 for e in events if e["verb"] == "list" and e["resource"] == "jobs" and not e["batch"])
     create_runs = sum(1 for e in events if e["verb"] == "create" and e["resource"] == "jobs")
+    syncs = own_lists - create_runs
     repeats = _repeat_delays(events)
 
     report.add("evaluations", "evaluations", n)
@@ -682,7 +689,16 @@ def lifecycle_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> L
         "operator log: WARNING | ERROR lines",
         f"{log.count('[WARNING')} | {log.count('[ERROR')}",
     )
-    report.add("syncs_per_eval", "status syncs per evaluation (reads of an evaluation / N)", syncs / n)
+    report.add(
+        "syncs_per_eval",
+        "status sync attempts per evaluation, resync rounds' aside (LISTs of its Jobs, less the create's)",
+        syncs / n,
+    )
+    report.add(
+        "resync_listings",
+        "resync rounds' listings of a batch of evaluations (LISTs by `in (…)`)",
+        sum(1 for e in events if e["batch"]),
+    )
     report.add(
         "handler_calls_per_eval",
         "kopf handler calls per evaluation (events; debounced into syncs)",
@@ -848,27 +864,28 @@ def resync_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> None
             settled_s = time.perf_counter() - t0
             c.provisioner.stop()  # nothing left to provision (see the module's docstring)
             # Then whole rounds until one passes with no create request (kopf may still re-run a
-            # create handler long after the status is written: see the lifecycle's repeats). A
-            # pause of most of the interval without any request is the loop's sleep: the window
-            # starts at the end of one, when a round begins.
-            pause = 0.8 * setup.resync_seconds
+            # create handler long after the status is written: see the lifecycle's repeats). Rounds
+            # are read from the operator's log (one line each: how many it synced, how long it
+            # took); a round syncs everything when no event synced anything in the interval.
             deadline = time.monotonic() + setup.timeout_s
-            settle(audit, quiet_s=pause, limit_s=setup.timeout_s)
             while True:
-                tail = AuditTail(audit.path, audit.offset())
-                wait_for(lambda t=tail: _resync_gets(t) >= n, setup.timeout_s, "a resync round", op)
-                settle(audit, quiet_s=pause, limit_s=setup.timeout_s)
-                if not any(e["verb"] == "create" for e in tail.poll()):
+                offset, seen_rounds = audit.offset(), len(_rounds(op.log_text()))
+                wait_for(
+                    lambda k=seen_rounds: len(_full_rounds(op.log_text(), n, k)) >= 1,
+                    setup.timeout_s,
+                    "a resync round",
+                    op,
+                )
+                if not any(e["verb"] == "create" for e in audit.read(offset)):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError("the operator kept creating objects")
             quiet_s = time.perf_counter() - t0
             offset, cpu0, w0 = audit.offset(), op.cpu_seconds(), time.perf_counter()
             components0, metrics0 = cpu_by_component(c, op), api_metrics(c.cp)
-            target = setup.resync_rounds * n
-            window = AuditTail(audit.path, offset)
+            first = len(_rounds(op.log_text()))
             wait_for(
-                lambda: _resync_gets(window) >= target,
+                lambda: len(_full_rounds(op.log_text(), n, first)) >= setup.resync_rounds,
                 setup.timeout_s,
                 f"{setup.resync_rounds} resync rounds",
                 op,
@@ -878,17 +895,22 @@ def resync_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> None
             components = {k: after[k] - components0[k] for k in COMPONENT_SHORT}
             events = audit.read(offset)
             peak_mb, _ = op.memory_mb()
+            rounds = _rounds(op.log_text())[first:]
             keep_logs(key, op, audit)
-    gets = sorted(e["t"] for e in events if _resync_get(e))
-    rounds_seen = len(gets) / n
+    # Requests per round: over the window, which spans these rounds and their sleeps.
+    rounds_seen = max(1, len(rounds))
     per_round = by_kind(events)
-    durations = _round_durations(gets, setup.resync_seconds)
-    full = [d for count, d in durations if count >= n * 0.98]
+    full = [took for synced, _, took in rounds if synced >= n * 0.98]
     report.add("evaluations", "unfinished evaluations (16 GPUs asked, the node has 8)", n)
     report.add("resync_s", "NEJUMI_OPERATOR_RESYNC_SECONDS", setup.resync_seconds, "s")
     report.add("settled_s", "all created and Pending/Unschedulable after", settled_s, "s")
     report.add("quiet_s", "a whole round without a create request after", quiet_s, "s")
-    report.add("rounds", "resync rounds measured (resync GETs / N)", rounds_seen)
+    report.add("rounds", "resync rounds in the window (the operator's log)", rounds_seen)
+    report.add(
+        "synced_per_round",
+        "  evaluations each synced (of N)",
+        " ".join(str(synced) for synced, _, _ in rounds),
+    )
     report.add("window_s", "window", window_s, "s")
     report.add("requests_per_round", "operator API requests per round", len(events) / rounds_seen)
     report.add("requests_per_eval_round", "  per evaluation per round", len(events) / rounds_seen / n)
@@ -908,7 +930,10 @@ def resync_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> None
         report.add("latency_list_pods_ms", "API server mean latency of list pods (window)", mean, "ms")
     if full:
         report.add(
-            "round_duration_s", "a round's duration (first → last GET), median", statistics.median(full), "s"
+            "round_duration_s",
+            "a round's duration (the operator's log), median",
+            statistics.median(full),
+            "s",
         )
         report.add(
             "round_period_s",
@@ -941,25 +966,17 @@ def resync_run(report: Report, workdir: Path, setup: ScaleSetup, n: int) -> None
         print(f"    {kind:<56} {count / rounds_seen:>10.1f}", flush=True)
 
 
-def _resync_get(e: dict[str, Any]) -> bool:
-    return e["by"] == "client" and e["verb"] == "get" and e["resource"] == PLURAL
+ROUND = re.compile(r"resync round: (\d+) of (\d+) unfinished evaluations synced in ([\d.]+) s")
 
 
-def _resync_gets(tail: AuditTail) -> int:
-    """The resync loop's reads of evaluations so far (one per evaluation per round; in a quiet
-    cluster nothing else reads them)."""
-    return sum(1 for e in tail.poll() if _resync_get(e))
+def _rounds(log: str) -> list[tuple[int, int, float]]:
+    """The resync rounds the operator logged: (synced, unfinished, seconds) each."""
+    return [(int(a), int(b), float(t)) for a, b, t in ROUND.findall(log)]
 
 
-def _round_durations(times: Sequence[float], interval: float) -> list[tuple[int, float]]:
-    """Split the resync GETs at the loop's sleeps: (GETs, first → last) per round."""
-    rounds: list[list[float]] = []
-    for t in times:
-        if rounds and t - rounds[-1][-1] < interval * 0.5:
-            rounds[-1].append(t)
-        else:
-            rounds.append([t])
-    return [(len(r), r[-1] - r[0]) for r in rounds]
+def _full_rounds(log: str, n: int, after: int) -> list[tuple[int, int, float]]:
+    """The rounds after the first `after` that synced (nearly) all `n` evaluations."""
+    return [r for r in _rounds(log)[after:] if r[0] >= n * 0.98]
 
 
 # ---- the section -------------------------------------------------------------------------------

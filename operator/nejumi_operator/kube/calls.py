@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, cast
 
 from kubernetes.client import (
@@ -184,15 +184,21 @@ KUEUE_VERSIONS = ("v1beta2", "v1beta1")  # Kueue ≥ 0.15 serves both; older one
 def job_workload(api: ApiClient, namespace: str, job_uid: str) -> dict[str, Any] | None:
     """Kueue's Workload for the Job (label `kueue.x-k8s.io/job-uid`), or None: none yet, Kueue not
     installed, or no RBAC to read it (one warning)."""
+    return job_workloads(api, namespace, [job_uid]).get(job_uid)
+
+
+def job_workloads(api: ApiClient, namespace: str, job_uids: Collection[str]) -> dict[str, dict[str, Any]]:
+    """Kueue's Workloads of these Jobs, by Job UID, in one list call (none for a Job that has none
+    yet, and none at all when Kueue is not installed or the operator may not read them: one
+    warning)."""
+    if not job_uids:
+        return {}
     custom = CustomObjectsApi(api)
+    selector = f"{KUEUE_GROUP}/job-uid in ({','.join(sorted(job_uids))})"
     for version in KUEUE_VERSIONS:
         try:
             found = custom.list_namespaced_custom_object(
-                KUEUE_GROUP,
-                version,
-                namespace,
-                "workloads",
-                label_selector=f"{KUEUE_GROUP}/job-uid={job_uid}",
+                KUEUE_GROUP, version, namespace, "workloads", label_selector=selector, _preload_content=False
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -204,11 +210,22 @@ def job_workload(api: ApiClient, namespace: str, job_uid: str) -> dict[str, Any]
                     exc.status,
                     exc.reason,
                 )
-                return None
+                return {}
             raise
-        items = cast(dict[str, Any], found).get("items") or []
-        return dict(items[0]) if items else None
-    return None
+        by_uid: dict[str, dict[str, Any]] = {}
+        for item in _items(found):
+            uid = ((item.get("metadata") or {}).get("labels") or {}).get(f"{KUEUE_GROUP}/job-uid")
+            if isinstance(uid, str) and uid in job_uids:
+                by_uid.setdefault(uid, item)
+        return by_uid
+    return {}
+
+
+def labelled_pods(api: ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The pods matching a label selector (the caller checks who owns them)."""
+    return _items(
+        CoreV1Api(api).list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+    )
 
 
 def job_events(api: ApiClient, namespace: str, job_name: str, job_uid: str | None) -> list[dict[str, Any]]:

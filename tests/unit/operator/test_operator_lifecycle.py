@@ -123,7 +123,7 @@ def syncs_of(sync: Any) -> StatusSyncs:
 async def test_resync_loop_syncs_every_unfinished_evaluation_each_round() -> None:
     unfinished = [("a", "one"), ("b", "two")]
     calls: list[tuple[str, str]] = []
-    syncs = syncs_of(lambda ns, n: calls.append((ns, n)))
+    syncs = syncs_of(lambda ns, n, **_: calls.append((ns, n)))
     task = asyncio.create_task(handlers.resync_forever(0.02, unfinished, syncs, LOG))
     try:
         await wait_for(lambda: len(calls) >= 4)
@@ -145,7 +145,7 @@ async def test_resync_loop_syncs_every_unfinished_evaluation_each_round() -> Non
 
 async def test_resync_loop_waits_one_interval_first() -> None:
     calls: list[tuple[str, str]] = []
-    syncs = syncs_of(lambda ns, n: calls.append((ns, n)))
+    syncs = syncs_of(lambda ns, n, **_: calls.append((ns, n)))
     task = asyncio.create_task(handlers.resync_forever(0.3, [("a", "one")], syncs, LOG))
     await asyncio.sleep(0.1)
     assert calls == []  # the resume handler syncs at startup; the loop is for later
@@ -158,7 +158,7 @@ async def test_resync_loop_waits_one_interval_first() -> None:
 async def test_resync_loop_survives_failures(caplog: pytest.LogCaptureFixture) -> None:
     calls: list[str] = []
 
-    def sync(namespace: str, name: str) -> None:
+    def sync(namespace: str, name: str, **_: Any) -> None:
         calls.append(name)
         if name == "bad":
             raise RuntimeError("API says no")
@@ -179,7 +179,7 @@ async def test_resync_loop_runs_the_blocking_sync_off_the_event_loop() -> None:
     import threading
 
     threads: list[threading.Thread] = []
-    syncs = syncs_of(lambda ns, n: threads.append(threading.current_thread()))
+    syncs = syncs_of(lambda ns, n, **_: threads.append(threading.current_thread()))
     task = asyncio.create_task(handlers.resync_forever(0.01, [("ns", "e")], syncs, LOG))
     try:
         await wait_for(lambda: threads)
@@ -206,7 +206,8 @@ async def test_startup_starts_the_loop_with_the_configured_interval_and_cleanup_
     synced: list[tuple[Any, str, str]] = []
     monkeypatch.setenv(ENV_RESYNC, "0.02")
     monkeypatch.setattr(handlers, "make_api_client", lambda: api)
-    monkeypatch.setattr(handlers, "sync_status", lambda a, ns, n, config: synced.append((a, ns, n)))
+    monkeypatch.setattr(handlers, "sync_status", lambda a, ns, n, config, **_: synced.append((a, ns, n)))
+    monkeypatch.setattr(handlers, "list_children", lambda a, ns, names: {})  # each sync reads its own
     settings, memo = kopf.OperatorSettings(), kopf.Memo()
     index = [("ns", "e")]  # stands in for kopf's index (iterating a kopf.Index yields its keys)
 

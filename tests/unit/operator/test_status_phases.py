@@ -540,3 +540,152 @@ def test_sync_writes_then_posts_events_naming_the_resource(
         "component": "nejumi-operator"
     }
     assert any(r.getMessage().startswith("ns/e: new → Pending (Unschedulable") for r in caplog.records)
+
+
+def _listed_evaluation() -> dict[str, Any]:
+    return {
+        "apiVersion": "nejumi.wandb.ai/v1alpha1",
+        "kind": "NejumiEvaluation",
+        "metadata": {"name": "e", "namespace": "ns", "uid": "u-1", "generation": 1, "resourceVersion": "7"},
+        "spec": {"model": {"name": "m"}, "resources": {"gpus": 16}, "queueName": "gpu"},
+        "status": {},
+    }
+
+
+def _no_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    for call in (
+        "read_evaluation",
+        "labelled_jobs",
+        "labelled_pods",
+        "job_pods",
+        "job_workload",
+        "job_workloads",
+    ):
+        monkeypatch.setattr(sync.calls, call, lambda *a, call=call: pytest.fail(f"{call}: it was listed"))
+
+
+def test_a_sync_from_a_resync_listing_says_what_a_sync_that_reads_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same Job and pods, read by the sync or listed by a round (among a namesake's Job and
+    another Job's pod, which never count): the same status; from the listing, no read at all."""
+    why = "0/1 nodes are available: 1 Insufficient nvidia.com/gpu."
+    waiting = pod(node=None, scheduled={"status": "False", "reason": "Unschedulable", "message": why})
+    waiting["metadata"]["labels"] = {"batch.kubernetes.io/job-name": "e-g1"}
+    stranger_job = {**job(active=1), "metadata": {**job()["metadata"], "ownerReferences": [], "uid": "x"}}
+    stranger_pod = pod(name="x-1", state={"running": {"startedAt": T1}}, phase="Running")
+    stranger_pod["metadata"]["labels"] = {"batch.kubernetes.io/job-name": "e-g0"}
+    patches: list[dict[str, Any]] = []
+    monkeypatch.setattr(sync.calls, "patch_status", lambda api, ns, name, st, rv: patches.append(st))
+    monkeypatch.setattr(sync.calls, "create_event", lambda api, ns, body: True)
+    monkeypatch.setattr(sync.calls, "job_events", lambda *a: pytest.fail("a pod is live: no event listing"))
+
+    monkeypatch.setattr(sync.calls, "read_evaluation", lambda api, ns, name: _listed_evaluation())
+    monkeypatch.setattr(sync.calls, "labelled_jobs", lambda api, ns, selector: [stranger_job, job(active=1)])
+    monkeypatch.setattr(sync.calls, "job_pods", lambda api, ns, name: [waiting])
+    read = sync.sync_status(object(), "ns", "e")  # type: ignore[arg-type]
+
+    _no_reads(monkeypatch)
+    listing = sync.Listing(jobs=(stranger_job, job(active=1)), pods=(stranger_pod, waiting))
+    listed = sync.sync_status(object(), "ns", "e", evaluation=_listed_evaluation(), listing=listing)  # type: ignore[arg-type]
+    assert read is not None and read["reason"] == "Unschedulable" and listed == read
+    assert patches[0] == patches[1]
+
+    # nothing changed since: no request at all
+    unchanged = {**_listed_evaluation(), "status": listed}
+    assert sync.sync_status(object(), "ns", "e", evaluation=unchanged, listing=listing) == listed  # type: ignore[arg-type]
+    assert len(patches) == 2
+
+
+def test_a_queued_jobs_workload_comes_with_the_listing(monkeypatch: pytest.MonkeyPatch) -> None:
+    queued = job(suspend=True)
+    queued["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "gpu"
+    workload = {
+        "metadata": {"name": "job-e-g1", "labels": {"kueue.x-k8s.io/job-uid": "job-uid"}},
+        "status": {
+            "conditions": [
+                {
+                    "type": "QuotaReserved",
+                    "status": "False",
+                    "reason": "Pending",
+                    "message": "couldn't assign flavors",
+                }
+            ]
+        },
+    }
+    monkeypatch.setattr(sync.calls, "patch_status", lambda *a: None)
+    monkeypatch.setattr(sync.calls, "create_event", lambda api, ns, body: True)
+    monkeypatch.setattr(sync.calls, "job_events", lambda *a: [])
+    _no_reads(monkeypatch)
+    listing = sync.Listing(jobs=(queued,), workloads={"job-uid": workload})
+    new = sync.sync_status(object(), "ns", "e", evaluation=_listed_evaluation(), listing=listing)  # type: ignore[arg-type]
+    assert new is not None and new["phase"] == "Queued" and "couldn't assign flavors" in new["message"]
+
+
+def test_a_stale_listing_is_read_again_with_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write from a stale evaluation is refused (409): the next attempt reads everything."""
+    attempts: list[str] = []
+
+    def patch(api: Any, ns: str, name: str, status: Any, rv: str) -> None:
+        attempts.append(rv)
+        if rv == "7":
+            raise sync.calls.Conflict("stale")
+
+    monkeypatch.setattr(sync.calls, "patch_status", patch)
+    monkeypatch.setattr(sync.calls, "create_event", lambda api, ns, body: True)
+    fresh = {**_listed_evaluation(), "metadata": {**_listed_evaluation()["metadata"], "resourceVersion": "8"}}
+    monkeypatch.setattr(sync.calls, "read_evaluation", lambda api, ns, name: fresh)
+    monkeypatch.setattr(
+        sync.calls, "labelled_jobs", lambda api, ns, selector: [job(done="Complete", succeeded=1)]
+    )
+    monkeypatch.setattr(sync.calls, "job_pods", lambda api, ns, name: [])
+    monkeypatch.setattr(sync.calls, "job_events", lambda *a: [])
+    stale = sync.Listing(jobs=(job(active=1),), pods=(pod(),))
+    new = sync.sync_status(object(), "ns", "e", evaluation=_listed_evaluation(), listing=stale)  # type: ignore[arg-type]
+    assert attempts == ["7", "8"] and new is not None and new["phase"] != "Pending"
+
+
+def test_list_children_lists_a_batch_in_three_calls_and_sorts_what_it_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    selectors: list[tuple[str, str]] = []
+    queued = job(suspend=True)
+    other = {
+        **job(active=1),
+        "metadata": {
+            **job()["metadata"],
+            "name": "f-g1",
+            "uid": "f-job",
+            "labels": {"nejumi.wandb.ai/evaluation": "f"},
+        },
+    }
+    stray = {**job(), "metadata": {**job()["metadata"], "labels": {"nejumi.wandb.ai/evaluation": "zzz"}}}
+    running = pod(name="f-g1-x")
+    running["metadata"]["labels"] = {"nejumi.wandb.ai/evaluation": "f"}
+
+    def jobs(api: Any, ns: str, selector: str) -> list[dict[str, Any]]:
+        selectors.append(("jobs", selector))
+        return [queued, other, stray]
+
+    def pods(api: Any, ns: str, selector: str) -> list[dict[str, Any]]:
+        selectors.append(("pods", selector))
+        return [running]
+
+    def workloads(api: Any, ns: str, uids: Any) -> dict[str, Any]:
+        selectors.append(("workloads", ",".join(uids)))
+        return {"job-uid": {"kind": "Workload"}}
+
+    monkeypatch.setattr(sync.calls, "labelled_jobs", jobs)
+    monkeypatch.setattr(sync.calls, "labelled_pods", pods)
+    monkeypatch.setattr(sync.calls, "job_workloads", workloads)
+    listed = sync.list_children(object(), "ns", ["e", "f", "g"])  # type: ignore[arg-type]
+    assert selectors == [
+        ("jobs", "nejumi.wandb.ai/evaluation in (e,f,g)"),
+        ("pods", "nejumi.wandb.ai/evaluation in (e,f,g)"),
+        ("workloads", "job-uid"),  # the suspended Job's only
+    ]
+    assert listed == {
+        "e": sync.Listing(jobs=(queued,), workloads={"job-uid": {"kind": "Workload"}}),
+        "f": sync.Listing(jobs=(other,), pods=(running,)),
+        "g": sync.Listing(),
+    }

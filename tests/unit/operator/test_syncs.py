@@ -55,7 +55,7 @@ class Recorder:
     def release(self) -> None:
         self._release.set()
 
-    def __call__(self, namespace: str, name: str) -> None:
+    def __call__(self, namespace: str, name: str, **_: Any) -> None:
         with self._lock:
             self.calls.append((namespace, name))
             self.active += 1
@@ -191,7 +191,7 @@ async def test_a_failed_sync_is_logged_and_the_next_touch_syncs_again(
 ) -> None:
     failures = iter([RuntimeError("API says no"), calls.Conflict("kept changing")])
 
-    def sync(namespace: str, name: str) -> None:
+    def sync(namespace: str, name: str, **_: Any) -> None:
         exc = next(failures, None)
         if exc is not None:
             raise exc
@@ -209,7 +209,7 @@ async def test_a_failed_sync_is_logged_and_the_next_touch_syncs_again(
 async def test_a_sync_starts_from_the_evaluation_last_seen_until_it_is_finished(make: Any) -> None:
     got: list[Any] = []
 
-    def sync(namespace: str, name: str, evaluation: Any = None) -> None:
+    def sync(namespace: str, name: str, evaluation: Any = None, **_: Any) -> None:
         got.append(evaluation)
 
     syncs = make(sync)
@@ -224,6 +224,26 @@ async def test_a_sync_starts_from_the_evaluation_last_seen_until_it_is_finished(
     await idle(syncs)
     # read by the sync itself, then as seen (without managedFields), then read again
     assert got == [None, {"metadata": {"name": "a", "resourceVersion": "7"}}, None]
+
+
+async def test_a_sync_starts_from_its_own_last_write_until_the_watch_brings_a_newer_one(make: Any) -> None:
+    got: list[Any] = []
+
+    def sync(namespace: str, name: str, evaluation: Any = None, written: Any = None, **_: Any) -> None:
+        got.append((evaluation or {}).get("metadata", {}).get("resourceVersion"))
+        written({"metadata": {"name": "a", "resourceVersion": "9"}, "status": {"phase": "Running"}})
+
+    syncs = make(sync)
+    syncs.remember(*A, {"metadata": {"name": "a", "resourceVersion": "7"}})
+    syncs.touch(*A)
+    await idle(syncs)
+    syncs.remember(*A, {"metadata": {"name": "a", "resourceVersion": "8"}})  # the watch, behind
+    syncs.touch(*A)
+    await idle(syncs)
+    syncs.remember(*A, {"metadata": {"name": "a", "resourceVersion": "12"}})  # newer than the write
+    syncs.touch(*A)
+    await idle(syncs)
+    assert got == ["7", "9", "12"]
 
 
 # ---- the resync round ---------------------------------------------------------------------------
@@ -263,6 +283,91 @@ async def test_a_sync_before_the_window_does_not_spare_a_round(make: Any) -> Non
     await idle(syncs)
     assert await syncs.resync([A], since=syncs.debouncer.clock()) == 1
     assert sync.calls == [A, A]
+
+
+class Lister:
+    """A resync round's `listing(namespace, names)`: records each call; `fail` makes it raise."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+        self.fail = fail
+
+    def __call__(self, namespace: str, names: list[str]) -> dict[str, str]:
+        self.calls.append((namespace, list(names)))
+        if self.fail:
+            raise RuntimeError("API server unavailable")
+        return {name: f"listed {namespace}/{name}" for name in names}
+
+
+def listing_sync(got: dict[tuple[str, str], list[Any]]) -> Callable[..., None]:
+    def sync(namespace: str, name: str, evaluation: Any = None, listing: Any = None, **_: Any) -> None:
+        got.setdefault((namespace, name), []).append(listing)
+
+    return sync
+
+
+async def test_a_resync_round_lists_a_batch_of_a_namespace_at_once_for_its_syncs(make: Any) -> None:
+    got: dict[tuple[str, str], list[Any]] = {}
+    lister = Lister()
+    syncs = make(listing_sync(got), listing=lister, batch=2)
+    keys = [("ns", "a"), ("ns", "b"), ("other", "c"), ("ns", "d"), ("ns", "e")]
+    assert await syncs.resync(keys, since=syncs.debouncer.clock()) == 5
+    # one listing per batch of at most 2 evaluations of one namespace, never across namespaces
+    assert lister.calls == [("ns", ["a", "b"]), ("ns", ["d", "e"]), ("other", ["c"])]
+    assert got == {(ns, n): [f"listed {ns}/{n}"] for ns, n in keys}
+    assert not syncs._listed  # each listing taken by its sync, none kept
+
+
+async def test_what_an_event_synced_recently_is_neither_listed_nor_resynced(make: Any) -> None:
+    got: dict[tuple[str, str], list[Any]] = {}
+    lister = Lister()
+    syncs = make(listing_sync(got), listing=lister)
+    before = syncs.debouncer.clock()
+    syncs.touch(*A)
+    await idle(syncs)
+    assert await syncs.resync([A, B], since=before) == 1
+    assert lister.calls == [("ns", ["b"])]
+    assert got == {A: [None], B: ["listed ns/b"]}  # the event's sync read its own
+
+
+async def test_an_event_drops_the_listing_so_its_sync_reads_afresh(make: Any) -> None:
+    got: dict[tuple[str, str], list[Any]] = {}
+    syncs = make(listing_sync(got), listing=Lister())
+    syncs._listed[A] = "listed before the event"  # as a round leaves it just before its touch
+    syncs.touch(*A)
+    await idle(syncs)
+    assert got == {A: [None]}
+
+
+async def test_an_event_while_the_round_lists_keeps_the_listing_from_its_sync(make: Any) -> None:
+    got: dict[tuple[str, str], list[Any]] = {}
+    syncs: StatusSyncs
+
+    class EventDuringListing(Lister):
+        def __call__(self, namespace: str, names: list[str]) -> dict[str, str]:
+            # an event arrives (on the event loop) while the listing is under way in its thread
+            asyncio.run_coroutine_threadsafe(touch(), loop).result()
+            return super().__call__(namespace, names)
+
+    async def touch() -> None:
+        syncs.touch(*A)
+
+    loop = asyncio.get_running_loop()
+    syncs = make(listing_sync(got), listing=EventDuringListing())
+    assert await syncs.resync([A, B], since=syncs.debouncer.clock()) == 1  # A's event came first
+    await idle(syncs)
+    assert got == {A: [None], B: ["listed ns/b"]}
+
+
+async def test_a_failed_listing_leaves_each_sync_to_read_its_own(
+    make: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    got: dict[tuple[str, str], list[Any]] = {}
+    syncs = make(listing_sync(got), listing=Lister(fail=True))
+    with caplog.at_level(logging.WARNING, logger="nejumi_operator.syncs"):
+        assert await syncs.resync([A, B], since=syncs.debouncer.clock()) == 2
+    assert got == {A: [None], B: [None]}
+    assert "resync: listing 2 evaluations of ns failed: API server unavailable" in caplog.text
 
 
 class Rounds(list[tuple[str, str]]):
