@@ -250,6 +250,9 @@ def sync_status(
     listed them (`list_children`), likewise for the first attempt only. `written` is handed the
     evaluation as the API server returned it after the write, while it is unfinished (the next
     sync can start from it: `syncs`)."""
+    # What a refused write had observed, and the status it was reduced with: when the refusal was
+    # for a change of anything but the status (kopf's own annotations, mostly), it still holds.
+    observed: tuple[Mapping[str, Any], Observation] | None = None
     for attempt in range(ATTEMPTS):
         if attempt:
             listing = None  # what was listed may be as stale as the evaluation was: read it all
@@ -263,6 +266,8 @@ def sync_status(
             return old
         if rejected is not None:
             obs = Observation(generation=generation, job_name=job_name(name, generation), **rejected)
+        elif observed is not None and observed[0] == old and observed[1].generation == generation:
+            obs = observed[1]  # observed a moment ago, and nobody wrote a status since
         else:
             found = generation_jobs(api, evaluation, listing)
             refusal = None
@@ -292,6 +297,8 @@ def sync_status(
                 api, namespace, name, status_patch(old, new), evaluation["metadata"]["resourceVersion"]
             )
         except calls.Conflict:
+            # (not what a listing showed: a resync round's may be older than the refused write)
+            observed = (old, obs) if listing is None else None
             continue
         if written is not None and not is_finished(new):
             written(patched)

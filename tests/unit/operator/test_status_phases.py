@@ -689,3 +689,41 @@ def test_list_children_lists_a_batch_in_three_calls_and_sorts_what_it_found(
         "f": sync.Listing(jobs=(other,), pods=(running,)),
         "g": sync.Listing(),
     }
+
+
+@pytest.mark.parametrize("status_changed", [False, True])
+def test_a_write_refused_for_another_change_observes_again_only_if_the_status_changed(
+    monkeypatch: pytest.MonkeyPatch, status_changed: bool
+) -> None:
+    """kopf's own annotation patch makes the evaluation newer without a new status: the children
+    observed a moment ago still hold, so only the evaluation is read again. Another writer's
+    status may come from newer observations: then everything is read again."""
+    lists: list[str] = []
+    versions = iter(["7", "8"])
+
+    def read(api: Any, ns: str, name: str) -> dict[str, Any]:
+        evaluation = _listed_evaluation()
+        evaluation["metadata"]["resourceVersion"] = next(versions)
+        if status_changed and evaluation["metadata"]["resourceVersion"] == "8":
+            evaluation["status"] = {"phase": "Pending", "reason": "JobCreated"}
+        return evaluation
+
+    def patch(api: Any, ns: str, name: str, status: Any, rv: str) -> None:
+        if rv == "7":
+            raise sync.calls.Conflict("stale")
+
+    def jobs(api: Any, ns: str, selector: str) -> list[dict[str, Any]]:
+        lists.append("jobs")
+        return [job(active=1)]
+
+    monkeypatch.setattr(sync.calls, "read_evaluation", read)
+    monkeypatch.setattr(sync.calls, "patch_status", patch)
+    monkeypatch.setattr(sync.calls, "create_event", lambda api, ns, body: True)
+    monkeypatch.setattr(sync.calls, "labelled_jobs", jobs)
+    monkeypatch.setattr(
+        sync.calls, "job_pods", lambda api, ns, name: [pod(state={"running": {"startedAt": T1}})]
+    )
+    monkeypatch.setattr(sync.calls, "read_configmap", lambda api, ns, name: None)  # no progress yet
+    new = sync.sync_status(object(), "ns", "e")  # type: ignore[arg-type]
+    assert new is not None and new["phase"] == "Running"
+    assert lists == (["jobs", "jobs"] if status_changed else ["jobs"])
