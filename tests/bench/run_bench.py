@@ -16,7 +16,7 @@ the tiny model, and the test doubles ``StubServer``/``ScriptedJudge`` (real HTTP
 ``--only capacity`` runs section 6 alone (it needs no tiny model) and writes
 ``.cache/bench/results.capacity.json`` instead; ``--capacity B --latency L`` change its model server.
 ``--only scale`` runs section 7 alone (``.cache/bench/results.scale.json``); ``--scale 50,500`` and
-``--resync 500`` choose its sizes (``--resync 0``: no resync run).
+``--resync 2000`` choose its sizes (``--resync 0``: no resync run).
 
 Figures are wall-clock times on whatever else the machine is doing: the load average is recorded
 with them. Best-of-N is taken where a run is cheap enough to repeat.
@@ -895,7 +895,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--latency", type=float, default=default.latency_s, help="section 6: model server's L (s)"
     )
     parser.add_argument("--scale", default="50,500", help="section 7: evaluation counts (comma-separated)")
-    parser.add_argument("--resync", default="500", help="section 7: resync-loop run sizes (0: none)")
+    parser.add_argument("--resync", default="2000", help="section 7: resync-loop run sizes (0: none)")
     args = parser.parse_args(argv)
     setup = CapacitySetup(b=args.capacity, latency_s=args.latency)
     scale_setup = ScaleSetup(counts=_counts(args.scale), resync_counts=_counts(args.resync))

@@ -14,7 +14,7 @@ operator and the control plane, not an evaluation.
   evaluation first: its GETs of evaluations), its kopf handler calls (from its log; events are
   debounced into syncs, `nejumi_operator.syncs`) and the API server's mean latency per kind; then
   the 500/50 ratios (a per-evaluation ratio above 1 is superlinear growth).
-- resync, N in `--resync` (500): N evaluations whose Jobs can never be scheduled (16 GPUs asked of
+- resync, N in `--resync` (2000): N evaluations whose Jobs can never be scheduled (16 GPUs asked of
   an 8-GPU node), so all stay unfinished and the only work left is the resync loop's; with
   `NEJUMI_OPERATOR_RESYNC_SECONDS` 5, the API requests and operator CPU seconds per round, and how
   long a round takes (the operator logs each round: how many it synced, in how long), against the
@@ -95,7 +95,7 @@ AUDIT_POLICY: dict[str, Any] = {
 @dataclass
 class ScaleSetup:
     counts: tuple[int, ...] = (50, 500)
-    resync_counts: tuple[int, ...] = (500,)
+    resync_counts: tuple[int, ...] = (2000,)
     max_pods: int = 110
     evaluator_seconds: float = 1.0
     apply_threads: int = 8
