@@ -113,6 +113,30 @@ $(KUEUE_BIN_DIR)/kueue:
 	  | awk '$$1 == "mod" && $$2 == "sigs.k8s.io/kueue" && $$3 == "$(KUEUE_VERSION)" {ok = 1} END {exit !ok}'
 	rm -rf $(KUEUE_BIN_DIR) && mv $(KUEUE_BIN_DIR).tmp $(KUEUE_BIN_DIR)
 
+## LeaderWorkerSet (LWS) for tests/integration/test_lws.py, built from source with Go (no-op when
+## present; cold ~3 min on 2 cores, plus module download). `go install sigs.k8s.io/lws/cmd@version`
+## fails here (it asks the module proxy for lws's version list, which is refused), so the tool of
+## the wrapper module tests/lws-bin/ is built: the same module zip, the dependency versions of lws's
+## own go.mod; the version is tests/lws-bin/go.mod's. tests/cluster/lws.py runs it against the test
+## control plane and installs its CRDs, RBAC and webhooks from the same module's config/.
+LWS_MOD := tests/lws-bin
+LWS_VERSION := $(shell awk '$$1 == "sigs.k8s.io/lws" && $$2 ~ /^v/ {print $$2; exit}' $(LWS_MOD)/go.mod)
+LWS_BIN_DIR := .cache/lws-bin/$(LWS_VERSION)
+# tests/cluster/lws.py finds the binary through this (and falls back to the same folder itself).
+export NEJUMI_LWS := $(abspath $(LWS_BIN_DIR))/lws
+.PHONY: lws-bin
+lws-bin: $(LWS_BIN_DIR)/lws
+
+$(LWS_BIN_DIR)/lws: $(LWS_MOD)/go.mod $(LWS_MOD)/go.sum
+	@echo "building LeaderWorkerSet $(LWS_VERSION) into $(LWS_BIN_DIR) (cold: ~3 min)"
+	rm -rf $(LWS_BIN_DIR).tmp && mkdir -p $(LWS_BIN_DIR).tmp
+	cd $(LWS_MOD) && GOTOOLCHAIN=local CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false \
+	  -ldflags "-s -w -X sigs.k8s.io/lws/pkg/version.GitVersion=$(LWS_VERSION)" \
+	  -o $(abspath $(LWS_BIN_DIR)).tmp/lws sigs.k8s.io/lws/cmd
+	$(GO) version -m $(LWS_BIN_DIR).tmp/lws \
+	  | awk '$$1 == "mod" && $$2 == "sigs.k8s.io/lws" && $$3 == "$(LWS_VERSION)" {ok = 1} END {exit !ok}'
+	rm -rf $(LWS_BIN_DIR) && mv $(LWS_BIN_DIR).tmp $(LWS_BIN_DIR)
+
 ## Flux (source-controller and kustomize-controller) for tests/integration/test_flux.py, built from
 ## their Go modules (no-op when present; cold ~10 min on 2 cores, plus module download).
 ## tests/cluster/flux.py runs both against the test control plane and installs their CRDs and RBAC
@@ -256,7 +280,7 @@ $(VENV)/.installed-demo: pyproject.toml
 	touch $@
 
 ## The README's test command: everything, including the real control plane.
-test: setup k8s-bin helm-bin kueue-bin versitygw-bin kstatus-bin helm4-bin flux-bin browser
+test: setup k8s-bin helm-bin kueue-bin lws-bin versitygw-bin kstatus-bin helm4-bin flux-bin browser
 	$(BIN)/pytest -q
 
 ## Only the fast unit tests (no cluster, no model server).

@@ -58,6 +58,8 @@ CONTROLLERS = (
     # ReplicaSet → pods, and a killed or deleted replica replaced.
     "deployment-controller",
     "replicaset-controller",
+    # LeaderWorkerSet (tests/cluster/lws.py) runs a group's leader and workers as StatefulSets.
+    "statefulset-controller",
 )
 
 

@@ -77,6 +77,8 @@ RBAC_FILES = (
     ("manager_secrets_role.yaml", "manager_secrets_role_binding.yaml"),  # MultiKueue's kubeconfigs
     ("metrics_auth_role.yaml", "metrics_auth_role_binding.yaml"),  # authn/authz of /metrics
 )
+LWS_FRAMEWORK = "leaderworkerset.x-k8s.io/leaderworkerset"  # Kueue's LeaderWorkerSet integration
+LWS_SET_LABEL = "leaderworkerset.sigs.k8s.io/name"  # on every pod of a LeaderWorkerSet
 NAME_PREFIX = "kueue-"  # what config/default's kustomization prefixes every object's name with
 METRICS_CERT_DIR = "/etc/kueue/metrics/certs"  # hard-coded in cmd/kueue/main.go
 
@@ -87,7 +89,12 @@ FRAMEWORK_RESOURCES = {
     "pod": ("", "pods"),
     "deployment": ("apps", "deployments"),
     "statefulset": ("apps", "statefulsets"),
+    LWS_FRAMEWORK: ("leaderworkerset.x-k8s.io", "leaderworkersets"),
 }
+# Integrations Kueue enables along with another (``ImplicitlyEnabledFrameworkNames`` of its
+# integration), with the pods they reach: LWS's pods are gated and grouped by Kueue's pod
+# integration, so its Pod webhooks are installed too, limited to the pods of a LeaderWorkerSet.
+IMPLICIT_FRAMEWORKS = {LWS_FRAMEWORK: ("pod", {"key": LWS_SET_LABEL, "operator": "Exists"})}
 
 
 class KueueMissing(RuntimeError):
@@ -242,14 +249,28 @@ class Kueue:
     def _install_webhooks(self, cluster: DynamicClient) -> None:
         """Kueue's webhook configurations, pointed at the manager on loopback."""
         frameworks = {FRAMEWORK_RESOURCES[f] for f in self.frameworks}
+        # An implicitly enabled integration's webhooks see only its parent's objects.
+        implicit = {
+            FRAMEWORK_RESOURCES[name]: selector
+            for f in self.frameworks
+            if f in IMPLICIT_FRAMEWORKS
+            for name, selector in [IMPLICIT_FRAMEWORKS[f]]
+            if name not in self.frameworks
+        }
+
+        def resources(webhook: dict[str, Any]) -> set[tuple[str, str]]:
+            return {
+                (group, resource)
+                for rule in webhook["rules"]
+                for group in rule["apiGroups"]
+                for resource in rule["resources"]
+            }
 
         def intercepted(webhook: dict[str, Any]) -> bool:
             """For Kueue's own objects, or for a resource of an enabled integration."""
             return any(
-                group == GROUP or (group, resource) in frameworks
-                for rule in webhook["rules"]
-                for group in rule["apiGroups"]
-                for resource in rule["resources"]
+                group == GROUP or (group, resource) in frameworks | implicit.keys()
+                for group, resource in resources(webhook)
             )
 
         manifests = self.source / "config" / "components" / "webhook" / "manifests.yaml"
@@ -257,6 +278,9 @@ class Kueue:
             config["metadata"]["name"] = NAME_PREFIX + config["metadata"]["name"]
             config["webhooks"] = [w for w in config["webhooks"] if intercepted(w)]
             for webhook in config["webhooks"]:
+                selectors = [implicit[r] for r in resources(webhook) if r in implicit]
+                if selectors:
+                    webhook["objectSelector"] = {"matchExpressions": selectors}
                 path = webhook["clientConfig"]["service"]["path"]
                 webhook["clientConfig"] = {"url": self._url(path), "caBundle": self.ca_bundle}
             apply(cluster, config)
@@ -342,13 +366,31 @@ class Kueue:
 
         def answered() -> bool:
             flavors.create(body=flavor, dry_run="All")
-            return "batch/job" not in self.frameworks or jobs.create(body=job, dry_run="All").spec.suspend
+            if "batch/job" in self.frameworks and not jobs.create(body=job, dry_run="All").spec.suspend:
+                return False
+            return LWS_FRAMEWORK not in self.frameworks or self._lws_answered(cluster, name, container)
 
         try:
             wait_until(answered, timeout, "Kueue webhooks (dry-run creates)", interval=0.2)
         except TimeoutError as exc:
             assert self.process is not None
             raise StartupError(f"{exc}\n--- {self.log_path} (tail) ---\n{self.process.log_tail()}") from None
+
+    @staticmethod
+    def _lws_answered(cluster: DynamicClient, name: str, container: dict[str, Any]) -> bool:
+        """A queued LeaderWorkerSet (dry run) comes back with its pod template marked as suspended
+        by its parent: Kueue's LWS webhook answered (needs the LWS CRD, ``tests.cluster.lws``)."""
+        sets = cluster.resources.get(api_version="leaderworkerset.x-k8s.io/v1", kind="LeaderWorkerSet")
+        template = {"spec": {"containers": [container]}}
+        body = {
+            "apiVersion": "leaderworkerset.x-k8s.io/v1",
+            "kind": "LeaderWorkerSet",
+            "metadata": {"name": name, "namespace": NAMESPACE, "labels": {QUEUE_LABEL: name}},
+            "spec": {"leaderWorkerTemplate": {"size": 1, "workerTemplate": template}},
+        }
+        created = sets.create(body=body, dry_run="All").to_dict()
+        annotations = created["spec"]["leaderWorkerTemplate"]["workerTemplate"]["metadata"].get("annotations")
+        return (annotations or {}).get("kueue.x-k8s.io/pod-suspending-parent") == LWS_FRAMEWORK
 
     def _url(self, path: str) -> str:
         return f"https://127.0.0.1:{self.webhook_port}{path}"

@@ -34,7 +34,8 @@ from tests.cluster import BinariesMissing, ControlPlane, NodeAgent, StartupError
 from tests.cluster.flux import Flux, FluxMissing
 from tests.cluster.kueue import API_VERSION as KUEUE_VERSION
 from tests.cluster.kueue import GROUP as KUEUE_GROUP
-from tests.cluster.kueue import Kueue, KueueMissing
+from tests.cluster.kueue import LWS_FRAMEWORK, Kueue, KueueMissing
+from tests.cluster.lws import Lws, LwsMissing
 from tests.cluster.provisioner import HostPathProvisioner
 
 NODE_NAME = "nejumi-gpu-0"
@@ -223,14 +224,38 @@ def operator_env(kubeconfig: Path, data_mirror: Path, monkeypatch: pytest.Monkey
 
 
 @pytest.fixture(scope="session")
-def kueue(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
+def lws(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lws]:
+    """The real LeaderWorkerSet controller (``make lws-bin``) on the session control plane: its
+    CRD, RBAC and webhooks installed. Started on first use (by ``kueue`` too, whose LWS integration
+    needs the API); stopping it removes its webhooks. A missing binary is a failure."""
+    problem = None
+    try:
+        manager = Lws(control_plane, tmp_path_factory.mktemp("lws"))
+        manager.start()
+    except LwsMissing as exc:
+        problem = str(exc)
+    except StartupError as exc:
+        problem = f"LWS did not start: {exc}"
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    print(f"\nLWS ready in {manager.startup_seconds:.1f}s (webhooks on 127.0.0.1:{manager.webhook_port})")
+    try:
+        yield manager
+    finally:
+        manager.stop()
+
+
+@pytest.fixture(scope="session")
+def kueue(control_plane: ControlPlane, lws: Lws, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kueue]:
     """The real Kueue manager (``make kueue-bin``) on the session control plane: its CRDs, RBAC
-    and webhooks installed, integration ``batch/job``, only Jobs labelled
+    and webhooks installed, integrations ``batch/job`` and LeaderWorkerSet (whose groups Kueue
+    admits whole; the real LWS runs beside it), only Jobs and LeaderWorkerSets labelled
     ``kueue.x-k8s.io/queue-name`` managed. Started on first use; stopping it removes its webhooks.
     A missing binary is a failure, as for the control plane."""
     problem = None
     try:
-        manager = Kueue(control_plane, tmp_path_factory.mktemp("kueue"))
+        frameworks = ("batch/job", LWS_FRAMEWORK)
+        manager = Kueue(control_plane, tmp_path_factory.mktemp("kueue"), frameworks=frameworks)
         manager.start()
     except KueueMissing as exc:
         problem = str(exc)
