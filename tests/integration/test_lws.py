@@ -249,14 +249,19 @@ def test_a_group_without_quota_for_all_its_nodes_waits_whole_until_quota_frees(
     workload = wait_until(waiting, TIMEOUT, "Kueue to say why the group waits")
     status, reason, message = said(workload, "QuotaReserved") or ("", "", "")
     assert (status, reason) == ("False", "Pending")
-    # Kueue's own words: the whole group is weighed (the leader's pod set first, then the workers').
-    assert message.startswith("couldn't assign flavors to pod set worker: "), message
-    assert f"{GPU_RESOURCE} in flavor {flavor}" in message, message
+    # Kueue's own words: the whole group is weighed (the leader's pod set fits, the workers' do not).
+    assert message == (
+        f"couldn't assign flavors to pod set worker: insufficient unused quota for {GPU_RESOURCE} "
+        f"in flavor {flavor}, {NODE_GPUS} more needed"
+    )
     assert not is_true(workload, "Admitted")
-    # Nothing of the group started: whatever pods exist are gated, bound to no node.
+    # Nothing of the group started: LWS made the leader's pod, which Kueue holds at its scheduling
+    # gate, bound to no node; every pod of the group that exists is held so.
+    pods = wait_until(group.pods, TIMEOUT, "the group's leader pod")
+    assert "big-0" in [p.metadata.name for p in pods]
     for pod in group.pods():
         assert gated(pod) and not pod.spec.node_name, (pod.metadata.name, pod.spec)
-    assert group.running(3) is None
+    assert not is_true(group.workload(), "Admitted")
 
     # The Job ends, its quota is freed: the group is admitted whole and all three pods run.
     release.touch()
