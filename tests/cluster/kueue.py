@@ -18,7 +18,10 @@ What a real install does in-cluster, and what this harness does instead on loopb
   (``tests.cluster.certs``) that also issued the manager's serving certificate for 127.0.0.1.
   Only the webhooks for Kueue's own API group and for the enabled ``frameworks`` are installed:
   Kueue answers the others with no-op handlers anyway, and leaving them out keeps the creation of
-  every Pod in the cluster off Kueue's path.
+  every Pod in the cluster off Kueue's path. The LeaderWorkerSet integration enables Kueue's
+  ``pod`` integration with it (Kueue gates and groups the pods of a LeaderWorkerSet): its Pod
+  webhooks are installed with an ``objectSelector`` on the label every such pod carries
+  (``leaderworkerset.sigs.k8s.io/name``), so other pods still never reach Kueue.
 - **Identity**: a client certificate for the user ``kueue-controller-manager``, bound to Kueue's
   own roles from ``config/components/rbac`` (``role.yaml``, ``metrics_auth_role.yaml``, and
   ``manager_secrets_role.yaml`` in the ``kueue-system`` namespace, which MultiKueue's controllers
@@ -26,8 +29,10 @@ What a real install does in-cluster, and what this harness does instead on loopb
   as it would in a cluster. The harness installs CRDs, RBAC and webhooks as the admin (server-side
   apply, so a restart on the same control plane updates them).
 - **Configuration**: the Configuration file from ``controller_manager_config.yaml``'s format with
-  ``integrations.frameworks`` (``batch/job``), ``manageJobsWithoutQueueName: false`` (only Jobs
-  labelled ``kueue.x-k8s.io/queue-name`` are managed), leader election off, internal certificate
+  ``integrations.frameworks`` (``batch/job`` by default; the session fixture adds
+  ``leaderworkerset.x-k8s.io/leaderworkerset``, which needs the LWS CRD installed first, see
+  ``tests.cluster.lws``), ``manageJobsWithoutQueueName: false`` (only objects labelled
+  ``kueue.x-k8s.io/queue-name`` are managed), leader election off, internal certificate
   management off, and webhook/health/metrics servers on free loopback ports. The visibility API
   server (``VisibilityOnDemand``) is turned off: it would need an APIService and certificates of
   its own, and the tests read Workloads directly.
@@ -38,9 +43,10 @@ What a real install does in-cluster, and what this harness does instead on loopb
   bind-mounted there; that needs root (or an existing folder of that name, see ``_launch``).
 
 Ready means: ``/readyz`` answers (the webhook server listens), and dry-run creates pass through
-the API server to Kueue's webhooks: a ResourceFlavor, and a queued Job that must come back
-suspended. ``stop`` removes the webhook configurations first, so a stopped Kueue never blocks Job
-creation; the CRDs stay.
+the API server to Kueue's webhooks: a ResourceFlavor, a queued Job that must come back suspended,
+and with the LWS integration a queued LeaderWorkerSet whose pod template must come back marked as
+suspended by its parent. ``stop`` removes the webhook configurations first, so a stopped Kueue
+never blocks Job creation; the CRDs stay.
 """
 
 from __future__ import annotations
