@@ -119,6 +119,7 @@ class ModelEndpoint:
             model=m.name,
             revision=m.revision,
             tensor_parallel_size=m.vllm.tensor_parallel_size,
+            pipeline_parallel_size=m.vllm.pipeline_parallel_size,
             max_model_len=m.vllm.max_model_len,
             dtype=m.vllm.dtype,
             max_num_seqs=m.vllm.max_num_seqs if m.source == ModelSource.VLLM else None,

@@ -101,6 +101,22 @@ def _versions() -> dict[str, str]:
     return out
 
 
+ONE_HOST = (
+    "resources.nodes: {nodes} nodes asked, but nejumi-eval serves the model on this one host "
+    "(vllm serve over its own GPUs) and multi-node serving is not available yet in this version; "
+    "set resources.nodes to 1 (or leave it unset) to serve on this host's "
+    "model.vllm.tensorParallelSize * pipelineParallelSize GPUs"
+)
+
+
+def check_one_host(spec: EvaluationSpec) -> None:
+    """A model spread over several nodes is refused before anything is fetched or started: this
+    process serves on the host it runs on, so running it anyway would quietly evaluate a different
+    deployment (one node's GPUs, if the model fits at all) under the multi-node spec's name."""
+    if spec.resources.nodes > 1:
+        raise ConfigError(ONE_HOST.format(nodes=spec.resources.nodes))
+
+
 def check_chat_template(spec: EvaluationSpec) -> None:
     """A benchmark that chats with the model (MT-bench, protocol-mtbench §4) goes through its chat
     template: a local model folder without one needs `model.chatTemplate`, or the run would only
@@ -148,6 +164,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage 
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.preflight import preflight
 
+    check_one_host(spec)
     reporting = stage in REPORTING_STAGES
     pricing, held = cost_settings(stage) if reporting else (None, None)
     timeline = Timeline()

@@ -25,7 +25,7 @@ from nejumi_operator.settings import OperatorConfig
 from tests.cluster import wait_until
 from tests.integration.test_operator import api_message, creator, wait_served
 from tests.support.kube import apply_crd, delete_crd
-from tests.unit.api.test_spec_admission import ACCEPTED, REJECTED
+from tests.unit.api.test_spec_admission import ACCEPTED, MULTI_NODE, REJECTED
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
@@ -66,7 +66,7 @@ def test_every_valid_spec_is_stored_as_written(
     create = creator(k8s_client, namespace)
     wait_served(create)
     wrong = []
-    for i, param in enumerate(ACCEPTED):
+    for i, param in enumerate([*ACCEPTED, *MULTI_NODE]):  # multi-node: admitted, refused by the operator
         (spec,) = param.values
         try:
             created = create(f"good-{i}", spec)

@@ -93,7 +93,7 @@ BAD_SPECS = [
     pytest.param(
         {"model": {"name": "m", "vllm": {"tensorParallelSize": 4}}, "resources": {"gpus": 2}},
         'spec.resources.gpus: Invalid value: "object": resources.gpus must be at least '
-        "model.vllm.tensorParallelSize for a vllm model",
+        "model.vllm.tensorParallelSize * model.vllm.pipelineParallelSize for a vllm model on one node",
         id="gpus-below-tensor-parallel",
     ),
     pytest.param(

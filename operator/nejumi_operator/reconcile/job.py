@@ -39,6 +39,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from nejumi_eval.api.v1alpha1.cel import broken
 from nejumi_eval.api.v1alpha1.contract import (
     CACHE_ENV,
     EXIT_BUG,
@@ -139,9 +140,28 @@ HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
 """Set in a serve stage's pod: its weights were fetched before, so the server never downloads
 (on GPU time) and a missing file is an error, not a silent download."""
 
+MULTI_NODE_UNAVAILABLE = (
+    "resources.nodes is {nodes}: multi-node serving (one vLLM server across nodes) is not available "
+    "yet in this operator version, and the evaluation is not run on one node instead; set "
+    "resources.nodes to 1 (or leave it unset)"
+)
+"""Why an admitted multi-node evaluation is refused: the API admits the spec, this operator cannot
+run its group yet, and a single-node run would evaluate another deployment under its name."""
+
+
+def gpu_layout(spec: EvaluationSpec) -> str:
+    """The GPU numbers of `spec` as read (defaults applied), for a message about them."""
+    vllm = spec.model.vllm
+    return (
+        f"resources.gpus {spec.resources.gpus}, resources.nodes {spec.resources.nodes}, "
+        f"model.vllm.tensorParallelSize {vllm.tensor_parallel_size}, "
+        f"model.vllm.pipelineParallelSize {vllm.pipeline_parallel_size}"
+    )
+
 
 def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> EvaluationSpec:
-    """The spec as the evaluator will read it, plus the operator's own constraints."""
+    """The spec as the evaluator will read it, plus the API server's cluster-only rules and what this
+    operator cannot run yet (more than one node)."""
     try:
         parsed = parse_spec(dict(spec or {}), source=source, path_prefix="spec")
     except ConfigError as exc:
@@ -156,14 +176,15 @@ def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> Evaluation
                 f"{source}: {field} is for local runs (nejumi-eval run); in the cluster name the key's "
                 "Secret with apiKeySecretRef (an environment variable of the evaluator is the operator's)"
             )
-    if (
-        parsed.model.source == ModelSource.VLLM
-        and parsed.resources.gpus < parsed.model.vllm.tensor_parallel_size
-    ):
-        raise InvalidEvaluation(
-            f"{source}: resources.gpus ({parsed.resources.gpus}) must be at least "
-            f"model.vllm.tensorParallelSize ({parsed.model.vllm.tensor_parallel_size})"
-        )
+    # The API server's own rules (pod resources a local run ignores), the same CEL expressions: the
+    # CRD installed may be older than the operator.
+    written = parsed.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
+    if rules := broken(EvaluationSpec.cel_rules, written, cluster=True):
+        about_gpus = any((r.field_path or "").startswith(".resources.") for r in rules)
+        layout = f" ({gpu_layout(parsed)})" if about_gpus else ""
+        raise InvalidEvaluation(f"{source}: " + "; ".join(r.message for r in rules) + layout)
+    if parsed.resources.nodes > 1:
+        raise InvalidEvaluation(f"{source}: " + MULTI_NODE_UNAVAILABLE.format(nodes=parsed.resources.nodes))
     return parsed
 
 

@@ -119,3 +119,22 @@ def test_a_flag_given_as_model_is_refused_naming_the_field(
     config.write_text("model:\n  name: org/m\n", encoding="utf-8")
     assert main(["run", str(config), "--model=--trust-remote-code"]) == 2
     assert "model.name must be a Hugging Face model id" in capsys.readouterr().err
+
+
+def test_a_local_run_refuses_a_model_on_several_nodes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`nejumi-eval run` serves on the host it runs on: a spec for two nodes is a configuration error
+    (exit 2) before anything is fetched or served, never a run on this host's GPUs under its name."""
+    from nejumi_eval.cli import main
+
+    config = tmp_path / "evaluation.yaml"
+    config.write_text(
+        "model:\n  name: org/m\n  vllm: {tensorParallelSize: 8, pipelineParallelSize: 2}\n"
+        f"resources: {{gpus: 8, nodes: 2}}\nworkspace: {{path: {tmp_path / 'ws'}}}\n",
+        encoding="utf-8",
+    )
+    assert main(["run", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "resources.nodes: 2 nodes asked" in err and "multi-node serving is not available yet" in err
+    assert not (tmp_path / "ws").exists()  # nothing started

@@ -331,6 +331,102 @@ REJECTED = [
         'spec.resources.gpus: Invalid value: "object": resources.gpus must be at least',
         None,  # pod resources: a local run ignores them (the Job builder still refuses it)
     ),
+    # ---- GPUs across pipeline stages and nodes (issue 22) ----------------------------------------
+    case(
+        "pipeline-parallel-0",
+        with_model(vllm={"pipelineParallelSize": 0}),
+        "spec.model.vllm.pipelineParallelSize in body should be greater than or equal to 1",
+        "model.vllm.pipelineParallelSize: Input should be greater than or equal to 1",
+    ),
+    case(
+        "pipeline-parallel-65",
+        with_model(vllm={"pipelineParallelSize": 65}),
+        "spec.model.vllm.pipelineParallelSize in body should be less than or equal to 64",
+        "model.vllm.pipelineParallelSize: Input should be less than or equal to 64",
+    ),
+    case(
+        "nodes-0",
+        with_resources(nodes=0),
+        "spec.resources.nodes in body should be greater than or equal to 1",
+        "resources.nodes: Input should be greater than or equal to 1",
+    ),
+    case(
+        "transformers-pipeline-parallel",
+        {"model": {"name": "m", "source": "transformers", "vllm": {"pipelineParallelSize": 2}}},
+        'spec.model.vllm.pipelineParallelSize: Invalid value: "object": '
+        "model.vllm.pipelineParallelSize: transformers serve runs on one device",
+        "model.vllm.pipelineParallelSize: transformers serve runs on one device",
+    ),
+    *(
+        case(
+            f"extra-args-{arg.lstrip('-')}",
+            with_model(vllm={"extraArgs": [arg]}),
+            'spec.model.vllm.extraArgs: Invalid value: "object": '
+            "model.vllm.extraArgs: use model.vllm.pipelineParallelSize, not --pipeline-parallel-size",
+            "model.vllm.extraArgs: use model.vllm.pipelineParallelSize, not --pipeline-parallel-size",
+        )
+        for arg in ("--pipeline-parallel-size", "--pipeline-parallel-size=2")
+    ),
+    case(
+        "gpus-below-pipeline-one-node",
+        {
+            "model": {"name": "m", "vllm": {"tensorParallelSize": 2, "pipelineParallelSize": 2}},
+            "resources": {"gpus": 3},
+        },
+        'spec.resources.gpus: Invalid value: "object": resources.gpus must be at least '
+        "model.vllm.tensorParallelSize * model.vllm.pipelineParallelSize for a vllm model on one node",
+        None,  # pod resources of one node: a local run serves on its host's GPUs
+    ),
+    case(
+        "gpus-below-pipeline-one-node-written",
+        {
+            "model": {"name": "m", "vllm": {"pipelineParallelSize": 2}},
+            "resources": {"gpus": 1, "nodes": 1},
+        },
+        'spec.resources.gpus: Invalid value: "object": resources.gpus must be at least',
+        None,
+    ),
+    *(
+        case(
+            f"nodes-world-size-{case_id}",
+            {"model": {"name": "m", **model}, "resources": resources},
+            'spec.resources.nodes: Invalid value: "object": resources.nodes: a vllm model on more than '
+            "one node uses every GPU of every node: model.vllm.tensorParallelSize * "
+            "model.vllm.pipelineParallelSize must equal resources.gpus (per node) * resources.nodes",
+            "resources.nodes: a vllm model on more than one node uses every GPU of every node",
+        )
+        for case_id, model, resources in [
+            ("short", {"vllm": {"tensorParallelSize": 8}}, {"gpus": 8, "nodes": 2}),
+            (
+                "surplus",
+                {"vllm": {"tensorParallelSize": 8, "pipelineParallelSize": 4}},
+                {"gpus": 8, "nodes": 2},
+            ),
+            ("defaults", {}, {"nodes": 2}),  # 1 * 1 GPU served, 1 GPU * 2 nodes held
+            ("gpus-unset", {"vllm": {"tensorParallelSize": 8, "pipelineParallelSize": 2}}, {"nodes": 2}),
+            ("vllm-written", {"source": "vllm", "vllm": {"tensorParallelSize": 4}}, {"gpus": 4, "nodes": 4}),
+        ]
+    ),
+    *(
+        case(
+            f"nodes-{source_id}",
+            {"model": model, "resources": {"nodes": 2}},
+            "spec.resources.nodes: Forbidden: "
+            "resources.nodes: more than one node only with model.source vllm",
+            "resources.nodes: more than one node only with model.source vllm",
+        )
+        for source_id, model in [
+            ("transformers", {"name": "m", "source": "transformers"}),
+            ("openai-compatible", API_MODEL),
+        ]
+    ),
+    case(
+        "nodes-without-gpus",
+        {"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}, "resources": {"gpus": 0, "nodes": 2}},
+        'spec.resources.gpus: Invalid value: "object": resources.gpus: a model on more than one node '
+        "(resources.nodes > 1) needs at least one GPU per node",
+        "resources.gpus: a model on more than one node (resources.nodes > 1) needs at least one GPU per node",
+    ),
     # ---- model names: a Hub id or a path for served models, the API's name; never a flag -------
     *(
         case(
@@ -522,6 +618,23 @@ ACCEPTED = [
         {"model": {"name": "m", "source": "transformers", "vllm": {"tensorParallelSize": 1}}},
     ),
     good("api-model-no-gpus", {"model": API_MODEL}),
+    # one node: as many GPUs as tensor * pipeline stages, or more (admitted before pipelines existed)
+    good(
+        "pipeline-one-node",
+        {
+            "model": {"name": "m", "vllm": {"tensorParallelSize": 2, "pipelineParallelSize": 2}},
+            "resources": {"gpus": 4},
+        },
+    ),
+    good(
+        "more-gpus-than-tensor-parallel",
+        {"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}, "resources": {"gpus": 4}},
+    ),
+    good("one-node-written", with_resources(gpus=1, nodes=1)),
+    good(
+        "one-node-transformers", {"model": {"name": "m", "source": "transformers"}, "resources": {"nodes": 1}}
+    ),
+    good("one-node-api", {"model": API_MODEL, "resources": {"nodes": 1}}),
     good(
         "pod-settings",
         {
@@ -582,6 +695,27 @@ ACCEPTED = [
 ]
 
 
+MULTI_NODE = [
+    good(case_id, {"model": {"name": "m", **model}, "resources": resources})
+    for case_id, model, resources in [
+        (
+            "tensor-in-node-pipeline-across",
+            {"vllm": {"tensorParallelSize": 8, "pipelineParallelSize": 2}},
+            {"gpus": 8, "nodes": 2},
+        ),
+        ("tensor-across-nodes", {"vllm": {"tensorParallelSize": 16}}, {"gpus": 8, "nodes": 2}),
+        (
+            "four-nodes",
+            {"source": "vllm", "vllm": {"tensorParallelSize": 4, "pipelineParallelSize": 4}},
+            {"gpus": 4, "nodes": 4},
+        ),
+        ("one-gpu-per-node-gpus-unset", {"vllm": {"pipelineParallelSize": 2}}, {"nodes": 2}),
+    ]
+]
+"""Valid for the API (admitted, stored as written) and for the spec model, but not run by this version:
+the operator refuses them, and so does `nejumi-eval run`, which serves on one host (issue 22)."""
+
+
 @pytest.mark.parametrize(("spec", "crd", "local"), REJECTED)
 def test_the_evaluator_refuses_what_the_api_server_refuses(
     spec: dict[str, Any], crd: str, local: str | None
@@ -616,6 +750,34 @@ def test_valid_specs_still_pass(spec: dict[str, Any]) -> None:
     parse_spec(spec)
     unlimited = OperatorConfig(policy=Policy(enabled=False))  # the schema's verdict, not the policy's
     build_job({"metadata": {"name": "e", "namespace": "ns", "generation": 1}, "spec": spec}, unlimited)
+
+
+@pytest.mark.parametrize("spec", MULTI_NODE)
+def test_a_multi_node_spec_is_valid_but_not_run_by_this_version(spec: dict[str, Any]) -> None:
+    from nejumi_eval.pipeline import check_one_host
+    from nejumi_operator.policy import Policy
+    from nejumi_operator.reconcile.job import InvalidEvaluation, build_job
+    from nejumi_operator.settings import OperatorConfig
+
+    parsed = parse_spec(spec)
+    assert parsed.resources.nodes == spec["resources"]["nodes"] > 1
+    unlimited = OperatorConfig(policy=Policy(enabled=False))
+    evaluation = {"metadata": {"name": "e", "namespace": "ns", "generation": 1}, "spec": spec}
+    with pytest.raises(
+        InvalidEvaluation, match=r"multi-node serving .* is not available yet in this operator"
+    ):
+        build_job(evaluation, unlimited)
+    with pytest.raises(ConfigError, match=r"resources\.nodes: .* multi-node serving is not available yet"):
+        check_one_host(parsed)
+
+
+def test_one_node_and_its_defaults() -> None:
+    spec = parse_spec({"model": {"name": "m"}})
+    assert (spec.resources.nodes, spec.model.vllm.pipeline_parallel_size) == (1, 1)
+    assert "nodes" not in spec.resources.model_fields_set  # as written: a round trip adds nothing
+    from nejumi_eval.pipeline import check_one_host
+
+    check_one_host(spec)  # one node: served on this host, as always
 
 
 def test_quantities_keep_what_was_written_as_a_string() -> None:
@@ -663,13 +825,21 @@ def test_the_crd_schema_says_what_pydantic_says() -> None:
 
 
 def test_rules_carry_their_model_and_are_evaluated_locally_unless_marked() -> None:
-    """Every new rule is written once; only gpus≥tensorParallelSize (pod resources) and the
-    no-benchmark rule (plugins count locally, via a validator with the same message) are the API
-    server's alone."""
+    """Every new rule is written once; only one node's GPUs ≥ tensor * pipeline stages (pod
+    resources), the apiKeyEnv rules (cluster only by nature) and the no-benchmark rule (plugins count
+    locally, via a validator with the same message) are the API server's alone."""
     cluster_only = {
-        r.message for m in (api.EvaluationSpec, api.BenchmarksSpec) for r in m.cel_rules if not r.local
+        r.field_path or r.message
+        for m in (api.EvaluationSpec, api.BenchmarksSpec)
+        for r in m.cel_rules
+        if not r.local
     }
-    assert api.NO_BENCHMARK in cluster_only
+    assert cluster_only == {
+        ".resources.gpus",
+        ".model.apiKeyEnv",
+        ".benchmarks.mtbench.judge.apiKeyEnv",
+        api.NO_BENCHMARK,
+    }
     for model in (api.ModelSpec, api.JudgeSpec, api.WorkspaceSpec, api.Toleration, api.ResourcesSpec):
         assert model.cel_rules and all(r.evaluated_locally for r in model.cel_rules), model
 

@@ -31,7 +31,9 @@ def test_invalid_spec_is_refused_and_becomes_a_failed_status() -> None:
         # gpus < tensorParallelSize: also a CEL rule, but the CRD may be older than the operator
         "spec": {"model": {"name": "m", "vllm": {"tensorParallelSize": 4}}, "resources": {"gpus": 1}},
     }
-    with pytest.raises(InvalidEvaluation, match=r"resources.gpus \(1\) must be at least") as refused:
+    with pytest.raises(
+        InvalidEvaluation, match=r"resources.gpus must be at least .*resources.gpus 1,"
+    ) as refused:
         build_job(raw, OperatorConfig())
     status = reduce_status(
         {}, Observation(generation=1, job_name=job_name("e", 1), spec_error=str(refused.value))
@@ -40,6 +42,31 @@ def test_invalid_spec_is_refused_and_becomes_a_failed_status() -> None:
     assert (conds["Accepted"]["status"], conds["Accepted"]["reason"]) == ("False", "InvalidSpec")
     assert conds["Succeeded"]["reason"] == "InvalidSpec" and status["phase"] == "Failed"
     assert "must be at least model.vllm.tensorParallelSize" in conds["Accepted"]["message"]
+
+
+def test_a_multi_node_evaluation_becomes_a_failed_status_saying_why() -> None:
+    """Valid for the API, not runnable by this operator: refused as InvalidSpec, with the reason."""
+    raw = {
+        "apiVersion": "nejumi.wandb.ai/v1alpha1",
+        "kind": "NejumiEvaluation",
+        "metadata": {"name": "e", "namespace": "ns", "generation": 1, "uid": "u"},
+        "spec": {
+            "model": {"name": "m", "vllm": {"tensorParallelSize": 8}},
+            "resources": {"gpus": 4, "nodes": 2},
+        },
+    }
+    with pytest.raises(InvalidEvaluation) as refused:
+        build_job(raw, OperatorConfig())
+    status = reduce_status(
+        {}, Observation(generation=1, job_name=job_name("e", 1), spec_error=str(refused.value))
+    )
+    conds = {c["type"]: c for c in status["conditions"]}
+    assert (conds["Accepted"]["status"], conds["Accepted"]["reason"]) == ("False", "InvalidSpec")
+    assert status["phase"] == "Failed"
+    assert (
+        "multi-node serving (one vLLM server across nodes) is not available yet"
+        in conds["Accepted"]["message"]
+    )
 
 
 # ---- the create handler's trust checks (tests/integration/test_trust.py on the real cluster) ----

@@ -10,6 +10,7 @@ import pytest
 from nejumi_eval.api.v1alpha1.contract import RESULTS_CA_MOUNT
 from nejumi_eval.api.v1alpha1.names import LABEL_EVALUATION, LABEL_QUEUE
 from nejumi_eval.api.v1alpha1.spec import ResultsSpec, parse_spec
+from nejumi_eval.api.v1alpha1.stages import Stage
 from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile import job as builder
 from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
@@ -223,7 +224,7 @@ def test_long_names_fit_label_and_name_limits() -> None:
 def test_invalid_spec_names_the_field() -> None:
     with pytest.raises(InvalidEvaluation, match=r"model.endpoint is required"):
         build_job(evaluation({"model": {"name": "m", "source": "openai-compatible"}}), CONFIG)
-    with pytest.raises(InvalidEvaluation, match=r"resources.gpus \(1\) must be at least"):
+    with pytest.raises(InvalidEvaluation, match=r"resources.gpus must be at least .*\(resources.gpus 1,"):
         build_job(evaluation({"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}}), CONFIG)
 
 
@@ -361,13 +362,57 @@ def test_an_api_model_requests_no_gpu_unless_asked() -> None:
     )
 
 
-def test_the_gpus_rule_still_holds_for_served_models() -> None:
-    with pytest.raises(InvalidEvaluation, match=r"resources.gpus \(1\) must be at least"):
-        build_job(evaluation({"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}}), CONFIG)
-    build_job(
-        evaluation({"model": {"name": "m", "vllm": {"tensorParallelSize": 2}}, "resources": {"gpus": 2}}),
-        CONFIG,
+@pytest.mark.parametrize(
+    ("vllm", "resources"),
+    [
+        ({"tensorParallelSize": 2}, {}),
+        ({"pipelineParallelSize": 2}, {}),
+        ({"tensorParallelSize": 2, "pipelineParallelSize": 2}, {"gpus": 3}),
+    ],
+)
+def test_the_gpus_rule_still_holds_for_served_models(vllm: dict[str, int], resources: dict[str, int]) -> None:
+    """The CRD's cluster-only rule, applied by the operator too (the CRD may be older than it), with
+    the numbers it read."""
+    spec = {"model": {"name": "m", "vllm": vllm}, "resources": resources}
+    with pytest.raises(InvalidEvaluation) as refused:
+        build_job(evaluation(spec), CONFIG)
+    message = str(refused.value)
+    assert (
+        "resources.gpus must be at least model.vllm.tensorParallelSize * model.vllm.pipelineParallelSize"
+        in (message)
     )
+    gpus = resources.get("gpus", 1)
+    assert f"resources.gpus {gpus}, resources.nodes 1" in message
+
+
+@pytest.mark.parametrize(
+    ("vllm", "gpus"),
+    [({"tensorParallelSize": 2}, 2), ({"tensorParallelSize": 2, "pipelineParallelSize": 2}, 4), ({}, 4)],
+)
+def test_enough_gpus_on_one_node_run(vllm: dict[str, int], gpus: int) -> None:
+    """As many GPUs as tensor * pipeline stages, or more (admitted before pipelines: vLLM uses the
+    first ones)."""
+    job = build_job(evaluation({"model": {"name": "m", "vllm": vllm}, "resources": {"gpus": gpus}}), CONFIG)
+    assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
+
+
+def test_a_multi_node_evaluation_is_refused_not_run_on_one_node() -> None:
+    """Admitted by the API (the spec is valid), but this operator cannot run a group of nodes: it
+    says so, and builds no Job that would evaluate the model on one node under the spec's name."""
+    spec = {
+        "model": {"name": "m", "vllm": {"tensorParallelSize": 8, "pipelineParallelSize": 2}},
+        "resources": {"gpus": 8, "nodes": 2},
+    }
+    with pytest.raises(InvalidEvaluation) as refused:
+        build_job(evaluation(spec), CONFIG)
+    message = str(refused.value)
+    assert "resources.nodes is 2" in message
+    assert "multi-node serving" in message and "not available yet in this operator version" in message
+    for stage in Stage:
+        with pytest.raises(InvalidEvaluation, match="multi-node serving"):
+            build_job(evaluation(spec), CONFIG, stage)
+    one_node = {**spec, "resources": {"gpus": 16, "nodes": 1}}
+    assert container(build_job(evaluation(one_node), CONFIG))["resources"]["limits"]["nvidia.com/gpu"] == "16"
 
 
 def test_integer_quantities_reach_the_pod_as_quantities() -> None:

@@ -34,7 +34,16 @@ def test_vllm_gets_max_num_seqs_explicitly() -> None:
     assert "--max-num-seqs" not in vllm_command(ServerSettings(model="org/m"))
 
 
-@pytest.mark.parametrize("arg", ["--max-num-seqs", "--max-num-seqs=8", "--tensor-parallel-size"])
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "--max-num-seqs",
+        "--max-num-seqs=8",
+        "--tensor-parallel-size",
+        "--pipeline-parallel-size",
+        "--pipeline-parallel-size=2",
+    ],
+)
 def test_extra_args_cannot_override_typed_fields(arg: str) -> None:
     with pytest.raises(ConfigError, match=r"model\.vllm\.extraArgs: use model\.vllm"):
         _spec(vllm={"extraArgs": [arg, "8"]})

@@ -44,6 +44,7 @@ def test_vllm_command_full():
         revision="a1b2c3",
         served_model_name="model-under-test",
         tensor_parallel_size=2,
+        pipeline_parallel_size=3,
         max_model_len=4096,
         dtype="bfloat16",
         chat_template=Path("/templates/llmjp.jinja"),
@@ -57,6 +58,7 @@ def test_vllm_command_full():
         "--served-model-name", "model-under-test",
         "--revision", "a1b2c3",
         "--tensor-parallel-size", "2",
+        "--pipeline-parallel-size", "3",
         "--dtype", "bfloat16",
         "--max-model-len", "4096",
         "--chat-template", "/templates/llmjp.jinja",
@@ -76,7 +78,8 @@ def test_vllm_command_minimal():
     )
     assert vllm_command(settings) == [
         "/opt/vllm/bin/vllm", "serve", "org/m", "--host", "127.0.0.1", "--port", "8000",
-        "--served-model-name", "org/m", "--tensor-parallel-size", "1", "--dtype", "auto",
+        "--served-model-name", "org/m", "--tensor-parallel-size", "1", "--pipeline-parallel-size", "1",
+        "--dtype", "auto",
     ]  # fmt: skip
     assert served_model_name(settings) == "org/m"
 
@@ -101,6 +104,7 @@ def test_transformers_command(tmp_path: Path):
         ({"served_model_name": "alias"}, "no --served-model-name"),
         ({"chat_template": Path("/t.jinja")}, "no --chat-template"),
         ({"tensor_parallel_size": 2}, "tensor_parallel_size"),
+        ({"pipeline_parallel_size": 2}, "pipeline_parallel_size"),
     ],
 )
 def test_transformers_refuses_what_it_cannot_honour(overrides: dict, message: str):

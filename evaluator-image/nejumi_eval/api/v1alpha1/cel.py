@@ -63,13 +63,21 @@ def prepare() -> None:
         celpy.Environment()
 
 
-def failures(rules: tuple[Rule, ...], obj: dict[str, Any]) -> list[str]:
-    """The messages of the rules `obj` (camelCase, as written) breaks."""
+def broken(rules: tuple[Rule, ...], obj: dict[str, Any], *, cluster: bool = False) -> list[Rule]:
+    """The rules `obj` (camelCase, as written) breaks, of those evaluated locally; with `cluster`, of
+    the API server's own (`local=False`) too, as the operator applies them to an object a CRD older
+    than the operator admitted. Transition rules are never evaluated here (there is no old object)."""
     import celpy
 
     activation = {"self": celpy.json_to_cel(obj)}
     out = []
     for r in rules:
-        if r.evaluated_locally and not bool(_program(r.rule).evaluate(activation)):
-            out.append(r.message)
+        applies = r.evaluated_locally or (cluster and "oldSelf" not in r.rule)
+        if applies and not bool(_program(r.rule).evaluate(activation)):
+            out.append(r)
     return out
+
+
+def failures(rules: tuple[Rule, ...], obj: dict[str, Any], *, cluster: bool = False) -> list[str]:
+    """The messages of the rules `obj` (camelCase, as written) breaks (`broken`)."""
+    return [r.message for r in broken(rules, obj, cluster=cluster)]

@@ -144,7 +144,18 @@ class ModelSource(StrEnum):
 class VllmSettings(Spec):
     """Arguments for `vllm serve` (ignored for API models)."""
 
-    tensor_parallel_size: int = Field(1, ge=1, le=64, description="Number of GPUs to shard over.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, le=64, description="GPUs each layer is sharded over (vLLM --tensor-parallel-size)."
+    )
+    pipeline_parallel_size: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Pipeline stages the layers are split into, each on tensorParallelSize GPUs (vLLM "
+        "--pipeline-parallel-size). The server uses tensorParallelSize * pipelineParallelSize GPUs; "
+        "across nodes, typically tensorParallelSize = resources.gpus and pipelineParallelSize = "
+        "resources.nodes.",
+    )
     max_model_len: int | None = Field(None, ge=256, description="Context length; vLLM's default if unset.")
     dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = Field(
         "auto", description="Weights dtype (vLLM's --dtype choices)."
@@ -173,6 +184,7 @@ class VllmSettings(Spec):
         for flag, field in (
             ("--max-num-seqs", "maxNumSeqs"),
             ("--tensor-parallel-size", "tensorParallelSize"),
+            ("--pipeline-parallel-size", "pipelineParallelSize"),
         )
     )
 
@@ -313,6 +325,13 @@ class ModelSpec(Spec):
             message="model.vllm.tensorParallelSize: transformers serve runs on one device; "
             "use model.source vllm to shard a model over GPUs",
             field_path=".vllm.tensorParallelSize",
+        ),
+        Rule(
+            rule=f"{_SOURCE} != '{ModelSource.TRANSFORMERS.value}' || !has(self.vllm) "
+            "|| !has(self.vllm.pipelineParallelSize) || self.vllm.pipelineParallelSize == 1",
+            message="model.vllm.pipelineParallelSize: transformers serve runs on one device; "
+            "use model.source vllm to split a model over GPUs",
+            field_path=".vllm.pipelineParallelSize",
         ),
         Rule(
             rule=f"!has({_URI}) || {_SOURCE} != '{_API}'",
@@ -727,14 +746,23 @@ MAX_DEADLINE_SECONDS = 30 * 24 * 3600
 
 class ResourcesSpec(Spec):
     """The evaluator pod: resources, placement and scheduling (operator only; the evaluator ignores
-    them)."""
+    them, but for `nodes`: it serves on its own host, so it refuses more than one)."""
 
     gpus: int = Field(
         DEFAULT_GPUS[DEFAULT_SOURCE],
         ge=0,
         le=64,
-        description="nvidia.com/gpu for the pod. Unset: 1 for vllm and transformers, 0 for "
-        "openai-compatible.",
+        description="nvidia.com/gpu for the pod: the GPUs of one node (with resources.nodes > 1, each "
+        "node's pod asks for this many). Unset: 1 for vllm and transformers, 0 for openai-compatible.",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Nodes the served model spans, each with resources.gpus GPUs (vllm only; then "
+        "model.vllm.tensorParallelSize * pipelineParallelSize = gpus * nodes). 1: one pod on one "
+        "node. More than one node is not available yet in this operator version (refused, never run "
+        "on one node).",
     )
     memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 64Gi.")
     cpu: Quantity | None = Field(None, description="CPU request (no limit), e.g. 8 or 500m.")
@@ -771,7 +799,37 @@ class ResourcesSpec(Spec):
             "subdomain, the name at most 63 alphanumerics, '-', '_' or '.'",
             field_path=".nodeSelector",
         ),
+        # gpus unset is the source's default: 1 for vllm; for another source nodes > 1 is refused
+        # by EvaluationSpec's rule, which knows the source.
+        Rule(
+            rule="!has(self.nodes) || self.nodes == 1 || !has(self.gpus) || self.gpus >= 1",
+            message="resources.gpus: a model on more than one node (resources.nodes > 1) needs at "
+            "least one GPU per node",
+            field_path=".gpus",
+        ),
     )
+
+
+# ---- GPUs: how many a vllm server uses, on how many nodes ---------------------------------------
+# vLLM's world size is tensorParallelSize * pipelineParallelSize GPUs, and it refuses to start on
+# fewer. On one node it takes the first world-size GPUs of the pod, so more are admitted, as they
+# were before pipelines (a spec admitted then is admitted now; the rest sit idle). Across nodes each
+# node runs world size / nodes ranks on its own GPUs, so the product must be every GPU of every node:
+# a remainder would fail at start, a surplus hold GPUs of several nodes for nothing. Written over the
+# stored object, which has no defaults.
+_MODEL_SOURCE = f"(has(self.model.source) ? self.model.source : '{DEFAULT_SOURCE.value}')"
+_NODES = "(has(self.resources) && has(self.resources.nodes) ? self.resources.nodes : 1)"
+_GPUS = (
+    "(has(self.resources) && has(self.resources.gpus) ? self.resources.gpus : "
+    f"{DEFAULT_GPUS[ModelSource.VLLM]})"
+)
+_WORLD_SIZE = (
+    "(has(self.model.vllm) && has(self.model.vllm.tensorParallelSize) "
+    f"? self.model.vllm.tensorParallelSize : {VllmSettings.model_fields['tensor_parallel_size'].default}) * "
+    "(has(self.model.vllm) && has(self.model.vllm.pipelineParallelSize) "
+    f"? self.model.vllm.pipelineParallelSize : {VllmSettings.model_fields['pipeline_parallel_size'].default})"
+)
+_NOT_VLLM = f"{_MODEL_SOURCE} != '{ModelSource.VLLM.value}'"
 
 
 class EvaluationSpec(Spec):
@@ -790,16 +848,25 @@ class EvaluationSpec(Spec):
             field_path=".workspace",
         ),
         Rule(
-            rule=f"(has(self.model.source) ? self.model.source : '{DEFAULT_SOURCE.value}') != "
-            f"'{ModelSource.VLLM.value}' || "
-            "(has(self.resources) && has(self.resources.gpus) ? self.resources.gpus : "
-            f"{DEFAULT_GPUS[ModelSource.VLLM]}) >= "
-            "(has(self.model.vllm) && has(self.model.vllm.tensorParallelSize) "
-            "? self.model.vllm.tensorParallelSize : "
-            f"{VllmSettings.model_fields['tensor_parallel_size'].default})",
-            message="resources.gpus must be at least model.vllm.tensorParallelSize for a vllm model",
+            rule=f"{_NOT_VLLM} || {_NODES} > 1 || {_GPUS} >= {_WORLD_SIZE}",
+            message="resources.gpus must be at least model.vllm.tensorParallelSize * "
+            "model.vllm.pipelineParallelSize for a vllm model on one node",
             field_path=".resources.gpus",
-            local=False,  # pod resources: the evaluator ignores them
+            local=False,  # one node's pod resources: a local run serves on its host's GPUs
+        ),
+        Rule(
+            rule=f"{_NOT_VLLM} || {_NODES} == 1 || {_WORLD_SIZE} == {_GPUS} * {_NODES}",
+            message="resources.nodes: a vllm model on more than one node uses every GPU of every node: "
+            "model.vllm.tensorParallelSize * model.vllm.pipelineParallelSize must equal "
+            "resources.gpus (per node) * resources.nodes",
+            field_path=".resources.nodes",
+        ),
+        Rule(
+            rule=f"{_NODES} == 1 || {_MODEL_SOURCE} == '{ModelSource.VLLM.value}'",
+            message="resources.nodes: more than one node only with model.source vllm (transformers "
+            "serves on one device; an openai-compatible API serves itself)",
+            field_path=".resources.nodes",
+            reason="FieldValueForbidden",
         ),
         # In the cluster an environment variable is the operator's (the chart's evaluator.env), not
         # the evaluation creator's: naming one would read a key its creator was never given.

@@ -42,6 +42,7 @@ class ServerSettings(BaseModel):
         default=None, description="vllm only: the name requests use (default: `model`)"
     )
     tensor_parallel_size: int = Field(default=1, ge=1)
+    pipeline_parallel_size: int = Field(default=1, ge=1, description="vllm only: pipeline stages")
     max_model_len: int | None = Field(default=None, ge=1)
     dtype: str = "auto"
     max_num_seqs: int | None = Field(
@@ -105,7 +106,9 @@ def vllm_command(settings: ServerSettings) -> list[str]:
     cmd += ["--served-model-name", served_model_name(s)]
     if s.revision:
         cmd += ["--revision", s.revision]
-    cmd += ["--tensor-parallel-size", str(s.tensor_parallel_size), "--dtype", s.dtype]
+    # Both parallel sizes always, as written: the command line says how many GPUs the server uses.
+    cmd += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
+    cmd += ["--pipeline-parallel-size", str(s.pipeline_parallel_size), "--dtype", s.dtype]
     if s.max_model_len is not None:
         cmd += ["--max-model-len", str(s.max_model_len)]
     if s.max_num_seqs is not None:
@@ -138,6 +141,8 @@ def transformers_command(settings: ServerSettings) -> list[str]:
         )
     if s.tensor_parallel_size != 1:
         raise ValueError("transformers serve runs on one device: tensor_parallel_size must be 1")
+    if s.pipeline_parallel_size != 1:
+        raise ValueError("transformers serve runs on one device: pipeline_parallel_size must be 1")
     cmd = [s.executable or "transformers", "serve", _transformers_model_arg(s)]
     cmd += ["--host", s.host, "--port", str(s.port), "--dtype", s.dtype, "--log-level", "info"]
     if s.device is not None:
