@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 
-from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED
+from nejumi_eval.api.v1alpha1.contract import EXIT_INTERRUPTED, JOIN_GROUP_FLAG
 from nejumi_eval.api.v1alpha1.stages import STAGE_FLAG, Stage
 from nejumi_eval.errors import EXIT_BUG, EXIT_INFRA, EXIT_OK, InputError, classify, unwrap
 from nejumi_eval.report.text import print_json
@@ -24,8 +24,11 @@ from nejumi_eval.report.text import print_json
 def cmd_run(args: argparse.Namespace) -> int:
     from nejumi_eval.api.v1alpha1.spec import load_spec
     from nejumi_eval.demo import embedded_default_spec
-    from nejumi_eval.pipeline import run
+    from nejumi_eval.pipeline import join_group, run
 
+    if args.join_group and args.stage != Stage.SERVE.value:
+        serve = f"{STAGE_FLAG} {Stage.SERVE.value}"
+        raise InputError(f"{JOIN_GROUP_FLAG} joins a serving group: only with {serve}")
     if args.spec_env:
         if args.config:
             raise InputError("give either a config file or --spec-env, not both")
@@ -49,6 +52,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.results_uri:  # the endpoint, region and keys: the standard AWS variables
         spec.results.uri = args.results_uri
     spec = _apply_command_line(spec, args, changed=model_given or bool(args.results_uri))
+    if args.join_group:
+        join_group(spec)  # never returns: this process becomes the worker's server
     summary = run(spec, progress=not args.quiet, stage=Stage(args.stage))
     print(summary.to_json() if args.json else _human_summary(summary))
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
@@ -320,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one stage on a shared workspace (the operator's pods): fetch (data, weights, checks), "
         "serve (serve and generate only), judge (answers from the cache; judge, score, report); "
         "default run: everything",
+    )
+    run.add_argument(
+        JOIN_GROUP_FLAG,
+        action="store_true",
+        help="a worker pod of a model served across nodes (with --stage serve, in a LeaderWorkerSet group): "
+        "run vllm serve --headless, joining the group's leader, and evaluate nothing",
     )
     run.set_defaults(func=cmd_run)
 

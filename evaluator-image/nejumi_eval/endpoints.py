@@ -14,13 +14,16 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nejumi_eval.api.v1alpha1.contract import JUDGE_API_KEY_ENV, MODEL_API_KEY_ENV
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
 from nejumi_eval.errors import InfrastructureError
 from nejumi_eval.runtime.client.models import AnswerSource, ClientSettings
 from nejumi_eval.runtime.client.retry import RetryPolicy
+
+if TYPE_CHECKING:  # the server's modules are imported only where a model is served
+    from nejumi_eval.runtime.serve.commands import NodeGroup, ServerSettings
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 TRANSFORMERS_CONCURRENCY = 8
@@ -88,6 +91,31 @@ class Endpoint:
     api_key: str
 
 
+def server_settings(spec: EvaluationSpec) -> ServerSettings:
+    """How a served model's server is started (`port=0`: a free port, chosen at start): one place,
+    for the pod that serves and answers (`ModelEndpoint`) and a group's workers, which must start
+    the same engine (`pipeline.join_group_command`)."""
+    from nejumi_eval.runtime.serve.commands import ServerSettings
+
+    m = spec.model
+    extra = list(m.vllm.extra_args)
+    if m.vllm.gpu_memory_utilization and m.source == ModelSource.VLLM:
+        extra += ["--gpu-memory-utilization", str(m.vllm.gpu_memory_utilization)]
+    return ServerSettings(
+        backend=m.source.value,
+        model=m.name,
+        revision=m.revision,
+        tensor_parallel_size=m.vllm.tensor_parallel_size,
+        pipeline_parallel_size=m.vllm.pipeline_parallel_size,
+        max_model_len=m.vllm.max_model_len,
+        dtype=m.vllm.dtype,
+        max_num_seqs=m.vllm.max_num_seqs if m.source == ModelSource.VLLM else None,
+        chat_template=Path(m.chat_template) if m.chat_template else None,
+        extra_args=extra,
+        port=0,
+    )
+
+
 class ModelEndpoint:
     """The model under test's endpoint, known before anything starts; a local server on demand."""
 
@@ -97,7 +125,10 @@ class ModelEndpoint:
         log_dir: Path,
         timeline: Any,
         on_ready: Callable[[str], None] | None = None,
+        group: NodeGroup | None = None,
     ) -> None:
+        """`group`: this pod leads a group of nodes that serve the model together (the leader of a
+        multi-node serve stage): its server is started with the group's flags and answers here."""
         self.timeline = timeline
         self.on_ready = on_ready
         self.server: Any = None
@@ -108,25 +139,9 @@ class ModelEndpoint:
             key = api_key(m.api_key_env, MODEL_API_KEY_ENV, "model.apiKeyEnv")
             self.endpoint = Endpoint(m.endpoint, m.name, key)
             return
-        from nejumi_eval.runtime.serve.commands import ServerSettings
         from nejumi_eval.runtime.serve.process import ModelServer
 
-        extra = list(m.vllm.extra_args)
-        if m.vllm.gpu_memory_utilization and m.source == ModelSource.VLLM:
-            extra += ["--gpu-memory-utilization", str(m.vllm.gpu_memory_utilization)]
-        settings = ServerSettings(
-            backend=m.source.value,
-            model=m.name,
-            revision=m.revision,
-            tensor_parallel_size=m.vllm.tensor_parallel_size,
-            pipeline_parallel_size=m.vllm.pipeline_parallel_size,
-            max_model_len=m.vllm.max_model_len,
-            dtype=m.vllm.dtype,
-            max_num_seqs=m.vllm.max_num_seqs if m.source == ModelSource.VLLM else None,
-            chat_template=Path(m.chat_template) if m.chat_template else None,
-            extra_args=extra,
-            port=0,
-        )
+        settings = server_settings(spec).model_copy(update={"group": group})
         self._settings, self._log_dir = settings, log_dir
         try:
             self.server = ModelServer.from_settings(settings, log_dir=log_dir)

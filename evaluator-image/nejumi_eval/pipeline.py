@@ -30,18 +30,18 @@ import platform
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from nejumi_eval.api.v1alpha1.contract import GPU_SECONDS_HELD_ENV, PRICING_ENV
+from nejumi_eval.api.v1alpha1.contract import GPU_SECONDS_HELD_ENV, GROUP_SIZE_ENV, PRICING_ENV
 from nejumi_eval.api.v1alpha1.cost import Cost, Pricing, PricingError, parse_pricing
 from nejumi_eval.api.v1alpha1.progress import Step
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec, JudgeSpec, ModelSource
-from nejumi_eval.api.v1alpha1.stages import REPORTING_STAGES, Stage
+from nejumi_eval.api.v1alpha1.stages import GPU_STAGES, REPORTING_STAGES, Stage
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.benchmarks.base import CountsProgress, DescribesPlan
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
@@ -55,6 +55,7 @@ from nejumi_eval.storage.upload import destination
 
 if TYPE_CHECKING:
     from nejumi_eval.benchmarks.base import BenchmarkOutput
+    from nejumi_eval.runtime.serve.commands import NodeGroup
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +108,71 @@ ONE_HOST = (
     "set resources.nodes to 1 (or leave it unset) to serve on this host's "
     "model.vllm.tensorParallelSize * pipelineParallelSize GPUs"
 )
+WRONG_GROUP = (
+    "resources.nodes: {nodes} nodes asked, but this pod's serving group has {size} "
+    "(${size_env}): the group and the spec describe two deployments; the operator builds the group "
+    "from the spec, so evaluate again"
+)
 
 
-def check_one_host(spec: EvaluationSpec) -> None:
-    """A model spread over several nodes is refused before anything is fetched or started: this
-    process serves on the host it runs on, so running it anyway would quietly evaluate a different
-    deployment (one node's GPUs, if the model fits at all) under the multi-node spec's name."""
-    if spec.resources.nodes > 1:
-        raise ConfigError(ONE_HOST.format(nodes=spec.resources.nodes))
+def check_one_host(
+    spec: EvaluationSpec, stage: Stage = Stage.RUN, env: Mapping[str, str] | None = None
+) -> NodeGroup | None:
+    """Where a stage that serves runs its server: this host alone (None), or the group of nodes
+    it is a member of (a multi-node serve stage: a LeaderWorkerSet group of `resources.nodes` pods,
+    whose environment `env`, default `os.environ`, says so). A model spread over several nodes is
+    refused outside such a group before anything is fetched or started: this process would serve
+    on the host it runs on, quietly evaluating a different deployment (one node's GPUs, if the
+    model fits at all) under the multi-node spec's name. The stages that serve nothing (fetch,
+    judge) run on one pod whatever the model's size."""
+    from nejumi_eval.runtime.serve.commands import node_group
+
+    if stage not in GPU_STAGES:
+        return None
+    try:
+        group = node_group(os.environ if env is None else env)
+    except ValueError as exc:
+        raise ConfigError(f"resources.nodes: {exc}") from None
+    nodes = spec.resources.nodes
+    if group is None:
+        if nodes > 1:
+            raise ConfigError(ONE_HOST.format(nodes=nodes))
+        return None
+    if group.size != nodes:
+        raise ConfigError(WRONG_GROUP.format(nodes=nodes, size=group.size, size_env=GROUP_SIZE_ENV))
+    return group
+
+
+def join_group_command(spec: EvaluationSpec, env: Mapping[str, str] | None = None) -> list[str]:
+    """The command line of a worker of a serving group (`nejumi-eval run --stage serve
+    --join-group`): `vllm serve --headless`, joining its leader's server (`--node-rank` its index,
+    `--master-addr` the leader), with exactly the engine settings and weights the leader serves
+    (`endpoints.server_settings`; the fetch stage's record of the weights, as the leader reads it).
+    It evaluates nothing: the leader's evaluator sends every request and writes every answer."""
+    from nejumi_eval.api.v1alpha1.contract import JOIN_GROUP_FLAG
+    from nejumi_eval.endpoints import server_settings
+    from nejumi_eval.runtime.serve.commands import ServerSettings, served_model_name, vllm_command
+
+    group = check_one_host(spec, Stage.SERVE, env)
+    if group is None or group.leader:
+        raise ConfigError(
+            f"{JOIN_GROUP_FLAG}: only a worker of a multi-node serve stage joins a group (this pod is "
+            + ("the group's leader)" if group else "in no group of several nodes)")
+        )
+    settings = server_settings(spec)
+    update: dict[str, Any] = {"group": group, "port": ServerSettings.model_fields["port"].default}
+    handoff = _weights(spec, Path(spec.workspace.path).expanduser().resolve(), Stage.SERVE)
+    if handoff is not None:  # the model cache's copy, under the model's own name (`serve_from`)
+        update |= {"model": handoff.path, "served_model_name": served_model_name(settings), "revision": None}
+    return vllm_command(settings.model_copy(update=update))
+
+
+def join_group(spec: EvaluationSpec) -> NoReturn:
+    """Become this worker's `vllm serve` (`join_group_command`): the pod's process is the server, so
+    its end (a crash, the group deleted) is the pod's."""
+    command = join_group_command(spec)
+    print(f"joining the serving group: {' '.join(command)}", file=sys.stderr, flush=True)
+    os.execvp(command[0], command)
 
 
 def check_chat_template(spec: EvaluationSpec) -> None:
@@ -164,7 +222,9 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage 
     from nejumi_eval.benchmarks import registry
     from nejumi_eval.preflight import preflight
 
-    check_one_host(spec)
+    group = check_one_host(spec, stage)
+    if group is not None and not group.leader:
+        raise ConfigError("a worker of a serving group runs `nejumi-eval run --stage serve --join-group`")
     reporting = stage in REPORTING_STAGES
     pricing, held = cost_settings(stage) if reporting else (None, None)
     timeline = Timeline()
@@ -177,7 +237,7 @@ async def evaluate(spec: EvaluationSpec, *, progress: bool = True, stage: Stage 
 
     check_chat_template(spec)
     steps = Steps(progress, ProgressPublisher.from_env())
-    endpoint = ModelEndpoint(spec, workspace / "logs", timeline, on_ready=steps.say)
+    endpoint = ModelEndpoint(spec, workspace / "logs", timeline, on_ready=steps.say, group=group)
     judges_to_check = [
         (f"benchmarks.{name}.judge", judge_settings(spec, judge, f"benchmarks.{name}.judge"))
         for name, judge in spec.benchmarks.judges().items()

@@ -159,9 +159,12 @@ def gpu_layout(spec: EvaluationSpec) -> str:
     )
 
 
-def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> EvaluationSpec:
+def validate(
+    spec: Mapping[str, Any] | None, source: str = "spec", *, multi_node: bool = False
+) -> EvaluationSpec:
     """The spec as the evaluator will read it, plus the API server's cluster-only rules and what this
-    operator cannot run yet (more than one node)."""
+    operator cannot run yet (more than one node). `multi_node=True`: the caller builds the serve
+    stage of a multi-node spec (`reconcile.group`), so more than one node is not refused here."""
     try:
         parsed = parse_spec(dict(spec or {}), source=source, path_prefix="spec")
     except ConfigError as exc:
@@ -183,7 +186,7 @@ def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> Evaluation
         about_gpus = any((r.field_path or "").startswith(".resources.") for r in rules)
         layout = f" ({gpu_layout(parsed)})" if about_gpus else ""
         raise InvalidEvaluation(f"{source}: " + "; ".join(r.message for r in rules) + layout)
-    if parsed.resources.nodes > 1:
+    if parsed.resources.nodes > 1 and not multi_node:
         raise InvalidEvaluation(f"{source}: " + MULTI_NODE_UNAVAILABLE.format(nodes=parsed.resources.nodes))
     return parsed
 
@@ -505,35 +508,73 @@ def _prepared_data_volumes(config: OperatorConfig) -> list[dict[str, Any]]:
     return [{"name": PREPARED_DATA_VOLUME, "persistentVolumeClaim": claim}]
 
 
-def build_job(
+def parse_evaluation(
     evaluation: Mapping[str, Any],
+    config: OperatorConfig,
+    *,
+    check_policy: bool = True,
+    multi_node: bool = False,
+) -> tuple[str, int, EvaluationSpec]:
+    """The evaluation's name, generation and spec, validated as `build_job` needs (`validate`, then
+    the operator's placement policy unless `check_policy` is False)."""
+    meta = evaluation["metadata"]
+    name, generation = meta["name"], int(meta.get("generation") or 1)
+    source = f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip()
+    spec = validate(evaluation.get("spec"), source=source, multi_node=multi_node)
+    if check_policy and (problems := config.policy.violations(spec)):  # nejumi_operator.policy
+        raise InvalidEvaluation("; ".join(problems))
+    return name, generation, spec
+
+
+def pod_labels(name: str, stage: Stage) -> dict[str, str]:
+    """The labels of a stage's pods: the evaluation's, and the stage's (none for `run`)."""
+    out = labels(name)
+    if stage != Stage.RUN:
+        out[LABEL_STAGE] = stage.value
+    return out
+
+
+def workload_labels(name: str, spec: EvaluationSpec, config: OperatorConfig, stage: Stage) -> dict[str, str]:
+    """The labels of what Kueue admits (a Job, a LeaderWorkerSet): the pods' labels plus Kueue's
+    queue name (only with a queue: Kueue then manages the object) and workload priority class."""
+    out = pod_labels(name, stage)
+    if queue := queue_name(spec, config):
+        out[LABEL_QUEUE] = queue
+    if spec.workload_priority_class_name:
+        out[LABEL_WORKLOAD_PRIORITY] = spec.workload_priority_class_name
+    return out
+
+
+def object_meta(evaluation: Mapping[str, Any], name: str, obj_labels: dict[str, str]) -> dict[str, Any]:
+    """The metadata of a child of the evaluation's generation: `name`, labels, the generation's
+    annotation, the evaluation's namespace."""
+    meta = evaluation["metadata"]
+    out: dict[str, Any] = {
+        "name": name,
+        "labels": obj_labels,
+        "annotations": {ANNOTATION_GENERATION: str(int(meta.get("generation") or 1))},
+    }
+    if meta.get("namespace"):
+        out["namespace"] = meta["namespace"]
+    return out
+
+
+def build_pod_template(
+    evaluation: Mapping[str, Any],
+    spec: EvaluationSpec,
     config: OperatorConfig,
     stage: Stage = Stage.RUN,
     *,
-    check_policy: bool = True,
     gpu_seconds_held: float | None = None,
 ) -> dict[str, Any]:
-    """The Job of `stage` for the evaluation's current generation. Owner references are added by
-    the caller (`kopf.append_owner_reference`). Raises `InvalidEvaluation` for a spec the evaluator
-    would reject. `check_policy=False` for a later stage of a generation whose first stage the
-    policy of its day admitted: a `helm upgrade` never stops an evaluation halfway.
-    `gpu_seconds_held`: for the judge stage, what the stages before it held (its cost reports it)."""
+    """The pod template (labels and spec) of `stage` for the evaluation's current generation, with
+    `spec` as `parse_evaluation` read it: a Job's template (`build_job`), and the leader's and
+    workers' of a multi-node serve stage (`reconcile.group`), so every pod that serves the model is
+    built by this one function."""
     meta = evaluation["metadata"]
     name, generation = meta["name"], int(meta.get("generation") or 1)
-    spec = validate(evaluation.get("spec"), source=f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip())
-    if check_policy and (problems := config.policy.violations(spec)):  # nejumi_operator.policy
-        raise InvalidEvaluation("; ".join(problems))
     results = effective_results(spec, config)
     results_key = cluster_key(str(meta.get("namespace") or "default"), name, generation)
-    pod_labels = labels(name)
-    if stage != Stage.RUN:
-        pod_labels[LABEL_STAGE] = stage.value
-    job_labels = dict(pod_labels)
-    queue = queue_name(spec, config)
-    if queue:
-        job_labels[LABEL_QUEUE] = queue
-    if spec.workload_priority_class_name:
-        job_labels[LABEL_WORKLOAD_PRIORITY] = spec.workload_priority_class_name
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": config.image,
@@ -581,6 +622,25 @@ def build_job(
         pod_spec["priorityClassName"] = r.priority_class_name
     if r.runtime_class_name and (gpus or stage == Stage.RUN):  # e.g. nvidia: GPU nodes only
         pod_spec["runtimeClassName"] = r.runtime_class_name
+    return {"metadata": {"labels": pod_labels(name, stage)}, "spec": pod_spec}
+
+
+def build_job(
+    evaluation: Mapping[str, Any],
+    config: OperatorConfig,
+    stage: Stage = Stage.RUN,
+    *,
+    check_policy: bool = True,
+    gpu_seconds_held: float | None = None,
+) -> dict[str, Any]:
+    """The Job of `stage` for the evaluation's current generation. Owner references are added by
+    the caller (`kopf.append_owner_reference`). Raises `InvalidEvaluation` for a spec the evaluator
+    would reject. `check_policy=False` for a later stage of a generation whose first stage the
+    policy of its day admitted: a `helm upgrade` never stops an evaluation halfway.
+    `gpu_seconds_held`: for the judge stage, what the stages before it held (its cost reports it)."""
+    name, generation, spec = parse_evaluation(evaluation, config, check_policy=check_policy)
+    template = build_pod_template(evaluation, spec, config, stage, gpu_seconds_held=gpu_seconds_held)
+    r = spec.resources
     job_spec: dict[str, Any] = {
         # Wall time for every attempt together (reset while Kueue keeps the Job suspended); then
         # the Job fails with reason DeadlineExceeded and its pods are stopped.
@@ -600,15 +660,10 @@ def build_job(
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
             ]
         },
-        "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        "template": template,
     }
-    if queue:
+    if queue_name(spec, config):
         job_spec["suspend"] = True  # Kueue admits (unsuspends) it; without a queue it starts at once
-    job_meta: dict[str, Any] = {
-        "name": job_name(name, generation, stage),
-        "labels": job_labels,
-        "annotations": {ANNOTATION_GENERATION: str(generation)},
-    }
-    if meta.get("namespace"):
-        job_meta["namespace"] = meta["namespace"]
+    job_labels = workload_labels(name, spec, config, stage)
+    job_meta = object_meta(evaluation, job_name(name, generation, stage), job_labels)
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": job_meta, "spec": job_spec}

@@ -79,3 +79,19 @@ never a secret; unset: costs are reported in tokens and GPU-seconds only."""
 GPU_SECONDS_HELD_ENV = "NEJUMI_GPU_SECONDS_HELD"
 """GPU-seconds the evaluation's earlier stages held (the serve stage's Job wall time × its GPUs, as the
 operator observed it), set on the judge stage's Job: the evaluator cannot see a Job's end itself."""
+
+# ---- a model served across nodes: the serve stage as a LeaderWorkerSet group ------------------
+# LeaderWorkerSet (sigs.k8s.io/lws, api/leaderworkerset/v1/leaderworkerset_types.go) sets these in
+# every container of a group's pods; the evaluator reads them (`runtime.serve.commands.node_group`)
+# to start its part of one vLLM server spread over the group's nodes.
+LEADER_ADDRESS_ENV = "LWS_LEADER_ADDRESS"
+"""The leader pod's DNS name (`<group>-0.<lws>.<namespace>`, LWS's headless Service): vLLM's
+`--master-addr` on every node."""
+GROUP_SIZE_ENV = "LWS_GROUP_SIZE"
+"""The pods in the group, leader included (`resources.nodes`): vLLM's `--nnodes`."""
+WORKER_INDEX_ENV = "LWS_WORKER_INDEX"
+"""The pod's index in its group, 0 for the leader: vLLM's `--node-rank`."""
+JOIN_GROUP_FLAG = "--join-group"
+"""`nejumi-eval run --stage serve --join-group`: a worker pod of the group. It evaluates nothing:
+it loads the same weights the leader serves and runs `vllm serve --headless`, joining the leader's
+server, until the group is deleted. The leader pod runs the serve stage as a one-node pod does."""

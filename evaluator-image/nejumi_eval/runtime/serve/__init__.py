@@ -1,9 +1,11 @@
 """Serving a local model behind an OpenAI-compatible API: vllm (GPU) or transformers (CPU)."""
 
 from nejumi_eval.runtime.serve.commands import (
+    NodeGroup,
     ServerSettings,
     base_url,
     health_url,
+    node_group,
     served_model_name,
     server_command,
     transformers_command,
@@ -19,6 +21,7 @@ from nejumi_eval.runtime.serve.process import (
 
 __all__ = [
     "ModelServer",
+    "NodeGroup",
     "ServerError",
     "ServerExitedError",
     "ServerSettings",
@@ -26,6 +29,7 @@ __all__ = [
     "base_url",
     "free_port",
     "health_url",
+    "node_group",
     "served_model_name",
     "server_command",
     "transformers_command",

@@ -17,17 +17,71 @@ transformers command:
   exactly as given there (another name is a 400), and ``/v1/models`` lists that string alone.
   There is no ``--served-model-name`` and no ``--chat-template`` flag.
 - ``temperature: 0`` switches to greedy decoding; ``max_tokens`` sets ``max_new_tokens``.
+
+A model larger than one node is one ``vllm serve`` spread over a group of nodes (``NodeGroup``),
+without Ray: vLLM's multiprocessing backend across nodes, as vLLM's documentation gives it
+("Running vLLM with MultiProcessing", ``docs/serving/parallelism_scaling.md`` of
+vllm-project/vllm): on the head node ``vllm serve <model> --tensor-parallel-size 8
+--pipeline-parallel-size 2 --nnodes 2 --node-rank 0 --master-addr <head>``, on each other node the
+same command with its ``--node-rank`` and ``--headless`` (no API server: it runs its share of the
+model for the head's engine). The group's members, size and head come from LeaderWorkerSet's
+environment (``api.v1alpha1.contract``: ``LWS_GROUP_SIZE``, ``LWS_WORKER_INDEX``,
+``LWS_LEADER_ADDRESS``), so the command line is still a pure function of settings.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nejumi_eval.api.v1alpha1.contract import GROUP_SIZE_ENV, LEADER_ADDRESS_ENV, WORKER_INDEX_ENV
+
 Backend = Literal["vllm", "transformers"]
+
+
+class NodeGroup(BaseModel):
+    """This process's place in a group of nodes that serve one model together (vLLM multi-node
+    without Ray): `size` nodes, this one's `rank` (0: the leader, whose server answers requests),
+    and the leader's address every node rendezvouses at."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(ge=2, description="vllm --nnodes: the nodes of the group, leader included")
+    rank: int = Field(ge=0, description="vllm --node-rank: 0 for the leader")
+    leader_address: str = Field(min_length=1, description="vllm --master-addr: the leader's address")
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+
+def node_group(env: Mapping[str, str]) -> NodeGroup | None:
+    """The group this process serves in, from LeaderWorkerSet's environment; None outside a group
+    (no `LWS_GROUP_SIZE`) or in a group of one (one node: nothing to join). Raises ValueError for
+    an environment that names a group but not where this process stands in it."""
+    size_text = env.get(GROUP_SIZE_ENV)
+    if not size_text:
+        return None
+    try:
+        size, rank = int(size_text), int(env.get(WORKER_INDEX_ENV, ""))
+    except ValueError:
+        raise ValueError(
+            f"${GROUP_SIZE_ENV}={size_text!r} and ${WORKER_INDEX_ENV}={env.get(WORKER_INDEX_ENV)!r}: "
+            "a serving group needs both as whole numbers"
+        ) from None
+    if size == 1:
+        return None
+    address = env.get(LEADER_ADDRESS_ENV, "")
+    if not address or not 0 <= rank < size:
+        raise ValueError(
+            f"${GROUP_SIZE_ENV}={size}, ${WORKER_INDEX_ENV}={rank}, ${LEADER_ADDRESS_ENV}={address!r}: "
+            "not a place in a serving group (the index must be below the size, the address set)"
+        )
+    return NodeGroup(size=size, rank=rank, leader_address=address)
 
 
 class ServerSettings(BaseModel):
@@ -66,6 +120,9 @@ class ServerSettings(BaseModel):
     startup_timeout_s: float = Field(default=1800.0, gt=0, description="load + warm-up of a large model")
     stop_grace_s: float = Field(default=30.0, ge=0, description="SIGTERM → SIGKILL grace")
     executable: str | None = Field(default=None, description="override `vllm`/`transformers` binary")
+    group: NodeGroup | None = Field(
+        default=None, description="vllm only: serve across this group of nodes (None: this host alone)"
+    )
 
 
 def _is_local(model: str) -> bool:
@@ -100,7 +157,11 @@ def health_url(settings: ServerSettings) -> str:
 
 
 def vllm_command(settings: ServerSettings) -> list[str]:
-    """The ``vllm serve`` command line, flag by flag (vLLM's OpenAI-compatible server)."""
+    """The ``vllm serve`` command line, flag by flag (vLLM's OpenAI-compatible server).
+
+    In a group (``settings.group``) every node runs the same command, so each loads the same engine
+    configuration, plus ``--nnodes``, ``--node-rank`` and ``--master-addr``; a worker (rank > 0)
+    adds ``--headless``: it serves no API, its share of the model answers the leader's engine."""
     s = settings
     cmd = [s.executable or "vllm", "serve", s.model, "--host", s.host, "--port", str(s.port)]
     cmd += ["--served-model-name", served_model_name(s)]
@@ -109,6 +170,10 @@ def vllm_command(settings: ServerSettings) -> list[str]:
     # Both parallel sizes always, as written: the command line says how many GPUs the server uses.
     cmd += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
     cmd += ["--pipeline-parallel-size", str(s.pipeline_parallel_size), "--dtype", s.dtype]
+    if (g := s.group) is not None:
+        cmd += ["--nnodes", str(g.size), "--node-rank", str(g.rank), "--master-addr", g.leader_address]
+        if not g.leader:
+            cmd.append("--headless")
     if s.max_model_len is not None:
         cmd += ["--max-model-len", str(s.max_model_len)]
     if s.max_num_seqs is not None:
@@ -143,6 +208,8 @@ def transformers_command(settings: ServerSettings) -> list[str]:
         raise ValueError("transformers serve runs on one device: tensor_parallel_size must be 1")
     if s.pipeline_parallel_size != 1:
         raise ValueError("transformers serve runs on one device: pipeline_parallel_size must be 1")
+    if s.group is not None:
+        raise ValueError("transformers serve runs on one device: it cannot serve across a group of nodes")
     cmd = [s.executable or "transformers", "serve", _transformers_model_arg(s)]
     cmd += ["--host", s.host, "--port", str(s.port), "--dtype", s.dtype, "--log-level", "info"]
     if s.device is not None:
