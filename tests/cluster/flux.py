@@ -35,7 +35,6 @@ import os
 import subprocess
 import threading
 import time
-import urllib.request
 import weakref
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,8 +43,9 @@ from typing import Any
 
 from kubernetes.dynamic import DynamicClient
 
-from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
-from tests.cluster.gomodules import apply, load_yaml, module_dir, wait_established
+from tests.cluster.controlplane import REPO, ControlPlane, Process, free_ports
+from tests.cluster.gomodules import apply, install_crds, load_yaml, module_dir
+from tests.cluster.manager import installing, wait_ready
 
 # The controllers of one Flux release (fluxcd/flux2: manifests/bases/*/kustomization.yaml at the
 # tag), as the Makefile's FLUX_*_VERSION; why this release, there.
@@ -247,19 +247,12 @@ class Flux:
         sources = {m: module_dir(m, v, FluxMissing) for m, v in MODULE_VERSIONS.items()}
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         (self.workdir / "storage").mkdir(exist_ok=True)
-        api = self.control_plane.api_client()
-        try:
-            cluster = DynamicClient(api)
-            self._install_crds(cluster, list(sources.values()), timeout)
+        with installing(self.control_plane, self.stop) as cluster:
+            install_crds(cluster, [m / "config" / "crd" / "bases" for m in sources.values()], timeout, "Flux")
             self._install_rbac(cluster, sources[SOURCE_MODULE], SOURCE_USER, admin=False)
             self._install_rbac(cluster, sources[KUSTOMIZE_MODULE], KUSTOMIZE_USER, admin=True)
             self._launch(bins)
             self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            api.close()
         self.startup_seconds = time.monotonic() - t0
         return self
 
@@ -278,15 +271,6 @@ class Flux:
         self.stop()
 
     # ---- installation -------------------------------------------------------------------------
-
-    def _install_crds(self, cluster: DynamicClient, modules: list[Path], timeout: float) -> None:
-        names = []
-        for module in modules:
-            for path in sorted((module / "config" / "crd" / "bases").glob("*.yaml")):
-                for crd in load_yaml(path):
-                    apply(cluster, crd)
-                    names.append(crd["metadata"]["name"])
-        wait_established(cluster, names, timeout, "Flux")
 
     def _install_rbac(self, cluster: DynamicClient, module: Path, user: str, *, admin: bool) -> None:
         """The module's own ClusterRole (``config/rbac/role.yaml``) bound to ``user``, plus
@@ -359,18 +343,7 @@ class Flux:
 
     def _wait_ready(self, timeout: float) -> None:
         for name, port in self.health_ports.items():
-            proc = self.processes[name]
-
-            def ready(proc: Process = proc, port: int = port) -> bool:
-                if not proc.alive():
-                    raise StartupError(f"{proc.name} exited with {proc.popen and proc.popen.returncode}")
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
-                    return resp.status == 200
-
-            try:
-                wait_until(ready, timeout, f"{name} /readyz", interval=0.2)
-            except (TimeoutError, StartupError) as exc:
-                raise StartupError(f"{exc}\n--- {proc.log_path} (tail) ---\n{proc.log_tail()}") from None
+            wait_ready(self.processes[name], port, timeout, name, interval=0.2)
 
 
 def git_repository(

@@ -1,6 +1,6 @@
-"""What the harnesses of real Go controllers (Kueue, Flux) share: the module's source in the Go
-module cache (its CRDs and RBAC are installed from there), YAML documents, and server-side apply as
-the harness's own field manager."""
+"""What the harnesses of real Go controllers (Kueue, LeaderWorkerSet, Flux) share: the module's
+source in the Go module cache (its CRDs and RBAC are installed from there), YAML documents,
+server-side apply as the harness's own field manager, and CRDs installed until Established."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,24 @@ def wait_established(cluster: DynamicClient, names: list[str], timeout: float, w
         )
 
     wait_until(established, timeout, f"{what} CRDs Established")
+
+
+def install_crds(
+    cluster: DynamicClient,
+    folders: Iterable[Path],
+    timeout: float,
+    what: str,
+    conversions: Mapping[str, dict[str, Any]] | None = None,
+) -> None:
+    """Every CRD in ``folders`` (a module's ``config/.../crd/bases``), with ``spec.conversion`` set
+    from ``conversions`` (CRD name -> conversion) where it names the CRD; returns once all are
+    Established."""
+    names = []
+    for folder in folders:
+        for path in sorted(folder.glob("*.yaml")):
+            for crd in load_yaml(path):
+                if conversions and crd["metadata"]["name"] in conversions:
+                    crd["spec"]["conversion"] = conversions[crd["metadata"]["name"]]
+                apply(cluster, crd)
+                names.append(crd["metadata"]["name"])
+    wait_established(cluster, names, timeout, what)

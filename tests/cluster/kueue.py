@@ -7,7 +7,8 @@ rather than a mock. Everything comes from the one pinned module version: the bin
 ``make kueue-bin`` (``go install sigs.k8s.io/kueue/cmd/kueue@v0.17.0``) and the manifests in the
 same module's ``config/`` (found through ``go mod download -json``), so they cannot drift apart.
 
-What a real install does in-cluster, and what this harness does instead on loopback:
+What a real install does in-cluster, and what this harness does instead on loopback (the parts
+shared with LeaderWorkerSet's harness are ``tests.cluster.manager.Manager``'s):
 
 - **CRDs**: ``config/components/crd/bases`` as they are, plus the conversion-webhook patches that
   Kueue's own kustomization applies (LocalQueue, ClusterQueue, Cohort, Workload,
@@ -40,7 +41,7 @@ What a real install does in-cluster, and what this harness does instead on loopb
   ``/etc/kueue/metrics/certs/tls.{crt,key}`` (a hard-coded path in ``cmd/kueue/main.go``). Rather
   than writing into ``/etc`` (shared by every test session on the machine), the manager runs in a
   private mount namespace (``unshare --mount``) where this instance's certificate folder is
-  bind-mounted there; that needs root (or an existing folder of that name, see ``_launch``).
+  bind-mounted there; that needs root (or an existing folder of that name, see ``_argv``).
 
 Ready means: ``/readyz`` answers (the webhook server listens), and dry-run creates pass through
 the API server to Kueue's webhooks: a ResourceFlavor, a queued Job that must come back suspended,
@@ -51,24 +52,18 @@ never blocks Job creation; the CRDs stay.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import os
 import shutil
-import time
-import urllib.request
-import weakref
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
 
-from tests.cluster.certs import CertificateAuthority
-from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
-from tests.cluster.gomodules import apply, load_yaml, module_dir, wait_established
+from tests.cluster.controlplane import StartupError
+from tests.cluster.gomodules import load_yaml
+from tests.cluster.manager import Manager
 
 KUEUE_MODULE = "sigs.k8s.io/kueue"
 KUEUE_VERSION = "v0.17.0"
@@ -107,153 +102,42 @@ class KueueMissing(RuntimeError):
     """The Kueue binary has not been built (``make kueue-bin``)."""
 
 
-def find_kueue() -> Path:
-    """The kueue binary: ``NEJUMI_KUEUE`` (exported by the Makefile), else the Makefile's cache."""
-    env = os.environ.get("NEJUMI_KUEUE")
-    binary = Path(env) if env else REPO / ".cache" / "kueue-bin" / KUEUE_VERSION / "kueue"
-    if not os.access(binary, os.X_OK):
-        raise KueueMissing(f"kueue binary missing at {binary}: run `make kueue-bin` first (~3 min cold)")
-    return binary
-
-
 @dataclass
-class Kueue:
+class Kueue(Manager):
     """The Kueue manager for ``control_plane``, with its state (certs, config, log) in ``workdir``.
 
     Use as a context manager (or call ``start``/``stop``), like ``ControlPlane``. ``frameworks``
     are Kueue integration names (``integrations.frameworks``).
     """
 
-    control_plane: ControlPlane
-    workdir: Path
-    binary: Path | None = None
+    NAME = "kueue"
+    TITLE = "Kueue"
+    MODULE = KUEUE_MODULE
+    VERSION = KUEUE_VERSION
+    BINARY_ENV = "NEJUMI_KUEUE"
+    MISSING = KueueMissing
+    USER = USER
+    NAMESPACE = NAMESPACE
+    NAME_PREFIX = NAME_PREFIX
+    CRD_DIR = "config/components/crd"
+    RBAC_DIR = "config/components/rbac"
+    RBAC_FILES = RBAC_FILES
+    CONFIG_API_VERSION = "config.kueue.x-k8s.io/v1beta2"
+    CERT_DIRS = ("webhook-certs", "metrics-certs")  # the metrics one is mounted, see ``_argv``
+
     frameworks: tuple[str, ...] = ("batch/job",)
-    tie_to_parent: bool = True
-    process: Process | None = None
-    startup_seconds: float | None = None
-    webhook_port: int = 0
-    health_port: int = 0
-    metrics_port: int = 0
-    _webhook_configs: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.workdir = Path(self.workdir).resolve()
+        super().__post_init__()
         unknown = set(self.frameworks) - FRAMEWORK_RESOURCES.keys()
         if unknown:
             raise ValueError(f"frameworks not supported by this harness: {sorted(unknown)}")
-        self._finalizer: weakref.finalize[Any, Kueue] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        """Kueue's log (stdout and stderr)."""
-        return self.workdir / "logs" / "kueue.log"
-
-    # ---- lifecycle ----------------------------------------------------------------------------
-
-    def start(self, timeout: float = 120.0) -> Kueue:
-        """Install CRDs, RBAC and webhooks, run the manager, and return once its webhooks answer."""
-        t0 = time.monotonic()
-        binary = self.binary or find_kueue()
-        self.source = module_dir(KUEUE_MODULE, KUEUE_VERSION, KueueMissing)
-        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        self.webhook_port, self.health_port, self.metrics_port = free_ports(3)
-        ca = CertificateAuthority("nejumi-kueue-webhook-ca")
-        self.ca_bundle = base64.b64encode(ca.pair.cert_pem).decode()
-        serving = ca.serving("kueue-webhook", ["localhost"], ["127.0.0.1"])
-        for folder in ("webhook-certs", "metrics-certs"):
-            (self.workdir / folder).mkdir(exist_ok=True)
-            serving.write(self.workdir / folder, "tls")
-
-        api = self.control_plane.api_client()
-        try:
-            cluster = DynamicClient(api)
-            self._install_crds(cluster, timeout)
-            self._install_rbac(cluster)
-            kubeconfig = self.control_plane.write_kubeconfig(self.workdir / "kueue.kubeconfig", USER)
-            config = self._write_config()
-            self._launch(binary, config, kubeconfig)
-            self._wait_ready(timeout)
-            self._install_webhooks(cluster)
-            self._wait_webhooks(cluster, timeout)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            api.close()
-        self.startup_seconds = time.monotonic() - t0
-        return self
-
-    def stop(self) -> None:
-        """Remove the webhook configurations (so nothing calls a dead endpoint), then stop Kueue.
-
-        The CRDs and Kueue's objects stay; safe to call twice.
-        """
-        if self._webhook_configs:
-            with self.control_plane.api_client() as api:
-                cluster = DynamicClient(api)
-                for kind, name in self._webhook_configs:
-                    with contextlib.suppress(NotFoundError):
-                        cluster.resources.get(
-                            api_version="admissionregistration.k8s.io/v1", kind=kind
-                        ).delete(name)
-            self._webhook_configs.clear()
-        if self.process is not None:
-            self.process.stop()
-        if self._finalizer is not None:
-            self._finalizer.detach()
-
-    def __enter__(self) -> Kueue:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # ---- installation -------------------------------------------------------------------------
 
-    def _install_crds(self, cluster: DynamicClient, timeout: float) -> None:
-        """Kueue's CRDs, with the conversion webhook where Kueue's kustomization enables one."""
-        crd_dir = self.source / "config" / "components" / "crd"
-        # The conversion patches the kustomization lists (not those commented out), e.g. workloads.
-        converted = {
-            doc["metadata"]["name"]
-            for entry in yaml.safe_load((crd_dir / "kustomization.yaml").read_text())["patches"]
-            if entry["path"].startswith("patches/webhook_in_")
-            for doc in load_yaml(crd_dir / entry["path"])
-        }
-        names = []
-        for path in sorted((crd_dir / "bases").glob("*.yaml")):
-            for crd in load_yaml(path):
-                if crd["metadata"]["name"] in converted:
-                    crd["spec"]["conversion"] = {
-                        "strategy": "Webhook",
-                        "webhook": {
-                            "clientConfig": {"url": self._url("/convert"), "caBundle": self.ca_bundle},
-                            "conversionReviewVersions": ["v1"],
-                        },
-                    }
-                apply(cluster, crd)
-                names.append(crd["metadata"]["name"])
-
-        wait_established(cluster, names, timeout, "Kueue")
-
-    def _install_rbac(self, cluster: DynamicClient) -> None:
-        """Kueue's roles (the namespaced one in its namespace), bound to the manager's user."""
-        apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        rbac_dir = self.source / "config" / "components" / "rbac"
-        for role_file, binding_file in RBAC_FILES:
-            for doc in load_yaml(rbac_dir / role_file) + load_yaml(rbac_dir / binding_file):
-                doc["metadata"]["name"] = NAME_PREFIX + doc["metadata"]["name"]
-                if "namespace" in doc["metadata"]:  # `system`, which config/default renames
-                    doc["metadata"]["namespace"] = NAMESPACE
-                if "roleRef" in doc:
-                    doc["roleRef"]["name"] = NAME_PREFIX + doc["roleRef"]["name"]
-                    doc["subjects"] = [
-                        {"kind": "User", "name": USER, "apiGroup": "rbac.authorization.k8s.io"}
-                    ]
-                apply(cluster, doc)
-
-    def _install_webhooks(self, cluster: DynamicClient) -> None:
-        """Kueue's webhook configurations, pointed at the manager on loopback."""
+    def _webhook_configurations(self) -> Iterator[dict[str, Any]]:
+        """Kueue's webhook configurations, with only the webhooks for its own objects and the
+        enabled integrations (an implicitly enabled one's limited to its parent's objects)."""
         frameworks = {FRAMEWORK_RESOURCES[f] for f in self.frameworks}
         # An implicitly enabled integration's webhooks see only its parent's objects.
         implicit = {
@@ -281,47 +165,28 @@ class Kueue:
 
         manifests = self.source / "config" / "components" / "webhook" / "manifests.yaml"
         for config in load_yaml(manifests):
-            config["metadata"]["name"] = NAME_PREFIX + config["metadata"]["name"]
             config["webhooks"] = [w for w in config["webhooks"] if intercepted(w)]
             for webhook in config["webhooks"]:
                 selectors = [implicit[r] for r in resources(webhook) if r in implicit]
                 if selectors:
                     webhook["objectSelector"] = {"matchExpressions": selectors}
-                path = webhook["clientConfig"]["service"]["path"]
-                webhook["clientConfig"] = {"url": self._url(path), "caBundle": self.ca_bundle}
-            apply(cluster, config)
-            self._webhook_configs.append((config["kind"], config["metadata"]["name"]))
+            yield config
 
     # ---- the manager process ------------------------------------------------------------------
 
-    def _write_config(self) -> Path:
-        config = {
-            "apiVersion": "config.kueue.x-k8s.io/v1beta2",
-            "kind": "Configuration",
-            "health": {"healthProbeBindAddress": f"127.0.0.1:{self.health_port}"},
-            "metrics": {"bindAddress": f"127.0.0.1:{self.metrics_port}"},
-            "webhook": {
-                "host": "127.0.0.1",
-                "port": self.webhook_port,
-                "certDir": str(self.workdir / "webhook-certs"),
-            },
+    def _config(self) -> dict[str, Any]:
+        return super()._config() | {
             "namespace": NAMESPACE,
-            "leaderElection": {"leaderElect": False},
-            "internalCertManagement": {"enable": False},
             "manageJobsWithoutQueueName": False,
             "integrations": {"frameworks": list(self.frameworks)},
             "featureGates": {"VisibilityOnDemand": False},
-            "clientConnection": {"qps": 50, "burst": 100},
         }
-        path = self.workdir / "controller_manager_config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
 
-    def _launch(self, binary: Path, config: Path, kubeconfig: Path) -> None:
-        """Start the manager in a private mount namespace with our metrics certificate mounted
+    def _argv(self, binary: Path, config: Path, kubeconfig: Path) -> list[str]:
+        """Run the manager in a private mount namespace with our metrics certificate mounted
         on the path Kueue hard-codes. Without root, a readable ``METRICS_CERT_DIR`` that already
         holds ``tls.crt``/``tls.key`` (any certificate; the tests do not scrape metrics) is used."""
-        argv = [str(binary), f"--config={config}", f"--kubeconfig={kubeconfig}", "--zap-log-level=info"]
+        argv = super()._argv(binary, config, kubeconfig)
         if os.geteuid() == 0 and shutil.which("unshare"):
             script = f'mkdir -p {METRICS_CERT_DIR} && mount --bind "$0" {METRICS_CERT_DIR} && exec "$@"'
             argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
@@ -331,27 +196,9 @@ class Kueue:
                 f"Kueue needs {METRICS_CERT_DIR}/tls.{{crt,key}}: run the tests as root (the harness "
                 "then mounts its own there, privately) or provide any certificate pair at that path"
             )
-        self.process = Process("kueue", argv, self.log_path)
-        self.process.start(tie_to_parent=self.tie_to_parent)
-        if self.tie_to_parent:  # stopped at interpreter exit too (the kernel kills it if we die)
-            self._finalizer = weakref.finalize(self, self.process.stop)
+        return argv
 
-    def _wait_ready(self, timeout: float) -> None:
-        proc = self.process
-        assert proc is not None
-
-        def ready() -> bool:
-            if not proc.alive():
-                raise StartupError(f"kueue exited with {proc.popen and proc.popen.returncode}")
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2) as resp:
-                return resp.status == 200
-
-        try:
-            wait_until(ready, timeout, "Kueue /readyz", interval=0.1)
-        except (TimeoutError, StartupError) as exc:
-            raise StartupError(f"{exc}\n--- {proc.log_path} (tail) ---\n{proc.log_tail()}") from None
-
-    def _wait_webhooks(self, cluster: DynamicClient, timeout: float) -> None:
+    def _webhooks_answer(self, cluster: DynamicClient) -> Callable[[], bool]:
         """Dry-run creates reach Kueue's webhooks through the API server: a ResourceFlavor (both
         of its webhooks), and with ``batch/job`` a queued Job, which must come back suspended."""
         flavors = cluster.resources.get(api_version=f"{GROUP}/{API_VERSION}", kind="ResourceFlavor")
@@ -376,11 +223,7 @@ class Kueue:
                 return False
             return LWS_FRAMEWORK not in self.frameworks or self._lws_answered(cluster, name, container)
 
-        try:
-            wait_until(answered, timeout, "Kueue webhooks (dry-run creates)", interval=0.2)
-        except TimeoutError as exc:
-            assert self.process is not None
-            raise StartupError(f"{exc}\n--- {self.log_path} (tail) ---\n{self.process.log_tail()}") from None
+        return answered
 
     @staticmethod
     def _lws_answered(cluster: DynamicClient, name: str, container: dict[str, Any]) -> bool:
@@ -397,6 +240,3 @@ class Kueue:
         created = sets.create(body=body, dry_run="All").to_dict()
         annotations = created["spec"]["leaderWorkerTemplate"]["workerTemplate"]["metadata"].get("annotations")
         return (annotations or {}).get("kueue.x-k8s.io/pod-suspending-parent") == LWS_FRAMEWORK
-
-    def _url(self, path: str) -> str:
-        return f"https://127.0.0.1:{self.webhook_port}{path}"

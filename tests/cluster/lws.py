@@ -11,7 +11,7 @@ in the same module's ``config/`` (found through ``go mod download -json``), so t
 apart.
 
 What a real install (``config/default``) does in-cluster, and what this harness does instead on
-loopback:
+loopback (the parts shared with Kueue's harness are ``tests.cluster.manager.Manager``'s):
 
 - **CRD**: ``config/crd/bases`` as it is, plus the conversion-webhook patch of the CRD
   kustomization, with ``clientConfig`` ``url: https://127.0.0.1:<port>/convert`` instead of a
@@ -41,24 +41,16 @@ Groups need the control plane's StatefulSet controller (``tests.cluster.controlp
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import copy
-import os
-import time
-import urllib.request
-import weakref
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
 
-from tests.cluster.certs import CertificateAuthority
-from tests.cluster.controlplane import REPO, ControlPlane, Process, StartupError, free_ports, wait_until
-from tests.cluster.gomodules import apply, load_yaml, module_dir, wait_established
+from tests.cluster.gomodules import load_yaml
+from tests.cluster.manager import Manager
 
 LWS_MODULE = "sigs.k8s.io/lws"
 LWS_VERSION = "v0.7.0"  # tests/lws-bin/go.mod's
@@ -88,33 +80,6 @@ class LwsMissing(RuntimeError):
     """The LWS binary has not been built (``make lws-bin``)."""
 
 
-def find_lws() -> Path:
-    """The lws binary: ``NEJUMI_LWS`` (exported by the Makefile), else the Makefile's cache."""
-    env = os.environ.get("NEJUMI_LWS")
-    binary = Path(env) if env else REPO / ".cache" / "lws-bin" / LWS_VERSION / "lws"
-    if not os.access(binary, os.X_OK):
-        raise LwsMissing(f"lws binary missing at {binary}: run `make lws-bin` first (~3 min cold)")
-    return binary
-
-
-def lws_source() -> Path:
-    """The ``sigs.k8s.io/lws`` module's tree in the Go module cache (CRD, RBAC, webhooks)."""
-    return module_dir(LWS_MODULE, LWS_VERSION, LwsMissing)
-
-
-def install_crds(cluster: DynamicClient, timeout: float, conversion: dict[str, Any] | None = None) -> None:
-    """LWS's CRD as the module ships it; ``conversion`` (a CRD ``spec.conversion``) where LWS's
-    kustomization patches one in. Kueue's LWS integration needs the API present when it starts."""
-    names = []
-    for path in sorted((lws_source() / "config" / "crd" / "bases").glob("*.yaml")):
-        for crd in load_yaml(path):
-            if conversion is not None:
-                crd["spec"]["conversion"] = conversion
-            apply(cluster, crd)
-            names.append(crd["metadata"]["name"])
-    wait_established(cluster, names, timeout, "LeaderWorkerSet")
-
-
 def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
     """RFC 6902 ``add``/``replace``/``remove`` (what kustomize's patches of LWS's config use)."""
     out = copy.deepcopy(doc)
@@ -134,121 +99,28 @@ def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]
 
 
 @dataclass
-class Lws:
+class Lws(Manager):
     """The LWS manager for ``control_plane``, with its state (certs, config, log) in ``workdir``.
 
     Use as a context manager (or call ``start``/``stop``), like ``Kueue``.
     """
 
-    control_plane: ControlPlane
-    workdir: Path
-    binary: Path | None = None
-    tie_to_parent: bool = True
-    process: Process | None = None
-    startup_seconds: float | None = None
-    webhook_port: int = 0
-    health_port: int = 0
-    metrics_port: int = 0
-    _webhook_configs: list[tuple[str, str]] = field(default_factory=list)
+    NAME = "lws"
+    TITLE = "LWS"
+    MODULE = LWS_MODULE
+    VERSION = LWS_VERSION
+    BINARY_ENV = "NEJUMI_LWS"
+    MISSING = LwsMissing
+    USER = USER
+    NAMESPACE = NAMESPACE
+    NAME_PREFIX = NAME_PREFIX
+    CRD_DIR = "config/crd"
+    RBAC_DIR = "config/rbac"
+    RBAC_FILES = RBAC_FILES
+    CONFIG_API_VERSION = "config.lws.x-k8s.io/v1alpha1"
 
-    def __post_init__(self) -> None:
-        self.workdir = Path(self.workdir).resolve()
-        self._finalizer: weakref.finalize[Any, Lws] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        """LWS's log (stdout and stderr)."""
-        return self.workdir / "logs" / "lws.log"
-
-    # ---- lifecycle ----------------------------------------------------------------------------
-
-    def start(self, timeout: float = 120.0) -> Lws:
-        """Install the CRD, RBAC and webhooks, run the manager, and return once its webhooks answer."""
-        t0 = time.monotonic()
-        binary = self.binary or find_lws()
-        self.source = lws_source()
-        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
-        (self.workdir / "webhook-certs").mkdir(exist_ok=True)
-        self.webhook_port, self.health_port, self.metrics_port = free_ports(3)
-        ca = CertificateAuthority("nejumi-lws-webhook-ca")
-        self.ca_bundle = base64.b64encode(ca.pair.cert_pem).decode()
-        ca.serving("lws-webhook", ["localhost"], ["127.0.0.1"]).write(self.workdir / "webhook-certs", "tls")
-
-        api = self.control_plane.api_client()
-        try:
-            cluster = DynamicClient(api)
-            install_crds(cluster, timeout, self._conversion())
-            self._install_rbac(cluster)
-            kubeconfig = self.control_plane.write_kubeconfig(self.workdir / "lws.kubeconfig", USER)
-            self._launch(binary, self._write_config(), kubeconfig)
-            self._wait_ready(timeout)
-            self._install_webhooks(cluster)
-            self._wait_webhooks(cluster, timeout)
-        except BaseException:
-            self.stop()
-            raise
-        finally:
-            api.close()
-        self.startup_seconds = time.monotonic() - t0
-        return self
-
-    def stop(self) -> None:
-        """Remove the webhook configurations (so nothing calls a dead endpoint), then stop LWS.
-
-        The CRD and the LeaderWorkerSets stay; safe to call twice.
-        """
-        if self._webhook_configs:
-            with self.control_plane.api_client() as api:
-                cluster = DynamicClient(api)
-                for kind, name in self._webhook_configs:
-                    with contextlib.suppress(NotFoundError):
-                        cluster.resources.get(
-                            api_version="admissionregistration.k8s.io/v1", kind=kind
-                        ).delete(name)
-            self._webhook_configs.clear()
-        if self.process is not None:
-            self.process.stop()
-        if self._finalizer is not None:
-            self._finalizer.detach()
-
-    def __enter__(self) -> Lws:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # ---- installation -------------------------------------------------------------------------
-
-    def _conversion(self) -> dict[str, Any] | None:
-        """The CRD's ``spec.conversion`` when LWS's CRD kustomization patches one in."""
-        crd_dir = self.source / "config" / "crd"
-        patches = yaml.safe_load((crd_dir / "kustomization.yaml").read_text()).get("patches") or []
-        if not any(p["path"].startswith("patches/webhook_in_") for p in patches):
-            return None
-        return {
-            "strategy": "Webhook",
-            "webhook": {
-                "clientConfig": {"url": self._url("/convert"), "caBundle": self.ca_bundle},
-                "conversionReviewVersions": ["v1"],
-            },
-        }
-
-    def _install_rbac(self, cluster: DynamicClient) -> None:
-        """LWS's ClusterRoles, bound to the manager's user."""
-        apply(cluster, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
-        rbac_dir = self.source / "config" / "rbac"
-        for role_file, binding_file in RBAC_FILES:
-            for doc in load_yaml(rbac_dir / role_file) + load_yaml(rbac_dir / binding_file):
-                doc["metadata"]["name"] = NAME_PREFIX + doc["metadata"]["name"]
-                if "roleRef" in doc:
-                    doc["roleRef"]["name"] = NAME_PREFIX + doc["roleRef"]["name"]
-                    doc["subjects"] = [
-                        {"kind": "User", "name": USER, "apiGroup": "rbac.authorization.k8s.io"}
-                    ]
-                apply(cluster, doc)
-
-    def _install_webhooks(self, cluster: DynamicClient) -> None:
-        """LWS's webhook configurations with its kustomization's patches, pointed at loopback."""
+    def _webhook_configurations(self) -> Iterator[dict[str, Any]]:
+        """LWS's webhook configurations with its kustomization's patches."""
         webhook_dir = self.source / "config" / "webhook"
         kustomization = yaml.safe_load((webhook_dir / "kustomization.yaml").read_text())
         patches = {
@@ -256,58 +128,9 @@ class Lws:
             for p in kustomization.get("patches") or []
         }
         for config in load_yaml(webhook_dir / "manifests.yaml"):
-            config = json_patch(config, patches.get((config["kind"], config["metadata"]["name"]), []))
-            config["metadata"]["name"] = NAME_PREFIX + config["metadata"]["name"]
-            for webhook in config["webhooks"]:
-                path = webhook["clientConfig"]["service"]["path"]
-                webhook["clientConfig"] = {"url": self._url(path), "caBundle": self.ca_bundle}
-            apply(cluster, config)
-            self._webhook_configs.append((config["kind"], config["metadata"]["name"]))
+            yield json_patch(config, patches.get((config["kind"], config["metadata"]["name"]), []))
 
-    # ---- the manager process ------------------------------------------------------------------
-
-    def _write_config(self) -> Path:
-        config = {
-            "apiVersion": "config.lws.x-k8s.io/v1alpha1",
-            "kind": "Configuration",
-            "health": {"healthProbeBindAddress": f"127.0.0.1:{self.health_port}"},
-            "metrics": {"bindAddress": f"127.0.0.1:{self.metrics_port}"},
-            "webhook": {
-                "host": "127.0.0.1",
-                "port": self.webhook_port,
-                "certDir": str(self.workdir / "webhook-certs"),
-            },
-            "leaderElection": {"leaderElect": False},
-            "internalCertManagement": {"enable": False},
-            "clientConnection": {"qps": 50, "burst": 100},
-        }
-        path = self.workdir / "controller_manager_config.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
-
-    def _launch(self, binary: Path, config: Path, kubeconfig: Path) -> None:
-        argv = [str(binary), f"--config={config}", f"--kubeconfig={kubeconfig}", "--zap-log-level=info"]
-        self.process = Process("lws", argv, self.log_path)
-        self.process.start(tie_to_parent=self.tie_to_parent)
-        if self.tie_to_parent:  # stopped at interpreter exit too (the kernel kills it if we die)
-            self._finalizer = weakref.finalize(self, self.process.stop)
-
-    def _wait_ready(self, timeout: float) -> None:
-        proc = self.process
-        assert proc is not None
-
-        def ready() -> bool:
-            if not proc.alive():
-                raise StartupError(f"lws exited with {proc.popen and proc.popen.returncode}")
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/readyz", timeout=2) as resp:
-                return resp.status == 200
-
-        try:
-            wait_until(ready, timeout, "LWS /readyz", interval=0.1)
-        except (TimeoutError, StartupError) as exc:
-            raise StartupError(f"{exc}\n--- {proc.log_path} (tail) ---\n{proc.log_tail()}") from None
-
-    def _wait_webhooks(self, cluster: DynamicClient, timeout: float) -> None:
+    def _webhooks_answer(self, cluster: DynamicClient) -> Callable[[], bool]:
         """A dry-run create of a LeaderWorkerSet comes back defaulted by LWS's mutating webhook
         (its validating one runs too): the webhooks are registered and reachable."""
         sets = cluster.resources.get(api_version=f"{GROUP}/{API_VERSION}", kind=KIND)
@@ -323,11 +146,4 @@ class Lws:
             created = sets.create(body=probe, dry_run="All")
             return bool((created.spec.networkConfig or {}).get("subdomainPolicy"))
 
-        try:
-            wait_until(answered, timeout, "LWS webhooks (dry-run create)", interval=0.2)
-        except TimeoutError as exc:
-            assert self.process is not None
-            raise StartupError(f"{exc}\n--- {self.log_path} (tail) ---\n{self.process.log_tail()}") from None
-
-    def _url(self, path: str) -> str:
-        return f"https://127.0.0.1:{self.webhook_port}{path}"
+        return answered
