@@ -152,13 +152,10 @@ class ModelEndpoint:
     def serve_from(self, folder: Path) -> None:
         """Serve the weights in `folder` (the model cache's copy) under the model's own name, so
         requests, and the response cache's keys, are those of `model.name`. vLLM only."""
+        from nejumi_eval.runtime.serve.commands import serving_folder
         from nejumi_eval.runtime.serve.process import ModelServer
 
-        name = self.server.model_name
-        update = {"model": str(folder), "served_model_name": name, "revision": None}
-        self.server = ModelServer.from_settings(
-            self._settings.model_copy(update=update), log_dir=self._log_dir
-        )
+        self.server = ModelServer.from_settings(serving_folder(self._settings, folder), log_dir=self._log_dir)
         self.endpoint = Endpoint(self.server.base_url, self.server.model_name, "EMPTY")
 
     @property

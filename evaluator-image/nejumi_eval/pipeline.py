@@ -151,7 +151,7 @@ def join_group_command(spec: EvaluationSpec, env: Mapping[str, str] | None = Non
     It evaluates nothing: the leader's evaluator sends every request and writes every answer."""
     from nejumi_eval.api.v1alpha1.contract import JOIN_GROUP_FLAG
     from nejumi_eval.endpoints import server_settings
-    from nejumi_eval.runtime.serve.commands import ServerSettings, served_model_name, vllm_command
+    from nejumi_eval.runtime.serve.commands import ServerSettings, serving_folder, vllm_command
 
     group = check_one_host(spec, Stage.SERVE, env)
     if group is None or group.leader:
@@ -159,12 +159,13 @@ def join_group_command(spec: EvaluationSpec, env: Mapping[str, str] | None = Non
             f"{JOIN_GROUP_FLAG}: only a worker of a multi-node serve stage joins a group (this pod is "
             + ("the group's leader)" if group else "in no group of several nodes)")
         )
-    settings = server_settings(spec)
-    update: dict[str, Any] = {"group": group, "port": ServerSettings.model_fields["port"].default}
+    settings = server_settings(spec).model_copy(
+        update={"group": group, "port": ServerSettings.model_fields["port"].default}
+    )
     handoff = _weights(spec, Path(spec.workspace.path).expanduser().resolve(), Stage.SERVE)
-    if handoff is not None:  # the model cache's copy, under the model's own name (`serve_from`)
-        update |= {"model": handoff.path, "served_model_name": served_model_name(settings), "revision": None}
-    return vllm_command(settings.model_copy(update=update))
+    if handoff is not None:  # the model cache's copy, as the leader serves it (`serve_from`)
+        settings = serving_folder(settings, handoff.path)
+    return vllm_command(settings)
 
 
 def join_group(spec: EvaluationSpec) -> NoReturn:

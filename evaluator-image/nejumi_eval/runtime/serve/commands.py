@@ -136,6 +136,13 @@ def served_model_name(settings: ServerSettings) -> str:
     return _transformers_model_arg(settings)
 
 
+def serving_folder(settings: ServerSettings, folder: str | Path) -> ServerSettings:
+    """The same server, serving the weights in `folder` (the model cache's copy) under the model's
+    own name, so requests, and the response cache's keys, stay those of `model`. vLLM only."""
+    update = {"model": str(folder), "served_model_name": served_model_name(settings), "revision": None}
+    return settings.model_copy(update=update)
+
+
 def _transformers_model_arg(settings: ServerSettings) -> str:
     if settings.revision and not _is_local(settings.model):
         return f"{settings.model}@{settings.revision}"
