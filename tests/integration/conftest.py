@@ -20,9 +20,9 @@ import os
 import re
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
@@ -223,26 +223,43 @@ def operator_env(kubeconfig: Path, data_mirror: Path, monkeypatch: pytest.Monkey
     return monkeypatch
 
 
+C = TypeVar("C", Lws, Kueue, Flux)
+
+
+def _session_component(
+    what: str, make: Callable[[], C], missing: type[Exception], where: Callable[[C], str]
+) -> Iterator[C]:
+    """A session fixture's body for a component built from its Go module: made and started (a
+    missing binary, or one that does not start, fails the test that asked for it, as for the
+    control plane), yielded, stopped at the end of the session."""
+    problem = None
+    try:
+        component = make()
+        component.start()
+    except missing as exc:
+        problem = str(exc)
+    except StartupError as exc:
+        problem = f"{what} did not start: {exc}"
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    print(f"\n{what} ready in {component.startup_seconds:.1f}s ({where(component)})")
+    try:
+        yield component
+    finally:
+        component.stop()
+
+
 @pytest.fixture(scope="session")
 def lws(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lws]:
     """The real LeaderWorkerSet controller (``make lws-bin``) on the session control plane: its
     CRD, RBAC and webhooks installed. Started on first use (by ``kueue`` too, whose LWS integration
     needs the API); stopping it removes its webhooks. A missing binary is a failure."""
-    problem = None
-    try:
-        manager = Lws(control_plane, tmp_path_factory.mktemp("lws"))
-        manager.start()
-    except LwsMissing as exc:
-        problem = str(exc)
-    except StartupError as exc:
-        problem = f"LWS did not start: {exc}"
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    print(f"\nLWS ready in {manager.startup_seconds:.1f}s (webhooks on 127.0.0.1:{manager.webhook_port})")
-    try:
-        yield manager
-    finally:
-        manager.stop()
+    yield from _session_component(
+        "LWS",
+        lambda: Lws(control_plane, tmp_path_factory.mktemp("lws")),
+        LwsMissing,
+        lambda m: f"webhooks on 127.0.0.1:{m.webhook_port}",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -252,22 +269,26 @@ def kueue(control_plane: ControlPlane, lws: Lws, tmp_path_factory: pytest.TempPa
     admits whole; the real LWS runs beside it), only Jobs and LeaderWorkerSets labelled
     ``kueue.x-k8s.io/queue-name`` managed. Started on first use; stopping it removes its webhooks.
     A missing binary is a failure, as for the control plane."""
-    problem = None
+    frameworks = ("batch/job", LWS_FRAMEWORK)
+    yield from _session_component(
+        "Kueue",
+        lambda: Kueue(control_plane, tmp_path_factory.mktemp("kueue"), frameworks=frameworks),
+        KueueMissing,
+        lambda m: f"webhooks on 127.0.0.1:{m.webhook_port}",
+    )
+
+
+@pytest.fixture
+def queues(kueue: Kueue, k8s_client: ApiClient, namespace: str) -> Iterator[Any]:
+    """Kueue's ResourceFlavors, ClusterQueues and LocalQueues a test makes
+    (`tests.integration.test_kueue.Kueues`), deleted after it."""
+    from tests.integration.test_kueue import Kueues
+
+    objects = Kueues(k8s_client, namespace)
     try:
-        frameworks = ("batch/job", LWS_FRAMEWORK)
-        manager = Kueue(control_plane, tmp_path_factory.mktemp("kueue"), frameworks=frameworks)
-        manager.start()
-    except KueueMissing as exc:
-        problem = str(exc)
-    except StartupError as exc:
-        problem = f"Kueue did not start: {exc}"
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    print(f"\nKueue ready in {manager.startup_seconds:.1f}s (webhooks on 127.0.0.1:{manager.webhook_port})")
-    try:
-        yield manager
+        yield objects
     finally:
-        manager.stop()
+        objects.delete_all()
 
 
 @pytest.fixture(scope="module")
@@ -304,22 +325,12 @@ def flux(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) 
     """The real Flux source-controller and kustomize-controller (``make flux-bin``) on the session
     control plane, their CRDs and RBAC installed from their modules. Started on first use. A
     missing binary is a failure, as for the control plane."""
-    problem = None
-    try:
-        controllers = Flux(control_plane, tmp_path_factory.mktemp("flux"))
-        controllers.start()
-    except FluxMissing as exc:
-        problem = str(exc)
-    except StartupError as exc:
-        problem = f"Flux did not start: {exc}"
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    port = controllers.storage_port
-    print(f"\nFlux ready in {controllers.startup_seconds:.1f}s (artifacts on 127.0.0.1:{port})")
-    try:
-        yield controllers
-    finally:
-        controllers.stop()
+    yield from _session_component(
+        "Flux",
+        lambda: Flux(control_plane, tmp_path_factory.mktemp("flux")),
+        FluxMissing,
+        lambda f: f"artifacts on 127.0.0.1:{f.storage_port}",
+    )
 
 
 @pytest.fixture

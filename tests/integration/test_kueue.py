@@ -13,7 +13,6 @@ decides when each one finishes; no assertion depends on timing.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from tests.cluster import GPU_RESOURCE, NodeAgent, wait_until
-from tests.cluster.kueue import API_VERSION, GROUP, QUEUE_LABEL, Kueue
+from tests.cluster.kueue import API_VERSION, GROUP, QUEUE_LABEL
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -108,15 +107,6 @@ class Kueues:
             except ApiException as exc:
                 if exc.status != 404:
                     raise
-
-
-@pytest.fixture
-def queues(kueue: Kueue, k8s_client: ApiClient, namespace: str) -> Iterator[Kueues]:
-    objects = Kueues(k8s_client, namespace)
-    try:
-        yield objects
-    finally:
-        objects.delete_all()
 
 
 def condition(workload: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api, CustomObjectsApi
 from tests.cluster import GPU_RESOURCE, NodeAgent, wait_until
 from tests.cluster.kueue import API_VERSION as KUEUE_VERSION
 from tests.cluster.kueue import GROUP as KUEUE_GROUP
-from tests.cluster.kueue import LWS_FRAMEWORK, QUEUE_LABEL, Kueue
+from tests.cluster.kueue import LWS_FRAMEWORK, QUEUE_LABEL
 from tests.cluster.lws import (
     API_VERSION,
     GROUP,
@@ -39,7 +38,6 @@ from tests.cluster.lws import (
     SET_NAME_LABEL,
     WORKER_INDEX_ENV,
     WORKER_INDEX_LABEL,
-    Lws,
 )
 from tests.integration.conftest import SECOND_NODE_TAINT
 from tests.integration.test_kueue import Kueues, condition, is_true, queued_job, said
@@ -138,15 +136,6 @@ class Group:
 
     def gone(self) -> bool:
         return not self.pods() and not self.workloads()
-
-
-@pytest.fixture
-def queues(kueue: Kueue, lws: Lws, k8s_client: ApiClient, namespace: str) -> Iterator[Kueues]:
-    objects = Kueues(k8s_client, namespace)
-    try:
-        yield objects
-    finally:
-        objects.delete_all()
 
 
 def gated(pod: Any) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,7 @@ from nejumi_operator.reconcile.job import build_workspace_pvc
 from nejumi_operator.reconcile.progress import build_progress_objects
 from nejumi_operator.settings import OperatorConfig
 from tests.cluster import GPU_RESOURCE, NodeAgent, wait_until
-from tests.cluster.kueue import Kueue
-from tests.cluster.lws import GROUP_SIZE_ENV, LEADER_ADDRESS_ENV, WORKER_INDEX_ENV, Lws
+from tests.cluster.lws import GROUP_SIZE_ENV, LEADER_ADDRESS_ENV, WORKER_INDEX_ENV
 from tests.integration.conftest import SECOND_NODE_TAINT
 from tests.integration.test_kueue import Kueues, said
 from tests.integration.test_lws import Group, gated
@@ -74,15 +72,6 @@ def two_nodes(queue: str) -> dict[str, Any]:
         },
         "queueName": queue,
     }
-
-
-@pytest.fixture
-def queues(kueue: Kueue, lws: Lws, k8s_client: ApiClient, namespace: str) -> Iterator[Kueues]:
-    objects = Kueues(k8s_client, namespace)
-    try:
-        yield objects
-    finally:
-        objects.delete_all()
 
 
 def stub_vllm(bin_dir: Path, out: Path) -> Path:
