@@ -42,8 +42,6 @@ from typing import Any
 from nejumi_eval.api.v1alpha1.cel import broken
 from nejumi_eval.api.v1alpha1.contract import (
     CACHE_ENV,
-    EXIT_BUG,
-    EXIT_CONFIG,
     GPU_SECONDS_HELD_ENV,
     HF_HOME_ENV,
     HF_TOKEN_ENV,
@@ -51,6 +49,7 @@ from nejumi_eval.api.v1alpha1.contract import (
     MODEL_API_KEY_ENV,
     MODEL_CACHE_ENV,
     MODEL_CACHE_MOUNT,
+    NON_RETRYABLE_EXIT_CODES,
     PREPARED_DIRS_ENV,
     PRICING_ENV,
     RESULTS_ACCESS_KEY_ID_ENV,
@@ -120,9 +119,6 @@ HF_HOME_IN_WORKSPACE = ".cache/huggingface"  # relative to the working dir, the 
 POD_UID = 1000  # runAsUser/runAsGroup/fsGroup: the image's root is never needed
 DEFAULT_DEADLINE_SECONDS = 24 * 3600  # resources.activeDeadlineSeconds unset
 ANNOTATION_GENERATION = f"{GROUP}/generation"
-# Exit codes that no retry can fix (a bug, a configuration error): fail the Job at once.
-# 3 (infrastructure) is retried up to backoffLimit; the response cache makes a retry cheap.
-NON_RETRYABLE_EXIT_CODES = (EXIT_BUG, EXIT_CONFIG)
 
 
 class InvalidEvaluation(ValueError):

@@ -23,6 +23,10 @@ EXIT_INFRA = 3
 """Infrastructure (data, model server, endpoint): retrying or fixing the environment may help."""
 EXIT_INTERRUPTED = 130
 """Ctrl-C / SIGINT: rerun the same command to resume from the cache."""
+NON_RETRYABLE_EXIT_CODES = (EXIT_BUG, EXIT_CONFIG)
+"""Exit codes no retry can fix: the operator fails a Job at once on them (its podFailurePolicy), and
+a serving group's leader makes them its last attempt (`GROUP_ATTEMPTS_ENV`). 3 (infrastructure) is
+retried; the response cache makes a retry cheap."""
 
 # ---- environment variables ------------------------------------------------------------------
 SPEC_ENV = "NEJUMI_SPEC"
@@ -95,3 +99,13 @@ JOIN_GROUP_FLAG = "--join-group"
 """`nejumi-eval run --stage serve --join-group`: a worker pod of the group. It evaluates nothing:
 it loads the same weights the leader serves and runs `vllm serve --headless`, joining the leader's
 server, until the group is deleted. The leader pod runs the serve stage as a one-node pod does."""
+GROUP_ATTEMPTS_ENV = "NEJUMI_GROUP_ATTEMPTS"
+"""Set on a serving group's leader: how many attempts its serve stage may make (the operator's
+`backoffLimit` + 1, what a Job would allow). A group's pods restart `Always` and a Job's retry
+accounting does not exist for them, so the leader's evaluator keeps it: it counts its attempts on
+the workspace (an attempt stopped by SIGTERM, a lost worker or a preemption, is not counted, as a
+Job does not count a disrupted pod), and reports how each ended in the progress ConfigMap under
+`progress.OUTCOME_KEY`. On success, a non-retryable exit (`NON_RETRYABLE_EXIT_CODES`) or its last
+attempt it reports the outcome `final` and then holds (it sleeps until SIGTERM, then exits 0)
+instead of exiting: the operator reads the outcome and releases the group. Otherwise it exits with
+its code and LeaderWorkerSet recreates the group for the next attempt."""

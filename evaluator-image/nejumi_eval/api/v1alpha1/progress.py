@@ -61,3 +61,27 @@ class ProgressReport(_Report):
                 self.step, self.step
             )
         return " · ".join(f"{c.name} {c.done}/{c.total}" for c in self.counters)
+
+
+OUTCOME_KEY = "serve-outcome.json"
+"""The progress ConfigMap's key for a serving group leader's `StageOutcome` (`contract.
+GROUP_ATTEMPTS_ENV`): a group's pods never end by themselves, so this is how the operator learns
+that the serve stage ended, and how (a one-node serve stage is a Job: its end and termination
+message say it)."""
+MAX_OUTCOME_SUMMARY = 16_384
+
+
+class StageOutcome(_Report):
+    """How one attempt of a serving group's leader at the serve stage ended. `summary` is what a
+    one-node serve pod leaves as its termination message (the `Summary` JSON, or text), read the same
+    way. `final`: no further attempt comes (success, a non-retryable exit, or the last attempt
+    allowed); the leader holds until the operator releases the group."""
+
+    version: Literal[1] = 1
+    pod: str = Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    attempt: int = Field(ge=1, le=1000)
+    attempts: int = Field(ge=1, le=1000)
+    exit_code: int = Field(ge=0, le=255)
+    final: bool
+    summary: str = Field(default="", max_length=MAX_OUTCOME_SUMMARY)
+    finished_at: datetime
