@@ -104,9 +104,9 @@ def _versions() -> dict[str, str]:
 
 ONE_HOST = (
     "resources.nodes: {nodes} nodes asked, but nejumi-eval serves the model on this one host "
-    "(vllm serve over its own GPUs) and multi-node serving is not available yet in this version; "
-    "set resources.nodes to 1 (or leave it unset) to serve on this host's "
-    "model.vllm.tensorParallelSize * pipelineParallelSize GPUs"
+    "(vllm serve over its own GPUs); a model is served across nodes only in the cluster, as a "
+    "LeaderWorkerSet group (the operator's serve stage); set resources.nodes to 1 (or leave it "
+    "unset) to serve on this host's model.vllm.tensorParallelSize * pipelineParallelSize GPUs"
 )
 WRONG_GROUP = (
     "resources.nodes: {nodes} nodes asked, but this pod's serving group has {size} "

@@ -23,11 +23,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 
 from nejumi_eval.api.v1alpha1.conditions import (
     ACCEPTED,
     BEFORE_JOB_WAITS,
     INVALID_SPEC,
+    JOB_REJECTED,
     KSTATUS_TYPES,
     NAME_CONFLICT,
     find,
@@ -37,15 +39,18 @@ from nejumi_eval.api.v1alpha1.conditions import (
 from nejumi_eval.api.v1alpha1.names import API_VERSION, KIND, LABEL_EVALUATION, LABEL_QUEUE
 from nejumi_eval.api.v1alpha1.stages import Stage, after
 from nejumi_operator.kube import calls
+from nejumi_operator.reconcile import group as groups
 from nejumi_operator.reconcile.job import CONTAINER, InvalidEvaluation, build_job, job_name
 from nejumi_operator.reconcile.naming import label_value
 from nejumi_operator.reconcile.ownership import owned_by, owner_reference
-from nejumi_operator.reconcile.progress import parse_report, progress_configmap_name
-from nejumi_operator.reconcile.stages import StageJobs, job_gpus, stage_jobs
+from nejumi_operator.reconcile.progress import parse_outcome, parse_report, progress_configmap_name
+from nejumi_operator.reconcile.stages import StageJobs, job_generation, job_gpus, stage_jobs
 from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status import (
     MESSAGE_LIMIT,
+    GroupState,
     Observation,
+    Termination,
     Transition,
     last_termination,
     needs_job_events,
@@ -116,11 +121,31 @@ def generation_jobs(
     """The evaluation's Jobs of its current generation, by stage (one list call, none with a
     `listing`; a namesake's Jobs — a deleted predecessor's, or squatted — never count)."""
     meta = evaluation["metadata"]
+    selector = f"{LABEL_EVALUATION}={label_value(meta['name'])}"
     if listing is not None:
-        jobs: Iterable[Mapping[str, Any]] = listing.jobs
+        jobs: list[Mapping[str, Any]] = list(listing.jobs)
     else:
-        jobs = calls.labelled_jobs(api, meta["namespace"], f"{LABEL_EVALUATION}={label_value(meta['name'])}")
-    return stage_jobs(jobs, str(meta.get("uid")), int(meta.get("generation") or 1))
+        jobs = calls.labelled_jobs(api, meta["namespace"], selector)
+    uid, generation = str(meta.get("uid")), int(meta.get("generation") or 1)
+    if multi_node(evaluation):  # its serve stage is a group: read as a Job (`group.as_job`)
+        for group in calls.labelled_groups(api, meta["namespace"], selector):
+            if owned_by(group, uid) and job_generation(group) == generation:
+                jobs.append(_group_as_job(api, meta["namespace"], group))
+    return stage_jobs(jobs, uid, generation)
+
+
+def multi_node(evaluation: Mapping[str, Any]) -> bool:
+    """Its model is served across nodes (`resources.nodes` > 1): the serve stage is a group."""
+    nodes = ((evaluation.get("spec") or {}).get("resources") or {}).get("nodes")
+    return isinstance(nodes, int) and nodes > 1
+
+
+def _group_as_job(api: ApiClient, namespace: str, group: Mapping[str, Any]) -> dict[str, Any]:
+    """The group read as a Job, with Kueue's Workload while it is not released and queued."""
+    workload = None
+    if groups.Release.of(group) is None and groups.queued(group):
+        workload = calls.group_workload(api, namespace, str(group["metadata"].get("uid")))
+    return groups.as_job(group, workload)
 
 
 def observe(
@@ -136,6 +161,8 @@ def observe(
     found = found if found is not None else generation_jobs(api, evaluation, listing)
     current = found.current
     stage, job = current if current is not None else (Stage.RUN, None)
+    if job is not None and groups.is_group(job):
+        return _observe_group(api, evaluation, found, stage, job)
     name = str((job or {}).get("metadata", {}).get("name") or job_name(meta["name"], generation, stage))
     job_uid = str(((job or {}).get("metadata") or {}).get("uid"))
     pods: list[Mapping[str, Any]] = []
@@ -176,6 +203,46 @@ def observe(
     )
 
 
+def _observe_group(
+    api: ApiClient, evaluation: Mapping[str, Any], found: StageJobs, stage: Stage, job: Mapping[str, Any]
+) -> Observation:
+    """The observation of a serve stage that is a group (`reconcile.group`): its pods (all of
+    them: a worker lost is the group's), its Workload, the leader's last outcome and progress."""
+    meta = evaluation["metadata"]
+    namespace, name = meta["namespace"], str(job["metadata"]["name"])
+    leader = groups.leader_pod_name(job)
+    pods = calls.labelled_pods(api, namespace, f"{groups.SET_NAME_LABEL}={name}")
+    configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
+    ours = owned_by(configmap, str(meta.get("uid")))
+    outcome = parse_outcome(configmap) if ours else None
+    outcome = outcome if outcome is not None and outcome.pod == leader else None
+    running = any(_evaluator_running(p) for p in pods if (p.get("metadata") or {}).get("name") == leader)
+    report = parse_report(configmap) if ours and running else None
+    release = groups.Release.of(job)
+    termination = None
+    if release is not None and release.exit_code is not None:
+        termination = Termination(
+            release.exit_code, release.summary, pod=leader, finished_at=release.completion_time
+        )
+    elif release is None and outcome is not None:  # the last attempt's end, for "attempt n of m"
+        termination = Termination(outcome.exit_code, outcome.summary, pod=leader)
+    following = after(stage)
+    return Observation(
+        generation=int(meta.get("generation") or 1),
+        job_name=name,
+        stage=stage.value,
+        next_stage=following.value if following is not None else None,
+        stages=tuple(found.records()),
+        job=job,
+        termination=termination,
+        gpus=job_gpus(job),
+        queue_name=((job.get("metadata") or {}).get("labels") or {}).get(LABEL_QUEUE),
+        workload=(job.get("group") or {}).get("workload"),
+        progress=report,
+        group=GroupState(size=groups.group_size_of(job), leader=leader, pods=tuple(pods), outcome=outcome),
+    )
+
+
 def _pod_of(pod: Mapping[str, Any], job: str) -> bool:
     labels = (pod.get("metadata") or {}).get("labels") or {}
     return (labels.get("batch.kubernetes.io/job-name") or labels.get("job-name")) == job
@@ -197,27 +264,87 @@ def advance(
     if following is None:
         return found
     meta = evaluation["metadata"]
+    as_group = following == Stage.SERVE and multi_node(evaluation)
     try:
-        job = build_job(
-            evaluation, config, following, check_policy=False, gpu_seconds_held=found.gpu_seconds_held()
-        )
+        if as_group:
+            job = groups.build_serve_group(evaluation, config, check_policy=False)
+        else:
+            job = build_job(
+                evaluation, config, following, check_policy=False, gpu_seconds_held=found.gpu_seconds_held()
+            )
     except InvalidEvaluation as exc:  # an operator upgrade that reads the spec differently
         raise StageRefused((INVALID_SPEC, str(exc))) from None
     job["metadata"]["ownerReferences"] = [owner_reference(evaluation)]
-    made, created = calls.create_or_get(api, meta["namespace"], job)
+    kind = "LeaderWorkerSet" if as_group else "Job"
+    try:
+        made, created = calls.create_or_get(api, meta["namespace"], job)
+    except ApiException as exc:
+        if not as_group or exc.status not in (400, 403, 404, 422):
+            raise
+        raise StageRefused((JOB_REJECTED, _group_refused(exc))) from None
     if not created and not owned_by(made, str(meta.get("uid"))):
         raise StageRefused(
             (
                 NAME_CONFLICT,
-                f"Job {job['metadata']['name']} (the {following.value} stage) already exists and is not "
+                f"{kind} {job['metadata']['name']} (the {following.value} stage) already exists and is not "
                 "this evaluation's; the operator never uses an object it did not make for this "
                 "evaluation: delete or rename it",
             )
         )
     if created:
         where = f"{meta['namespace']}/{meta['name']}"
-        log.info("%s: Job %s created (stage %s)", where, made["metadata"]["name"], following.value)
+        log.info("%s: %s %s created (stage %s)", where, kind, made["metadata"]["name"], following.value)
+    if as_group:
+        made = groups.as_job(made)  # just made: not admitted, nothing to ask Kueue yet
     return StageJobs({**found.jobs, following: made})
+
+
+def _group_refused(exc: ApiException) -> str:
+    """Why the serving group could not be made, saying what to install or grant."""
+    if exc.status == 404:
+        return (
+            "a model served across nodes (resources.nodes > 1) runs its serve stage as a LeaderWorkerSet "
+            "(leaderworkerset.x-k8s.io/v1), which this cluster does not serve: install LeaderWorkerSet "
+            "(sigs.k8s.io/lws), or set resources.nodes to 1"
+        )
+    if exc.status == 403:
+        return (
+            "the operator may not create LeaderWorkerSets (leaderworkerset.x-k8s.io): its RBAC lacks them "
+            "(the chart grants them; an older install does not)"
+        )
+    return f"the API server refused the LeaderWorkerSet: {exc.reason}: {(exc.body or '')[:400]}"
+
+
+def settle_group(api: ApiClient, evaluation: Mapping[str, Any], found: StageJobs) -> StageJobs:
+    """Release the serve stage's group when it is done (`group.release_for`: the leader's final
+    outcome, or the deadline): no GPU stays held past the serve stage, and the group's record (how
+    it ended, when it held the GPUs) stays on its LeaderWorkerSet. Returns the Jobs as they are then."""
+    current = found.current
+    if current is None or current[0] != Stage.SERVE or not groups.is_group(current[1]):
+        return found
+    view = current[1]
+    if groups.Release.of(view) is not None:
+        return found
+    meta = evaluation["metadata"]
+    namespace = meta["namespace"]
+    configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
+    outcome = parse_outcome(configmap) if owned_by(configmap, str(meta.get("uid"))) else None
+    release = groups.release_for(view, outcome, dt.datetime.now(dt.UTC))
+    if release is None:
+        return found
+    name = view["metadata"]["name"]
+    patched = calls.release_group(api, namespace, name, groups.release_patch(release))
+    if patched is None:
+        return found
+    log.info(
+        "%s/%s: LeaderWorkerSet %s released (%s, attempt %d)",
+        namespace,
+        meta["name"],
+        name,
+        release.reason,
+        release.attempt,
+    )
+    return StageJobs({**found.jobs, Stage.SERVE: groups.as_job(patched)})
 
 
 class StageRefused(Exception):
@@ -272,6 +399,7 @@ def sync_status(
             found = generation_jobs(api, evaluation, listing)
             refusal = None
             if config is not None:
+                found = settle_group(api, evaluation, found)
                 try:
                     found = advance(api, config, evaluation, found)
                 except StageRefused as exc:

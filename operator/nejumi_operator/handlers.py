@@ -65,7 +65,7 @@ from nejumi_eval.api.v1alpha1.names import (
     PLURAL,
     VERSION,
 )
-from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY
+from nejumi_eval.api.v1alpha1.progress import OUTCOME_KEY, PROGRESS_KEY
 from nejumi_eval.api.v1alpha1.stages import stages_for
 from nejumi_operator.controller import complete_finished_status, generation_jobs, list_children, sync_status
 from nejumi_operator.debounce import Debouncer
@@ -74,6 +74,7 @@ from nejumi_operator.kube.client import kopf_connections, kopf_session, make_api
 from nejumi_operator.leaderboards.compute import fingerprint
 from nejumi_operator.leaderboards.controller import compute_leaderboard
 from nejumi_operator.policy import LABEL_USABLE_BY_EVALUATIONS, secret_refs
+from nejumi_operator.reconcile.group import Release
 from nejumi_operator.reconcile.job import (
     ANNOTATION_GENERATION,
     InvalidEvaluation,
@@ -87,6 +88,7 @@ from nejumi_operator.reconcile.job import (
 from nejumi_operator.reconcile.naming import MAX_NAME, label_value
 from nejumi_operator.reconcile.ownership import Claim, claim, owned_by
 from nejumi_operator.reconcile.progress import LABEL_PROGRESS_OF, build_progress_objects
+from nejumi_operator.reconcile.stages import job_generation
 from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status.observation import job_finished
 from nejumi_operator.syncs import StatusSyncs, resync_forever
@@ -310,6 +312,22 @@ def _stop_earlier_generations(
             logger.info(
                 "Job %s (generation %d) deleted: generation %d replaces it", meta["name"], of, generation
             )
+    # A serving group (a model across nodes) of an earlier generation holds its nodes until deleted;
+    # a released one holds nothing (no replica) and stays as its stage's record.
+    for group in calls.labelled_groups(memo.api, namespace, selector):
+        meta = group.get("metadata") or {}
+        of = job_generation(group) or generation
+        if of >= generation or not owned_by(group, uid) or meta.get("deletionTimestamp"):
+            continue
+        if Release.of(group) is None and calls.delete_group(
+            memo.api, namespace, meta["name"], str(meta.get("uid"))
+        ):
+            logger.info(
+                "LeaderWorkerSet %s (generation %d) deleted: generation %d replaces it",
+                meta["name"],
+                of,
+                generation,
+            )
 
 
 def _check_claim(
@@ -419,7 +437,7 @@ async def pod_changed(body: kopf.Body, namespace: str | None, memo: kopf.Memo, *
 async def progress_reported(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """The evaluator wrote its progress ConfigMap (reconcile.progress): the status shows it soon.
     (Not for the empty ConfigMap the operator itself creates.)"""
-    if (body.get("data") or {}).get(PROGRESS_KEY):
+    if any((body.get("data") or {}).get(key) for key in (PROGRESS_KEY, OUTCOME_KEY)):
         owner = _owner(body.meta.get("ownerReferences"))
         if owner is not None:
             memo.syncs.touch(_namespaced(namespace), owner)

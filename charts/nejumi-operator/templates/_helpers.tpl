@@ -135,12 +135,20 @@ in a Role per namespace otherwise. Only what nejumi_operator and kopf actually c
 - apiGroups: ["nejumi.wandb.ai"]
   resources: ["nejumievaluations/finalizers"]
   verbs: ["update"]
-# One Job per evaluation generation: create it (409 = it exists, then get it), and watch Jobs with
-# the nejumi.wandb.ai/evaluation label (kopf event handler) to derive status. Never patch/delete:
-# owner references let the garbage collector remove them.
+# One Job per evaluation generation and stage: create it (409 = it exists, then get it), and watch
+# Jobs with the nejumi.wandb.ai/evaluation label (kopf event handler) to derive status. Delete only an
+# earlier generation's unfinished Job when an edit replaces it (by UID precondition), so it frees its
+# GPUs; otherwise owner references let the garbage collector remove them. Never patch.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "get", "list", "watch"]
+  verbs: ["create", "get", "list", "watch", "delete"]
+# A model served across nodes (resources.nodes > 1): its serve stage is a LeaderWorkerSet group
+# (sigs.k8s.io/lws), made when the stage starts, read (and listed by label) to follow it, patched to
+# release it (replicas 0, and the record of how the stage ended) when generation ends, and deleted
+# when an edit replaces an unfinished one. Nothing is granted where LWS is not installed.
+- apiGroups: ["leaderworkerset.x-k8s.io"]
+  resources: ["leaderworkersets"]
+  verbs: ["create", "get", "list", "patch", "delete"]
 # The workspace PVC of each evaluation without workspace.pvcName, created before its Job (409 = it
 # exists, then get it). Never patch/delete: an owner reference lets the garbage collector remove it
 # with the evaluation (none with workspace.retain: the user deletes it).

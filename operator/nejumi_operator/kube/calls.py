@@ -53,12 +53,16 @@ _KINDS: dict[tuple[str, str], tuple[type, str]] = {
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): (RbacAuthorizationV1Api, "role_binding"),
 }
 """The kinds the operator creates, with their typed client and method stem."""
+LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderworkersets"
+"""LeaderWorkerSet (sigs.k8s.io/lws): a multi-node serve stage (`reconcile.group`)."""
 
 
 def create_or_get(api: ApiClient, namespace: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
     """Create a namespaced object (one of `_KINDS`); if it exists already (409: a retried handler, a
     later generation, an operator restart), return the existing one unchanged. Returns (object,
     created)."""
+    if obj["kind"] == "LeaderWorkerSet":
+        return _create_or_get_group(api, namespace, obj)
     group, stem = _KINDS[(obj["apiVersion"], obj["kind"])]
     client = group(api)
     try:
@@ -69,6 +73,93 @@ def create_or_get(api: ApiClient, namespace: str, obj: Mapping[str, Any]) -> tup
             raise
     read = getattr(client, f"read_namespaced_{stem}")
     return _read(read(obj["metadata"]["name"], namespace, _preload_content=False)), False
+
+
+def _create_or_get_group(
+    api: ApiClient, namespace: str, obj: Mapping[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    custom = CustomObjectsApi(api)
+    try:
+        made = custom.create_namespaced_custom_object(
+            LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, dict(obj), _preload_content=False
+        )
+        return _read(made), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    name = obj["metadata"]["name"]
+    return _read(
+        custom.get_namespaced_custom_object(
+            LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, _preload_content=False
+        )
+    ), False
+
+
+def labelled_groups(api: ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:
+    """The LeaderWorkerSets matching a label selector; none where LWS is not installed."""
+    try:
+        found = CustomObjectsApi(api).list_namespaced_custom_object(
+            LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, label_selector=selector, _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return []
+        raise
+    return _items(found)
+
+
+def release_group(
+    api: ApiClient, namespace: str, name: str, patch: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Merge-patch a LeaderWorkerSet (`reconcile.group.release_patch`); None when it is gone."""
+    try:
+        patched = CustomObjectsApi(api).patch_namespaced_custom_object(
+            LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, dict(patch), _preload_content=False
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(_read(patched))
+
+
+def delete_group(api: ApiClient, namespace: str, name: str, uid: str) -> bool:
+    """Delete that LeaderWorkerSet (only the object with `uid`), its pods in the background. False
+    when it is already gone."""
+    body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+    try:
+        CustomObjectsApi(api).delete_namespaced_custom_object(
+            LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, body=body
+        )
+    except ApiException as exc:
+        if exc.status in (404, 409):
+            return False
+        raise
+    return True
+
+
+def group_workload(api: ApiClient, namespace: str, group_uid: str) -> dict[str, Any] | None:
+    """Kueue's Workload for a LeaderWorkerSet's group (owned by the LeaderWorkerSet), or None: none
+    yet, none any more, Kueue not installed, or no RBAC to read it."""
+    custom = CustomObjectsApi(api)
+    for version in KUEUE_VERSIONS:
+        try:
+            found = custom.list_namespaced_custom_object(
+                KUEUE_GROUP, version, namespace, "workloads", _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            if exc.status in (401, 403):
+                _warn_once("list-workloads", "cannot list Kueue Workloads (%s %s)", exc.status, exc.reason)
+                return None
+            raise
+        for item in _items(found):
+            refs = (item.get("metadata") or {}).get("ownerReferences") or []
+            if any(ref.get("uid") == group_uid for ref in refs):
+                return item
+        return None
+    return None
 
 
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"

@@ -49,18 +49,26 @@ caller's (`kopf.append_owner_reference`), as for Jobs.
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from nejumi_eval.api.v1alpha1.contract import (
+    GROUP_ATTEMPTS_ENV,
     JOIN_GROUP_FLAG,
     POD_NAME_ENV,
     POD_NAMESPACE_ENV,
     PROGRESS_CONFIGMAP_ENV,
     SPEC_ENV,
 )
+from nejumi_eval.api.v1alpha1.names import GROUP, LABEL_QUEUE
+from nejumi_eval.api.v1alpha1.progress import StageOutcome
 from nejumi_eval.api.v1alpha1.stages import STAGE_FLAG, Stage
 from nejumi_operator.reconcile.job import (
+    CONTAINER,
+    DEFAULT_DEADLINE_SECONDS,
     InvalidEvaluation,
     build_pod_template,
     job_name,
@@ -80,8 +88,15 @@ GROUP_POD_RESTART_POLICY = "Always"
 MAX_GROUP_NAME = 50
 """LWS names the group's worker StatefulSet `<name>-0`, whose pods carry the label
 `controller-revision-hash: <name>-0-<hash of up to 10 characters>`, a label value (≤63)."""
-WORKER_DROPPED_ENV = frozenset({PROGRESS_CONFIGMAP_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV})
-"""The leader's progress channel: a worker reports nothing."""
+WORKER_DROPPED_ENV = frozenset({PROGRESS_CONFIGMAP_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV, GROUP_ATTEMPTS_ENV})
+"""The leader's progress channel and attempt count: a worker reports nothing."""
+ANNOTATION_DEADLINE = f"{GROUP}/active-deadline-seconds"
+"""A Job's `activeDeadlineSeconds`, which a LeaderWorkerSet lacks: the operator times the group out."""
+ANNOTATION_RELEASED = f"{GROUP}/released"
+"""Set by the operator when it releases the group (`Release`, JSON), with `spec.replicas: 0`."""
+SET_NAME_LABEL = "leaderworkerset.sigs.k8s.io/name"
+"""LWS's label on every pod of a LeaderWorkerSet."""
+WORKER_INDEX_LABEL = "leaderworkerset.sigs.k8s.io/worker-index"
 
 
 def group_name(name: str, generation: int) -> str:
@@ -118,12 +133,14 @@ def build_serve_group(
     """The LeaderWorkerSet serving the evaluation's current generation across `resources.nodes`
     nodes (the module's docstring). Raises `InvalidEvaluation` like `build_job`, and for a
     one-node spec, whose serve stage is a Job."""
-    name, generation, spec = parse_evaluation(evaluation, config, check_policy=check_policy, multi_node=True)
+    name, generation, spec = parse_evaluation(evaluation, config, check_policy=check_policy)
     nodes = spec.resources.nodes
     if nodes < 2:
         raise InvalidEvaluation(f"resources.nodes is {nodes}: a one-node serve stage is a Job (build_job)")
     leader = build_pod_template(evaluation, spec, config, Stage.SERVE)
     leader["spec"]["restartPolicy"] = GROUP_POD_RESTART_POLICY
+    (container,) = leader["spec"]["containers"]
+    container["env"].append({"name": GROUP_ATTEMPTS_ENV, "value": str(config.backoff_limit + 1)})
     group_spec: dict[str, Any] = {
         "replicas": 1,
         "startupPolicy": GROUP_STARTUP_POLICY,
@@ -137,4 +154,183 @@ def build_serve_group(
     meta = object_meta(
         evaluation, group_name(name, generation), workload_labels(name, spec, config, Stage.SERVE)
     )
+    deadline = spec.resources.active_deadline_seconds or DEFAULT_DEADLINE_SECONDS
+    meta["annotations"][ANNOTATION_DEADLINE] = str(deadline)
     return {"apiVersion": GROUP_API_VERSION, "kind": GROUP_KIND, "metadata": meta, "spec": group_spec}
+
+
+# ---- the group's life, as the operator reads and ends it ----------------------------------------
+
+
+def group_size(group: Mapping[str, Any]) -> int:
+    """The pods (nodes) of one group: the leader and its workers."""
+    return int(((group.get("spec") or {}).get("leaderWorkerTemplate") or {}).get("size") or 1)
+
+
+def leader_pod_name(group: Mapping[str, Any]) -> str:
+    """LWS names group 0's leader pod `<LeaderWorkerSet>-0` (its workers `<LeaderWorkerSet>-0-<i>`)."""
+    return f"{group['metadata']['name']}-0"
+
+
+def attempts_allowed(group: Mapping[str, Any]) -> int:
+    """What the leader was told it may try (`GROUP_ATTEMPTS_ENV`), as built."""
+    template = ((group.get("spec") or {}).get("leaderWorkerTemplate") or {}).get("leaderTemplate") or {}
+    for container in (template.get("spec") or {}).get("containers") or []:
+        for var in container.get("env") or []:
+            if container.get("name") == CONTAINER and var.get("name") == GROUP_ATTEMPTS_ENV:
+                return max(1, int(str(var.get("value") or 1)))
+    return 1
+
+
+@dataclass(frozen=True)
+class Release:
+    """What the operator records on the LeaderWorkerSet when it releases the group: how the serve
+    stage ended (the leader's final `StageOutcome`, or the operator's deadline), and when it held
+    the GPUs (`start_time`: admission, or creation without a queue; `completion_time`: the end).
+    The group's pods and Workload go; the record stays on the LeaderWorkerSet, as a finished Job
+    stays, so where the evaluation is among its stages is still read from what exists."""
+
+    succeeded: bool
+    reason: str
+    """`Completed`, `Failed` (the evaluator's exit) or `DeadlineExceeded` (the operator's clock)."""
+    completion_time: str
+    start_time: str | None = None
+    exit_code: int | None = None
+    summary: str = ""
+    attempt: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def of(cls, group: Mapping[str, Any]) -> Release | None:
+        text = ((group.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_RELEASED)
+        if not text:
+            return None
+        try:
+            return cls(**json.loads(text))
+        except (TypeError, ValueError):
+            return None
+
+
+def stamp(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def admitted_at(group: Mapping[str, Any], workload: Mapping[str, Any] | None, queued: bool) -> str | None:
+    """When the group got its nodes: Kueue's admission of its Workload (a Job's `startTime` after
+    Kueue resumes it), or the LeaderWorkerSet's creation without a queue. None: not admitted."""
+    if not queued:
+        return (group.get("metadata") or {}).get("creationTimestamp")
+    for cond in ((workload or {}).get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Admitted" and cond.get("status") == "True":
+            return cond.get("lastTransitionTime")
+    return None
+
+
+def release_for(group: Mapping[str, Any], outcome: StageOutcome | None, now: dt.datetime) -> Release | None:
+    """The release the group is due, or None (still serving): the leader's final outcome, or the
+    deadline (`ANNOTATION_DEADLINE`) passed since admission, which stops the group whatever its
+    evaluator is doing (a hung server, a group that keeps losing a worker). `group` as `as_job`
+    reads it."""
+    start_time = (group.get("status") or {}).get("startTime")
+    if outcome is not None and outcome.final and outcome.pod == leader_pod_name(group):
+        done = outcome.exit_code == 0
+        return Release(
+            succeeded=done,
+            reason="Completed" if done else "Failed",
+            completion_time=stamp(outcome.finished_at),
+            start_time=start_time,
+            exit_code=outcome.exit_code,
+            summary=outcome.summary,
+            attempt=outcome.attempt,
+        )
+    annotations = (group.get("metadata") or {}).get("annotations") or {}
+    deadline = int(annotations.get(ANNOTATION_DEADLINE) or DEFAULT_DEADLINE_SECONDS)
+    started = _parse(start_time)
+    if started is not None and (now - started).total_seconds() > deadline:
+        last = outcome if outcome is not None and outcome.pod == leader_pod_name(group) else None
+        return Release(
+            succeeded=False,
+            reason="DeadlineExceeded",
+            completion_time=stamp(now),
+            start_time=start_time,
+            exit_code=last.exit_code if last else None,
+            summary=last.summary if last else "",
+            attempt=last.attempt if last else 1,
+        )
+    return None
+
+
+def release_patch(release: Release) -> dict[str, Any]:
+    """The merge patch that releases a group: no replica (LWS deletes its pods, Kueue its Workload,
+    so no GPU stays held) and the record of how the stage ended."""
+    return {"metadata": {"annotations": {ANNOTATION_RELEASED: release.to_json()}}, "spec": {"replicas": 0}}
+
+
+def queued(group: Mapping[str, Any]) -> bool:
+    """Kueue admits it (it names a queue), as `build_serve_group` labels it."""
+    return LABEL_QUEUE in ((group.get("metadata") or {}).get("labels") or {})
+
+
+def as_job(group: Mapping[str, Any], workload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The group as the stage machinery reads a stage's Job (`reconcile.stages`, the status
+    reducer): its metadata, the leader's pod template, `activeDeadlineSeconds` and `backoffLimit`
+    as the group keeps them, `suspend` while Kueue has not admitted it (`workload`: its Workload,
+    kept under `group`), `startTime` from its admission, and, once released, `Complete` or
+    `Failed` with the times the group held its GPUs and the failed attempts (`status.failed`)."""
+    meta = group.get("metadata") or {}
+    template = ((group.get("spec") or {}).get("leaderWorkerTemplate") or {}).get("leaderTemplate") or {}
+    deadline = int((meta.get("annotations") or {}).get(ANNOTATION_DEADLINE) or DEFAULT_DEADLINE_SECONDS)
+    release = Release.of(group)
+    status: dict[str, Any] = {}
+    if release is not None:
+        start_time = release.start_time
+        kind = "Complete" if release.succeeded else "Failed"
+        status["conditions"] = [
+            {
+                "type": kind,
+                "status": "True",
+                "reason": release.reason,
+                "lastTransitionTime": release.completion_time,
+            }
+        ]
+        status["failed"] = release.attempt - (1 if release.succeeded else 0)
+        if release.succeeded:
+            status["completionTime"] = release.completion_time
+    else:
+        start_time = admitted_at(group, workload, queued(group))
+    if start_time:
+        status["startTime"] = start_time
+    return {
+        "apiVersion": group.get("apiVersion", GROUP_API_VERSION),
+        "kind": GROUP_KIND,
+        "metadata": meta,
+        "spec": {
+            "activeDeadlineSeconds": deadline,
+            "backoffLimit": attempts_allowed(group) - 1,
+            "suspend": release is None and start_time is None and queued(group),
+            "template": template,
+        },
+        "status": status,
+        "group": {"size": group_size(group), "workload": workload},
+    }
+
+
+def group_size_of(job: Mapping[str, Any]) -> int:
+    """The nodes of a group read as a Job (`as_job`)."""
+    return int((job.get("group") or {}).get("size") or 1)
+
+
+def is_group(job: Mapping[str, Any]) -> bool:
+    """A stage's "Job" that is a serving group read by `as_job`."""
+    return job.get("kind") == GROUP_KIND
+
+
+def _parse(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

@@ -136,13 +136,17 @@ HF_OFFLINE_ENV = "HF_HUB_OFFLINE"
 """Set in a serve stage's pod: its weights were fetched before, so the server never downloads
 (on GPU time) and a missing file is an error, not a silent download."""
 
-MULTI_NODE_UNAVAILABLE = (
-    "resources.nodes is {nodes}: multi-node serving (one vLLM server across nodes) is not available "
-    "yet in this operator version, and the evaluation is not run on one node instead; set "
-    "resources.nodes to 1 (or leave it unset)"
+MULTI_NODE_UNSTAGED = (
+    "resources.nodes is {nodes}: a model served across nodes runs in stages (its serve stage is a "
+    "LeaderWorkerSet group), and this operator runs every evaluation in one pod (evaluator.stages is "
+    "off in its settings); the evaluation is not run on one node instead: set resources.nodes to 1, "
+    "or ask the platform team to turn the stages on"
 )
-"""Why an admitted multi-node evaluation is refused: the API admits the spec, this operator cannot
-run its group yet, and a single-node run would evaluate another deployment under its name."""
+"""Why a multi-node evaluation is refused by an operator without stages: a single-node run would
+evaluate another deployment under its name."""
+MULTI_NODE_SERVE_JOB = (
+    "resources.nodes is {nodes}: its serve stage is a LeaderWorkerSet group (reconcile.group), not a Job"
+)
 
 
 def gpu_layout(spec: EvaluationSpec) -> str:
@@ -155,12 +159,8 @@ def gpu_layout(spec: EvaluationSpec) -> str:
     )
 
 
-def validate(
-    spec: Mapping[str, Any] | None, source: str = "spec", *, multi_node: bool = False
-) -> EvaluationSpec:
-    """The spec as the evaluator will read it, plus the API server's cluster-only rules and what this
-    operator cannot run yet (more than one node). `multi_node=True`: the caller builds the serve
-    stage of a multi-node spec (`reconcile.group`), so more than one node is not refused here."""
+def validate(spec: Mapping[str, Any] | None, source: str = "spec") -> EvaluationSpec:
+    """The spec as the evaluator will read it, plus the API server's cluster-only rules."""
     try:
         parsed = parse_spec(dict(spec or {}), source=source, path_prefix="spec")
     except ConfigError as exc:
@@ -182,8 +182,6 @@ def validate(
         about_gpus = any((r.field_path or "").startswith(".resources.") for r in rules)
         layout = f" ({gpu_layout(parsed)})" if about_gpus else ""
         raise InvalidEvaluation(f"{source}: " + "; ".join(r.message for r in rules) + layout)
-    if parsed.resources.nodes > 1 and not multi_node:
-        raise InvalidEvaluation(f"{source}: " + MULTI_NODE_UNAVAILABLE.format(nodes=parsed.resources.nodes))
     return parsed
 
 
@@ -408,7 +406,9 @@ def build_workspace_pvc(evaluation: Mapping[str, Any], config: OperatorConfig) -
     if ws.pvc_name:
         return None
     pvc_spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],  # one evaluator pod at a time (the Job's parallelism is 1)
+        # One evaluator pod at a time (a Job's parallelism is 1); a serving group's pods on several
+        # nodes all read the weights and the fetch record from it (`reconcile.group`).
+        "accessModes": ["ReadWriteMany" if spec.resources.nodes > 1 else "ReadWriteOnce"],
         "volumeMode": "Filesystem",
         "resources": {"requests": {"storage": ws.size or config.workspace_size}},
     }
@@ -509,14 +509,13 @@ def parse_evaluation(
     config: OperatorConfig,
     *,
     check_policy: bool = True,
-    multi_node: bool = False,
 ) -> tuple[str, int, EvaluationSpec]:
     """The evaluation's name, generation and spec, validated as `build_job` needs (`validate`, then
     the operator's placement policy unless `check_policy` is False)."""
     meta = evaluation["metadata"]
     name, generation = meta["name"], int(meta.get("generation") or 1)
     source = f"{KIND} {meta.get('namespace', '')}/{name}: spec".strip()
-    spec = validate(evaluation.get("spec"), source=source, multi_node=multi_node)
+    spec = validate(evaluation.get("spec"), source=source)
     if check_policy and (problems := config.policy.violations(spec)):  # nejumi_operator.policy
         raise InvalidEvaluation("; ".join(problems))
     return name, generation, spec
@@ -635,6 +634,10 @@ def build_job(
     policy of its day admitted: a `helm upgrade` never stops an evaluation halfway.
     `gpu_seconds_held`: for the judge stage, what the stages before it held (its cost reports it)."""
     name, generation, spec = parse_evaluation(evaluation, config, check_policy=check_policy)
+    if (nodes := spec.resources.nodes) > 1 and stage == Stage.RUN:
+        raise InvalidEvaluation(MULTI_NODE_UNSTAGED.format(nodes=nodes))
+    if nodes > 1 and stage == Stage.SERVE:
+        raise InvalidEvaluation(MULTI_NODE_SERVE_JOB.format(nodes=nodes))
     template = build_pod_template(evaluation, spec, config, stage, gpu_seconds_held=gpu_seconds_held)
     r = spec.resources
     job_spec: dict[str, Any] = {

@@ -25,7 +25,13 @@ from pydantic import ValidationError
 
 from nejumi_eval.api.v1alpha1.contract import POD_NAME_ENV, POD_NAMESPACE_ENV, PROGRESS_CONFIGMAP_ENV
 from nejumi_eval.api.v1alpha1.names import GROUP, LABEL_EVALUATION
-from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY, ProgressReport
+from nejumi_eval.api.v1alpha1.progress import (
+    MAX_OUTCOME_SUMMARY,
+    OUTCOME_KEY,
+    PROGRESS_KEY,
+    ProgressReport,
+    StageOutcome,
+)
 from nejumi_operator.reconcile.naming import MAX_NAME, labels, short
 
 LABEL_PROGRESS_OF = f"{GROUP}/progress-of"
@@ -106,5 +112,17 @@ def parse_report(configmap: Mapping[str, Any] | None) -> ProgressReport | None:
         return None
     try:
         return ProgressReport.model_validate_json(raw)
+    except ValidationError:
+        return None
+
+
+def parse_outcome(configmap: Mapping[str, Any] | None) -> StageOutcome | None:
+    """A serving group leader's last outcome in the ConfigMap (`OUTCOME_KEY`), or None: absent,
+    oversized or not valid (then the group is not released on its word: its deadline still holds)."""
+    raw = ((configmap or {}).get("data") or {}).get(OUTCOME_KEY)
+    if not raw or len(raw) > MAX_REPORT_BYTES + 2 * MAX_OUTCOME_SUMMARY:
+        return None
+    try:
+        return StageOutcome.model_validate_json(raw)
     except ValidationError:
         return None

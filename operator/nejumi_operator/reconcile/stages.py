@@ -53,6 +53,12 @@ def job_gpus(job: Mapping[str, Any]) -> int:
     return 0
 
 
+def held_gpus(job: Mapping[str, Any]) -> int:
+    """The GPUs a stage held while it ran: its pod's, times the nodes of a serving group
+    (`reconcile.group.as_job`: one pod per node, each with a node's GPUs)."""
+    return job_gpus(job) * int((job.get("group") or {}).get("size") or 1)
+
+
 @dataclass(frozen=True)
 class StageJobs:
     """One generation's Jobs that are this evaluation's, by stage."""
@@ -88,7 +94,7 @@ class StageJobs:
             jstatus = job.get("status") or {}
             complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
             end = jstatus.get("completionTime") or (failed or complete or {}).get("lastTransitionTime")
-            gpus = job_gpus(job)
+            gpus = held_gpus(job)
             record: dict[str, Any] = {
                 "name": stage.value,
                 "jobName": (job.get("metadata") or {}).get("name"),
@@ -104,7 +110,8 @@ class StageJobs:
         return out
 
     def gpu_seconds_held(self) -> float | None:
-        """GPU-seconds held by the stages that ended (the serve stage's Job wall time × its GPUs);
+        """GPU-seconds held by the stages that ended (the serve stage's wall time × its GPUs, on
+        every node of a group);
         None before any GPU stage ended."""
         held = [r["gpuSeconds"] for r in self.records() if r.get("gpuSeconds") is not None]
         return round(sum(held), 3) if held else None

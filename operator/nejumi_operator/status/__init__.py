@@ -14,7 +14,13 @@ The controller (`nejumi_operator.controller`) gathers observations and writes wh
 """
 
 from nejumi_operator.status.events import RANK, Transition, transitions
-from nejumi_operator.status.observation import Observation, Termination, last_termination, needs_job_events
+from nejumi_operator.status.observation import (
+    GroupState,
+    Observation,
+    Termination,
+    last_termination,
+    needs_job_events,
+)
 from nejumi_operator.status.reducer import reduce_status, status_patch
 from nejumi_operator.status.results import no_score_problems, parse_summary
 from nejumi_operator.status.text import MESSAGE_LIMIT
@@ -22,6 +28,7 @@ from nejumi_operator.status.text import MESSAGE_LIMIT
 __all__ = [
     "MESSAGE_LIMIT",
     "RANK",
+    "GroupState",
     "Observation",
     "Termination",
     "Transition",

@@ -21,10 +21,24 @@ from nejumi_operator.status.observation import (
 )
 
 
-def queued_reason(name: str, queue: str, workload: Mapping[str, Any] | None) -> tuple[str, str]:
+def queued_reason(
+    name: str, queue: str, workload: Mapping[str, Any] | None, nodes: int = 0
+) -> tuple[str, str]:
     """Reason and message of a Job waiting in a Kueue LocalQueue, in Kueue's own words when its
-    Workload says more: evicted (preempted) and requeued, or not fitting the quota (and why)."""
-    waiting = f"Job {name} is suspended, waiting for admission in LocalQueue {queue}"
+    Workload says more: evicted (preempted) and requeued, or not fitting the quota (and why).
+    `nodes`: it is a serving group of that many nodes (a LeaderWorkerSet: its pods wait at Kueue's
+    scheduling gate, all of them, until the whole group fits)."""
+    if nodes:
+        what = f"LeaderWorkerSet {name}"
+        waiting = (
+            f"{what} ({nodes} nodes, admitted whole or not at all) is waiting for admission in "
+            f"LocalQueue {queue}"
+        )
+        resumes = "the group resumes from the workspace's response cache"
+    else:
+        what = f"Job {name}"
+        waiting = f"{what} is suspended, waiting for admission in LocalQueue {queue}"
+        resumes = "its next pod resumes from the workspace's response cache"
     conds = ((workload or {}).get("status") or {}).get("conditions") or []
     evicted = c.find(conds, "Evicted")
     if evicted and evicted.get("status") == c.TRUE:
@@ -34,8 +48,7 @@ def queued_reason(name: str, queue: str, workload: Mapping[str, Any] | None) -> 
             else evicted.get("reason")
         )
         return c.PREEMPTED, (
-            f"Kueue evicted Job {name} ({why}); it waits for readmission in LocalQueue {queue}, and "
-            "its next pod resumes from the workspace's response cache"
+            f"Kueue evicted {what} ({why}); it waits for readmission in LocalQueue {queue}, and {resumes}"
         )
     reserved = c.find(conds, "QuotaReserved")
     if reserved and reserved.get("status") == c.FALSE and reserved.get("message"):

@@ -15,7 +15,7 @@ from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
 from nejumi_eval.api.v1alpha1.cost import Pricing
-from nejumi_eval.api.v1alpha1.progress import ProgressReport
+from nejumi_eval.api.v1alpha1.progress import ProgressReport, StageOutcome
 from nejumi_operator.reconcile.job import CONTAINER
 
 IMAGE_PULL_REASONS = frozenset(
@@ -44,6 +44,21 @@ class Termination:
     finished_at: str | None = None
     pod: str | None = None
     started_at: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupState:
+    """A serving group as observed (the serve stage of a model across nodes, `reconcile.group`):
+    the Observation's `job` is then the group read as a Job (`group.as_job`)."""
+
+    size: int
+    """Its pods: the leader and `size - 1` workers, one per node."""
+    leader: str
+    """The leader pod's name (`<LeaderWorkerSet>-0`): the evaluator runs there."""
+    pods: Sequence[Mapping[str, Any]] = ()
+    """Every pod of the group as it is now (LWS recreates them all when one restarts)."""
+    outcome: StageOutcome | None = None
+    """The leader's last reported attempt (`progress.OUTCOME_KEY`), if this group's."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +101,8 @@ class Observation:
     """`status.stages` so far (`reconcile.stages.StageJobs.records`), the current one last."""
     stage_refusal: tuple[str, str] | None = None
     """(reason, message): the next stage's Job could not be made (`controller.advance`): final."""
+    group: GroupState | None = None
+    """Set when the stage is a serving group: what the reducer reads instead of a Job's pods."""
     pricing: Pricing | None = None
     """The operator's price table: the GPU-seconds it observes held are priced with it (`status.cost`)."""
 

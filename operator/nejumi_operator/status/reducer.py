@@ -209,6 +209,105 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
     running(c.FALSE, c.JOB_PENDING, f"Job {name}: waiting for a pod{retry}", "pending")
 
 
+def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
+    """The Running condition of a serve stage that is a group of nodes (`reconcile.group`), not yet
+    released: queued whole, its pods on their way or blocked, a pod lost (the group restarts), the
+    leader's evaluator running, or its final outcome reported (the operator releases the group)."""
+    group = obs.group
+    assert group is not None
+    job = obs.job or {}
+    what = f"LeaderWorkerSet {obs.job_name}"
+    outcome, term = group.outcome, obs.termination
+    failures = outcome.attempt if outcome is not None and not outcome.final else 0
+    attempt, total = failures + 1, backoff_limit(job) + 1
+    fields["attempt"] = attempt
+    summary = parse_summary(term.message) if term else None
+    retry = (
+        f" (attempt {attempt} of {total}; the last {failure_cause(term, summary)})"
+        if failures and term
+        else ""
+    )
+    conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+    conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
+
+    def running(status: str, reason: str, message: str, progress: str) -> None:
+        conds[c.RUNNING] = (status, reason, clip(message))
+        fields["progress"] = progress
+
+    if job_suspended(job):
+        reason, message = queued_reason(obs.job_name, obs.queue_name or "", obs.workload, nodes=group.size)
+        return running(c.FALSE, reason, message + retry, "preempted" if reason == c.PREEMPTED else "queued")
+    if outcome is not None and outcome.final:
+        return running(
+            c.TRUE,
+            c.FINISHING,
+            f"the evaluator in pod {group.leader} ended (exit {outcome.exit_code}, attempt "
+            f"{outcome.attempt}); the operator releases {what}",
+            "finishing",
+        )
+    pods = sorted(group.pods, key=pod_name)
+    lost = next((p for p in pods if _pod_lost(p)), None)
+    if lost is not None:
+        return running(
+            c.FALSE,
+            c.GROUP_RESTARTING,
+            f"pod {pod_name(lost)} of {what} stopped ({_how_it_stopped(lost)}): LeaderWorkerSet restarts the "
+            f"whole group on {group.size} nodes, and the evaluation resumes from the response cache{retry}",
+            f"group restarting (attempt {attempt})",
+        )
+    for pod in pods:
+        if blocked := pod_blocker(pod, obs.gpus):
+            return running(
+                c.FALSE, blocked[0], f"pod {pod_name(pod)} of {what}: {blocked[1]}{retry}", "pending"
+            )
+    up = [p for p in pods if "running" in (evaluator_status(p).get("state") or {})]
+    leader = next((p for p in up if pod_name(p) == group.leader), None)
+    if len(up) < group.size or leader is None:
+        return running(
+            c.FALSE,
+            c.POD_STARTING,
+            f"{what}: {len(up)} of {group.size} pods running (one per node; the model is served once all "
+            f"have joined){retry}",
+            "pending",
+        )
+    node = (leader.get("spec") or {}).get("nodeName")
+    where = f" on node {node}" if node else ""
+    report = obs.progress if obs.progress is not None and obs.progress.pod == group.leader else None
+    if report is not None:
+        fields["liveProgress"] = {
+            "pod": report.pod,
+            "step": report.step,
+            "counters": [ctr.model_dump(by_alias=True) for ctr in report.counters],
+            "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    on_attempt = f" (attempt {attempt} of {total})" if failures else ""
+    return running(
+        c.TRUE,
+        c.JOB_RUNNING,
+        f"the evaluator is running in pod {group.leader}{where}, serving the model across the {group.size} "
+        f"nodes of {what}{on_attempt}",
+        (report.line() if report is not None else "evaluating")
+        + (f" (attempt {attempt})" if failures else ""),
+    )
+
+
+def _pod_lost(pod: Mapping[str, Any]) -> bool:
+    """A group pod on its way out (LWS deletes the group's pods to recreate them), or whose
+    container stopped (a worker crashed, the leader's attempt ended: its restart restarts the group)."""
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return True
+    ev = evaluator_status(pod)
+    return int(ev.get("restartCount") or 0) > 0 or "terminated" in (ev.get("state") or {}) or pod_ended(pod)
+
+
+def _how_it_stopped(pod: Mapping[str, Any]) -> str:
+    ev = evaluator_status(pod)
+    ended = (ev.get("state") or {}).get("terminated") or (ev.get("lastState") or {}).get("terminated") or {}
+    if ended:
+        return f"exit {ended.get('exitCode')}" + (f", {ended['reason']}" if ended.get("reason") else "")
+    return "being deleted" if (pod.get("metadata") or {}).get("deletionTimestamp") else "ended"
+
+
 def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
     job = obs.job or {}
     jstatus = job.get("status") or {}
@@ -217,6 +316,7 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
     summary = parse_summary(term.message) if term else None
     complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
     name = obs.job_name
+    kind = "LeaderWorkerSet" if obs.group else "Job"
 
     end = jstatus.get("completionTime") or (failed or complete or {}).get("lastTransitionTime")
     fields["completionTime"] = end
@@ -283,7 +383,7 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
         limit = f" ({deadline} s)" if deadline else ""
         reason = c.DEADLINE_EXCEEDED
         message = (
-            f"Job {name} ran longer than its activeDeadlineSeconds{limit} and was stopped"
+            f"{kind} {name} ran longer than its activeDeadlineSeconds{limit} and was stopped"
             + (f"; the evaluator: {failure_message(term, summary)}" if term else "")
             + ": find out why it hangs (the evaluator log), or allow more time"
         )
@@ -291,8 +391,10 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
         reason, message = c.failure_reason(term.exit_code), failure_message(term, summary)
     else:
         reason = c.JOB_FAILED
-        message = f"Job {name} failed: {(failed or {}).get('reason', '')} {(failed or {}).get('message', '')}"
-    conds[c.RUNNING] = (c.FALSE, c.FAILED, f"Job {name} failed")
+        message = (
+            f"{kind} {name} failed: {(failed or {}).get('reason', '')} {(failed or {}).get('message', '')}"
+        )
+    conds[c.RUNNING] = (c.FALSE, c.FAILED, f"{kind} {name} failed")
     conds[c.SUCCEEDED] = (c.FALSE, reason, clip(message))
     conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
     fields["progress"] = "failed"
@@ -300,10 +402,11 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
 
 def _stage_completed(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
     """A fetch or serve Job completed: the evaluation goes on with the next stage."""
+    kind = f"LeaderWorkerSet {obs.job_name}, released" if obs.group else f"Job {obs.job_name}"
     conds[c.RUNNING] = (
         c.TRUE,
         c.STAGE_COMPLETED,
-        f"the {obs.stage} stage (Job {obs.job_name}) completed; the {obs.next_stage} stage starts",
+        f"the {obs.stage} stage ({kind}) completed; the {obs.next_stage} stage starts",
     )
     conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
     conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
@@ -384,7 +487,8 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
     fields["jobName"] = obs.job_name
     first = obs.stages[0].get("startTime") if obs.stages else None  # the evaluation's start
     fields["startTime"] = first or jstatus.get("startTime")
-    conds[c.ACCEPTED] = (c.TRUE, c.JOB_CREATED, f"Job {obs.job_name} created")
+    made = f"LeaderWorkerSet {obs.job_name}" if obs.group else f"Job {obs.job_name}"
+    conds[c.ACCEPTED] = (c.TRUE, c.JOB_CREATED, f"{made} created")
     if obs.stage_refusal:
         reason, message = obs.stage_refusal
         conds[c.RUNNING] = (c.FALSE, reason, f"no Job for the {obs.next_stage} stage")
@@ -395,6 +499,8 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
         _stage_completed(obs, conds, fields)
     elif job_finished(obs.job):
         _finished_job(obs, conds, fields)
+    elif obs.group is not None:
+        _group_in_progress(obs, conds, fields)
     else:
         _in_progress(obs, conds, fields)
     if obs.stage:

@@ -753,22 +753,20 @@ def test_valid_specs_still_pass(spec: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("spec", MULTI_NODE)
-def test_a_multi_node_spec_is_valid_but_not_run_by_this_version(spec: dict[str, Any]) -> None:
+def test_a_multi_node_spec_is_valid_and_served_only_by_a_group(spec: dict[str, Any]) -> None:
     from nejumi_eval.pipeline import check_one_host
     from nejumi_operator.policy import Policy
-    from nejumi_operator.reconcile.job import InvalidEvaluation, build_job
+    from nejumi_operator.reconcile.group import build_serve_group
     from nejumi_operator.settings import OperatorConfig
 
     parsed = parse_spec(spec)
     assert parsed.resources.nodes == spec["resources"]["nodes"] > 1
     unlimited = OperatorConfig(policy=Policy(enabled=False))
     evaluation = {"metadata": {"name": "e", "namespace": "ns", "generation": 1}, "spec": spec}
-    with pytest.raises(
-        InvalidEvaluation, match=r"multi-node serving .* is not available yet in this operator"
-    ):
-        build_job(evaluation, unlimited)
-    with pytest.raises(ConfigError, match=r"resources\.nodes: .* multi-node serving is not available yet"):
-        check_one_host(parsed)
+    group = build_serve_group(evaluation, unlimited)
+    assert group["spec"]["leaderWorkerTemplate"]["size"] == parsed.resources.nodes
+    with pytest.raises(ConfigError, match=r"resources\.nodes: .* in the cluster, as a LeaderWorkerSet group"):
+        check_one_host(parsed)  # a local run serves on this one host only
 
 
 def test_one_node_and_its_defaults() -> None:

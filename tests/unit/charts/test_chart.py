@@ -36,7 +36,8 @@ OPERATOR_RULES = {
     (GROUP, LEADERBOARD_PLURAL): {"get", "list", "watch", "patch"},
     (GROUP, f"{LEADERBOARD_PLURAL}/status"): {"patch"},
     (GROUP, f"{LEADERBOARD_PLURAL}/finalizers"): {"update"},
-    ("batch", "jobs"): {"create", "get", "list", "watch"},
+    ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},  # an edit's earlier unfinished Job
+    ("leaderworkerset.x-k8s.io", "leaderworkersets"): {"create", "get", "list", "patch", "delete"},
     ("", "persistentvolumeclaims"): {"create", "get"},
     ("", "pods"): {"list", "watch"},
     ("", "events"): {"create", "list"},
@@ -410,7 +411,7 @@ def test_every_rbac_rule_says_why() -> None:
             if line.strip().startswith("- apiGroups:"):
                 count += 1
                 assert lines[i - 1].strip().startswith("#"), f"{path.name}:{i + 1}: a rule without a reason"
-    assert count == 15 + 2 + 4 + 3  # operator, scanning, editor, viewer
+    assert count == 16 + 2 + 4 + 3  # operator, scanning, editor, viewer
 
 
 def test_long_release_names_stay_within_63_characters(home: Path) -> None:

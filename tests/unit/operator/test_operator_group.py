@@ -89,7 +89,11 @@ def test_a_two_node_serve_stage_is_one_group_of_two_admitted_whole_by_kueue() ->
     assert (group["apiVersion"], group["kind"]) == ("leaderworkerset.x-k8s.io/v1", "LeaderWorkerSet")
     meta = group["metadata"]
     assert (meta["name"], meta["namespace"]) == ("big-g3-serve", "team-a")
-    assert meta["annotations"] == {"nejumi.wandb.ai/generation": "3"}
+    # A LeaderWorkerSet has no activeDeadlineSeconds: the operator keeps the Job's and times it out.
+    assert meta["annotations"] == {
+        "nejumi.wandb.ai/generation": "3",
+        "nejumi.wandb.ai/active-deadline-seconds": "86400",
+    }
     # Labelled as the serve Job is: Kueue manages the group as one Workload in the evaluation's queue.
     assert meta["labels"][LABEL_QUEUE] == "gpu-queue"
     assert meta["labels"][LABEL_WORKLOAD_PRIORITY] == "eval-prio"
@@ -152,16 +156,23 @@ def test_the_leader_runs_the_serve_stage_and_a_worker_joins_it() -> None:
     assert container(leader)["args"] == serve
     assert container(worker)["command"] == ["nejumi-eval", "run"]
     assert container(worker)["args"] == ["--spec-env", SPEC_ENV, STAGE_FLAG, "serve", JOIN_GROUP_FLAG]
-    # The leader's env is the serve Job's, save the spec (the spec of the multi-node evaluation).
+    # The leader's env is the serve Job's, save the spec (the spec of the multi-node evaluation), plus
+    # the attempts it may make (a Job's backoffLimit + 1: the group's pods restart Always).
     job_env = [e for e in job_container["env"] if e["name"] != SPEC_ENV]
-    assert [e for e in container(leader)["env"] if e["name"] != SPEC_ENV] == job_env
+    leader_env = [e for e in container(leader)["env"] if e["name"] != SPEC_ENV]
+    assert leader_env == [*job_env, {"name": "NEJUMI_GROUP_ATTEMPTS", "value": str(CONFIG.backoff_limit + 1)}]
     assert leader["spec"]["automountServiceAccountToken"] is True  # it writes the progress ConfigMap
 
 
 def test_a_worker_gets_no_secret_no_progress_channel_and_no_api_token() -> None:
     leader, worker = templates(build_serve_group(evaluation(TWO_NODES), CONFIG))
     secrets = {"HF_TOKEN", "NEJUMI_JUDGE_API_KEY", "WANDB_API_KEY"}
-    progress = {"NEJUMI_PROGRESS_CONFIGMAP", "NEJUMI_POD_NAME", "NEJUMI_POD_NAMESPACE"}
+    progress = {
+        "NEJUMI_PROGRESS_CONFIGMAP",
+        "NEJUMI_POD_NAME",
+        "NEJUMI_POD_NAMESPACE",
+        "NEJUMI_GROUP_ATTEMPTS",
+    }
     assert secrets | progress <= set(env_names(leader))
     assert not (secrets | progress) & set(env_names(worker))
     assert set(env_names(worker)) == set(env_names(leader)) - secrets - progress
@@ -183,8 +194,8 @@ def test_the_group_has_one_pod_per_node(nodes: int) -> None:
 def test_a_one_node_evaluation_is_still_a_job_and_no_group() -> None:
     with pytest.raises(InvalidEvaluation, match=r"a one-node serve stage is a Job"):
         build_serve_group(evaluation(one_node(TWO_NODES)), CONFIG)
-    # And build_job still refuses a multi-node spec: this version does not run its group yet.
-    with pytest.raises(InvalidEvaluation, match=r"multi-node serving .* is not available yet"):
+    # And a multi-node serve stage is never a Job.
+    with pytest.raises(InvalidEvaluation, match=r"its serve stage is a LeaderWorkerSet group"):
         build_job(evaluation(TWO_NODES), CONFIG, Stage.SERVE)
 
 

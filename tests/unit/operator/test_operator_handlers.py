@@ -44,8 +44,9 @@ def test_invalid_spec_is_refused_and_becomes_a_failed_status() -> None:
     assert "must be at least model.vllm.tensorParallelSize" in conds["Accepted"]["message"]
 
 
-def test_a_multi_node_evaluation_becomes_a_failed_status_saying_why() -> None:
-    """Valid for the API, not runnable by this operator: refused as InvalidSpec, with the reason."""
+def test_a_multi_node_evaluation_without_stages_becomes_a_failed_status_saying_why() -> None:
+    """Valid for the API, but an operator that runs every evaluation in one pod cannot serve a model
+    across nodes: refused as InvalidSpec, with the reason, never run on one node."""
     raw = {
         "apiVersion": "nejumi.wandb.ai/v1alpha1",
         "kind": "NejumiEvaluation",
@@ -56,17 +57,14 @@ def test_a_multi_node_evaluation_becomes_a_failed_status_saying_why() -> None:
         },
     }
     with pytest.raises(InvalidEvaluation) as refused:
-        build_job(raw, OperatorConfig())
+        build_job(raw, OperatorConfig())  # the one pod of an operator without stages
     status = reduce_status(
         {}, Observation(generation=1, job_name=job_name("e", 1), spec_error=str(refused.value))
     )
     conds = {c["type"]: c for c in status["conditions"]}
     assert (conds["Accepted"]["status"], conds["Accepted"]["reason"]) == ("False", "InvalidSpec")
     assert status["phase"] == "Failed"
-    assert (
-        "multi-node serving (one vLLM server across nodes) is not available yet"
-        in conds["Accepted"]["message"]
-    )
+    assert "a model served across nodes runs in stages" in conds["Accepted"]["message"]
 
 
 # ---- the create handler's trust checks (tests/integration/test_trust.py on the real cluster) ----
@@ -106,6 +104,8 @@ class Cluster:
         )
         monkeypatch.setattr(handlers.calls, "labelled_jobs", self.labelled_jobs)
         monkeypatch.setattr(handlers.calls, "delete_job", self.delete_job)
+        monkeypatch.setattr(handlers.calls, "labelled_groups", self.labelled_groups)
+        monkeypatch.setattr(handlers.calls, "delete_group", self.delete_job)
         monkeypatch.setattr(handlers.calls, "read_job", lambda api, ns, name: self.existing.get(name))
         monkeypatch.setattr(handlers.calls, "create_or_get", self.create_or_get)
         monkeypatch.setattr(handlers.calls, "secret_labels", lambda api, ns, name: self.secrets.get(name))
@@ -118,6 +118,9 @@ class Cluster:
     def labelled_jobs(self, api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
         key, value = selector.split("=")
         return [o for o in self.existing.values() if (o["metadata"].get("labels") or {}).get(key) == value]
+
+    def labelled_groups(self, api: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return [o for o in self.labelled_jobs(api, namespace, selector) if o.get("kind") == "LeaderWorkerSet"]
 
     def delete_job(self, api: Any, namespace: str, name: str, uid: str) -> bool:
         self.deleted.append(f"{name} {uid}")

@@ -13,7 +13,7 @@ from nejumi_eval.api.v1alpha1.spec import ResultsSpec, parse_spec
 from nejumi_eval.api.v1alpha1.stages import Stage
 from nejumi_operator.policy import Policy
 from nejumi_operator.reconcile import job as builder
-from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, job_name
+from nejumi_operator.reconcile.job import InvalidEvaluation, build_job, build_workspace_pvc, job_name
 from nejumi_operator.settings import DEFAULT_COMMAND, OperatorConfig, SettingsError
 
 # The Job's shape: the placement policy is lifted here (tests/unit/operator/test_policy.py covers it).
@@ -396,23 +396,33 @@ def test_enough_gpus_on_one_node_run(vllm: dict[str, int], gpus: int) -> None:
     assert container(job)["resources"]["limits"]["nvidia.com/gpu"] == str(gpus)
 
 
-def test_a_multi_node_evaluation_is_refused_not_run_on_one_node() -> None:
-    """Admitted by the API (the spec is valid), but this operator cannot run a group of nodes: it
-    says so, and builds no Job that would evaluate the model on one node under the spec's name."""
+def test_a_multi_node_evaluation_runs_its_cpu_stages_as_jobs_and_never_serves_in_one() -> None:
+    """Its fetch and judge stages are one-pod Jobs like any; its serve stage is a group
+    (`reconcile.group`): no Job would evaluate the model on one node under the spec's name."""
     spec = {
         "model": {"name": "m", "vllm": {"tensorParallelSize": 8, "pipelineParallelSize": 2}},
         "resources": {"gpus": 8, "nodes": 2},
     }
-    with pytest.raises(InvalidEvaluation) as refused:
-        build_job(evaluation(spec), CONFIG)
-    message = str(refused.value)
-    assert "resources.nodes is 2" in message
-    assert "multi-node serving" in message and "not available yet in this operator version" in message
-    for stage in Stage:
-        with pytest.raises(InvalidEvaluation, match="multi-node serving"):
-            build_job(evaluation(spec), CONFIG, stage)
+    for stage in (Stage.FETCH, Stage.JUDGE):
+        limits = container(build_job(evaluation(spec), CONFIG, stage)).get("resources", {}).get("limits", {})
+        assert "nvidia.com/gpu" not in limits
+    with pytest.raises(InvalidEvaluation, match="its serve stage is a LeaderWorkerSet group"):
+        build_job(evaluation(spec), CONFIG, Stage.SERVE)
+    with pytest.raises(InvalidEvaluation, match="a model served across nodes runs in stages"):
+        build_job(evaluation(spec), CONFIG)  # the one pod of an operator without stages
     one_node = {**spec, "resources": {"gpus": 16, "nodes": 1}}
     assert container(build_job(evaluation(one_node), CONFIG))["resources"]["limits"]["nvidia.com/gpu"] == "16"
+
+
+def test_a_multi_node_workspace_is_readable_from_every_node() -> None:
+    spec = {
+        "model": {"name": "m", "vllm": {"tensorParallelSize": 8, "pipelineParallelSize": 2}},
+        "resources": {"gpus": 8, "nodes": 2},
+    }
+    pvc = build_workspace_pvc(evaluation(spec), CONFIG)
+    assert pvc is not None and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    one = build_workspace_pvc(evaluation({**spec, "resources": {"gpus": 16}}), CONFIG)
+    assert one is not None and one["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_integer_quantities_reach_the_pod_as_quantities() -> None:

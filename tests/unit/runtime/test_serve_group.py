@@ -126,7 +126,7 @@ def test_one_host_has_no_group_flags_and_transformers_has_no_group() -> None:
 
 def test_a_multi_node_model_is_served_only_inside_its_group() -> None:
     spec = two_nodes()
-    with pytest.raises(ConfigError, match=r"multi-node serving is not available yet"):
+    with pytest.raises(ConfigError, match=r"only in the cluster, as a LeaderWorkerSet group"):
         check_one_host(spec, Stage.SERVE, {})  # outside a group: this host alone would be another deployment
     with pytest.raises(ConfigError, match=r"this pod's serving group has 3"):
         check_one_host(spec, Stage.SERVE, lws_env(3, 0))
@@ -185,7 +185,7 @@ def test_only_a_worker_joins_a_group(tmp_path: Path) -> None:
     spec = two_nodes(tmp_path)
     with pytest.raises(ConfigError, match=r"--join-group: only a worker .* the group's leader"):
         join_group_command(spec, lws_env(2, 0))
-    with pytest.raises(ConfigError, match=r"multi-node serving is not available yet"):
+    with pytest.raises(ConfigError, match=r"only in the cluster, as a LeaderWorkerSet group"):
         join_group_command(spec, {})
 
 

@@ -81,6 +81,10 @@ POD_STARTING = "PodStarting"
 """The pod is scheduled (or being scheduled) and its container is being created: normal, brief."""
 RETRYING = "Retrying"
 """An attempt failed and the Job controller will start another (backoffLimit not reached)."""
+GROUP_RESTARTING = "GroupRestarting"
+"""A pod of a serving group (a model served across nodes) stopped — a worker lost, the leader's
+attempt failed: LeaderWorkerSet recreates the whole group and the evaluation resumes from the
+response cache (phase Pending until the group serves again)."""
 FINISHING = "Finishing"
 """The evaluator exited; the Job controller has not marked the Job Complete/Failed yet."""
 STAGE_COMPLETED = "StageCompleted"
@@ -147,6 +151,7 @@ UNDER_WAY_REASONS = (
     JOB_PENDING,
     POD_STARTING,
     RETRYING,
+    GROUP_RESTARTING,
     *(reason for reason in PENDING_PROBLEMS if reason not in BEFORE_JOB_WAITS),
     JOB_RUNNING,
     FINISHING,

@@ -761,8 +761,8 @@ class ResourcesSpec(Spec):
         le=64,
         description="Nodes the served model spans, each with resources.gpus GPUs (vllm only; then "
         "model.vllm.tensorParallelSize * pipelineParallelSize = gpus * nodes). 1: one pod on one "
-        "node. More than one node is not available yet in this operator version (refused, never run "
-        "on one node).",
+        "node. More: the serve stage is a LeaderWorkerSet group of this many pods, one per node, "
+        "admitted whole by Kueue (LeaderWorkerSet must be installed; the workspace is ReadWriteMany).",
     )
     memory: Quantity | None = Field(None, description="Memory request and limit, e.g. 64Gi.")
     cpu: Quantity | None = Field(None, description="CPU request (no limit), e.g. 8 or 500m.")
