@@ -141,10 +141,11 @@ def multi_node(evaluation: Mapping[str, Any]) -> bool:
 
 
 def _group_as_job(api: ApiClient, namespace: str, group: Mapping[str, Any]) -> dict[str, Any]:
-    """The group read as a Job, with Kueue's Workload while it is not released and queued."""
+    """The group read as a Job, with Kueue's Workload while it is not released and queued (Kueue
+    labels a LeaderWorkerSet's Workload with its UID, as a Job's)."""
     workload = None
     if groups.Release.of(group) is None and groups.queued(group):
-        workload = calls.group_workload(api, namespace, str(group["metadata"].get("uid")))
+        workload = calls.job_workload(api, namespace, str(group["metadata"].get("uid")))
     return groups.as_job(group, workload)
 
 

@@ -138,30 +138,6 @@ def delete_group(api: ApiClient, namespace: str, name: str, uid: str) -> bool:
     return True
 
 
-def group_workload(api: ApiClient, namespace: str, group_uid: str) -> dict[str, Any] | None:
-    """Kueue's Workload for a LeaderWorkerSet's group (owned by the LeaderWorkerSet), or None: none
-    yet, none any more, Kueue not installed, or no RBAC to read it."""
-    custom = CustomObjectsApi(api)
-    for version in KUEUE_VERSIONS:
-        try:
-            found = custom.list_namespaced_custom_object(
-                KUEUE_GROUP, version, namespace, "workloads", _preload_content=False
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                continue
-            if exc.status in (401, 403):
-                _warn_once("list-workloads", "cannot list Kueue Workloads (%s %s)", exc.status, exc.reason)
-                return None
-            raise
-        for item in _items(found):
-            refs = (item.get("metadata") or {}).get("ownerReferences") or []
-            if any(ref.get("uid") == group_uid for ref in refs):
-                return item
-        return None
-    return None
-
-
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
 """Accept header that makes the API server answer with an object's metadata only."""
 
@@ -273,8 +249,8 @@ KUEUE_VERSIONS = ("v1beta2", "v1beta1")  # Kueue ≥ 0.15 serves both; older one
 
 
 def job_workload(api: ApiClient, namespace: str, job_uid: str) -> dict[str, Any] | None:
-    """Kueue's Workload for the Job (label `kueue.x-k8s.io/job-uid`), or None: none yet, Kueue not
-    installed, or no RBAC to read it (one warning)."""
+    """Kueue's Workload for the Job or LeaderWorkerSet (label `kueue.x-k8s.io/job-uid`), or None:
+    none yet, Kueue not installed, or no RBAC to read it (one warning)."""
     return job_workloads(api, namespace, [job_uid]).get(job_uid)
 
 
