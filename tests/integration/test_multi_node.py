@@ -293,7 +293,9 @@ def test_a_worker_lost_mid_generation_restarts_the_group_which_resumes_from_the_
     assert not [p for p in requests[len(answered) + 2 :] if p in answered]
     assert done["scores"]["benchmarks"]["jaster"]["samples"] == samples
     # The interrupted attempt is not counted against the retries: a lost worker is no failure of it.
-    assert done["attempt"] == 1
+    group = Cluster(k8s_client, namespace).group("fragile-g1-serve")
+    release = json.loads((group or {})["metadata"]["annotations"]["nejumi.wandb.ai/released"])
+    assert (release["reason"], release["attempt"]) == ("Completed", 1), release
 
 
 def test_deleting_a_multi_node_evaluation_mid_run_leaves_nothing(
