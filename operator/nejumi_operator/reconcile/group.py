@@ -257,7 +257,9 @@ def release_for(group: Mapping[str, Any], outcome: StageOutcome | None, now: dt.
             start_time=start_time,
             exit_code=last.exit_code if last else None,
             summary=last.summary if last else "",
-            attempt=last.attempt if last else 1,
+            # the attempt under way when the clock stopped it: the one after the last reported (a
+            # final outcome is released above), as the status counted it (`_group_in_progress`)
+            attempt=last.attempt + 1 if last else 1,
         )
     return None
 
