@@ -125,7 +125,7 @@ def generation_jobs(
     if listing is not None:
         jobs: list[Mapping[str, Any]] = list(listing.jobs)
     else:
-        jobs = calls.labelled_jobs(api, meta["namespace"], selector)
+        jobs = list(calls.labelled_jobs(api, meta["namespace"], selector))
     uid, generation = str(meta.get("uid")), int(meta.get("generation") or 1)
     if multi_node(evaluation):  # its serve stage is a group: read as a Job (`group.as_job`)
         for group in calls.labelled_groups(api, meta["namespace"], selector):

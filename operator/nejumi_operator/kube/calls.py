@@ -126,7 +126,7 @@ def release_group(
 def delete_group(api: ApiClient, namespace: str, name: str, uid: str) -> bool:
     """Delete that LeaderWorkerSet (only the object with `uid`), its pods in the background. False
     when it is already gone."""
-    body = {"propagationPolicy": "Background", "preconditions": {"uid": uid}}
+    body = V1DeleteOptions(propagation_policy="Background", preconditions=V1Preconditions(uid=uid))
     try:
         CustomObjectsApi(api).delete_namespaced_custom_object(
             LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, body=body

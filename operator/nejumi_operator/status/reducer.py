@@ -234,7 +234,10 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
         conds[c.RUNNING] = (status, reason, clip(message))
         fields["progress"] = progress
 
-    if job_suspended(job):
+    pods = sorted(group.pods, key=pod_name)
+    # Not admitted as far as its Workload says; but a pod bound to a node is past Kueue's gate (a
+    # Workload the operator cannot read): never shown as waiting while it runs.
+    if job_suspended(job) and not any((p.get("spec") or {}).get("nodeName") for p in pods):
         reason, message = queued_reason(obs.job_name, obs.queue_name or "", obs.workload, nodes=group.size)
         return running(c.FALSE, reason, message + retry, "preempted" if reason == c.PREEMPTED else "queued")
     if outcome is not None and outcome.final:
@@ -245,7 +248,6 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
             f"{outcome.attempt}); the operator releases {what}",
             "finishing",
         )
-    pods = sorted(group.pods, key=pod_name)
     lost = next((p for p in pods if _pod_lost(p)), None)
     if lost is not None:
         return running(
@@ -257,9 +259,7 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
         )
     for pod in pods:
         if blocked := pod_blocker(pod, obs.gpus):
-            return running(
-                c.FALSE, blocked[0], f"pod {pod_name(pod)} of {what}: {blocked[1]}{retry}", "pending"
-            )
+            return running(c.FALSE, blocked[0], f"{what}: {blocked[1]}{retry}", "pending")  # names the pod
     up = [p for p in pods if "running" in (evaluator_status(p).get("state") or {})]
     leader = next((p for p in up if pod_name(p) == group.leader), None)
     if len(up) < group.size or leader is None:
@@ -273,6 +273,11 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
     node = (leader.get("spec") or {}).get("nodeName")
     where = f" on node {node}" if node else ""
     report = obs.progress if obs.progress is not None and obs.progress.pod == group.leader else None
+    started = parse_time(
+        ((evaluator_status(leader).get("state") or {}).get("running") or {}).get("startedAt")
+    )
+    if report is not None and started is not None and report.updated_at < started:
+        report = None  # the previous attempt's (a recreated leader pod keeps its name)
     if report is not None:
         fields["liveProgress"] = {
             "pod": report.pod,

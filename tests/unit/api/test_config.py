@@ -136,5 +136,6 @@ def test_a_local_run_refuses_a_model_on_several_nodes(
     )
     assert main(["run", str(config)]) == 2
     err = capsys.readouterr().err
-    assert "resources.nodes: 2 nodes asked" in err and "only in the cluster, as a LeaderWorkerSet group" in err
+    assert "resources.nodes: 2 nodes asked" in err
+    assert "only in the cluster, as a LeaderWorkerSet group" in err
     assert not (tmp_path / "ws").exists()  # nothing started

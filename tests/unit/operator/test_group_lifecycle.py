@@ -504,11 +504,11 @@ class Cluster:
         self.patches: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.selectors: list[str] = []
+        self.workload_uids: list[str] = []
         for name in (
             "read_evaluation",
             "labelled_jobs",
             "labelled_groups",
-            "group_workload",
             "read_configmap",
             "release_group",
             "create_or_get",
@@ -543,9 +543,6 @@ class Cluster:
             pytest.fail("a one-node evaluation lists no LeaderWorkerSet")
         assert selector == f"nejumi.wandb.ai/evaluation={NAME}"
         return copy.deepcopy(self.groups)
-
-    def group_workload(self, api: Any, ns: str, uid: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.workloads.get(uid))
 
     def read_configmap(self, api: Any, ns: str, name: str) -> dict[str, Any] | None:
         assert name == f"{NAME}-progress"
@@ -585,7 +582,9 @@ class Cluster:
         return []
 
     def job_workload(self, api: Any, ns: str, uid: str) -> dict[str, Any] | None:
-        return None
+        """Kueue's Workload by its owner's UID (label `kueue.x-k8s.io/job-uid`): the group's here."""
+        self.workload_uids.append(uid)
+        return copy.deepcopy(self.workloads.get(uid))
 
     def patch_status(self, api: Any, ns: str, name: str, patch: dict[str, Any], rv: str) -> dict[str, Any]:
         assert rv == self.evaluation["metadata"]["resourceVersion"]
@@ -626,7 +625,7 @@ def test_a_multi_node_evaluation_whose_weights_are_fetched_gets_its_serving_grou
     assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == ("NejumiEvaluation", NAME, UID, True)
     assert made["spec"]["leaderWorkerTemplate"]["size"] == NODES
     # just made: Kueue has not admitted it, nothing is asked of Kueue in this sync
-    assert cluster.called["group_workload"] == 0
+    assert cluster.called["job_workload"] == 0
     assert (st["phase"], st["reason"], st["stage"]) == ("Queued", c.SUSPENDED, "serve")
     assert st["message"] == (
         f"the serve stage: LeaderWorkerSet {GROUP} ({NODES} nodes, admitted whole or not at all) is "
@@ -641,7 +640,7 @@ def test_a_multi_node_evaluation_whose_weights_are_fetched_gets_its_serving_grou
     cluster.workloads["big-g1-serve-uid"] = no_quota()
     st = cluster.sync()
     assert len(cluster.created) == 1  # made once
-    assert cluster.called["group_workload"] == 1
+    assert cluster.called["job_workload"] == 1
     assert (st["phase"], st["reason"]) == ("Queued", c.SUSPENDED)
     assert st["message"].endswith(f"; Kueue: Pending: {NO_QUOTA_MESSAGE}")
     assert cluster.released == []
@@ -709,10 +708,10 @@ def test_the_leaders_final_success_releases_the_group_and_the_judge_is_told_what
     assert st["runtime"]["gpuSeconds"] == held
 
     # the next sync: the released group is read as it is, never released again, its Workload not asked
-    workload_reads = cluster.called["group_workload"]
+    workload_reads = cluster.workload_uids.count("lws-uid-g1")
     cluster.sync()
     assert len(cluster.released) == 1 and len(cluster.created) == 1
-    assert cluster.called["group_workload"] == workload_reads
+    assert cluster.workload_uids.count("lws-uid-g1") == workload_reads
 
 
 def test_the_leaders_final_failure_fails_the_evaluation_with_the_evaluators_words(
@@ -864,7 +863,7 @@ def test_a_groups_namesake_or_earlier_generation_is_never_this_evaluations(
         groups_=[lws(generation=1), lws(generation=2, owner="stranger")],
     )
     found = controller.generation_jobs(object(), cluster.evaluation)  # type: ignore[arg-type]
-    assert found.current is None and cluster.called["group_workload"] == 0
+    assert found.current is None and cluster.called["job_workload"] == 0
 
 
 # ---- what the status says of a group under way (`reduce_status`) ----------------------------------
@@ -961,8 +960,8 @@ def test_a_worker_that_cannot_be_scheduled_says_why_naming_it() -> None:
     )
     st = reduce_status({}, seen([up(LEADER), stuck]), at=T_DONE)
     assert (st["phase"], st["reason"]) == ("Pending", c.UNSCHEDULABLE)
-    assert st["message"].startswith(f"the serve stage: pod {WORKER} of LeaderWorkerSet {GROUP}: ")
-    assert why in st["message"]
+    assert st["message"].startswith(f"the serve stage: LeaderWorkerSet {GROUP}: pod {WORKER} ")
+    assert st["message"].count(WORKER) == 1 and why in st["message"]
     assert f"the pod asks for {GPUS} nvidia.com/gpu" in st["message"]  # one node's, not the group's
 
 
@@ -1025,3 +1024,23 @@ def test_a_group_queued_for_quota_says_kueues_words() -> None:
     assert (st["phase"], st["reason"]) == ("Queued", c.SUSPENDED)
     assert f"LeaderWorkerSet {GROUP} (2 nodes, admitted whole or not at all)" in st["message"]
     assert st["message"].endswith(f"Kueue: Pending: {NO_QUOTA_MESSAGE}")
+
+
+def test_a_recreated_leaders_progress_is_its_own_never_the_last_attempts() -> None:
+    """The leader pod keeps its name across the group's restarts: a report written before its
+    evaluator started is the previous attempt's, and is not shown."""
+    restarted = group_pod(LEADER, state={"running": {"startedAt": "2026-01-01T00:11:00Z"}})
+    st = reduce_status({}, seen([restarted, up(WORKER, "gpu-1")], progress=report()), at=T_DONE)
+    assert st["reason"] == c.JOB_RUNNING and "liveProgress" not in st
+    assert st["progress"] == "serve: evaluating"
+
+
+def test_a_group_whose_workload_cannot_be_read_is_not_shown_queued_while_it_runs() -> None:
+    """No Workload read (no RBAC, or Kueue gone) reads as not admitted; pods bound to nodes are past
+    Kueue's gate whatever it says: the status follows them."""
+    observed = seen([up(LEADER), up(WORKER, "gpu-1")], wl={})
+    assert observed.job is not None and observed.job["spec"]["suspend"] is True
+    st = reduce_status({}, observed, at=T_DONE)
+    assert (st["phase"], st["reason"]) == ("Running", c.JOB_RUNNING)
+    gated = seen([group_pod(LEADER, node=None), group_pod(WORKER, node=None)], wl={})
+    assert reduce_status({}, gated, at=T_DONE)["phase"] == "Queued"
