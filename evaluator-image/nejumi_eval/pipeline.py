@@ -986,18 +986,20 @@ def _write_summary(path: str | None, summary: Summary) -> None:
         Path(path).write_text(summary.to_json(), encoding="utf-8")
 
 
+def failed_summary(spec: EvaluationSpec, stage: Stage, exc: BaseException) -> Summary:
+    """The summary of a run `exc` ended: what `run` leaves at `spec.summaryPath`, and what a serving
+    group's leader reports as its attempt's outcome (`group_leader`)."""
+    message = str(exc) or type(exc).__name__
+    of_stage = None if stage in (Stage.RUN, Stage.JUDGE) else stage.value
+    return Summary(status="failed", model=spec.model.name, stage=of_stage, error=message[-1500:])
+
+
 def run(spec: EvaluationSpec, *, progress: bool = True, stage: Stage = Stage.RUN) -> Summary:
     """Run `evaluate` and always leave a summary at `spec.summaryPath` (failed runs say why)."""
     try:
         summary = asyncio.run(evaluate(spec, progress=progress, stage=stage))
     except BaseException as exc:
-        if spec.summary_path:
-            message = str(exc) or type(exc).__name__
-            of_stage = None if stage in (Stage.RUN, Stage.JUDGE) else stage.value
-            _write_summary(
-                spec.summary_path,
-                Summary(status="failed", model=spec.model.name, stage=of_stage, error=message[-1500:]),
-            )
+        _write_summary(spec.summary_path, failed_summary(spec, stage, exc))
         raise
     _write_summary(spec.summary_path, summary)
     return summary
