@@ -45,7 +45,7 @@ from nejumi_eval.api.v1alpha1.stages import GPU_STAGES, REPORTING_STAGES, Stage
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.benchmarks.base import CountsProgress, DescribesPlan
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
-from nejumi_eval.errors import EXIT_BUG, classify, unwrap
+from nejumi_eval.errors import EXIT_BUG, InfrastructureError, classify, unwrap
 from nejumi_eval.report.progress import ProgressPublisher
 from nejumi_eval.report.results import ResultsFolder
 from nejumi_eval.report.wandb_log import WandbRun
@@ -447,13 +447,21 @@ async def _evaluate(
                     await starting
                 await _gather(*(run.generate(client) for run in runs.values()))
             model_stats = client.stats
-            not_started = served_here and not endpoint.started
+            not_started = served_here and endpoint.server.pid is None  # not one that died since
             steps.say(
                 f"generate: {model_stats.requests_sent} sent, {model_stats.cache_hits} from the cache, "
                 f"{model_stats.failures} failed{_cut(model_stats.truncated)} "
                 f"({timeline.phases['generate']:.1f} s)"
                 + ("; the model server was never started" if not_started else "")
             )
+            if endpoint.group is not None and (lost := endpoint.lost()) is not None:
+                # A group's server ends when any of its nodes does (vLLM's engine exits when a peer
+                # dies): this attempt failed, and the next, in the group LeaderWorkerSet recreates,
+                # resumes from the cache. (One node keeps its failed answers and completes.)
+                raise InfrastructureError(
+                    f"{model_stats.failures} requests failed: the serving group lost its server while "
+                    f"generating (a node gone?): {lost}"
+                )
         # The model server is down from here on: judging needs no GPU (design §Score).
         if stage == Stage.SERVE:
             heartbeat.cancel()
