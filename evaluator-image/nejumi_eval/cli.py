@@ -23,8 +23,11 @@ from nejumi_eval.report.text import print_json
 
 def cmd_run(args: argparse.Namespace) -> int:
     from nejumi_eval.api.v1alpha1.spec import load_spec
+    from nejumi_eval.api.v1alpha1.summary import Summary
     from nejumi_eval.demo import embedded_default_spec
+    from nejumi_eval.group_leader import lead_group, leading
     from nejumi_eval.pipeline import join_group, run
+    from nejumi_eval.report.progress import ProgressPublisher
 
     if args.join_group and args.stage != Stage.SERVE.value:
         serve = f"{STAGE_FLAG} {Stage.SERVE.value}"
@@ -54,8 +57,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = _apply_command_line(spec, args, changed=model_given or bool(args.results_uri))
     if args.join_group:
         join_group(spec)  # never returns: this process becomes the worker's server
-    summary = run(spec, progress=not args.quiet, stage=Stage(args.stage))
-    print(summary.to_json() if args.json else _human_summary(summary))
+    stage = Stage(args.stage)
+
+    def attempt() -> Summary:
+        summary = run(spec, progress=not args.quiet, stage=stage)
+        print(summary.to_json() if args.json else _human_summary(summary))
+        return summary
+
+    if (group := leading(stage, os.environ)) is not None:  # it must not just end: `group_leader`
+        return lead_group(spec, group, attempt, ProgressPublisher.from_env())
+    summary = attempt()
     return EXIT_OK if summary.status == "completed" else EXIT_INFRA
 
 

@@ -131,6 +131,7 @@ class ModelEndpoint:
         multi-node serve stage): its server is started with the group's flags and answers here."""
         self.timeline = timeline
         self.on_ready = on_ready
+        self.group = group
         self.server: Any = None
         self._lock = asyncio.Lock()
         m = spec.model
@@ -184,6 +185,16 @@ class ModelEndpoint:
             if self.on_ready is not None:
                 backend = Path(self.server.command[0]).name
                 self.on_ready(f"model: {backend} serve ready in {self.server.startup_s:.1f} s")
+
+    def lost(self) -> str | None:
+        """Why the local server that was started is gone (its exit code, its log's last lines), or
+        None: still up, never started, or no local server."""
+        if not self.served or self.server.returncode is None:
+            return None
+        return (
+            f"the model server exited with code {self.server.returncode}; last lines of "
+            f"{self.server.log_path}:\n{self.server.log_tail()}"
+        )
 
     async def stop(self) -> None:
         if self.started:

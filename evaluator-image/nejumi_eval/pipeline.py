@@ -45,7 +45,7 @@ from nejumi_eval.api.v1alpha1.stages import GPU_STAGES, REPORTING_STAGES, Stage
 from nejumi_eval.api.v1alpha1.summary import Summary, Usage
 from nejumi_eval.benchmarks.base import CountsProgress, DescribesPlan
 from nejumi_eval.endpoints import ModelEndpoint, answer_source, judge_settings, model_settings
-from nejumi_eval.errors import EXIT_BUG, classify, unwrap
+from nejumi_eval.errors import EXIT_BUG, InfrastructureError, classify, unwrap
 from nejumi_eval.report.progress import ProgressPublisher
 from nejumi_eval.report.results import ResultsFolder
 from nejumi_eval.report.wandb_log import WandbRun
@@ -447,13 +447,21 @@ async def _evaluate(
                     await starting
                 await _gather(*(run.generate(client) for run in runs.values()))
             model_stats = client.stats
-            not_started = served_here and not endpoint.started
+            not_started = served_here and endpoint.server.pid is None  # not one that died since
             steps.say(
                 f"generate: {model_stats.requests_sent} sent, {model_stats.cache_hits} from the cache, "
                 f"{model_stats.failures} failed{_cut(model_stats.truncated)} "
                 f"({timeline.phases['generate']:.1f} s)"
                 + ("; the model server was never started" if not_started else "")
             )
+            if endpoint.group is not None and (lost := endpoint.lost()) is not None:
+                # A group's server ends when any of its nodes does (vLLM's engine exits when a peer
+                # dies): this attempt failed, and the next, in the group LeaderWorkerSet recreates,
+                # resumes from the cache. (One node keeps its failed answers and completes.)
+                raise InfrastructureError(
+                    f"{model_stats.failures} requests failed: the serving group lost its server while "
+                    f"generating (a node gone?): {lost}"
+                )
         # The model server is down from here on: judging needs no GPU (design §Score).
         if stage == Stage.SERVE:
             heartbeat.cancel()
@@ -986,18 +994,20 @@ def _write_summary(path: str | None, summary: Summary) -> None:
         Path(path).write_text(summary.to_json(), encoding="utf-8")
 
 
+def failed_summary(spec: EvaluationSpec, stage: Stage, exc: BaseException) -> Summary:
+    """The summary of a run `exc` ended: what `run` leaves at `spec.summaryPath`, and what a serving
+    group's leader reports as its attempt's outcome (`group_leader`)."""
+    message = str(exc) or type(exc).__name__
+    of_stage = None if stage in (Stage.RUN, Stage.JUDGE) else stage.value
+    return Summary(status="failed", model=spec.model.name, stage=of_stage, error=message[-1500:])
+
+
 def run(spec: EvaluationSpec, *, progress: bool = True, stage: Stage = Stage.RUN) -> Summary:
     """Run `evaluate` and always leave a summary at `spec.summaryPath` (failed runs say why)."""
     try:
         summary = asyncio.run(evaluate(spec, progress=progress, stage=stage))
     except BaseException as exc:
-        if spec.summary_path:
-            message = str(exc) or type(exc).__name__
-            of_stage = None if stage in (Stage.RUN, Stage.JUDGE) else stage.value
-            _write_summary(
-                spec.summary_path,
-                Summary(status="failed", model=spec.model.name, stage=of_stage, error=message[-1500:]),
-            )
+        _write_summary(spec.summary_path, failed_summary(spec, stage, exc))
         raise
     _write_summary(spec.summary_path, summary)
     return summary

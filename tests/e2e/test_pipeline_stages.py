@@ -201,7 +201,7 @@ def test_weights_fetched_once_into_the_model_cache_and_served_from_it(
                 summaries.append(run(spec, progress=False, stage=Stage.JUDGE))
                 assert hub.stats()["bytesServed"] - before == fetched  # served from the cache
     # The stub served the cached folder (`<cache>/<key>/weights`), under the model's own name.
-    (record,) = (tmp_path / "records").iterdir()
-    assert record.name == "weights.jsonl"
+    records = sorted(path.name for path in (tmp_path / "records").iterdir())
+    assert records == ["weights.jsonl", "weights.requests.jsonl"]  # the stub's replies, its requests
     assert summaries[0].overall == summaries[1].overall and summaries[0].status == "completed"
     assert summaries[1].usage.requests_sent == summaries[0].usage.requests_sent  # judged afresh

@@ -5,12 +5,18 @@ ServiceAccount whose Role allows `patch` on that one ConfigMap. The request is a
 of one key, authenticated with the pod's projected token (read anew each time: the kubelet rotates
 it) and verified against the cluster CA the kubelet mounts beside it. Progress is a courtesy: a
 failed write is logged once and never fails or slows the evaluation.
+
+A serving group's leader also writes its serve stage's outcome there (`publish_outcome`, another
+key of the same ConfigMap): that is no courtesy (the operator learns the stage ended only from it),
+so it is retried, and every failure is logged.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import ssl
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,12 +24,23 @@ from pathlib import Path
 import httpx
 
 from nejumi_eval.api.v1alpha1.contract import POD_NAME_ENV, POD_NAMESPACE_ENV, PROGRESS_CONFIGMAP_ENV
-from nejumi_eval.api.v1alpha1.progress import PROGRESS_KEY, Counter, ProgressReport, Step
+from nejumi_eval.api.v1alpha1.progress import (
+    OUTCOME_KEY,
+    PROGRESS_KEY,
+    Counter,
+    ProgressReport,
+    StageOutcome,
+    Step,
+)
 
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT_S = 5.0
+OUTCOME_TRIES = 5
+OUTCOME_FIRST_WAIT_S = 1.0
+"""An outcome is tried OUTCOME_TRIES times, waiting 1, 2, 4, 8 s between tries: an API server
+restarting, a connection dropped, a token being rotated."""
 
 
 class ProgressPublisher:
@@ -33,7 +50,8 @@ class ProgressPublisher:
         self.url = url
         self.pod = pod
         self.token_file = token_file
-        self._client = httpx.AsyncClient(verify=str(ca_file), timeout=TIMEOUT_S)
+        self.ca_file = ca_file
+        self._client = httpx.AsyncClient(verify=_verify(ca_file), timeout=TIMEOUT_S)
         self._warned = False
         self.sent = 0
 
@@ -45,7 +63,7 @@ class ProgressPublisher:
         if not name or not host:
             return None
         namespace = environ.get(POD_NAMESPACE_ENV) or _read(SERVICE_ACCOUNT_DIR / "namespace")
-        pod = environ.get(POD_NAME_ENV) or environ.get("HOSTNAME", "")
+        pod = pod_name(environ)
         if not namespace or not pod:
             log.warning(
                 "progress: %s is set but the pod's namespace or name is unknown", PROGRESS_CONFIGMAP_ENV
@@ -66,14 +84,9 @@ class ProgressPublisher:
 
     async def publish(self, step: Step, counts: Mapping[str, tuple[int, int]]) -> bool:
         """Write one report; False (logged once) when the API server did not take it."""
-        body = {"data": {PROGRESS_KEY: self.report(step, counts).model_dump_json(by_alias=True)}}
+        body = _merge_patch(PROGRESS_KEY, self.report(step, counts).model_dump_json(by_alias=True))
         try:
-            token = self.token_file.read_text().strip()
-            response = await self._client.patch(
-                self.url,
-                json=body,
-                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"},
-            )
+            response = await self._client.patch(self.url, json=body, headers=self._headers())
             response.raise_for_status()
         except (OSError, httpx.HTTPError) as exc:
             if not self._warned:
@@ -83,8 +96,55 @@ class ProgressPublisher:
         self.sent += 1
         return True
 
+    def publish_outcome(
+        self, outcome: StageOutcome, tries: int = OUTCOME_TRIES, first_wait_s: float = OUTCOME_FIRST_WAIT_S
+    ) -> bool:
+        """Write a serving group leader's `StageOutcome` under `OUTCOME_KEY`, leaving the progress
+        key as it is (a merge patch of that one key). Synchronous: the leader writes it after its
+        serve stage's event loop ended, and while it holds. Every failure is logged (a warning per
+        try, an error at the last); False when no try got through."""
+        body = _merge_patch(OUTCOME_KEY, outcome.model_dump_json(by_alias=True))
+        with httpx.Client(verify=_verify(self.ca_file), timeout=TIMEOUT_S) as client:
+            for attempt in range(1, tries + 1):
+                if attempt > 1:
+                    time.sleep(first_wait_s * 2 ** (attempt - 2))
+                try:
+                    client.patch(self.url, json=body, headers=self._headers()).raise_for_status()
+                    return True
+                except (OSError, httpx.HTTPError) as exc:
+                    level = logging.ERROR if attempt == tries else logging.WARNING
+                    log.log(
+                        level,
+                        "serve outcome: could not write %s (try %d of %d): %s",
+                        self.url,
+                        attempt,
+                        tries,
+                        exc,
+                    )
+        return False
+
+    def _headers(self) -> dict[str, str]:
+        """The pod's token read anew (the kubelet rotates it), and the patch's type."""
+        token = self.token_file.read_text().strip()
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/merge-patch+json"}
+
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def pod_name(environ: Mapping[str, str]) -> str:
+    """This pod's name: the downward API's, else the hostname (a pod's, unless it set another)."""
+    return environ.get(POD_NAME_ENV) or environ.get("HOSTNAME", "")
+
+
+def _verify(ca_file: Path) -> ssl.SSLContext:
+    """TLS that trusts the cluster's CA alone."""
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def _merge_patch(key: str, value: str) -> dict[str, dict[str, str]]:
+    """A JSON merge patch of one ConfigMap key: every other key stays as it is."""
+    return {"data": {key: value}}
 
 
 def _read(path: Path) -> str:
