@@ -94,8 +94,10 @@ def spec(folder: Path, queue: str, nodes: int = 2, samples: int = 6) -> dict[str
 
 
 def log(served: dict[str, Any], model: str, kind: str) -> list[dict[str, Any]]:
-    """The stub's record of `model`: its `request` lines (before answering) or `reply` lines."""
-    path = served["records"] / f"{model}.jsonl"
+    """The stub's record of `model`, every server of it together: the `request`s as they arrived
+    (before answering) or the `reply`s, each with a digest of what was asked (`prompt`)."""
+    name = f"{model}.requests.jsonl" if kind == "request" else f"{model}.jsonl"
+    path = served["records"] / name
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     return [event for event in map(json.loads, lines) if kind in event]
 
@@ -291,11 +293,13 @@ def test_a_worker_lost_mid_generation_restarts_the_group_which_resumes_from_the_
     again = len(requests) - samples
     assert 0 <= again <= 2, again
     assert not [p for p in requests[len(answered) + 2 :] if p in answered]
-    assert done["scores"]["benchmarks"]["jaster"]["samples"] == samples
-    # The interrupted attempt is not counted against the retries: a lost worker is no failure of it.
+    degraded = next(c for c in done["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "False", degraded  # every question answered: no failure scored
+    # The attempt the loss stopped: failed if the leader saw its server die first (exit 3, counted:
+    # the next is attempt 2 of 3), interrupted if the group's SIGTERM came first (not counted).
     group = Cluster(k8s_client, namespace).group("fragile-g1-serve")
     release = json.loads((group or {})["metadata"]["annotations"]["nejumi.wandb.ai/released"])
-    assert (release["reason"], release["attempt"]) == ("Completed", 1), release
+    assert release["reason"] == "Completed" and release["attempt"] in (1, 2), release
 
 
 def test_deleting_a_multi_node_evaluation_mid_run_leaves_nothing(
