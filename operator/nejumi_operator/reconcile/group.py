@@ -78,6 +78,7 @@ from nejumi_operator.reconcile.job import (
 )
 from nejumi_operator.reconcile.naming import short
 from nejumi_operator.settings import OperatorConfig
+from nejumi_operator.status.observation import parse_time
 
 GROUP_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 GROUP_KIND = "LeaderWorkerSet"
@@ -247,7 +248,7 @@ def release_for(group: Mapping[str, Any], outcome: StageOutcome | None, now: dt.
         )
     annotations = (group.get("metadata") or {}).get("annotations") or {}
     deadline = int(annotations.get(ANNOTATION_DEADLINE) or DEFAULT_DEADLINE_SECONDS)
-    started = _parse(start_time)
+    started = parse_time(start_time)
     if started is not None and (now - started).total_seconds() > deadline:
         last = outcome if outcome is not None and outcome.pod == leader_pod_name(group) else None
         return Release(
@@ -327,12 +328,3 @@ def group_size_of(job: Mapping[str, Any]) -> int:
 def is_group(job: Mapping[str, Any]) -> bool:
     """A stage's "Job" that is a serving group read by `as_job`."""
     return job.get("kind") == GROUP_KIND
-
-
-def _parse(value: str | None) -> dt.datetime | None:
-    if not value:
-        return None
-    try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
