@@ -113,6 +113,7 @@ def server_settings(spec: EvaluationSpec) -> ServerSettings:
         chat_template=Path(m.chat_template) if m.chat_template else None,
         extra_args=extra,
         port=0,
+        startup_timeout_s=m.vllm.startup_timeout_seconds,
     )
 
 

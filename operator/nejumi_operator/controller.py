@@ -47,7 +47,6 @@ from nejumi_operator.reconcile.progress import parse_outcome, parse_report, prog
 from nejumi_operator.reconcile.stages import StageJobs, job_generation, job_gpus, stage_jobs
 from nejumi_operator.settings import OperatorConfig
 from nejumi_operator.status import (
-    MESSAGE_LIMIT,
     GroupState,
     Observation,
     Termination,
@@ -58,6 +57,7 @@ from nejumi_operator.status import (
     status_patch,
     transitions,
 )
+from nejumi_operator.status.text import clip_bytes
 
 ATTEMPTS = 5
 COMPONENT = "nejumi-operator"
@@ -507,9 +507,7 @@ def event_body(evaluation: Mapping[str, Any], transition: Transition) -> dict[st
     meta = evaluation.get("metadata") or {}
     at = dt.datetime.now(dt.UTC)
     stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    message = transition.message
-    if len(message) > MESSAGE_LIMIT:
-        message = message[: MESSAGE_LIMIT - 1] + "…"
+    message = clip_bytes(transition.message)
     return {
         "apiVersion": "v1",
         "kind": "Event",

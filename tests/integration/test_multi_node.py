@@ -16,6 +16,8 @@ before answering and every reply, so what was sent twice is counted.
 - A worker killed mid-generation: the group restarts (GroupRestarting), the evaluation resumes from
   the response cache and succeeds; only requests in flight were sent again.
 - Deleting the evaluation mid-run leaves no group, pod, Service or Workload.
+- A leader whose server never becomes ready (a worker that never joins) fails the evaluation after
+  its attempts, the message quoting the server's last line; the group is released.
 """
 
 from __future__ import annotations
@@ -175,7 +177,9 @@ def test_a_two_node_evaluation_succeeds_and_its_group_held_the_gpus_only_while_s
     # One pod per node, the leader running the evaluator; the message says where and how many nodes.
     assert sorted(nodes) == ["big-g1-serve-0", "big-g1-serve-0-1"]
     assert len(set(nodes.values())) == 2, nodes
-    assert "serving the model across the 2 nodes of LeaderWorkerSet big-g1-serve" in serving["message"]
+    assert "the model server across the 2 nodes of LeaderWorkerSet big-g1-serve" in serving["message"] or (
+        "serving the model across the 2 nodes of LeaderWorkerSet big-g1-serve" in serving["message"]
+    ), serving["message"]
     # Every question answered once (the worker joined: the stub leader serves only then).
     assert len(log(served, "big", "reply")) == len(log(served, "big", "request")) == 6
 
@@ -323,3 +327,44 @@ def test_deleting_a_multi_node_evaluation_mid_run_leaves_nothing(
         count = len(log(served, "doomed", "reply"))
     assert (runner.exit_code, runner.exception) == (0, None), runner.output
     assert count < 60  # stopped mid-generation, not run to its end
+
+
+def test_a_leader_never_ready_fails_quoting_its_servers_last_line_and_releases_the_group(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    second_node: NodeAgent,
+    served: dict[str, Any],
+    queues: Kueues,
+    operator_env: pytest.MonkeyPatch,
+) -> None:
+    env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
+    operator_env.setenv(
+        "NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env | {"NEJUMI_STUB_WORKERS_NEVER_JOIN": "1"})
+    )
+    operator_env.setenv("NEJUMI_OPERATOR_BACKOFF_LIMIT", "1")  # two attempts of the server's 10 s timeout
+    queue = queues.local_queue(queues.cluster_queue(queues.flavor(), gpus=2 * NODE_GPUS))
+    cluster = Cluster(k8s_client, namespace)
+    folder = model_folder(served["root"], "lonely")
+    lonely = spec(folder, queue)
+    lonely["model"]["vllm"]["startupTimeoutSeconds"] = 10
+    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+        create(k8s_client, namespace, "lonely", lonely)
+        failed = seen.wait_for("lonely", "Failed", None, timeout=TIMEOUT)
+        wait_until(
+            lambda: not cluster.pods("lonely-g1-serve") and not cluster.workloads(), 60, "the group to go"
+        )
+    assert (runner.exit_code, runner.exception) == (0, None), runner.output
+    assert failed["reason"] == "InfrastructureFailure", failed
+    # The server's last line ends the message (a long one is cut at its start, never at its end).
+    assert failed["message"].endswith("vllm (stub): waiting for workers: 0 of 1 joined"), failed["message"]
+    succeeded = next(c for c in failed["conditions"] if c["type"] == "Succeeded")
+    assert succeeded["message"] == failed["message"]
+    reasons = [reason for _, reason in seen.seen["lonely"]]
+    assert "GroupRestarting" in reasons, seen.seen["lonely"]  # the first attempt failed, the group restarted
+    group = cluster.group("lonely-g1-serve")
+    release = json.loads((group or {})["metadata"]["annotations"]["nejumi.wandb.ai/released"])
+    assert (release["succeeded"], release["exit_code"], release["attempt"]) == (False, 3, 2), release
+    assert [s["name"] for s in failed["stages"]] == ["fetch", "serve"]  # no judge stage after it
+    assert not log(served, "lonely", "request")  # nothing was served

@@ -286,11 +286,17 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
             "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     on_attempt = f" (attempt {attempt} of {total})" if failures else ""
+    # Until its report says it generates, the server may still be loading or waiting for a node.
+    doing = (
+        f"serving the model across the {group.size} nodes of {what}"
+        if report is not None and report.step != "prepare"
+        else f"starting the model server across the {group.size} nodes of {what} (ready once every node "
+        "joined it)"
+    )
     return running(
         c.TRUE,
         c.JOB_RUNNING,
-        f"the evaluator is running in pod {group.leader}{where}, serving the model across the {group.size} "
-        f"nodes of {what}{on_attempt}",
+        f"the evaluator is running in pod {group.leader}{where}, {doing}{on_attempt}",
         (report.line() if report is not None else "evaluating")
         + (f" (attempt {attempt})" if failures else ""),
     )

@@ -14,6 +14,16 @@ def clip(text: str) -> str:
     return text if len(text) <= MESSAGE_LIMIT else "…" + text[-(MESSAGE_LIMIT - 1) :]
 
 
+def clip_bytes(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """`text` within `limit` bytes of UTF-8, its end kept (where a failure's cause is): what an
+    Event's message may hold (the API server counts bytes; a condition's message, characters). A
+    Japanese answer quoted in a message is three bytes a character."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return "…" + raw[-(limit - len("…".encode())) :].decode("utf-8", "ignore")
+
+
 _PROGRESS_BAR = re.compile(
     r"\d+%\|[^|]*\||\|\s*\d+/\d+\s*\[|\bit/s\b|\d+(?:\.\d+)?s/it\b"  # tqdm bars
     r"|^progress: "  # the evaluator's plain progress lines (nejumi_eval.pipeline.Steps)

@@ -727,3 +727,17 @@ def test_a_write_refused_for_another_change_observes_again_only_if_the_status_ch
     new = sync.sync_status(object(), "ns", "e")  # type: ignore[arg-type]
     assert new is not None and new["phase"] == "Running"
     assert lists == (["jobs", "jobs"] if status_changed else ["jobs"])
+
+
+def test_an_events_message_fits_the_api_servers_byte_limit_keeping_its_end() -> None:
+    """The API server refuses an Event whose message is over 1024 bytes (a status condition counts
+    characters): a long message with Japanese in it, or the status's own clip mark, is cut by bytes."""
+    from nejumi_operator.controller import event_body
+    from nejumi_operator.status import Transition
+    from nejumi_operator.status.text import clip
+
+    evaluation = {"metadata": {"name": "e", "namespace": "ns", "uid": "u"}}
+    for text in ("回答" * 700 + " the cause", clip("x" * 2000 + " the cause"), "short"):
+        body = event_body(evaluation, Transition("Warning", "Failed", text))
+        assert len(body["message"].encode("utf-8")) <= 1024
+        assert body["message"].endswith("the cause" if "cause" in text else "short")

@@ -168,6 +168,14 @@ class VllmSettings(Spec):
         "requests in flight unless generation.concurrency says otherwise.",
     )
     gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    startup_timeout_seconds: int = Field(
+        1800,
+        ge=10,
+        le=86400,
+        description="Seconds the server may take to load the weights and answer its health check; "
+        "past it the attempt fails quoting the server's last log lines. Across nodes the server is "
+        "ready only once every node joined it.",
+    )
     extra_args: list[Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=list,
         max_length=64,
