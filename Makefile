@@ -23,13 +23,16 @@ demo: setup-demo
 ## Performance ratios, measured in one run (not tests): see tests/bench/run_bench.py.
 ## flux_bench runs the real Flux on the test control plane (push → Job, done → Kustomization Ready);
 ## leaderboard_resource_bench the real operator keeping a NejumiLeaderboard current (170 evaluations);
-## gpu_bench GPU-held vs serving seconds of a served stub: one pod vs the stages vs the same model again.
-bench: setup browser versitygw-bin k8s-bin flux-bin
+## gpu_bench GPU-held vs serving seconds of a served stub: one pod vs the stages vs the same model again;
+## group_bench a 2-node LeaderWorkerSet group (real Kueue + LWS): admission → server ready, generation's
+## end → group released → deleted, requests resent after a worker loss.
+bench: setup browser versitygw-bin k8s-bin flux-bin kueue-bin lws-bin
 	$(BIN)/python -m tests.bench.run_bench
 	$(BIN)/python -m tests.bench.leaderboard_bench
 	$(BIN)/python -m tests.bench.store_bench
 	$(BIN)/python -m tests.bench.flux_bench
 	$(BIN)/python -m tests.bench.gpu_bench
+	$(BIN)/python -m tests.bench.group_bench
 	$(BIN)/python -m tests.bench.leaderboard_resource_bench
 
 ## The CRDs (NejumiEvaluation, NejumiLeaderboard), generated from the API models (crd-check: CI

@@ -176,8 +176,11 @@ def _cluster(work: Path, w: Workload, stub_bin: Path) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def _operator(kubeconfig: Path, log: Path, evaluator_env: dict[str, str], staged: bool) -> Iterator[Any]:
-    """The operator as its own process; with stages, with the shared model cache too."""
+def _operator(
+    kubeconfig: Path, log: Path, evaluator_env: dict[str, str], staged: bool, namespace: str = NAMESPACE
+) -> Iterator[Any]:
+    """The operator as its own process, watching `namespace`; with stages, with the shared model
+    cache too (`tests.bench.group_bench` runs it too)."""
     from tests.cluster.controlplane import Process, free_ports
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEJUMI_OPERATOR_")}
@@ -199,7 +202,7 @@ def _operator(kubeconfig: Path, log: Path, evaluator_env: dict[str, str], staged
         "-m",
         "nejumi_operator",
         "--namespace",
-        NAMESPACE,
+        namespace,
         "--liveness",
         f"http://127.0.0.1:{port}/healthz",
     ]
