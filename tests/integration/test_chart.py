@@ -158,8 +158,9 @@ def bind(k8s_client: ApiClient, namespace: str, user: str, cluster_role: str) ->
 
 
 def test_cluster_wide_install(
-    release: Release, k8s_client: ApiClient, crd_owner: ApiextensionsV1Api, namespace: str
+    release: Release, k8s_client: ApiClient, crd_owner: ApiextensionsV1Api, namespace: str, lws: Any
 ) -> None:
+    """(`lws`: LeaderWorkerSet's API served, so `kubectl auth can-i` resolves its resource.)"""
     core = CoreV1Api(k8s_client)
     # Pod Security: warn on anything the `restricted` profile forbids (the API server sends the
     # warning for the Deployment's pod template; helm prints it).
@@ -196,13 +197,19 @@ def test_cluster_wide_install(
                 # A named Secret's labels (consent, read as metadata): get, never list or watch.
                 ("get", "secrets", ns, True),
                 ("watch", "secrets", ns, False),
-                # Never: spec writes, deletes, status PUTs, Secret listings, pods, logs.
+                # Never: spec writes, deletes (but Jobs), status PUTs, Secret listings, pods, logs.
                 ("create", PLURAL, ns, False),
                 ("update", PLURAL, ns, False),
                 ("delete", PLURAL, ns, False),
                 ("update", f"{PLURAL}/status", ns, False),
-                ("delete", "jobs", ns, False),
+                # an earlier generation's unfinished Job, when an edit replaces it (and frees its GPUs)
+                ("delete", "jobs", ns, True),
                 ("patch", "jobs", ns, False),
+                # a model served across nodes: its serving group, made, released (patched), replaced
+                ("create", "leaderworkersets.leaderworkerset.x-k8s.io", ns, True),
+                ("patch", "leaderworkersets.leaderworkerset.x-k8s.io", ns, True),
+                ("delete", "leaderworkersets.leaderworkerset.x-k8s.io", ns, True),
+                ("update", "leaderworkersets.leaderworkerset.x-k8s.io", ns, False),
                 ("delete", "pods", ns, False),
                 ("create", "pods", ns, False),
                 ("get", "pods/log", ns, False),
