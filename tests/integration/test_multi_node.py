@@ -16,6 +16,7 @@ before answering and every reply, so what was sent twice is counted.
 - A worker killed mid-generation: the group restarts (GroupRestarting), the evaluation resumes from
   the response cache and succeeds; only requests in flight were sent again.
 - Deleting the evaluation mid-run leaves no group, pod, Service or Workload.
+- Preempted by a more urgent workload: Queued/Preempted, readmitted whole, resumed from the cache.
 - A leader whose server never becomes ready (a worker that never joins) fails the evaluation after
   its attempts, the message quoting the server's last line; the group is released.
 """
@@ -368,3 +369,49 @@ def test_a_leader_never_ready_fails_quoting_its_servers_last_line_and_releases_t
     assert (release["succeeded"], release["exit_code"], release["attempt"]) == (False, 3, 2), release
     assert [s["name"] for s in failed["stages"]] == ["fetch", "serve"]  # no judge stage after it
     assert not log(served, "lonely", "request")  # nothing was served
+
+
+def test_a_preempted_group_is_queued_then_readmitted_whole_and_resumes_from_the_cache(
+    crd: None,
+    k8s_client: ApiClient,
+    namespace: str,
+    node_agent: NodeAgent,
+    second_node: NodeAgent,
+    served: dict[str, Any],
+    queues: Kueues,
+    tmp_path: Path,
+) -> None:
+    urgent = queues.priority_class("urgent", 1000)
+    flavor = queues.flavor()
+    cluster_queue = queues.cluster_queue(
+        flavor, gpus=2 * NODE_GPUS, preemption={"withinClusterQueue": "LowerPriority"}
+    )
+    queue = queues.local_queue(cluster_queue)
+    cluster = Cluster(k8s_client, namespace)
+    folder = model_folder(served["root"], "background")
+    samples, release = 40, tmp_path / "release-urgent"
+    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+        create(k8s_client, namespace, "background", spec(folder, queue, samples=samples))
+        wait_until(lambda: len(log(served, "background", "reply")) >= 6, TIMEOUT, "the group answering")
+        # A more urgent workload needs one node's GPUs: Kueue evicts the whole group to admit it.
+        cluster.batch.create_namespaced_job(
+            namespace, queued_job("urgent", queue, NODE_GPUS, release, urgent)
+        )
+        preempted = seen.wait_for("background", "Queued", "Preempted", timeout=TIMEOUT)
+        wait_until(
+            lambda: not [p for p in cluster.pods("background-g1-serve") if p.spec.node_name], 60, "evicted"
+        )
+        before = len(log(served, "background", "reply"))
+        release.touch()  # the urgent Job ends: the group is readmitted whole
+        done = seen.wait_for("background", "Succeeded", "EvaluationCompleted", timeout=TIMEOUT)
+    assert (runner.exit_code, runner.exception) == (0, None), runner.output
+    assert preempted["stage"] == "serve", preempted
+    assert preempted["message"].startswith(
+        "the serve stage: Kueue evicted LeaderWorkerSet background-g1-serve ("
+    ), preempted["message"]
+    assert "the group resumes from the workspace's response cache" in preempted["message"]
+    assert "Failed" not in [phase for phase, _ in seen.seen["background"]]
+    # Resumed: every question asked, at most the 2 in flight at the eviction asked twice.
+    requests = [e["prompt"] for e in log(served, "background", "request")]
+    assert before < samples and len(set(requests)) == samples and len(requests) - samples <= 2
+    assert [s["name"] for s in done["stages"]] == ["fetch", "serve", "judge"]
