@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nejumi_eval.api.v1alpha1 import conditions as c
+from nejumi_eval.api.v1alpha1.progress import ProgressReport
 from nejumi_eval.api.v1alpha1.status import MAX_HISTORY, EvaluationStatus
 from nejumi_operator.status.blockers import (
     creation_failure_text,
@@ -168,12 +169,7 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
             on_attempt = f" (attempt {attempt} of {total})" if failures else ""
             report = obs.progress if obs.progress is not None and obs.progress.pod == pname else None
             if report is not None:  # only the running pod's own report: never a previous attempt's
-                fields["liveProgress"] = {
-                    "pod": report.pod,
-                    "step": report.step,
-                    "counters": [ctr.model_dump(by_alias=True) for ctr in report.counters],
-                    "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                }
+                fields["liveProgress"] = live_progress(report)
             return running(
                 c.TRUE,
                 c.JOB_RUNNING,
@@ -207,6 +203,16 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
             "finishing",
         )
     running(c.FALSE, c.JOB_PENDING, f"Job {name}: waiting for a pod{retry}", "pending")
+
+
+def live_progress(report: ProgressReport) -> dict[str, Any]:
+    """`status.liveProgress`: the evaluator's report as validated, its time to the second."""
+    return {
+        "pod": report.pod,
+        "step": report.step,
+        "counters": [ctr.model_dump(by_alias=True) for ctr in report.counters],
+        "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
@@ -279,12 +285,7 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
     if report is not None and started is not None and report.updated_at < started:
         report = None  # the previous attempt's (a recreated leader pod keeps its name)
     if report is not None:
-        fields["liveProgress"] = {
-            "pod": report.pod,
-            "step": report.step,
-            "counters": [ctr.model_dump(by_alias=True) for ctr in report.counters],
-            "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
+        fields["liveProgress"] = live_progress(report)
     on_attempt = f" (attempt {attempt} of {total})" if failures else ""
     # Until its report says it generates, the server may still be loading or waiting for a node.
     doing = (
