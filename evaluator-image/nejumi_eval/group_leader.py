@@ -59,7 +59,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from nejumi_eval.api.v1alpha1.contract import GROUP_ATTEMPTS_ENV, NON_RETRYABLE_EXIT_CODES
+from nejumi_eval.api.v1alpha1.contract import GROUP_ATTEMPTS_ENV, GROUP_ID_ENV, NON_RETRYABLE_EXIT_CODES
 from nejumi_eval.api.v1alpha1.progress import MAX_OUTCOME_SUMMARY, StageOutcome
 from nejumi_eval.api.v1alpha1.spec import ConfigError, EvaluationSpec
 from nejumi_eval.api.v1alpha1.stages import Stage
@@ -172,6 +172,14 @@ class AttemptRecord(_Camel):
         atomic_write_text(path, self.model_dump_json(by_alias=True, indent=2) + "\n")
 
 
+def group_key(group: NodeGroup, environ: Mapping[str, str]) -> str:
+    """Which group a record is of: the leader's address (one LeaderWorkerSet per generation) and,
+    set by the operator, the evaluation's UID and generation (`GROUP_ID_ENV`: a namesake made again
+    on a kept workspace starts anew)."""
+    made = environ.get(GROUP_ID_ENV)
+    return f"{group.leader_address} {made}" if made else group.leader_address
+
+
 def load_record(path: Path, evaluation: str, group: str) -> AttemptRecord:
     """The record at `path` if it is this evaluation's and this group's, else a new one (none yet,
     an earlier generation's or another evaluation's on a shared workspace, or unreadable)."""
@@ -241,7 +249,7 @@ def lead_group(
     0 after a hold, the attempt's code when not final or with no `publisher`, 128 + the signal's
     number for an attempt a signal interrupted."""
     path = Path(spec.workspace.path).expanduser().resolve() / STAGE_RECORDS / ATTEMPTS_RECORD
-    record = load_record(path, evaluation_id(spec), group.leader_address)
+    record = load_record(path, evaluation_id(spec), group_key(group, environ))
     outcome: StageOutcome | None = None
     with _stopped_by_signals(lambda: record.interrupt(path)):
         try:

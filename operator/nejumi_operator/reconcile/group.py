@@ -57,6 +57,7 @@ from typing import Any
 
 from nejumi_eval.api.v1alpha1.contract import (
     GROUP_ATTEMPTS_ENV,
+    GROUP_ID_ENV,
     JOIN_GROUP_FLAG,
     POD_NAME_ENV,
     POD_NAMESPACE_ENV,
@@ -89,7 +90,9 @@ GROUP_POD_RESTART_POLICY = "Always"
 MAX_GROUP_NAME = 50
 """LWS names the group's worker StatefulSet `<name>-0`, whose pods carry the label
 `controller-revision-hash: <name>-0-<hash of up to 10 characters>`, a label value (≤63)."""
-WORKER_DROPPED_ENV = frozenset({PROGRESS_CONFIGMAP_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV, GROUP_ATTEMPTS_ENV})
+WORKER_DROPPED_ENV = frozenset(
+    {PROGRESS_CONFIGMAP_ENV, POD_NAME_ENV, POD_NAMESPACE_ENV, GROUP_ATTEMPTS_ENV, GROUP_ID_ENV}
+)
 """The leader's progress channel and attempt count: a worker reports nothing."""
 ANNOTATION_DEADLINE = f"{GROUP}/active-deadline-seconds"
 """A Job's `activeDeadlineSeconds`, which a LeaderWorkerSet lacks: the operator times the group out."""
@@ -141,7 +144,11 @@ def build_serve_group(
     leader = build_pod_template(evaluation, spec, config, Stage.SERVE)
     leader["spec"]["restartPolicy"] = GROUP_POD_RESTART_POLICY
     (container,) = leader["spec"]["containers"]
-    container["env"].append({"name": GROUP_ATTEMPTS_ENV, "value": str(config.backoff_limit + 1)})
+    uid = evaluation["metadata"].get("uid") or ""
+    container["env"] += [
+        {"name": GROUP_ATTEMPTS_ENV, "value": str(config.backoff_limit + 1)},
+        {"name": GROUP_ID_ENV, "value": f"{uid}/{generation}"},
+    ]
     group_spec: dict[str, Any] = {
         "replicas": 1,
         "startupPolicy": GROUP_STARTUP_POLICY,

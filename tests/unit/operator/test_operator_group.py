@@ -160,7 +160,11 @@ def test_the_leader_runs_the_serve_stage_and_a_worker_joins_it() -> None:
     # the attempts it may make (a Job's backoffLimit + 1: the group's pods restart Always).
     job_env = [e for e in job_container["env"] if e["name"] != SPEC_ENV]
     leader_env = [e for e in container(leader)["env"] if e["name"] != SPEC_ENV]
-    assert leader_env == [*job_env, {"name": "NEJUMI_GROUP_ATTEMPTS", "value": str(CONFIG.backoff_limit + 1)}]
+    assert leader_env == [
+        *job_env,
+        {"name": "NEJUMI_GROUP_ATTEMPTS", "value": str(CONFIG.backoff_limit + 1)},
+        {"name": "NEJUMI_GROUP_ID", "value": "u-1/3"},  # the evaluation's UID and generation
+    ]
     assert leader["spec"]["automountServiceAccountToken"] is True  # it writes the progress ConfigMap
 
 
@@ -172,6 +176,7 @@ def test_a_worker_gets_no_secret_no_progress_channel_and_no_api_token() -> None:
         "NEJUMI_POD_NAME",
         "NEJUMI_POD_NAMESPACE",
         "NEJUMI_GROUP_ATTEMPTS",
+        "NEJUMI_GROUP_ID",
     }
     assert secrets | progress <= set(env_names(leader))
     assert not (secrets | progress) & set(env_names(worker))

@@ -247,6 +247,18 @@ def test_another_group_s_record_starts_the_count_anew(tmp_path: Path) -> None:
     assert lead_group(spec, GROUP, completed, None, attempts(1)) == EXIT_OK  # unreadable: anew
 
 
+def test_a_namesake_made_again_on_a_kept_workspace_starts_anew(tmp_path: Path) -> None:
+    """Same name, same spec, same generation, same leader address: only the evaluation's UID
+    (`NEJUMI_GROUP_ID`, set by the operator) tells the first evaluation's record from its own."""
+    spec = two_nodes(tmp_path)
+    first = {**attempts(1), "NEJUMI_GROUP_ID": "uid-1/1"}
+    assert lead_group(spec, GROUP, failing(InfrastructureError("x")), None, first) == EXIT_INFRA
+    assert record(tmp_path).final is not None  # a final failure: the first one's
+    again = {**attempts(1), "NEJUMI_GROUP_ID": "uid-2/1"}
+    assert lead_group(spec, GROUP, completed, None, again) == EXIT_OK  # served, not the old failure
+    assert record(tmp_path).final is not None and record(tmp_path).final.exit_code == EXIT_OK
+
+
 # ---- what is final -----------------------------------------------------------------------------
 
 

@@ -109,3 +109,8 @@ Job does not count a disrupted pod), and reports how each ended in the progress 
 attempt it reports the outcome `final` and then holds (it sleeps until SIGTERM, then exits 0)
 instead of exiting: the operator reads the outcome and releases the group. Otherwise it exits with
 its code and LeaderWorkerSet recreates the group for the next attempt."""
+GROUP_ID_ENV = "NEJUMI_GROUP_ID"
+"""Set on a serving group's leader: the evaluation's UID and generation (`<uid>/<generation>`). The
+leader keys its attempts record with it (beside the leader's address), so an evaluation deleted and
+made again under the same name and spec, on a workspace that outlived the first (`workspace.retain`,
+`pvcName`), never inherits the first one's attempts or final outcome."""
