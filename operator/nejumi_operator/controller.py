@@ -213,7 +213,11 @@ def _observe_group(
     namespace, name = meta["namespace"], str(job["metadata"]["name"])
     leader = groups.leader_pod_name(job)
     pods = calls.labelled_pods(api, namespace, f"{groups.SET_NAME_LABEL}={name}")
-    configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
+    read = job.get("group") or {}
+    if "configmap" in read:  # read by this sync's `settle_group`
+        configmap = read["configmap"]
+    else:
+        configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
     ours = owned_by(configmap, str(meta.get("uid")))
     outcome = parse_outcome(configmap) if ours else None
     outcome = outcome if outcome is not None and outcome.pod == leader else None
@@ -331,8 +335,9 @@ def settle_group(api: ApiClient, evaluation: Mapping[str, Any], found: StageJobs
     configmap = calls.read_configmap(api, namespace, progress_configmap_name(meta["name"]))
     outcome = parse_outcome(configmap) if owned_by(configmap, str(meta.get("uid"))) else None
     release = groups.release_for(view, outcome, dt.datetime.now(dt.UTC))
-    if release is None:
-        return found
+    if release is None:  # still serving: its observation uses the ConfigMap read here
+        kept = {**view, "group": {**(view.get("group") or {}), "configmap": configmap}}
+        return StageJobs({**found.jobs, Stage.SERVE: kept})
     name = view["metadata"]["name"]
     patched = calls.release_group(api, namespace, name, groups.release_patch(release))
     if patched is None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,15 +31,15 @@ from nejumi_eval.api.v1alpha1.progress import (
     StageOutcome,
     Step,
 )
+from nejumi_eval.runtime.client.retry import Retry, RetryPolicy, retry_sync
 
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT_S = 5.0
-OUTCOME_TRIES = 5
-OUTCOME_FIRST_WAIT_S = 1.0
-"""An outcome is tried OUTCOME_TRIES times, waiting 1, 2, 4, 8 s between tries: an API server
-restarting, a connection dropped, a token being rotated."""
+OUTCOME_RETRY = RetryPolicy(max_attempts=5, initial_delay_s=1.0, max_delay_s=8.0, jitter=0.0)
+"""An outcome is tried 5 times, waiting 1, 2, 4, 8 s between tries, whatever the failure: an API
+server restarting, a connection dropped, a token being rotated."""
 
 
 class ProgressPublisher:
@@ -96,32 +95,38 @@ class ProgressPublisher:
         self.sent += 1
         return True
 
-    def publish_outcome(
-        self, outcome: StageOutcome, tries: int = OUTCOME_TRIES, first_wait_s: float = OUTCOME_FIRST_WAIT_S
-    ) -> bool:
+    def publish_outcome(self, outcome: StageOutcome, retry: RetryPolicy = OUTCOME_RETRY) -> bool:
         """Write a serving group leader's `StageOutcome` under `OUTCOME_KEY`, leaving the progress
-        key as it is (a merge patch of that one key). Synchronous: the leader writes it after its
-        serve stage's event loop ended, and while it holds. Every failure is logged (a warning per
-        try, an error at the last); False when no try got through."""
+        key as it is (a merge patch of that one key), retried by the evaluator's one retry loop.
+        Synchronous: the leader writes it after its serve stage's event loop ended, and while it
+        holds. Every failure is logged (a warning per try, an error at the last); False when no try
+        got through."""
         body = _merge_patch(OUTCOME_KEY, outcome.model_dump_json(by_alias=True))
+
+        def failed(number: int, failure: Retry, level: int = logging.WARNING) -> None:
+            log.log(
+                level,
+                "serve outcome: could not write %s (try %d of %d): %s",
+                self.url,
+                number,
+                retry.max_attempts,
+                failure.reason,
+            )
+
+        def exhausted(number: int, failure: Retry) -> bool:
+            failed(number, failure, logging.ERROR)
+            return False
+
         with httpx.Client(verify=_verify(self.ca_file), timeout=TIMEOUT_S) as client:
-            for attempt in range(1, tries + 1):
-                if attempt > 1:
-                    time.sleep(first_wait_s * 2 ** (attempt - 2))
+
+            def attempt(_number: int) -> bool | Retry:
                 try:
                     client.patch(self.url, json=body, headers=self._headers()).raise_for_status()
-                    return True
                 except (OSError, httpx.HTTPError) as exc:
-                    level = logging.ERROR if attempt == tries else logging.WARNING
-                    log.log(
-                        level,
-                        "serve outcome: could not write %s (try %d of %d): %s",
-                        self.url,
-                        attempt,
-                        tries,
-                        exc,
-                    )
-        return False
+                    return Retry(str(exc))
+                return True
+
+            return retry_sync(retry, attempt, exhausted=exhausted, on_retry=lambda n, _delay, f: failed(n, f))
 
     def _headers(self) -> dict[str, str]:
         """The pod's token read anew (the kubelet rotates it), and the patch's type."""

@@ -58,41 +58,35 @@ LWS_GROUP, LWS_VERSION, LWS_PLURAL = "leaderworkerset.x-k8s.io", "v1", "leaderwo
 
 
 def create_or_get(api: ApiClient, namespace: str, obj: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Create a namespaced object (one of `_KINDS`); if it exists already (409: a retried handler, a
-    later generation, an operator restart), return the existing one unchanged. Returns (object,
-    created)."""
-    if obj["kind"] == "LeaderWorkerSet":
-        return _create_or_get_group(api, namespace, obj)
-    group, stem = _KINDS[(obj["apiVersion"], obj["kind"])]
-    client = group(api)
-    try:
-        created = getattr(client, f"create_namespaced_{stem}")(namespace, dict(obj), _preload_content=False)
-        return _read(created), True
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
-    read = getattr(client, f"read_namespaced_{stem}")
-    return _read(read(obj["metadata"]["name"], namespace, _preload_content=False)), False
-
-
-def _create_or_get_group(
-    api: ApiClient, namespace: str, obj: Mapping[str, Any]
-) -> tuple[dict[str, Any], bool]:
-    custom = CustomObjectsApi(api)
-    try:
-        made = custom.create_namespaced_custom_object(
-            LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, dict(obj), _preload_content=False
-        )
-        return _read(made), True
-    except ApiException as exc:
-        if exc.status != 409:
-            raise
+    """Create a namespaced object (one of `_KINDS`, or a LeaderWorkerSet); if it exists already (409:
+    a retried handler, a later generation, an operator restart), return the existing one unchanged.
+    Returns (object, created)."""
     name = obj["metadata"]["name"]
-    return _read(
-        custom.get_namespaced_custom_object(
-            LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL, name, _preload_content=False
-        )
-    ), False
+    if obj["kind"] == "LeaderWorkerSet":
+        custom = CustomObjectsApi(api)
+        where = (LWS_GROUP, LWS_VERSION, namespace, LWS_PLURAL)
+
+        def create() -> Any:
+            return custom.create_namespaced_custom_object(*where, dict(obj), _preload_content=False)
+
+        def read() -> Any:
+            return custom.get_namespaced_custom_object(*where, name, _preload_content=False)
+    else:
+        group, stem = _KINDS[(obj["apiVersion"], obj["kind"])]
+        client = group(api)
+
+        def create() -> Any:
+            return getattr(client, f"create_namespaced_{stem}")(namespace, dict(obj), _preload_content=False)
+
+        def read() -> Any:
+            return getattr(client, f"read_namespaced_{stem}")(name, namespace, _preload_content=False)
+
+    try:
+        return _read(create()), True
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    return _read(read()), False
 
 
 def labelled_groups(api: ApiClient, namespace: str, selector: str) -> list[dict[str, Any]]:

@@ -36,14 +36,16 @@ leader's evaluator resumes from the response cache. `startupPolicy: LeaderCreate
 start with the leader pod, not after its readiness: the leader's server is ready only once every
 worker joined it.
 
-What a Job gave that a group does not (for the operator's wiring, step 3b): a StatefulSet's pods
-restart `Always` (so an evaluator that ends is restarted, and the group with it: the operator must
-read the serve stage's end and delete the group, which never completes by itself); no
-`activeDeadlineSeconds`, `backoffLimit` or `podFailurePolicy` (the operator must time the group out
-and stop on a non-retryable exit code); and a worker on another node mounts the workspace and the
-weights, so they must be readable from several nodes at once (the shared model cache is
-ReadWriteMany; an operator-made workspace is ReadWriteOnce today). Owner references are the
-caller's (`kopf.append_owner_reference`), as for Jobs.
+What a Job gives that a group does not, and who keeps it instead. A StatefulSet's pods restart
+`Always` and a LeaderWorkerSet never completes, so the leader's evaluator reports how its serve
+stage ended in the progress ConfigMap and holds (`nejumi_eval.group_leader`), and the operator
+reads that outcome and releases the group (`release_for`, `release_patch`: no replica, and the
+record of how it ended), reading it as a Job meanwhile (`as_job`). There is no
+`activeDeadlineSeconds` (the operator times the group out: `ANNOTATION_DEADLINE`), nor
+`backoffLimit` or `podFailurePolicy` (the leader counts its attempts: `GROUP_ATTEMPTS_ENV`). A
+worker on another node mounts the workspace and the weights: the workspace the operator makes is
+ReadWriteMany for a group (`job.build_workspace_pvc`), as the shared model cache is. Owner
+references are the caller's, as for Jobs.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ from nejumi_operator.reconcile.job import (
 )
 from nejumi_operator.reconcile.naming import short
 from nejumi_operator.settings import OperatorConfig
-from nejumi_operator.status.observation import parse_time
+from nejumi_operator.status.observation import parse_time, stamp
 
 GROUP_API_VERSION = "leaderworkerset.x-k8s.io/v1"
 GROUP_KIND = "LeaderWorkerSet"
@@ -219,10 +221,6 @@ class Release:
             return cls(**json.loads(text))
         except (TypeError, ValueError):
             return None
-
-
-def stamp(at: dt.datetime) -> str:
-    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def admitted_at(group: Mapping[str, Any], workload: Mapping[str, Any] | None, queued: bool) -> str | None:

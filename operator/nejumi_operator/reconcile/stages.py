@@ -15,6 +15,7 @@ from typing import Any
 
 from nejumi_eval.api.v1alpha1.names import LABEL_STAGE
 from nejumi_eval.api.v1alpha1.stages import STAGED, Stage, after
+from nejumi_operator.reconcile.group import group_size_of
 from nejumi_operator.reconcile.job import ANNOTATION_GENERATION, CONTAINER, GPU_RESOURCE
 from nejumi_operator.reconcile.ownership import owned_by
 from nejumi_operator.status.observation import job_condition, parse_time
@@ -56,7 +57,7 @@ def job_gpus(job: Mapping[str, Any]) -> int:
 def held_gpus(job: Mapping[str, Any]) -> int:
     """The GPUs a stage held while it ran: its pod's, times the nodes of a serving group
     (`reconcile.group.as_job`: one pod per node, each with a node's GPUs)."""
-    return job_gpus(job) * int((job.get("group") or {}).get("size") or 1)
+    return job_gpus(job) * group_size_of(job)
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,7 @@ class StageJobs:
 
     def gpu_seconds_held(self) -> float | None:
         """GPU-seconds held by the stages that ended (the serve stage's wall time × its GPUs, on
-        every node of a group);
-        None before any GPU stage ended."""
+        every node of a group); None before any GPU stage ended."""
         held = [r["gpuSeconds"] for r in self.records() if r.get("gpuSeconds") is not None]
         return round(sum(held), 3) if held else None
 

@@ -107,8 +107,13 @@ class Observation:
     """The operator's price table: the GPU-seconds it observes held are priced with it (`status.cost`)."""
 
 
+def stamp(at: dt.datetime) -> str:
+    """A time as the API server writes one (RFC 3339, UTC, to the second)."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return stamp(dt.datetime.now(dt.UTC))
 
 
 def parse_time(value: str | None) -> dt.datetime | None:

@@ -35,7 +35,6 @@ phase, times and GPU-seconds.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,6 +59,7 @@ from nejumi_operator.status.observation import (
     parse_time,
     pod_ended,
     pod_name,
+    stamp,
     terminations,
 )
 from nejumi_operator.status.results import (
@@ -205,13 +205,18 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
     running(c.FALSE, c.JOB_PENDING, f"Job {name}: waiting for a pod{retry}", "pending")
 
 
+def _what(obs: Observation) -> str:
+    """What runs the stage, as a message names it: `Job x`, or `LeaderWorkerSet x` (a group)."""
+    return f"{'LeaderWorkerSet' if obs.group else 'Job'} {obs.job_name}"
+
+
 def live_progress(report: ProgressReport) -> dict[str, Any]:
     """`status.liveProgress`: the evaluator's report as validated, its time to the second."""
     return {
         "pod": report.pod,
         "step": report.step,
         "counters": [ctr.model_dump(by_alias=True) for ctr in report.counters],
-        "updatedAt": report.updated_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "updatedAt": stamp(report.updated_at),
     }
 
 
@@ -222,7 +227,7 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
     group = obs.group
     assert group is not None
     job = obs.job or {}
-    what = f"LeaderWorkerSet {obs.job_name}"
+    what = _what(obs)
     outcome, term = group.outcome, obs.termination
     failures = outcome.attempt if outcome is not None and not outcome.final else 0
     attempt, total = failures + 1, backoff_limit(job) + 1
@@ -327,8 +332,7 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
     data = summary_data(term.message) if term else None
     summary = parse_summary(term.message) if term else None
     complete, failed = job_condition(job, "Complete"), job_condition(job, "Failed")
-    name = obs.job_name
-    kind = "LeaderWorkerSet" if obs.group else "Job"
+    what = _what(obs)
 
     end = jstatus.get("completionTime") or (failed or complete or {}).get("lastTransitionTime")
     fields["completionTime"] = end
@@ -342,7 +346,7 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
         fields.setdefault("runtime", {})["gpuSeconds"] = round((stop - start).total_seconds() * obs.gpus, 3)
 
     if complete and summary and summary.status == "completed":
-        conds[c.RUNNING] = (c.FALSE, c.COMPLETED, f"Job {name} completed")
+        conds[c.RUNNING] = (c.FALSE, c.COMPLETED, f"{what} completed")
         # Degraded: the scores' own reason, unless the results were not stored — the one a person
         # must act on for the evaluation to count (the message then says both). `degraded` in
         # status stays the scores' flag.
@@ -395,7 +399,7 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
         limit = f" ({deadline} s)" if deadline else ""
         reason = c.DEADLINE_EXCEEDED
         message = (
-            f"{kind} {name} ran longer than its activeDeadlineSeconds{limit} and was stopped"
+            f"{what} ran longer than its activeDeadlineSeconds{limit} and was stopped"
             + (f"; the evaluator: {failure_message(term, summary)}" if term else "")
             + ": find out why it hangs (the evaluator log), or allow more time"
         )
@@ -403,10 +407,8 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
         reason, message = c.failure_reason(term.exit_code), failure_message(term, summary)
     else:
         reason = c.JOB_FAILED
-        message = (
-            f"{kind} {name} failed: {(failed or {}).get('reason', '')} {(failed or {}).get('message', '')}"
-        )
-    conds[c.RUNNING] = (c.FALSE, c.FAILED, f"{kind} {name} failed")
+        message = f"{what} failed: {(failed or {}).get('reason', '')} {(failed or {}).get('message', '')}"
+    conds[c.RUNNING] = (c.FALSE, c.FAILED, f"{what} failed")
     conds[c.SUCCEEDED] = (c.FALSE, reason, clip(message))
     conds[c.DEGRADED] = (c.UNKNOWN, c.NOT_EVALUATED, "")
     fields["progress"] = "failed"
@@ -414,11 +416,11 @@ def _finished_job(obs: Observation, conds: Conds, fields: dict[str, Any]) -> Non
 
 def _stage_completed(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None:
     """A fetch or serve Job completed: the evaluation goes on with the next stage."""
-    kind = f"LeaderWorkerSet {obs.job_name}, released" if obs.group else f"Job {obs.job_name}"
+    what = f"{_what(obs)}, released" if obs.group else _what(obs)
     conds[c.RUNNING] = (
         c.TRUE,
         c.STAGE_COMPLETED,
-        f"the {obs.stage} stage ({kind}) completed; the {obs.next_stage} stage starts",
+        f"the {obs.stage} stage ({what}) completed; the {obs.next_stage} stage starts",
     )
     conds[c.SUCCEEDED] = (c.UNKNOWN, c.IN_PROGRESS, "")
     conds[c.DEGRADED] = (c.UNKNOWN, c.IN_PROGRESS, "")
@@ -499,8 +501,7 @@ def _observe(obs: Observation) -> tuple[Conds, dict[str, Any]]:
     fields["jobName"] = obs.job_name
     first = obs.stages[0].get("startTime") if obs.stages else None  # the evaluation's start
     fields["startTime"] = first or jstatus.get("startTime")
-    made = f"LeaderWorkerSet {obs.job_name}" if obs.group else f"Job {obs.job_name}"
-    conds[c.ACCEPTED] = (c.TRUE, c.JOB_CREATED, f"{made} created")
+    conds[c.ACCEPTED] = (c.TRUE, c.JOB_CREATED, f"{_what(obs)} created")
     if obs.stage_refusal:
         reason, message = obs.stage_refusal
         conds[c.RUNNING] = (c.FALSE, reason, f"no Job for the {obs.next_stage} stage")

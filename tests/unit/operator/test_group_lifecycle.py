@@ -669,6 +669,8 @@ def test_a_running_group_says_so_with_the_leaders_live_progress(monkeypatch: pyt
     ]
     assert st["progress"] == "serve: jaster 812/1920" and st["attempt"] == 1
     assert cluster.released == [] and cluster.created == []
+    # one read of the progress ConfigMap serves the release check and the observation
+    assert cluster.called["read_configmap"] == 1
 
 
 def test_the_leaders_final_success_releases_the_group_and_the_judge_is_told_what_it_held(

@@ -41,6 +41,7 @@ from nejumi_eval.errors import InfrastructureError
 from nejumi_eval.group_leader import ATTEMPTS_RECORD, AttemptRecord, lead_group, leading
 from nejumi_eval.pipeline import STAGE_RECORDS, evaluation_id
 from nejumi_eval.report.progress import ProgressPublisher
+from nejumi_eval.runtime.client.retry import RetryPolicy
 from nejumi_eval.runtime.serve import NodeGroup
 
 LEADER = "big-g1-serve-0.big-g1-serve.team-a"
@@ -340,10 +341,14 @@ def test_the_outcome_is_retried_and_every_failure_logged(
         pod=POD, attempt=1, attempts=1, exit_code=0, final=True, finished_at=datetime.now(UTC)
     )
     with ApiServer([500, 503]) as api:
-        assert publisher(api.url, tmp_path).publish_outcome(outcome, tries=3, first_wait_s=0.01)
+        assert publisher(api.url, tmp_path).publish_outcome(
+            outcome, RetryPolicy(max_attempts=3, initial_delay_s=0.01)
+        )
         assert len(api.patches) == 3 and api.outcomes()[-1] == outcome
     with ApiServer([403] * 3) as api:
-        assert not publisher(api.url, tmp_path).publish_outcome(outcome, tries=3, first_wait_s=0.01)
+        assert not publisher(api.url, tmp_path).publish_outcome(
+            outcome, RetryPolicy(max_attempts=3, initial_delay_s=0.01)
+        )
     failures = [r for r in caplog.records if "could not write" in r.message]
     assert [r.levelname for r in failures] == ["WARNING", "WARNING", "WARNING", "WARNING", "ERROR"]
 
@@ -358,13 +363,14 @@ from nejumi_eval import group_leader
 from nejumi_eval.api.v1alpha1.spec import parse_spec
 from nejumi_eval.api.v1alpha1.summary import Summary
 from nejumi_eval.report.progress import ProgressPublisher
+from nejumi_eval.runtime.client.retry import RetryPolicy
 from nejumi_eval.runtime.serve import NodeGroup
 
 workspace, url, token, mode = sys.argv[1:5]
 spec = parse_spec({{"model": {{"name": "org/big"}}, "workspace": {{"path": workspace}}}})
 group = NodeGroup(size=2, rank=0, leader_address={leader!r})
 publisher = ProgressPublisher(url, "big-g1-serve-0", Path(token), Path(certifi.where()))
-publisher.publish_outcome = functools.partial(publisher.publish_outcome, tries=1)
+publisher.publish_outcome = functools.partial(publisher.publish_outcome, retry=RetryPolicy(max_attempts=1))
 group_leader.HOLD_RETRY_S = 0.05
 
 async def serving(marker):
