@@ -23,10 +23,12 @@ before answering and every reply, so what was sent twice is counted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +144,23 @@ class Cluster:
         return left
 
 
-def operator(namespace: str) -> KopfRunner:
+@contextlib.contextmanager
+def operating(k8s_client: ApiClient, namespace: str) -> Iterator[Recorder]:
+    """The operator running on `namespace` (kopf's runner), every status version recorded; the
+    operator must have ended cleanly."""
     args = ["run", "--standalone", "--namespace", namespace, str(HANDLERS)]
-    return KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60)
+    with (
+        Recorder(k8s_client, namespace) as seen,
+        KopfRunner(args, registry=kopf.OperatorRegistry(), timeout=60) as runner,
+    ):
+        yield seen
+    assert (runner.exit_code, runner.exception) == (0, None), runner.output
+
+
+@pytest.fixture
+def queue(queues: Kueues) -> str:
+    """A LocalQueue whose ClusterQueue has two nodes' GPUs of quota."""
+    return queues.local_queue(queues.cluster_queue(queues.flavor(), gpus=2 * NODE_GPUS))
 
 
 def test_a_two_node_evaluation_succeeds_and_its_group_held_the_gpus_only_while_serving(
@@ -154,12 +170,11 @@ def test_a_two_node_evaluation_succeeds_and_its_group_held_the_gpus_only_while_s
     node_agent: NodeAgent,
     second_node: NodeAgent,
     served: dict[str, Any],
-    queues: Kueues,
+    queue: str,
 ) -> None:
-    queue = queues.local_queue(queues.cluster_queue(queues.flavor(), gpus=2 * NODE_GPUS))
     cluster = Cluster(k8s_client, namespace)
     folder = model_folder(served["root"], "big")
-    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+    with operating(k8s_client, namespace) as seen:
         create(k8s_client, namespace, "big", spec(folder, queue))
         serving = wait_until(
             lambda: (
@@ -173,7 +188,6 @@ def test_a_two_node_evaluation_succeeds_and_its_group_held_the_gpus_only_while_s
         pods = cluster.pods("big-g1-serve")
         nodes = {p.metadata.name: p.spec.node_name for p in pods}
         done = seen.wait_for("big", "Succeeded", "EvaluationCompleted", timeout=TIMEOUT)
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
 
     # One pod per node, the leader running the evaluator; the message says where and how many nodes.
     assert sorted(nodes) == ["big-g1-serve-0", "big-g1-serve-0-1"]
@@ -227,7 +241,7 @@ def test_a_group_without_quota_for_every_node_is_queued_whole_then_admitted(
     cluster.batch.create_namespaced_job(namespace, queued_job("blocker", queue, NODE_GPUS, release))
     wait_until(lambda: is_true(queues.workload("blocker"), "Admitted"), TIMEOUT, "the blocker admitted")
     folder = model_folder(served["root"], "huge")
-    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+    with operating(k8s_client, namespace) as seen:
         create(k8s_client, namespace, "huge", spec(folder, queue, nodes=3))
         queued = wait_until(
             lambda: (
@@ -249,7 +263,6 @@ def test_a_group_without_quota_for_every_node_is_queued_whole_then_admitted(
             f"the group admitted whole and serving (seen {seen.seen.get('huge')})",
         )
         done = seen.wait_for("huge", "Succeeded", "EvaluationCompleted", timeout=TIMEOUT)
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
     assert queued["reason"] == "Suspended"
     assert queued["message"].startswith(
         "the serve stage: LeaderWorkerSet huge-g1-serve (3 nodes, admitted whole or not at all) is waiting "
@@ -272,12 +285,11 @@ def test_a_worker_lost_mid_generation_restarts_the_group_which_resumes_from_the_
     node_agent: NodeAgent,
     second_node: NodeAgent,
     served: dict[str, Any],
-    queues: Kueues,
+    queue: str,
 ) -> None:
-    queue = queues.local_queue(queues.cluster_queue(queues.flavor(), gpus=2 * NODE_GPUS))
     folder = model_folder(served["root"], "fragile")
     samples = 40
-    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+    with operating(k8s_client, namespace) as seen:
         create(k8s_client, namespace, "fragile", spec(folder, queue, samples=samples))
         wait_until(lambda: len(log(served, "fragile", "reply")) >= 6, TIMEOUT, "generation under way")
         worker = "fragile-g1-serve-0-1"
@@ -286,7 +298,6 @@ def test_a_worker_lost_mid_generation_restarts_the_group_which_resumes_from_the_
         for pid in agent.pids(namespace, worker):
             os.kill(pid, signal.SIGKILL)  # the node's server dies: vLLM's group cannot go on without it
         done = seen.wait_for("fragile", "Succeeded", "EvaluationCompleted", timeout=TIMEOUT)
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
 
     reasons = [reason for _, reason in seen.seen["fragile"]]
     assert "GroupRestarting" in reasons, seen.seen["fragile"]
@@ -314,19 +325,17 @@ def test_deleting_a_multi_node_evaluation_mid_run_leaves_nothing(
     node_agent: NodeAgent,
     second_node: NodeAgent,
     served: dict[str, Any],
-    queues: Kueues,
+    queue: str,
 ) -> None:
-    queue = queues.local_queue(queues.cluster_queue(queues.flavor(), gpus=2 * NODE_GPUS))
     cluster = Cluster(k8s_client, namespace)
     folder = model_folder(served["root"], "doomed")
-    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+    with operating(k8s_client, namespace) as seen:
         create(k8s_client, namespace, "doomed", spec(folder, queue, samples=60))
         wait_until(lambda: len(log(served, "doomed", "reply")) >= 3, TIMEOUT, f"serving (seen {seen.seen})")
         assert cluster.group("doomed-g1-serve") is not None and len(cluster.pods("doomed-g1-serve")) == 2
         cluster.custom.delete_namespaced_custom_object(NEJUMI, VERSION, namespace, PLURAL, "doomed")
         wait_until(lambda: not cluster.leftovers(), 120, "the group, its pods, Service and Workload to go")
         count = len(log(served, "doomed", "reply"))
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
     assert count < 60  # stopped mid-generation, not run to its end
 
 
@@ -337,7 +346,7 @@ def test_a_leader_never_ready_fails_quoting_its_servers_last_line_and_releases_t
     node_agent: NodeAgent,
     second_node: NodeAgent,
     served: dict[str, Any],
-    queues: Kueues,
+    queue: str,
     operator_env: pytest.MonkeyPatch,
 ) -> None:
     env = json.loads(os.environ["NEJUMI_OPERATOR_EVALUATOR_ENV"])
@@ -345,18 +354,16 @@ def test_a_leader_never_ready_fails_quoting_its_servers_last_line_and_releases_t
         "NEJUMI_OPERATOR_EVALUATOR_ENV", json.dumps(env | {"NEJUMI_STUB_WORKERS_NEVER_JOIN": "1"})
     )
     operator_env.setenv("NEJUMI_OPERATOR_BACKOFF_LIMIT", "1")  # two attempts of the server's 10 s timeout
-    queue = queues.local_queue(queues.cluster_queue(queues.flavor(), gpus=2 * NODE_GPUS))
     cluster = Cluster(k8s_client, namespace)
     folder = model_folder(served["root"], "lonely")
     lonely = spec(folder, queue)
     lonely["model"]["vllm"]["startupTimeoutSeconds"] = 10
-    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+    with operating(k8s_client, namespace) as seen:
         create(k8s_client, namespace, "lonely", lonely)
         failed = seen.wait_for("lonely", "Failed", None, timeout=TIMEOUT)
         wait_until(
             lambda: not cluster.pods("lonely-g1-serve") and not cluster.workloads(), 60, "the group to go"
         )
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
     assert failed["reason"] == "InfrastructureFailure", failed
     # The server's last line ends the message (a long one is cut at its start, never at its end).
     assert failed["message"].endswith("vllm (stub): waiting for workers: 0 of 1 joined"), failed["message"]
@@ -390,7 +397,7 @@ def test_a_preempted_group_is_queued_then_readmitted_whole_and_resumes_from_the_
     cluster = Cluster(k8s_client, namespace)
     folder = model_folder(served["root"], "background")
     samples, release = 40, tmp_path / "release-urgent"
-    with Recorder(k8s_client, namespace) as seen, operator(namespace) as runner:
+    with operating(k8s_client, namespace) as seen:
         create(k8s_client, namespace, "background", spec(folder, queue, samples=samples))
         wait_until(lambda: len(log(served, "background", "reply")) >= 6, TIMEOUT, "the group answering")
         # A more urgent workload needs one node's GPUs: Kueue evicts the whole group to admit it.
@@ -404,7 +411,6 @@ def test_a_preempted_group_is_queued_then_readmitted_whole_and_resumes_from_the_
         before = len(log(served, "background", "reply"))
         release.touch()  # the urgent Job ends: the group is readmitted whole
         done = seen.wait_for("background", "Succeeded", "EvaluationCompleted", timeout=TIMEOUT)
-    assert (runner.exit_code, runner.exception) == (0, None), runner.output
     assert preempted["stage"] == "serve", preempted
     assert preempted["message"].startswith(
         "the serve stage: Kueue evicted LeaderWorkerSet background-g1-serve ("
