@@ -174,8 +174,7 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
                 c.TRUE,
                 c.JOB_RUNNING,
                 f"the evaluator is running in pod {pname}{where}{on_attempt}",
-                (report.line() if report is not None else "evaluating")
-                + (f" (attempt {attempt})" if failures else ""),
+                _progress(report, attempt if failures else None),
             )
         blocked = pod_blocker(pod, obs.gpus)
         if blocked:
@@ -203,6 +202,12 @@ def _in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -> None
             "finishing",
         )
     running(c.FALSE, c.JOB_PENDING, f"Job {name}: waiting for a pod{retry}", "pending")
+
+
+def _progress(report: ProgressReport | None, retried: int | None) -> str:
+    """`status.progress` of a running evaluator: its report's line, and the attempt after a retry."""
+    line = report.line() if report is not None else "evaluating"
+    return line + (f" (attempt {retried})" if retried else "")
 
 
 def _what(obs: Observation) -> str:
@@ -303,8 +308,7 @@ def _group_in_progress(obs: Observation, conds: Conds, fields: dict[str, Any]) -
         c.TRUE,
         c.JOB_RUNNING,
         f"the evaluator is running in pod {group.leader}{where}, {doing}{on_attempt}",
-        (report.line() if report is not None else "evaluating")
-        + (f" (attempt {attempt})" if failures else ""),
+        _progress(report, attempt if failures else None),
     )
 
 
